@@ -1,0 +1,184 @@
+"""Tables as prompts see them: loading, validation, deterministic strings, integer codes.
+
+Every cell becomes a string before anything else happens, so that the reorder methods,
+the metrics and the prompt serializer all see the same text:
+
+- missing values (``None``, ``NaN``, ``NaT``, ``pd.NA``) become ``""``;
+- booleans become ``"True"`` / ``"False"``;
+- integers become their decimal digits; floats with an integral value drop the
+  ``.0`` (``3.0`` -> ``"3"``, which is what a CSV with gaps turns an int column into),
+  other floats use Python's shortest round-trip ``repr`` (``0.1`` -> ``"0.1"``);
+- timestamps use ISO 8601 (``2024-01-31T12:00:00``);
+- anything else uses ``str()``.
+
+The caller's DataFrame is never modified: `Table` holds its own arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Table", "TableError", "load_table", "stringify_column"]
+
+
+class TableError(ValueError):
+    """Bad input table: the message names the file, column or value."""
+
+
+def stringify_column(values: pd.Series) -> np.ndarray:
+    """Turn one column into an object array of ``str`` following the module's rules."""
+    s = values
+    missing = s.isna().to_numpy()
+    if pd.api.types.is_bool_dtype(s.dtype):
+        out = np.where(s.to_numpy(dtype=bool, na_value=False), "True", "False").astype(object)
+    elif pd.api.types.is_integer_dtype(s.dtype):
+        out = s.astype("Int64").astype(str).to_numpy(dtype=object)
+    elif pd.api.types.is_float_dtype(s.dtype):
+        arr = s.to_numpy(dtype=float, na_value=np.nan)
+        out = np.empty(len(arr), dtype=object)
+        finite = np.isfinite(arr)
+        integral = finite & (np.floor(arr) == arr) & (np.abs(arr) < 2**63)
+        out[integral] = arr[integral].astype(np.int64).astype(str)
+        rest = ~integral & ~missing
+        out[rest] = [repr(float(x)) for x in arr[rest]]
+    elif pd.api.types.is_datetime64_any_dtype(s.dtype):
+        out = np.array([x.isoformat() if not pd.isna(x) else "" for x in s], dtype=object)
+    else:
+        # object / string / category: map through the unique values only (fast on
+        # repetitive columns, which is exactly the kind GGR cares about)
+        codes, uniques = pd.factorize(s, use_na_sentinel=True)
+        ustr = np.array([_scalar_to_str(u) for u in uniques] + [""], dtype=object)
+        out = ustr[codes]  # code -1 (missing) picks the trailing ""
+    out[missing] = ""
+    return out
+
+
+def _scalar_to_str(v: object) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None or (not isinstance(v, (list, tuple, dict)) and pd.isna(v)):
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "True" if v else "False"
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return str(int(f)) if f.is_integer() and abs(f) < 2**63 else repr(f)
+    if isinstance(v, pd.Timestamp):
+        return v.isoformat()
+    return str(v)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table ready for reordering: string cells plus per-column integer codes.
+
+    Attributes
+    ----------
+    columns : field names, in the input's order.
+    cells : ``(n_rows, n_cols)`` object array of ``str``.
+    codes : ``(n_rows, n_cols)`` int32 array; equal codes in a column mean equal text.
+    lengths : ``(n_rows, n_cols)`` int64 array of cell lengths in characters.
+    source : where the table came from (a path, or ``"<DataFrame>"``), for messages.
+    """
+
+    columns: tuple[str, ...]
+    cells: np.ndarray
+    codes: np.ndarray
+    lengths: np.ndarray
+    source: str = "<DataFrame>"
+    uniques: tuple[np.ndarray, ...] = field(default=(), repr=False)
+
+    @property
+    def n_rows(self) -> int:
+        return self.cells.shape[0]
+
+    @property
+    def n_cols(self) -> int:
+        return self.cells.shape[1]
+
+    def col_index(self, name: str) -> int:
+        """Position of column ``name``; a `TableError` lists the valid names otherwise."""
+        try:
+            return self.columns.index(name)
+        except ValueError:
+            raise TableError(
+                f"{self.source}: no column {name!r}. Available columns: {list(self.columns)}"
+            ) from None
+
+    def to_frame(self) -> pd.DataFrame:
+        """The string cells as a new DataFrame (original row order)."""
+        return pd.DataFrame(self.cells, columns=list(self.columns))
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, source: str = "<DataFrame>") -> "Table":
+        """Build a `Table` from a DataFrame without modifying it."""
+        if not isinstance(df, pd.DataFrame):
+            raise TableError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}")
+        names = [str(c) for c in df.columns]
+        dup = sorted({c for c in names if names.count(c) > 1})
+        if dup:
+            raise TableError(f"{source}: duplicate column names {dup}; rename them first")
+        if df.shape[1] == 0:
+            raise TableError(f"{source}: the table has no columns")
+        if df.shape[0] == 0:
+            raise TableError(f"{source}: the table has no rows")
+        n, m = df.shape
+        cells = np.empty((n, m), dtype=object)
+        codes = np.empty((n, m), dtype=np.int32)
+        lengths = np.empty((n, m), dtype=np.int64)
+        uniques = []
+        for j in range(m):
+            col = stringify_column(df.iloc[:, j])
+            cells[:, j] = col
+            c, u = pd.factorize(col)
+            codes[:, j] = c
+            ulen = np.fromiter((len(x) for x in u), dtype=np.int64, count=len(u))
+            lengths[:, j] = ulen[c]
+            uniques.append(np.asarray(u, dtype=object))
+        return cls(tuple(names), cells, codes, lengths, source, tuple(uniques))
+
+
+def load_table(table: "str | Path | pd.DataFrame | Table") -> Table:
+    """Load a CSV or Parquet file (or wrap a DataFrame) as a `Table`.
+
+    CSV cells are read as text (``dtype=str``) so that ``007`` stays ``"007"``; empty
+    CSV cells are missing values and become ``""``.
+    """
+    if isinstance(table, Table):
+        return table
+    if isinstance(table, pd.DataFrame):
+        return Table.from_frame(table)
+    path = Path(table)
+    if not path.exists():
+        raise TableError(f"{path}: file not found")
+    if path.is_dir():
+        raise TableError(f"{path}: is a directory, expected a .csv or .parquet file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        elif suffix in (".csv", ".tsv", ".txt") or suffix == "":
+            sep = "\t" if suffix == ".tsv" else ","
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], sep=sep)
+        else:
+            raise TableError(f"{path}: unknown table format {suffix!r}; use .csv or .parquet")
+    except pd.errors.EmptyDataError:
+        raise TableError(f"{path}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        raise TableError(f"{path}: cannot read as a table: {e}") from None
+    if suffix not in (".parquet", ".pq"):
+        _check_csv_header(path, df)
+    return Table.from_frame(df, source=str(path))
+
+
+def _check_csv_header(path: Path, df: pd.DataFrame) -> None:
+    # pandas renames duplicate CSV headers to "a.1"; catch that before it hides a mistake
+    header = pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False)
+    names = [str(x) for x in header.iloc[0]] if len(header) else []
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise TableError(f"{path}: duplicate column names {dup}; rename them first")

@@ -150,25 +150,34 @@ class ReorderPlan:
     @classmethod
     def from_dict(cls, data: dict, table: Table | None = None) -> "ReorderPlan":
         """Rebuild a plan; column names come from ``table`` (or the first field order)."""
-        try:
-            ro = data["row_order"]
-            fo = data["field_orders"]
-        except (KeyError, TypeError):
-            raise PlanError("plan JSON needs the keys 'row_order' and 'field_orders'") from None
+        if not isinstance(data, dict) or "row_order" not in data or "field_orders" not in data:
+            raise PlanError("plan JSON needs the keys 'row_order' and 'field_orders'")
+        ro = np.asarray(data["row_order"])
+        fo = data["field_orders"]
+        if ro.ndim != 1 or (ro.size and ro.dtype.kind not in "iu"):
+            raise PlanError(
+                "plan row_order must be a list of integer row positions, got "
+                f"{_preview(data['row_order'])}"
+            )
+        if not isinstance(fo, (list, tuple)) or not all(isinstance(r, (list, tuple)) for r in fo):
+            raise PlanError(
+                f"plan field_orders must be a list of lists of column names, got {_preview(fo)}"
+            )
         if len(ro) != len(fo):
             raise PlanError(f"plan has {len(ro)} row_order entries but {len(fo)} field_orders")
         columns = tuple(table.columns) if table is not None else tuple(fo[0] if fo else ())
+        where = table.source if table is not None else "the plan's first field order"
         index = {c: i for i, c in enumerate(columns)}
         try:
             perm = np.array([[index[c] for c in row] for row in fo], dtype=np.int32)
-        except KeyError as e:
-            where = table.source if table is not None else "the plan"
-            raise PlanError(f"plan names column {e.args[0]!r}, which is not in {where}") from None
-        except ValueError:
-            raise PlanError("plan field_orders rows have different lengths") from None
+            ok = perm.shape == (len(fo), len(columns)) or not fo
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            _raise_field_order_error(fo, columns, where)
         if perm.size == 0:
             perm = perm.reshape(len(ro), len(columns))
-        plan = cls(columns, np.asarray(ro, dtype=np.int64), perm)
+        plan = cls(columns, ro.astype(np.int64), perm)
         if table is not None:
             plan.check(table)
         return plan
@@ -176,16 +185,53 @@ class ReorderPlan:
     @classmethod
     def from_json(cls, text_or_path: str | Path, table: Table | None = None) -> "ReorderPlan":
         """Read a plan from JSON text or a ``.json`` file path."""
-        p = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
+        is_text = not isinstance(text_or_path, Path) and str(text_or_path).lstrip()[:1] in "{["
+        p = None if is_text else Path(text_or_path)
         if p is not None:
             if not p.exists():
                 raise PlanError(f"{p}: plan file not found")
-            text = p.read_text()
+            if not p.is_file():
+                raise PlanError(f"{p}: is not a file, expected a plan .json file")
+            try:
+                text = p.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise PlanError(f"{p}: cannot read the plan: {e}") from None
         else:
             text = str(text_or_path)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise PlanError(f"{p or 'plan'}: not valid JSON: {e}") from None
-        return cls.from_dict(data, table)
+        try:
+            return cls.from_dict(data, table)
+        except PlanError as e:
+            raise PlanError(f"{p}: {e}" if p is not None else str(e)) from None
 
+
+def _preview(x: Any, limit: int = 60) -> str:
+    text = repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _raise_field_order_error(fo: Sequence[Any], columns: tuple[str, ...], where: str) -> None:
+    """Name the first run slot whose field order is not a permutation of ``columns``."""
+    expected = set(columns)
+    for slot, row in enumerate(fo):
+        try:
+            names = set(row)
+        except TypeError:
+            raise PlanError(
+                f"field order of run slot {slot} holds unhashable names: {_preview(row)}"
+            ) from None
+        unknown = sorted(map(str, names - expected))
+        missing = sorted(expected - names)
+        if unknown or missing or len(row) != len(columns):
+            problems = []
+            if unknown:
+                problems.append(f"names columns not in {where}: {unknown}")
+            if missing:
+                problems.append(f"lacks columns {missing}")
+            if not unknown and not missing:
+                problems.append("repeats a column")
+            raise PlanError(f"field order of run slot {slot} " + "; ".join(problems))
+    raise PlanError("plan field_orders are malformed")  # pragma: no cover - unreachable

@@ -16,6 +16,7 @@ The caller's DataFrame is never modified: `Table` holds its own arrays.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def stringify_column(values: pd.Series) -> np.ndarray:
     if pd.api.types.is_bool_dtype(s.dtype):
         out = np.where(s.to_numpy(dtype=bool, na_value=False), "True", "False").astype(object)
     elif pd.api.types.is_integer_dtype(s.dtype):
-        out = s.astype("Int64").astype(str).to_numpy(dtype=object)
+        # astype(str) keeps every digit, uint64 beyond the int64 range included
+        out = np.asarray(s.astype(str), dtype=object)
     elif pd.api.types.is_float_dtype(s.dtype):
         arr = s.to_numpy(dtype=float, na_value=np.nan)
         out = np.empty(len(arr), dtype=object)
@@ -44,29 +46,61 @@ def stringify_column(values: pd.Series) -> np.ndarray:
         integral = finite & (np.floor(arr) == arr) & (np.abs(arr) < 2**63)
         out[integral] = arr[integral].astype(np.int64).astype(str)
         rest = ~integral & ~missing
-        out[rest] = [repr(float(x)) for x in arr[rest]]
-    elif pd.api.types.is_datetime64_any_dtype(s.dtype):
-        out = np.array([x.isoformat() if not pd.isna(x) else "" for x in s], dtype=object)
+        npd = getattr(s.dtype, "numpy_dtype", s.dtype)  # Float32 (nullable) -> float32
+        narrow = npd if isinstance(npd, np.dtype) and npd.itemsize < 8 else None
+        if narrow is not None:
+            # float32/float16: the shortest text that round-trips at that width (0.1, not
+            # 0.10000000149011612)
+            out[rest] = [str(x) for x in arr[rest].astype(narrow)]
+        else:
+            out[rest] = [repr(float(x)) for x in arr[rest]]
     else:
-        # object / string / category: map through the unique values only (fast on
-        # repetitive columns, which is exactly the kind GGR cares about)
-        codes, uniques = pd.factorize(s, use_na_sentinel=True)
+        # object / string / category / datetime: map through the unique values only (fast
+        # on repetitive columns, which is exactly the kind GGR cares about)
+        try:
+            codes, uniques = pd.factorize(s, use_na_sentinel=True)
+        except TypeError:  # unhashable cells (lists, arrays from Parquet list columns)
+            out = np.empty(len(s), dtype=object)
+            out[:] = [_scalar_to_str(v) for v in s.to_numpy(dtype=object)]
+            out[missing] = ""
+            return out
+        if s.dtype == object and len(s):
+            codes, uniques = _split_mixed_types(s.to_numpy(dtype=object), codes, uniques)
         ustr = np.array([_scalar_to_str(u) for u in uniques] + [""], dtype=object)
         out = ustr[codes]  # code -1 (missing) picks the trailing ""
     out[missing] = ""
     return out
 
 
+def _split_mixed_types(vals: np.ndarray, codes: np.ndarray, uniques: object) -> tuple:
+    """Re-factorize by (type, value): ``factorize`` alone merges ``True``, ``1`` and ``1.0``."""
+    present = codes >= 0
+    tcodes, types = pd.factorize(
+        np.fromiter(map(type, vals[present]), dtype=object, count=int(present.sum()))
+    )
+    if len(types) <= 1:
+        return codes, uniques
+    sub, _ = pd.factorize(codes[present].astype(np.int64) * len(types) + tcodes)
+    first = np.unique(sub, return_index=True)[1]  # first occurrence of each new code
+    new_codes = np.full(len(vals), -1, dtype=np.intp)
+    new_codes[present] = sub
+    return new_codes, list(vals[present][first])
+
+
 def _scalar_to_str(v: object) -> str:
     if isinstance(v, str):
         return v
-    if v is None or (not isinstance(v, (list, tuple, dict)) and pd.isna(v)):
+    if isinstance(v, np.ndarray):
+        return str(v.tolist())
+    if v is None or (not isinstance(v, (list, tuple, dict, set)) and pd.isna(v)):
         return ""
     if isinstance(v, (bool, np.bool_)):
         return "True" if v else "False"
     if isinstance(v, (float, np.floating)):
         f = float(v)
-        return str(int(f)) if f.is_integer() and abs(f) < 2**63 else repr(f)
+        if f.is_integer() and abs(f) < 2**63:
+            return str(int(f))
+        return str(v) if isinstance(v, np.floating) and v.dtype.itemsize < 8 else repr(f)
     if isinstance(v, pd.Timestamp):
         return v.isoformat()
     return str(v)
@@ -132,7 +166,12 @@ class Table:
         lengths = np.empty((n, m), dtype=np.int64)
         uniques = []
         for j in range(m):
-            col = stringify_column(df.iloc[:, j])
+            try:
+                col = stringify_column(df.iloc[:, j])
+            except (TypeError, ValueError) as e:
+                raise TableError(
+                    f"{source}: column {names[j]!r}: cannot turn its values into text: {e}"
+                ) from None
             cells[:, j] = col
             c, u = pd.factorize(col)
             codes[:, j] = c
@@ -158,26 +197,38 @@ def load_table(table: "str | Path | pd.DataFrame | Table") -> Table:
     if path.is_dir():
         raise TableError(f"{path}: is a directory, expected a .csv or .parquet file")
     suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
+    if suffix in (".parquet", ".pq"):
+        try:
             df = pd.read_parquet(path)
-        elif suffix in (".csv", ".tsv", ".txt") or suffix == "":
-            sep = "\t" if suffix == ".tsv" else ","
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], sep=sep)
-        else:
-            raise TableError(f"{path}: unknown table format {suffix!r}; use .csv or .parquet")
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types
+            raise TableError(f"{path}: cannot read as Parquet: {e}") from None
+        return Table.from_frame(df, source=str(path))
+    if suffix not in (".csv", ".tsv", ".txt", ""):
+        raise TableError(f"{path}: unknown table format {suffix!r}; use .csv or .parquet")
+    sep = "\t" if suffix == ".tsv" else ","
+    try:
+        with warnings.catch_warnings():
+            # index_col=False: a first row with more fields than the header must not turn
+            # the first column into the index silently; pandas warns instead, we raise
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(
+                path, dtype=str, keep_default_na=False, na_values=[""], sep=sep, index_col=False
+            )
     except pd.errors.EmptyDataError:
         raise TableError(f"{path}: the file is empty") from None
+    except pd.errors.ParserWarning:
+        raise TableError(
+            f"{path}: a row has more fields than the header; quote cells that contain {sep!r}"
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
         raise TableError(f"{path}: cannot read as a table: {e}") from None
-    if suffix not in (".parquet", ".pq"):
-        _check_csv_header(path, df)
+    _check_csv_header(path, df, sep)
     return Table.from_frame(df, source=str(path))
 
 
-def _check_csv_header(path: Path, df: pd.DataFrame) -> None:
+def _check_csv_header(path: Path, df: pd.DataFrame, sep: str = ",") -> None:
     # pandas renames duplicate CSV headers to "a.1"; catch that before it hides a mistake
-    header = pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False)
+    header = pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False, sep=sep)
     names = [str(x) for x in header.iloc[0]] if len(header) else []
     dup = sorted({c for c in names if names.count(c) > 1})
     if dup:

@@ -1,0 +1,1 @@
+"""``ggr-kv`` subcommands, one module each (``add_arguments(parser)``, ``main(args)``)."""

@@ -1,0 +1,129 @@
+"""Engine settings, and ``ggr-kv run`` / ``ggr-kv make-model`` run as a user runs them.
+
+The CLI test starts vLLM in a subprocess with its default multiprocessing (the engine
+core is a spawned process), which is how ``ggr-kv run`` is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ggr_kv.engine import EngineConfig, make_llm
+from ggr_kv.models import SHAPES
+
+ROOT = Path(__file__).resolve().parents[1]
+MOVIES = ROOT.parent / "shared" / "datasets" / "movies_small.csv"
+ENV = {
+    **os.environ,
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+ENV.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+
+
+def ggr_kv(*args, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "ggr_kv", *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def test_llm_kwargs_for_a_dummy_shape_keep_stats_on_and_leave_defaults_to_vllm(tmp_path):
+    cfg = EngineConfig(model="tiny-llama", models_dir=str(tmp_path / "models"), max_num_seqs=8,
+                       extra={"distributed_executor_backend": "mp", "swap_space": 0})
+    kw = cfg.to_llm_kwargs()
+    assert Path(kw["model"]) == tmp_path / "models" / "tiny-llama"
+    assert (Path(kw["model"]) / "config.json").is_file()
+    assert kw["load_format"] == "dummy" and kw["disable_log_stats"] is False
+    assert kw["enable_prefix_caching"] is True and kw["max_num_seqs"] == 8
+    assert kw["distributed_executor_backend"] == "mp" and kw["swap_space"] == 0
+    for unset in ("max_model_len", "block_size", "gpu_memory_utilization", "data_parallel_size",
+                  "max_num_batched_tokens", "kv_cache_memory_bytes"):
+        assert unset not in kw, unset
+    no_cache = cfg.replace(enable_prefix_caching=False).to_llm_kwargs()
+    assert no_cache["enable_prefix_caching"] is False
+    assert {k: v for k, v in no_cache.items() if k != "enable_prefix_caching"} == {
+        k: v for k, v in kw.items() if k != "enable_prefix_caching"}
+    assert cfg.extra == {"distributed_executor_backend": "mp", "swap_space": 0}  # not shared
+
+
+def test_a_model_with_weights_is_passed_through_unchanged():
+    kw = EngineConfig(model="meta-llama/Llama-3.1-8B-Instruct", tensor_parallel_size=4,
+                      pipeline_parallel_size=2).to_llm_kwargs()
+    assert kw["model"] == "meta-llama/Llama-3.1-8B-Instruct" and "load_format" not in kw
+    assert kw["tensor_parallel_size"] == 4 and kw["pipeline_parallel_size"] == 2
+
+
+def test_engine_settings_from_a_flat_dict_split_known_fields_from_extra():
+    cfg = EngineConfig.from_dict({"model": "llama-3.1-8b", "max_num_seqs": 64,
+                                  "enable_chunked_prefill": False})
+    assert cfg.model == "llama-3.1-8b" and cfg.max_num_seqs == 64
+    assert cfg.extra == {"enable_chunked_prefill": False}
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"tensor_parallel_size": 0}, "tensor_parallel_size"),
+        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+        ({"max_num_seqs": -1}, "max_num_seqs"),
+        ({"extra": {"max_num_seqs": 4}}, r"extra repeats .*max_num_seqs"),
+        ({"extra": {"disable_log_stats": True}}, "disable_log_stats"),
+    ],
+)
+def test_bad_engine_settings_are_refused_with_the_setting_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EngineConfig(**kwargs)
+
+
+def test_offline_data_parallel_points_to_a_server_before_starting_anything():
+    with pytest.raises(ValueError, match="--data-parallel-size 2"):
+        make_llm(EngineConfig(data_parallel_size=2))
+
+
+def test_make_model_command_writes_a_loadable_folder(tmp_path):
+    proc = ggr_kv("make-model", "llama-3.2-1b", "--out", tmp_path / "m", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["path"] == str(tmp_path / "m") and info["layers"] == 16
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == SHAPES["llama-3.2-1b"]["num_hidden_layers"]
+    assert {"config.json", "tokenizer.json", "tokenizer_config.json"} <= set(info["files"])
+    bad = ggr_kv("make-model", "llama-9000")
+    assert bad.returncode == 2 and "tiny-llama" in bad.stderr  # lists the valid shapes
+
+
+@pytest.mark.vllm
+def test_run_command_end_to_end_and_never_overwrites(tmp_path):
+    pytest.importorskip("vllm")
+    if not MOVIES.exists():
+        pytest.skip(f"shared dataset missing: {MOVIES}")
+    out = tmp_path / "results"
+    args = ["run", MOVIES, "--rows", "16", "--method", "sorted", "--query-type", "filter",
+            "--max-tokens", "2", "--enforce-eager", "--max-model-len", "4096",
+            "--engine-arg", "max_num_seqs=8", "--out-dir", out, "--run-id", "cli",
+            "--no-progress", "--json"]
+    proc = ggr_kv(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout[-2000:]  # vLLM's logs go to stderr
+    summary = json.loads(lines[0])
+    assert summary["run_id"] == "cli" and summary["rows"] == 16
+    assert summary["method"] == "sorted" and summary["query_type"] == "filter"
+    assert summary["prefix_cache_queries"] == summary["prompt_tokens"] > 0
+    meta = json.loads((out / "cli" / "run.json").read_text())
+    assert meta["engine_args"]["max_num_seqs"] == 8 and meta["sampling"]["max_tokens"] == 2
+    assert meta["timings"]["reorder_s"] is not None and meta["output_tokens"] == 16 * 2
+    assert meta["dataset_info"] is None and meta["dataset"] == "movies_small"
+    before = {p.name: p.read_bytes() for p in (out / "cli").iterdir()}
+    again = ggr_kv(*args, timeout=120)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert "Initializing a V1 LLM engine" not in again.stderr + again.stdout  # refused first
+    assert {p.name: p.read_bytes() for p in (out / "cli").iterdir()} == before

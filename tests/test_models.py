@@ -1,0 +1,154 @@
+"""Model folders for dummy-weight runs: the tokenizer vLLM loads and the architecture shapes.
+
+Token counts, KV-cache footprints and prefix hits of a dummy-weight run are only those of
+the real model if vLLM tokenizes exactly as Llama 3 does and the config has the real
+shapes; these tests hold both to the published numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+
+from ggr_kv.models import SHAPES, make_model_dir, resolve_model
+from ggr_kv.tokenizer import load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+
+CORPUS = [
+    "",
+    "a",
+    "Hello, world!",
+    "  leading and trailing spaces   ",
+    "tabs\tand\t\tnew\nlines\n\n\nand\r\nCRLF",
+    "runs of spaces:          end",
+    "numbers 1 12 123 1234 12345 3.14159 -42 1e-9 0x1F 1,000,000",
+    "ünïcödé — “quotes” ‘single’ … naïve café façade",
+    "中文字符和日本語のテキスト、한국어",
+    "emoji 😀👍🏽🇫🇷 and ZWJ 👨‍👩‍👧",
+    "Ελληνικά и русский текст",
+    '{"movietitle": "Up", "score": 8.5, "tags": ["a", "b"], "nested": {"k": null}}',
+    '{"a":"b\\n\\"quoted\\"","u":"\\u00e9"}',
+    "I'm sure they'll've done it; we'd won't",
+    "code: def f(x):\n    return x ** 2  # comment",
+    "URL https://example.org/path?q=1&r=2#frag",
+    "repeated " * 50,
+]
+
+
+SPECIAL = "a cell quoting <|eot_id|> and <|begin_of_text|> from a chat log"
+
+
+def _dataset_prompts(n: int = 20) -> list[str]:
+    path = SHARED / "movies_small.csv"
+    if not path.exists():
+        return []
+    from ggr_kv.plan import ReorderPlan
+    from ggr_kv.prompts import build_prompts
+    from ggr_kv.table import Table, load_table
+
+    t = load_table(path)
+    t = Table.from_frame(t.to_frame().head(n), str(path))
+    return build_prompts(t, ReorderPlan.identity(t), "Is the review positive?")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir() -> Path:
+    path, dummy = resolve_model("tiny-llama", ROOT / "models")
+    assert dummy
+    return Path(path)
+
+
+def test_model_folder_tokenizer_matches_quicktok_llama3(tiny_dir):
+    texts = CORPUS + _dataset_prompts()
+    folder = load_tokenizer(tiny_dir)
+    quick = load_tokenizer("llama3")
+    for add in (True, False):
+        ft, fo = folder.encode_batch(texts, add_special_tokens=add)
+        qt, qo = quick.encode_batch(texts, add_special_tokens=add)
+        for i, text in enumerate(texts):
+            assert ft[fo[i] : fo[i + 1]].tolist() == qt[qo[i] : qo[i + 1]].tolist(), text
+    assert folder.encode("Hi")[0] == 128000  # <|begin_of_text|>
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ggr_kv.tokenizer's quicktok path encodes special-token text such as "
+    "'<|eot_id|>' in a cell as plain text; vLLM (tokenizer.json) encodes the special token",
+)
+def test_quicktok_llama3_matches_vllm_on_special_token_text(tiny_dir):
+    assert load_tokenizer("llama3").encode(SPECIAL) == load_tokenizer(tiny_dir).encode(SPECIAL)
+
+
+def test_model_folder_tokenizer_matches_vllm(tiny_dir):
+    pytest.importorskip("vllm")
+    from vllm.tokenizers import get_tokenizer
+
+    vtok = get_tokenizer(str(tiny_dir))
+    ours = load_tokenizer(tiny_dir)
+    texts = CORPUS + _dataset_prompts()
+    toks, offs = ours.encode_batch(texts + [SPECIAL])  # with BOS, as vLLM encodes prompts
+    for i, text in enumerate(texts + [SPECIAL]):
+        assert toks[offs[i] : offs[i + 1]].tolist() == vtok.encode(text), text
+    assert vtok.decode(vtok.encode(CORPUS[7], add_special_tokens=False)) == CORPUS[7]
+
+
+def _params(c: dict) -> int:
+    """Parameter count of a Llama config (embeddings, attention, MLP, norms, head)."""
+    h, v, i = c["hidden_size"], c["vocab_size"], c["intermediate_size"]
+    hd = c.get("head_dim") or h // c["num_attention_heads"]
+    q = h * c["num_attention_heads"] * hd
+    kv = 2 * h * c["num_key_value_heads"] * hd
+    o = c["num_attention_heads"] * hd * h
+    layer = q + kv + o + 3 * h * i + 2 * h
+    head = 0 if c["tie_word_embeddings"] else v * h
+    return v * h + c["num_hidden_layers"] * layer + h + head
+
+
+# published: Meta's model cards / config.json of meta-llama/Llama-3.2-1B and Llama-3.1-8B
+PUBLISHED = {
+    "llama-3.2-1b": {"layers": 16, "hidden": 2048, "heads": 32, "kv": 8, "inter": 8192,
+                     "params": 1.236e9},
+    "llama-3.1-8b": {"layers": 32, "hidden": 4096, "heads": 32, "kv": 8, "inter": 14336,
+                     "params": 8.030e9},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(PUBLISHED))
+def test_config_shapes_match_published_llama(shape, tmp_path):
+    pub = PUBLISHED[shape]
+    folder = make_model_dir(shape, tmp_path / shape)
+    c = json.loads((folder / "config.json").read_text())
+    from transformers import AutoConfig
+
+    hf = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    assert hf.model_type == "llama"
+    got = (
+        hf.num_hidden_layers,
+        hf.hidden_size,
+        hf.num_attention_heads,
+        hf.num_key_value_heads,
+        hf.intermediate_size,
+        hf.vocab_size,
+    )
+    assert got == (pub["layers"], pub["hidden"], pub["heads"], pub["kv"], pub["inter"], 128256)
+    assert c["hidden_size"] // c["num_attention_heads"] == c["head_dim"]
+    assert abs(_params(c) / pub["params"] - 1) < 0.005
+    # the tokenizer in every folder is the same Llama-3 vocabulary
+    assert load_tokenizer(folder).encode("Hello, world!") == load_tokenizer("llama3").encode(
+        "Hello, world!"
+    )
+
+
+def test_make_model_refuses_a_folder_of_another_shape(tmp_path):
+    folder = make_model_dir("tiny-llama", tmp_path / "m")
+    with pytest.raises(FileExistsError, match="tiny-llama"):
+        make_model_dir("llama-3.1-8b", folder)
+    assert set(SHAPES) >= {"tiny-llama", "llama-3.2-1b", "llama-3.1-8b"}

@@ -1,0 +1,313 @@
+"""The inference runner on a real vLLM engine (CPU), offline and through the server.
+
+One in-process engine serves the whole module; the server test starts one
+``vllm.entrypoints.openai.api_server`` subprocess at module start, so it boots while
+the offline tests run. Rows are real (``movies_small.csv``) so prompts span several
+128-token KV blocks and the prefix cache actually hits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+os.environ["VLLM_CPU_KVCACHE_SPACE"] = "1"
+os.environ["VLLM_NO_USAGE_STATS"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+vllm = pytest.importorskip("vllm")
+
+from ggr_kv.blocks import block_hashes, unbounded_prefix_hits
+from ggr_kv.engine import EngineConfig, make_llm, shutdown_llm
+from ggr_kv.models import resolve_model
+from ggr_kv.plan import ReorderPlan
+from ggr_kv.prompts import build_prompts
+from ggr_kv.run import restrict_plan, run_orderings, run_table
+from ggr_kv.rundir import RUN_FILES, read_outputs
+from ggr_kv.schema import REQUEST_COLUMNS, STEP_COLUMNS
+from ggr_kv.table import Table, load_table
+from ggr_kv.tokenizer import load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+MOVIES = ROOT.parent / "shared" / "datasets" / "movies_small.csv"
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(not MOVIES.exists(), reason=f"shared dataset missing: {MOVIES}"),
+]
+QUERY = "Is the review positive? Answer yes or no."
+N_ROWS = 24
+MAX_TOKENS = 3
+BLOCK = 128  # the CPU backend's KV block size (checked against run.json below)
+# movie fields first: rows of one movie share link, title and synopsis (> 1 block)
+GROUPED = ["rotten_tomatoes_link", "movie_title", "movie_info", "review_content", "id"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir() -> Path:
+    return Path(resolve_model("tiny-llama", ROOT / "models")[0])
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir, tmp_path_factory):
+    """A vLLM OpenAI-compatible server on a free port; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}  # allows POST /reset_prefix_cache
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(tiny_dir), "--load-format", "dummy",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--max-model-len", "4096", "--enforce-eager", "--enable-prompt-tokens-details",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    state = {"proc": proc, "url": url, "log": log, "ready": False}
+    try:
+        yield state
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the group this fixture started
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+
+
+def wait_ready(state: dict, timeout_s: float = 400) -> str:
+    deadline = time.monotonic() + timeout_s
+    while not state["ready"]:
+        if state["proc"].poll() is not None:
+            pytest.fail("vLLM server exited:\n" + state["log"].read_text()[-3000:])
+        try:
+            with urllib.request.urlopen(state["url"] + "/health", timeout=2) as r:
+                state["ready"] = r.status == 200
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail("vLLM server not ready:\n" + state["log"].read_text()[-3000:])
+            time.sleep(1)
+    return state["url"]
+
+
+@pytest.fixture(scope="module")
+def table(server) -> Table:  # requesting `server` starts it booting first
+    t = load_table(MOVIES)
+    return Table.from_frame(t.to_frame().head(N_ROWS), str(MOVIES))
+
+
+@pytest.fixture(scope="module")
+def plan(table) -> ReorderPlan:
+    """Rows reversed, movie fields first: a plan whose order differs from the input's."""
+    perm = np.array([table.col_index(c) for c in GROUPED])
+    n = table.n_rows
+    return ReorderPlan(table.columns, np.arange(n)[::-1].copy(), np.tile(perm, (n, 1)))
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_dir):
+    engine = make_llm(EngineConfig(model="tiny-llama", enforce_eager=True, max_model_len=4096))
+    yield engine
+    shutdown_llm(engine)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_dir):
+    return load_tokenizer(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def first(llm, table, plan, results):
+    return run_table(table, plan, QUERY, llm=llm, sampling={"max_tokens": MAX_TOKENS},
+                     dataset="movies_small", method="reversed", out_dir=results,
+                     run_id="first", progress=False)
+
+
+def expected_hits(prompts: list[str], tok) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt tokens, cached tokens) per prompt in run order, from the block model."""
+    toks, offs = tok.encode_batch(prompts)
+    return np.diff(offs), unbounded_prefix_hits(block_hashes(toks, offs, BLOCK))
+
+
+def test_outputs_come_back_in_original_row_order(first, table, plan, tok):
+    out = read_outputs(first.path)
+    inv = plan.inverse_order()
+    assert out["row"].tolist() == list(range(table.n_rows))
+    assert out["slot"].tolist() == inv.tolist()
+    # each row's output carries the token count of THAT row's prompt (prompts differ)
+    prompts_by_row = np.array(build_prompts(table, plan, QUERY), dtype=object)[inv]
+    want = tok.count(list(prompts_by_row))
+    assert len(set(want.tolist())) > N_ROWS // 2
+    assert out["prompt_tokens"].tolist() == want.tolist()
+    assert (out["output_tokens"] == MAX_TOKENS).all()
+    assert out["output"].str.len().gt(0).all()
+    req = pd.read_csv(first.path / "requests.csv").sort_values("row")
+    assert req["prompt_tokens"].tolist() == want.tolist()
+    assert req["slot"].tolist() == inv.tolist()
+
+
+def test_run_folder_holds_every_file_and_the_run_metadata(first, table, plan, tok):
+    folder = first.path
+    assert folder.name == "first" and sorted(p.name for p in folder.iterdir()) == sorted(RUN_FILES)
+    meta = json.loads((folder / "run.json").read_text())
+    for key in ("run_id", "created", "dataset", "method", "query_type", "query", "instruction",
+                "rows", "model", "engine_args", "vllm_version", "dtype", "block_size",
+                "num_kv_blocks", "enable_prefix_caching", "device", "hardware", "versions",
+                "timings", "prompt_tokens", "summary"):
+        assert meta.get(key) is not None, key
+    assert (meta["dataset"], meta["method"], meta["rows"]) == ("movies_small", "reversed", N_ROWS)
+    assert meta["query"] == QUERY and meta["model"] == "tiny-llama"
+    assert meta["vllm_version"] == vllm.__version__
+    assert meta["block_size"] == BLOCK and meta["num_kv_blocks"] > 0
+    assert meta["enable_prefix_caching"] is True and meta["engine_args"]["load_format"] == "dummy"
+    assert meta["dtype"] == "bfloat16" and meta["device"]
+    assert meta["hardware"]["cpu_count"] >= 1 and meta["hardware"]["memory_bytes"] > 0
+    assert meta["versions"]["vllm"] == vllm.__version__ and meta["versions"]["python"]
+    assert set(meta["timings"]) == {"reorder_s", "engine_start_s", "job_s", "total_s"}
+    assert 0 < meta["timings"]["job_s"] <= meta["timings"]["total_s"]
+    assert meta["timings"]["engine_start_s"] > 0
+    prompts = build_prompts(table, plan, QUERY)
+    assert meta["prompt_tokens"] == int(tok.count(prompts).sum())
+    assert meta["sampling"]["temperature"] == 0.0 and meta["sampling"]["max_tokens"] == MAX_TOKENS
+    # tables: schema columns, Parquet and CSV the same
+    for stem, cols in (("steps", STEP_COLUMNS), ("requests", REQUEST_COLUMNS)):
+        pq = pd.read_parquet(folder / f"{stem}.parquet")
+        csv = pd.read_csv(folder / f"{stem}.csv", dtype={"request_id": str})
+        assert list(pq.columns[: len(cols)]) == list(cols)
+        pd.testing.assert_frame_equal(pq, csv, check_dtype=False)
+    assert len(pd.read_parquet(folder / "requests.parquet")) == N_ROWS
+    assert ReorderPlan.from_json(folder / "plan.json", table).row_order.tolist() == (
+        plan.row_order.tolist()
+    )
+    from ggr_kv.runs import load_run
+
+    assert load_run(folder).ordering == "reversed"
+
+
+def test_measured_hits_equal_the_block_model_of_the_run_order(first, table, plan, tok):
+    prompt_tokens, hits = expected_hits(build_prompts(table, plan, QUERY), tok)
+    req = first.requests.sort_values("slot")
+    assert req["num_cached_tokens"].tolist() == hits.tolist()
+    assert first.summary["prefix_cache_hits"] == int(hits.sum()) > 0
+    assert first.summary["prefix_cache_queries"] == int(prompt_tokens.sum())
+    assert first.summary["collection_method"] == "stat_logger"
+
+
+def test_same_run_id_twice_raises_and_keeps_the_first_run(first, llm, table, results):
+    before = {p.name: p.read_bytes() for p in first.path.iterdir()}
+    with pytest.raises(FileExistsError, match=str(first.path)):
+        run_table(table, None, QUERY, llm=llm, out_dir=results, run_id="first", progress=False)
+    assert {p.name: p.read_bytes() for p in first.path.iterdir()} == before
+
+
+def test_a_second_run_on_the_same_engine_reports_its_own_hits(
+    first, llm, table, plan, results, tok
+):
+    again = run_table(table, plan, QUERY, llm=llm, sampling={"max_tokens": MAX_TOKENS},
+                      out_dir=results, progress=False)
+    # prefix cache reset: the same prompts hit exactly as the first run did, not 2x
+    for key in ("prefix_cache_hits", "prefix_cache_queries"):
+        assert again.summary[key] == first.summary[key]
+    assert again.run_id != first.run_id and again.meta["prefix_cache_reset"] is True
+    warm = run_table(table, plan, QUERY, llm=llm, sampling={"max_tokens": MAX_TOKENS},
+                     out_dir=results, reset_prefix_cache=False, progress=False)
+    # without a reset every full block but each prompt's last token is already cached
+    prompt_tokens, _ = expected_hits(build_prompts(table, plan, QUERY), tok)
+    assert warm.summary["prefix_cache_hits"] == int(((prompt_tokens - 1) // BLOCK * BLOCK).sum())
+    assert warm.summary["prefix_cache_queries"] == first.summary["prefix_cache_queries"]
+    assert warm.meta["prefix_cache_reset"] is False
+
+
+def test_run_orderings_shares_one_engine_and_labels_each_run(llm, table, results, tok):
+    res = run_orderings(table, ("original", "sorted"), QUERY, llm=llm, dataset="movies_small",
+                        sampling={"max_tokens": 2}, out_dir=results, run_id="cmp",
+                        progress=False)
+    assert [r.run_id for r in res] == ["cmp-original", "cmp-sorted"]
+    assert [r.meta["method"] for r in res] == ["original", "sorted"]
+    assert res[0].meta["engine_args"] == res[1].meta["engine_args"]
+    for r in res:
+        assert r.timings["reorder_s"] is not None
+        order = ReorderPlan.from_json(r.path / "plan.json", table)
+        _, hits = expected_hits(build_prompts(table, order, QUERY), tok)
+        assert r.summary["prefix_cache_hits"] == int(hits.sum())
+    assert res[1].summary["prefix_cache_hits"] >= res[0].summary["prefix_cache_hits"]
+
+
+def test_restrict_plan_keeps_run_order_and_field_orders(table, plan):
+    rows = np.array([3, 0, 7, 20])
+    sub, sub_plan, original = restrict_plan(table, plan, rows, ("review_content", "movie_title"))
+    assert original.tolist() == [0, 3, 7, 20] and sub.columns == ("review_content", "movie_title")
+    # run order: the plan's order of those rows (reversed); field order: movie_title first
+    assert original[sub_plan.row_order].tolist() == [20, 7, 3, 0]
+    got = build_prompts(sub, sub_plan, QUERY)
+    full = dict(zip(plan.row_order.tolist(), build_prompts(table, plan, QUERY)))
+    for prompt, r in zip(got, original[sub_plan.row_order]):
+        title, review = table.cells[r, table.col_index("movie_title")], table.cells[
+            r, table.col_index("review_content")]
+        assert prompt.index(json.dumps(title)) < prompt.index(json.dumps(review))
+        assert prompt.startswith(full[r][: full[r].index("Data: {")])
+
+
+def test_two_stage_query_runs_stage_two_on_the_rows_stage_one_kept(llm, table, plan, results, tok):
+    from ggr_kv.queries import Query, Stage
+
+    s1 = Stage("Summarize the review in one word.", 2, "text", fields=("review_content",))
+    s2 = Stage("Summarize the movie.", 2, "text")
+    q = Query("movies_small", "multi_llm", s1.text, 2, (s1, s2))
+    r = run_table(table, plan, q, llm=llm, out_dir=results, run_id="two-stage", progress=False)
+    out = read_outputs(r.path)
+    assert (out["stage_reached"] == 2).all()  # text stages keep every row
+    assert out["stage1_output"].str.len().gt(0).all() and out["output"].equals(out["stage2_output"])
+    req = pd.read_parquet(r.path / "requests.parquet")
+    assert req.groupby("stage").size().to_dict() == {1: N_ROWS, 2: N_ROWS}
+    sub, sub_plan, _ = restrict_plan(table, plan, None, s1.fields)
+    p1 = tok.count(build_prompts(sub, sub_plan, s1.text))
+    p2 = tok.count(build_prompts(table, plan, s2.text))
+    assert r.meta["prompt_tokens"] == int(p1.sum() + p2.sum())
+    assert [s["rows"] for s in r.meta["stages"]] == [N_ROWS, N_ROWS]
+    steps = pd.read_parquet(r.path / "steps.parquet")
+    assert set(steps["stage"]) == {1, 2} and steps["step"].is_monotonic_increasing
+    queries = steps["prefix_queries"].sum()
+    assert queries == r.summary["prefix_cache_queries"] == r.meta["prompt_tokens"]
+
+
+def test_server_path_gives_the_offline_prefix_cache_totals(server, first, table, plan, results):
+    url = wait_ready(server)
+    r = run_table(table, plan, QUERY, server_url=url, sampling={"max_tokens": MAX_TOKENS},
+                  dataset="movies_small", method="reversed", out_dir=results,
+                  run_id="server", max_concurrency=8, progress=False)
+    assert r.meta["mode"] == "server" and r.meta["prefix_cache_reset"] is True
+    assert r.meta["block_size"] == BLOCK and r.meta["num_kv_blocks"] > 0
+    for key in ("prefix_cache_hits", "prefix_cache_queries"):
+        assert r.summary[key] == first.summary[key], key
+    assert r.summary["collection_method"] == "prometheus_url"
+    off = first.requests.sort_values("row").reset_index(drop=True)
+    srv = r.requests.sort_values("row").reset_index(drop=True)
+    assert srv["prompt_tokens"].tolist() == off["prompt_tokens"].tolist()
+    assert int(srv["num_cached_tokens"].sum()) == int(off["num_cached_tokens"].sum())
+    out = read_outputs(r.path)
+    assert out["row"].tolist() == list(range(N_ROWS))
+    assert out["prompt_tokens"].tolist() == read_outputs(first.path)["prompt_tokens"].tolist()
+    assert (srv["e2e_s"] > 0).all() and r.timings["job_s"] > 0

@@ -63,7 +63,9 @@ def _engine(args, **over) -> EngineConfig:
 
 def _jobs(args):
     for name in args.datasets:
-        ds = load_dataset(name, n=args.rows, sample="head") if args.rows else load_dataset(name)
+        ds = load_dataset(name)
+        if args.rows and args.rows < len(ds.frame):  # first N rows; smaller tables whole
+            ds = load_dataset(name, n=args.rows, sample="head")
         yield name, ds, get_query(name, QTYPE.get(name, "filter"))
 
 

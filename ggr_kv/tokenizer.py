@@ -80,7 +80,9 @@ def _quicktok(name: str) -> Tok:
     bos_id = enc.encode_single_token(bos) if bos else None
 
     def batch(texts: list[str]):
-        return enc.encode_batch(texts, 0, False)
+        # special-token text in a cell (e.g. "<|eot_id|>") becomes the special id, as in
+        # the HF tokenizer.json that vLLM loads
+        return enc.encode_batch(texts, 0, True)
 
     return Tok(name, bos_id, batch, enc.decode)
 

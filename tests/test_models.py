@@ -78,11 +78,6 @@ def test_model_folder_tokenizer_matches_quicktok_llama3(tiny_dir):
     assert folder.encode("Hi")[0] == 128000  # <|begin_of_text|>
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ggr_kv.tokenizer's quicktok path encodes special-token text such as "
-    "'<|eot_id|>' in a cell as plain text; vLLM (tokenizer.json) encodes the special token",
-)
 def test_quicktok_llama3_matches_vllm_on_special_token_text(tiny_dir):
     assert load_tokenizer("llama3").encode(SPECIAL) == load_tokenizer(tiny_dir).encode(SPECIAL)
 

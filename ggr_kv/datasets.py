@@ -21,6 +21,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ._gen import beer as _gen_beer
+from ._gen import movies as _gen_movies
+from ._gen import posts as _gen_posts
+from ._gen import products as _gen_products
+from ._gen import rag as _gen_rag
 from .table import Table, load_table
 
 if TYPE_CHECKING:
@@ -103,16 +108,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "movies.csv",
             "movies",
             1500,
-            (
-                "reviewcontent",
-                "reviewtype",
-                "topcritic",
-                "rottentomatoeslink",
-                "movietitle",
-                "movieinfo",
-                "genres",
-                "productioncompany",
-            ),
+            _gen_movies.COLUMNS,
             (("movieinfo", "movietitle", "rottentomatoeslink"),),
             (("movietitle", "genres"), ("movietitle", "productioncompany")),
             _ALL4,
@@ -125,16 +121,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "products.csv",
             "products",
             1500,
-            (
-                "text",
-                "description",
-                "parent_asin",
-                "review_title",
-                "verified_purchase",
-                "rating",
-                "product_title",
-                "id",
-            ),
+            _gen_products.COLUMNS,
             (("product_title", "parent_asin"),),
             (("parent_asin", "description"),),
             _ALL4,
@@ -147,7 +134,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "posts.csv",
             "posts",
             1000,
-            ("Text", "PostId", "PostDate", "Body"),
+            _gen_posts.COLUMNS,
             (("PostId", "Body"),),
             (("PostId", "PostDate"),),
             _T12,
@@ -160,21 +147,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "beer.csv",
             "beer",
             2000,
-            (
-                "beer/name",
-                "beer/beerId",
-                "beer/brewerId",
-                "beer/ABV",
-                "beer/style",
-                "review/appearance",
-                "review/aroma",
-                "review/palate",
-                "review/taste",
-                "review/overall",
-                "review/time",
-                "review/profileName",
-                "review/text",
-            ),
+            _gen_beer.COLUMNS,
             (("beer/beerId", "beer/name"),),
             (
                 ("beer/beerId", "beer/brewerId"),
@@ -191,7 +164,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "rag.csv",
             "rag",
             700,
-            ("question", "context1", "context2", "context3", "context4", "context5"),
+            _gen_rag.COLUMNS,
             (),
             (),
             ("rag",),

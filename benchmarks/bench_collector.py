@@ -34,7 +34,7 @@ QUERY = "Is the review positive or negative? Answer with one word."
 
 def _args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="tiny-llama", help="ggr_kv.models shape or model path")
+    p.add_argument("--model", default="tiny-llama", help="ggr_kv.engine.models shape or model path")
     p.add_argument("--table", default=str(ROOT / "data" / "movies.csv"))
     p.add_argument("--rows", type=int, default=256, help="prompts per run (table rows)")
     p.add_argument("--method", default="ggr", help="row/field order (ggr_kv.reorder.METHODS)")
@@ -62,7 +62,7 @@ def _fixed_costs(llm, resources: bool, interval: float) -> tuple[float, float, f
     from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
     from ggr_kv.collector import VLLMMetricsCollector, _step_logger_cls
-    from ggr_kv.resources import ResourceSampler
+    from ggr_kv.engine.resources import ResourceSampler
 
     sink: list = []
     logger = _step_logger_cls()(None, 0, sink=sink, t0=time.perf_counter())
@@ -115,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     from vllm import LLM, SamplingParams
 
     from ggr_kv.collector import VLLMMetricsCollector
-    from ggr_kv.models import resolve_model
-    from ggr_kv.prompts import build_prompts
+    from ggr_kv.engine.models import resolve_model
+    from ggr_kv.core.prompts import build_prompts
     from ggr_kv.reorder import reorder
-    from ggr_kv.table import Table, load_table
+    from ggr_kv.core.table import Table, load_table
 
     table = load_table(a.table)
     df = table.to_frame()

@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
 
 from ggr_kv import __version__
 from ggr_kv.reorder import reorder
-from ggr_kv.table import Table
+from ggr_kv.core.table import Table
 
 SHARED = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "benchmarks" / "RESULTS-reorder.md"
@@ -92,8 +92,8 @@ ABLATIONS = [
 
 
 def phc(table: Table, plan) -> int:
-    """The paper's PHC (Eq. 1-2), from ``ggr_kv.metrics``."""
-    from ggr_kv.metrics import phc as _phc
+    """The paper's PHC (Eq. 1-2), from ``ggr_kv.reorder.metrics``."""
+    from ggr_kv.reorder.metrics import phc as _phc
 
     return int(_phc(table, plan))
 

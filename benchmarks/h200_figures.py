@@ -20,9 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ggr_kv.plots import RC, caption, color_for, plot_comparison, save_figure  # noqa: E402
-from ggr_kv.report import markdown_table, summary_table, write_report  # noqa: E402
-from ggr_kv.runs import load_run, load_runs, simulate_run  # noqa: E402
+from ggr_kv.analysis.plots import RC, caption, color_for, plot_comparison, save_figure  # noqa: E402
+from ggr_kv.analysis.report import markdown_table, summary_table, write_report  # noqa: E402
+from ggr_kv.run.runs import load_run, load_runs, simulate_run  # noqa: E402
 
 
 def main(folder: str) -> None:

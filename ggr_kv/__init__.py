@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .plan import PlanError, ReorderPlan
-from .table import Table, TableError, load_table
+from ggr_kv.core.plan import PlanError, ReorderPlan
+from ggr_kv.core.table import Table, TableError, load_table
 
 __all__ = ["PlanError", "ReorderPlan", "Table", "TableError", "__version__", "load_table"]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ggr_kv.metrics import phc, score
-from ggr_kv.plan import ReorderPlan
-from ggr_kv.prompts import build_prompts
-from ggr_kv.table import load_table
+from ggr_kv.reorder.metrics import phc, score
+from ggr_kv.core.plan import ReorderPlan
+from ggr_kv.core.prompts import build_prompts
+from ggr_kv.core.table import load_table
 
 QUERY = "Is the review positive?"
 

@@ -2,7 +2,7 @@
 
 The prompts share known prefixes; their exact token ids come from the Llama-3 tokenizer,
 and the prefix-cache hits vLLM must report are recomputed from those ids with the
-block-hash model (``ggr_kv.blocks``, block size read from the engine). The collector's
+block-hash model (``ggr_kv.core.blocks``, block size read from the engine). The collector's
 per-step totals, the per-request ``num_cached_tokens`` and that recount must agree.
 One engine serves the whole module; the server tests start one real OpenAI-compatible
 server for the module and stop it afterwards.
@@ -30,13 +30,13 @@ os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-from ggr_kv.blocks import block_hashes, unbounded_prefix_hits  # noqa: E402
+from ggr_kv.core.blocks import block_hashes, unbounded_prefix_hits  # noqa: E402
 from ggr_kv.collector import StatsDisabledError, VLLMMetricsCollector  # noqa: E402
-from ggr_kv.models import resolve_model  # noqa: E402
-from ggr_kv.prom import snapshot_from_vllm_metrics  # noqa: E402
-from ggr_kv.resources import RESOURCE_COLUMNS, ResourceSampler, probe_gpus  # noqa: E402
-from ggr_kv.schema import REQUEST_COLUMNS, STEP_COLUMNS  # noqa: E402
-from ggr_kv.tokenizer import load_tokenizer  # noqa: E402
+from ggr_kv.engine.models import resolve_model  # noqa: E402
+from ggr_kv.collector.prom import snapshot_from_vllm_metrics  # noqa: E402
+from ggr_kv.engine.resources import RESOURCE_COLUMNS, ResourceSampler, probe_gpus  # noqa: E402
+from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS  # noqa: E402
+from ggr_kv.core.tokenizer import load_tokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 6

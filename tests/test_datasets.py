@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ggr_kv._generate import SEED, main, render_csv, write_all
+from ggr_kv.datasets.generate import SEED, main, render_csv, write_all
 from ggr_kv.datasets import (
     DATASETS,
     LABEL_COLUMNS,
@@ -21,7 +21,7 @@ from ggr_kv.datasets import (
     list_datasets,
     load_dataset,
 )
-from ggr_kv.table import TableError, load_table
+from ggr_kv.core.table import TableError, load_table
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
@@ -160,7 +160,7 @@ def regenerated(tmp_path_factory) -> Path:
 def test_regenerating_from_the_seed_reproduces_shipped_files(regenerated, fname):
     shipped = data_dirs()[0] / fname
     assert shipped.read_bytes() == (regenerated / fname).read_bytes(), (
-        f"{fname} differs from its seed; run `python -m ggr_kv._generate`"
+        f"{fname} differs from its seed; run `python -m ggr_kv.datasets.generate`"
     )
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ggr_kv.engine import EngineConfig, make_llm
-from ggr_kv.models import SHAPES
+from ggr_kv.engine.config import EngineConfig, make_llm
+from ggr_kv.engine.models import SHAPES
 
 ROOT = Path(__file__).resolve().parents[1]
 MOVIES = ROOT.parent / "shared" / "datasets" / "movies_small.csv"

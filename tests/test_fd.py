@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ggr_kv.fd import (
+from ggr_kv.reorder.fd import (
     FDWarning,
     check_fd_group,
     discover_fd_groups,
@@ -21,7 +21,7 @@ from ggr_kv.fd import (
     resolve_fd_groups,
 )
 from ggr_kv.reorder import reorder
-from ggr_kv.table import Table, TableError
+from ggr_kv.core.table import Table, TableError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 LABELS = ["manual_labels", "gpt4o", "llama3-8b", "llama3-70b", "Unnamed: 0"]

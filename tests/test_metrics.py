@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ggr_kv.blocks import block_hashes, to_csr, unbounded_prefix_hits
-from ggr_kv.metrics import (
+from ggr_kv.core.blocks import block_hashes, to_csr, unbounded_prefix_hits
+from ggr_kv.reorder.metrics import (
     Score,
     block_hit_rate,
     char_hit_rate,
@@ -23,10 +23,10 @@ from ggr_kv.metrics import (
     token_hit_rate,
     token_prefix_hits,
 )
-from ggr_kv.plan import PlanError, ReorderPlan
-from ggr_kv.prompts import build_prompts
-from ggr_kv.table import Table
-from ggr_kv.tokenizer import load_tokenizer
+from ggr_kv.core.plan import PlanError, ReorderPlan
+from ggr_kv.core.prompts import build_prompts
+from ggr_kv.core.table import Table
+from ggr_kv.core.tokenizer import load_tokenizer
 
 # few distinct values, so that equal cells (and prefixes) are common; some are prefixes of
 # others, some need JSON escaping

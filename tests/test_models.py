@@ -16,8 +16,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 
-from ggr_kv.models import SHAPES, make_model_dir, resolve_model
-from ggr_kv.tokenizer import load_tokenizer
+from ggr_kv.engine.models import SHAPES, make_model_dir, resolve_model
+from ggr_kv.core.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -50,9 +50,9 @@ def _dataset_prompts(n: int = 20) -> list[str]:
     path = SHARED / "movies_small.csv"
     if not path.exists():
         return []
-    from ggr_kv.plan import ReorderPlan
-    from ggr_kv.prompts import build_prompts
-    from ggr_kv.table import Table, load_table
+    from ggr_kv.core.plan import ReorderPlan
+    from ggr_kv.core.prompts import build_prompts
+    from ggr_kv.core.table import Table, load_table
 
     t = load_table(path)
     t = Table.from_frame(t.to_frame().head(n), str(path))

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ggr_kv.plan import PlanError, ReorderPlan
-from ggr_kv.table import Table
+from ggr_kv.core.plan import PlanError, ReorderPlan
+from ggr_kv.core.table import Table
 
 NAMES = ["title", "genre", "review", "col with space", 'q"k', "ü"]
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ggr_kv.plots import (
+from ggr_kv.analysis.plots import (
     ORDERING_COLORS,
     caption,
     color_for,
@@ -29,7 +29,7 @@ from ggr_kv.plots import (
     plot_comparison,
     save_figure,
 )
-from ggr_kv.runs import load_runs, simulate_run
+from ggr_kv.run.runs import load_runs, simulate_run
 
 ORDERINGS = ("no_cache", "original", "ggr")
 SVG = "{http://www.w3.org/2000/svg}"
@@ -45,7 +45,7 @@ def tiny_comparison(base: Path) -> Path:
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ggr_kv.datasets import load_dataset
-    from ggr_kv.engine import EngineConfig
+    from ggr_kv.engine.config import EngineConfig
     from ggr_kv.run import run_orderings
 
     ds = load_dataset("movies", n=12, sample="head")
@@ -113,7 +113,7 @@ def test_every_figure_saved_as_png_and_svg_beside_the_runs(comparison, tables):
 @pytest.fixture(scope="module")
 def reorder_scores_table():
     from ggr_kv.datasets import load_dataset
-    from ggr_kv.report import reorder_scores
+    from ggr_kv.analysis.report import reorder_scores
 
     ds = load_dataset("movies", n=60, sample="head")
     scores, _ = reorder_scores(

@@ -10,15 +10,15 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ggr_kv.plan import ReorderPlan
-from ggr_kv.prompts import (
+from ggr_kv.core.plan import ReorderPlan
+from ggr_kv.core.prompts import (
     DEFAULT_INSTRUCTION,
     build_prompt,
     build_prompts,
     prompt_head,
     prompt_parts,
 )
-from ggr_kv.table import Table
+from ggr_kv.core.table import Table
 
 QUERY = "Is the review positive?"
 _DATA = re.compile(r"\n\nData: (\{.*\})\n\nAnswer:\Z", re.DOTALL)

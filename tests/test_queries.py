@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from ggr_kv.datasets import DATASETS, Dataset, load_dataset
-from ggr_kv.plan import ReorderPlan
-from ggr_kv.prompts import build_prompts
-from ggr_kv.queries import (
+from ggr_kv.core.plan import ReorderPlan
+from ggr_kv.core.prompts import build_prompts
+from ggr_kv.datasets.queries import (
     PAPER_TYPES,
     QUERIES,
     QUERY_TYPES,

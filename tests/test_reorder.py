@@ -1,7 +1,7 @@
 """Reorder methods: valid plans, PHC ordering, exact OPHR, FD groups, errors.
 
 PHC is recounted here cell by cell from the paper's definition (Eq. 1-2), not with
-``ggr_kv.metrics``.
+``ggr_kv.reorder.metrics``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ggr_kv.fd import FDWarning
-from ggr_kv.plan import ReorderPlan
+from ggr_kv.reorder.fd import FDWarning
+from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.reorder import METHODS, OPHRTooLarge, ReorderResult, reorder
-from ggr_kv.table import Table, TableError
+from ggr_kv.core.table import Table, TableError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 LABELS = ["manual_labels", "gpt4o", "llama3-8b", "llama3-70b", "Unnamed: 0"]
@@ -221,7 +221,7 @@ def reference_value_greedy(table: Table) -> tuple[np.ndarray, np.ndarray]:
     """The paper's greedy written the plain way (one Python step per group, no caps, no
     early stop), with the same tie-breaking as ggr_kv: score, then count, then column
     statistics score, then first-coded value. Returns (row order, field orders)."""
-    from ggr_kv.units import build_units, column_scores, fixed_order, sort_rows
+    from ggr_kv.reorder.units import build_units, column_scores, fixed_order, sort_rows
 
     units = build_units(table)
     n = table.n_rows

@@ -1,4 +1,4 @@
-"""Run tables (``ggr_kv.runs``) and Markdown reports (``ggr_kv.report``) against the
+"""Run tables (``ggr_kv.run.runs``) and Markdown reports (``ggr_kv.analysis.report``) against the
 numbers the run folders themselves recorded.
 
 The vLLM tests share the tiny comparison of ``test_plots`` (run once per session folder).
@@ -17,17 +17,17 @@ import pandas as pd
 import pytest
 from test_plots import ORDERINGS, tiny_comparison
 
-from ggr_kv.plots import plot_comparison
-from ggr_kv.report import markdown_table, plan_preview, reorder_scores, write_report
-from ggr_kv.runs import (
+from ggr_kv.analysis.plots import plot_comparison
+from ggr_kv.analysis.report import markdown_table, plan_preview, reorder_scores, write_report
+from ggr_kv.run.runs import (
     add_windowed_rates,
     find_run_dirs,
     latest_comparison,
     load_run,
     load_runs,
-    project_path,
     simulate_run,
 )
+from ggr_kv.core.paths import project_path
 
 
 @pytest.fixture(scope="module")

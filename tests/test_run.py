@@ -30,16 +30,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 vllm = pytest.importorskip("vllm")
 
-from ggr_kv.blocks import block_hashes, unbounded_prefix_hits
-from ggr_kv.engine import EngineConfig, make_llm, shutdown_llm
-from ggr_kv.models import resolve_model
-from ggr_kv.plan import ReorderPlan
-from ggr_kv.prompts import build_prompts
+from ggr_kv.core.blocks import block_hashes, unbounded_prefix_hits
+from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm
+from ggr_kv.engine.models import resolve_model
+from ggr_kv.core.plan import ReorderPlan
+from ggr_kv.core.prompts import build_prompts
 from ggr_kv.run import restrict_plan, run_orderings, run_table
-from ggr_kv.rundir import RUN_FILES, read_outputs
-from ggr_kv.schema import REQUEST_COLUMNS, STEP_COLUMNS
-from ggr_kv.table import Table, load_table
-from ggr_kv.tokenizer import load_tokenizer
+from ggr_kv.run.rundir import RUN_FILES, read_outputs
+from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS
+from ggr_kv.core.table import Table, load_table
+from ggr_kv.core.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 MOVIES = ROOT.parent / "shared" / "datasets" / "movies_small.csv"
@@ -201,7 +201,7 @@ def test_run_folder_holds_every_file_and_the_run_metadata(first, table, plan, to
     assert ReorderPlan.from_json(folder / "plan.json", table).row_order.tolist() == (
         plan.row_order.tolist()
     )
-    from ggr_kv.runs import load_run
+    from ggr_kv.run.runs import load_run
 
     assert load_run(folder).ordering == "reversed"
 
@@ -271,7 +271,7 @@ def test_restrict_plan_keeps_run_order_and_field_orders(table, plan):
 
 
 def test_two_stage_query_runs_stage_two_on_the_rows_stage_one_kept(llm, table, plan, results, tok):
-    from ggr_kv.queries import Query, Stage
+    from ggr_kv.datasets.queries import Query, Stage
 
     s1 = Stage("Summarize the review in one word.", 2, "text", fields=("review_content",))
     s2 = Stage("Summarize the movie.", 2, "text")

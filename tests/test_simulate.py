@@ -19,13 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ggr_kv.blocks import block_hashes, to_csr, unbounded_prefix_hits
-from ggr_kv.plan import ReorderPlan
-from ggr_kv.prompts import build_prompts
-from ggr_kv.schema import STEP_COLUMNS
+from ggr_kv.core.blocks import block_hashes, to_csr, unbounded_prefix_hits
+from ggr_kv.core.plan import ReorderPlan
+from ggr_kv.core.prompts import build_prompts
+from ggr_kv.core.schema import STEP_COLUMNS
 from ggr_kv.simulate import SIM_REQUEST_COLUMNS, simulate, simulate_plan
-from ggr_kv.table import Table, load_table
-from ggr_kv.tokenizer import load_tokenizer
+from ggr_kv.core.table import Table, load_table
+from ggr_kv.core.tokenizer import load_tokenizer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MOVIES = SHARED / "datasets" / "movies_small.csv"
@@ -287,7 +287,7 @@ def test_simulate_plan_builds_and_tokenizes_the_plans_prompts(small_table):
 
 
 def test_cli_prints_json_and_writes_steps_without_overwriting(tmp_path, small_table, capsys):
-    from ggr_kv.cli import main
+    from ggr_kv.cli.main import main
 
     csv = tmp_path / "t.csv"
     small_table.to_frame().to_csv(csv, index=False)
@@ -340,7 +340,7 @@ def movie_prompts(tmp_path_factory):
     """40 rows (2 of each of 20 movies): grouped by movie, and interleaved round robin."""
     if not MOVIES.exists():
         pytest.skip(f"shared dataset missing: {MOVIES}")
-    from ggr_kv.models import make_model_dir
+    from ggr_kv.engine.models import make_model_dir
 
     model = make_model_dir("tiny-llama", tmp_path_factory.mktemp("model") / "tiny-llama")
     frame = load_table(MOVIES).to_frame()

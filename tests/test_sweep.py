@@ -17,8 +17,8 @@ import papermill as pm
 import pytest
 import yaml
 
-from ggr_kv.cli import main as cli_main
-from ggr_kv.sweep import grid, load_sweep, merge, run_sweep
+from ggr_kv.cli.main import main as cli_main
+from ggr_kv.analysis.sweep import grid, load_sweep, merge, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ggr_kv.table import Table, TableError, load_table
+from ggr_kv.core.table import Table, TableError, load_table
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

@@ -1,1 +1,0 @@
-"""Generators of the bundled tables (one module per table); see `ggr_kv._generate`."""

@@ -1,0 +1,176 @@
+"""``ggr-kv score TABLE --plan PLAN.json``: PHC and prefix hit rates of an existing plan.
+
+Also holds the options and output shared with ``ggr-kv reorder``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HELP = "score an existing plan: PHC and prefix hit rates"
+
+_LABELS = {
+    "table": "table",
+    "plan": "plan",
+    "rows": "rows",
+    "columns": "columns",
+    "method": "method",
+    "seconds": "seconds (solver)",
+    "phc": "PHC (chars^2)",
+    "char_hit_rate": "char hit rate",
+    "total_chars": "prompt chars",
+    "tokenizer": "tokenizer",
+    "prompt_tokens": "prompt tokens",
+    "token_hit_rate": "token hit rate",
+    "block_size": "block size (tokens)",
+    "block_hit_rate": "block hit rate",
+}
+
+
+def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--query`` and ``--instruction``: the text shared by every prompt."""
+    from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
+
+    parser.add_argument("--query", default="", help="query text of every prompt (default: empty)")
+    parser.add_argument(
+        "--instruction",
+        default=DEFAULT_INSTRUCTION,
+        help="instruction at the start of every prompt (default: the package's)",
+    )
+
+
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the metrics: prompt text, tokenizer, block size, ``--json``."""
+    add_prompt_arguments(parser)
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="NAME",
+        help="also compute token and block hit rates with this tokenizer "
+        "(llama3, qwen3, a folder with tokenizer.json, ...)",
+    )
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=None,
+        metavar="TOKENS",
+        help="KV block size for the block hit rate (default 16; the CPU backend uses 128)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_metadata(args: argparse.Namespace) -> dict[str, Any]:
+    """Parameters and versions that make a printed score reproducible."""
+    import platform
+
+    import pandas as pd
+
+    from ggr_kv import __version__
+
+    return {
+        "query": args.query,
+        "instruction": args.instruction,
+        "versions": {
+            "ggr_kv": __version__,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+        },
+    }
+
+
+def load_score_tokenizer(args: argparse.Namespace) -> Any:
+    """Check the tokenizer options and load the tokenizer (None without ``--tokenizer``).
+
+    Called before any slow work, so that a bad option fails at once.
+    """
+    if args.block_size is not None and args.tokenizer is None:
+        raise ValueError("--block-size needs --tokenizer (block hits are counted in tokens)")
+    if args.block_size is not None and args.block_size < 1:
+        raise ValueError(f"--block-size must be at least 1 token, got {args.block_size}")
+    if args.tokenizer is None:
+        return None
+    from ggr_kv.core.tokenizer import load_tokenizer
+
+    return load_tokenizer(args.tokenizer)
+
+
+def compute_score(
+    table: Any, plan: Any, args: argparse.Namespace, tokenizer: Any = None
+) -> dict[str, Any]:
+    """`ggr_kv.reorder.metrics.score` with the command-line options, as a dict."""
+    from ggr_kv.reorder.metrics import score
+
+    return score(
+        table,
+        plan,
+        query=args.query,
+        instruction=args.instruction,
+        tokenizer=tokenizer,
+        block_size=args.block_size,
+    ).to_dict()
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` with numpy values, tuples, sets, paths and non-string keys made JSON-ready."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (set, frozenset)):
+        return sorted((jsonable(v) for v in x), key=str)
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return x.item()
+    if x is None or isinstance(x, (str, int, float, bool)):
+        return x
+    return str(x)
+
+
+def emit(result: dict[str, Any], as_json: bool) -> None:
+    """Print ``result`` as one JSON object, or as aligned ``label  value`` lines."""
+    if as_json:
+        print(json.dumps(jsonable(result)))
+        return
+    width = max(len(v) for v in _LABELS.values())
+    for key, value in result.items():
+        if value is None or key not in _LABELS:
+            continue
+        if key.endswith("_rate"):
+            text = f"{value:.4f} ({100 * value:.1f}%)"
+        elif key == "seconds":
+            text = f"{value:.3f}"
+        elif isinstance(value, int):
+            text = f"{value:,}"
+        else:
+            text = str(value)
+        print(f"{_LABELS[key]:<{width}}  {text}")
+    sys.stdout.flush()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("table", help="the table: .csv or .parquet")
+    parser.add_argument("--plan", required=True, help="plan JSON written by `ggr-kv reorder --out`")
+    add_score_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ggr_kv.core.plan import ReorderPlan
+    from ggr_kv.core.table import load_table
+
+    tokenizer = load_score_tokenizer(args)
+    table = load_table(args.table)
+    plan = ReorderPlan.from_json(Path(args.plan), table)
+    result = {"table": str(args.table), "plan": str(args.plan)}
+    result.update(compute_score(table, plan, args, tokenizer))
+    if args.json:
+        result.update(run_metadata(args))
+    emit(result, args.json)
+    return 0

@@ -1,0 +1,32 @@
+"""Where things are: the installed package, the checkout around it, and relative paths
+resolved against the project folder (so notebooks write where the CLI does)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["CHECKOUT_DIR", "PACKAGE_DIR", "project_path"]
+
+#: the ``ggr_kv`` package folder
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: the folder holding the package: the project checkout for an editable install
+CHECKOUT_DIR = PACKAGE_DIR.parent
+
+
+def project_path(path: str | Path, start: str | Path | None = None) -> Path:
+    """Resolve a relative path against the ggr-kv project folder, when there is one.
+
+    Notebooks run with their own folder as the working directory (nbval, Jupyter);
+    resolving ``results`` against the project root makes them write where the CLI does.
+    Outside a checkout (no ``pyproject.toml`` naming ggr-kv above ``start``) the path
+    is resolved against ``start`` (default: the working directory).
+    """
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        pp = folder / "pyproject.toml"
+        if pp.is_file() and 'name = "ggr-kv"' in pp.read_text(encoding="utf-8", errors="ignore"):
+            return folder / p
+    return here / p

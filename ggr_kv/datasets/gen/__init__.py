@@ -1,0 +1,1 @@
+"""Generators of the bundled tables (one module per table); see `ggr_kv.datasets.generate`."""

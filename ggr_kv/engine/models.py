@@ -1,0 +1,195 @@
+"""Local model folders for dummy-weight runs of real architectures, built offline.
+
+``make_model_dir("llama-3.1-8b", "models/llama-3.1-8b")`` writes a ``config.json`` with
+that architecture's shapes and a ``tokenizer.json`` built from the real Llama-3
+vocabulary that the ``quicktok-v1`` package ships. vLLM runs it with
+``load_format="dummy"`` (random weights): outputs are gibberish, but token counts,
+prefill work, KV-cache footprint and prefix-cache behaviour are those of the real model.
+
+Users with real weights pass a local path or a Hugging Face id to the runner instead;
+`resolve_model` leaves those untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+__all__ = ["SHAPES", "make_model_dir", "resolve_model", "build_tokenizer_json"]
+
+_LLAMA3_BASE = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_act": "silu",
+    "attention_bias": False,
+    "mlp_bias": False,
+    "attention_dropout": 0.0,
+    "initializer_range": 0.02,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "vocab_size": 128256,
+    "bos_token_id": 128000,
+    "eos_token_id": [128001, 128008, 128009],
+    "torch_dtype": "bfloat16",
+    "use_cache": True,
+    "pretraining_tp": 1,
+}
+
+#: architecture shapes (HF config fields) by name; all use the Llama-3 vocabulary
+SHAPES: dict[str, dict] = {
+    # 2 layers, tiny hidden size: starts in seconds on a CPU, for tests and the demo
+    "tiny-llama": {
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": True,
+    },
+    "llama-3.2-1b": {
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": True,
+        "rope_scaling": {
+            "factor": 32.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192,
+            "rope_type": "llama3",
+        },
+    },
+    "llama-3.1-8b": {
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": False,
+        "rope_scaling": {
+            "factor": 8.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192,
+            "rope_type": "llama3",
+        },
+    },
+}
+
+_LLAMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' "
+    "+ message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{% endif %}"
+)
+
+
+def build_tokenizer_json(path: str | Path, encoding: str = "llama3") -> Path:
+    """Write a Hugging Face ``tokenizer.json`` from quicktok's bundled BPE ranks.
+
+    The merges are derived from the ranks with transformers' ``TikTokenConverter`` (the
+    converter HF uses for tiktoken vocabularies); Llama-3's BOS is prepended by the
+    post-processor, as in Meta's own tokenizer.json.
+    """
+    if encoding != "llama3":
+        raise ValueError(f"only the 'llama3' vocabulary is supported here, got {encoding!r}")
+    import quicktok
+    from tokenizers import processors
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    from ggr_kv.core.tokenizer import LLAMA3_PATTERN
+
+    enc = quicktok.get_encoding(encoding)
+    n_regular = enc.max_token_value + 1 - len(enc.special_tokens_set)
+    ranks = {enc.decode_single_token_bytes(i): i for i in range(n_regular)}
+    specials = [
+        enc.decode_single_token_bytes(i).decode()
+        for i in range(n_regular, enc.max_token_value + 1)
+    ]
+
+    class _Ranks(TikTokenConverter):
+        def load_tiktoken_bpe(self, _url):  # ranks come from quicktok, not a file
+            return ranks
+
+    tk = _Ranks(vocab_file="quicktok", pattern=LLAMA3_PATTERN, extra_special_tokens=specials)
+    tok = tk.converted()
+    bos = "<|begin_of_text|>"
+    bos_id = n_regular + specials.index(bos)
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+            ),
+        ]
+    )
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out))
+    return out
+
+
+def make_model_dir(shape: str, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``config.json``, ``tokenizer.json``, ``tokenizer_config.json`` and
+    ``generation_config.json`` for a dummy-weight run of ``shape`` (see `SHAPES`).
+
+    An existing complete folder is reused as is (the tokenizer takes ~10 s to build);
+    ``overwrite=True`` rebuilds it.
+    """
+    if shape not in SHAPES:
+        raise ValueError(f"unknown model shape {shape!r}; available: {sorted(SHAPES)}")
+    out = Path(out_dir)
+    config = {**_LLAMA3_BASE, **SHAPES[shape], "_ggr_kv_shape": shape}
+    files = ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]
+    if not overwrite and all((out / f).exists() for f in files):
+        existing = json.loads((out / "config.json").read_text())
+        if existing.get("_ggr_kv_shape") != shape:
+            raise FileExistsError(
+                f"{out} holds model shape {existing.get('_ggr_kv_shape')!r}, not {shape!r}"
+            )
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".tokenizer.json.{os.getpid()}"
+    build_tokenizer_json(tmp)
+    os.replace(tmp, out / "tokenizer.json")
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "<|begin_of_text|>",
+                "eos_token": "<|eot_id|>",
+                "add_bos_token": True,
+                "model_max_length": config["max_position_embeddings"],
+                "clean_up_tokenization_spaces": True,
+                "chat_template": _LLAMA3_CHAT_TEMPLATE,
+            },
+            indent=2,
+        )
+    )
+    (out / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": 128000, "eos_token_id": config["eos_token_id"]}, indent=2)
+    )
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def resolve_model(model: str, models_dir: str | Path = "models") -> tuple[str, bool]:
+    """Map a model argument to ``(path_or_id, dummy_weights)``.
+
+    A name in `SHAPES` becomes a dummy-weight folder under ``models_dir`` (made if
+    missing); anything else (a local path with weights, or a Hugging Face id) is
+    returned unchanged with ``dummy_weights=False``.
+    """
+    if model in SHAPES:
+        return str(make_model_dir(model, Path(models_dir) / model)), True
+    return model, False

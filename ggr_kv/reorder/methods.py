@@ -1,0 +1,167 @@
+"""Reorder a table's rows and per-row field orders so that prompts share prefixes.
+
+Methods (`METHODS`):
+
+- ``original``: the input order, columns as given (`ReorderPlan.identity`).
+- ``sorted``: one field order for every row from column statistics (the paper's
+  fallback: score = avg_len^2 * (n / n_distinct - 1), 0 if all distinct, descending),
+  rows sorted lexicographically in that order. The sort uses ``pd.factorize`` codes, so
+  values are not in alphabetical order: equal values, and equal prefixes, are adjacent,
+  which is all that prefix sharing needs.
+- ``ggr``: Greedy Group Recursion (paper Algorithm 1), see `ggr_kv.reorder.ggr` for the
+  algorithm, its knobs (``preset="paper"`` gives the paper's settings) and what differs.
+- ``ophr``: the exact optimum (exponential; small tables only), see `ggr_kv.reorder.ophr`.
+
+FD groups (``fds=[("movie_title", "movie_info"), ...]`` or ``fds="auto"``) keep their
+columns next to each other in every row; see `ggr_kv.reorder.fd`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ggr_kv.reorder.fd import resolve_fd_groups
+from ggr_kv.reorder.ggr import KNOBS as GGR_KNOBS
+from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
+from ggr_kv.reorder.ophr import DEFAULT_MAX_CELLS, DEFAULT_MAX_ROWS, OPHRTooLarge, ophr_unit_order
+from ggr_kv.core.plan import ReorderPlan
+from ggr_kv.core.table import Table, load_table
+from ggr_kv.reorder.units import build_units, column_scores, expand_perm, fixed_order, sort_rows
+
+__all__ = ["METHODS", "OPHRTooLarge", "ReorderResult", "reorder"]
+
+METHODS: tuple[str, ...] = ("original", "sorted", "ggr", "ophr")
+
+_KNOBS: dict[str, tuple[str, ...]] = {
+    "original": (),
+    "sorted": (),
+    "ggr": ("preset", "progress", *GGR_KNOBS),
+    "ophr": ("max_cells", "max_rows"),
+}
+
+
+@dataclass
+class ReorderResult:
+    """What `reorder` returns.
+
+    Attributes
+    ----------
+    plan : the row order and per-row field orders.
+    method : the method's name.
+    seconds : wall time of the solver (s), without loading the table.
+    info : knobs used, FD groups used and their checks, groups formed, fallbacks taken,
+        solver details.
+    """
+
+    plan: ReorderPlan
+    method: str
+    seconds: float
+    info: dict = field(default_factory=dict)
+
+
+def _check_knobs(method: str, knobs: dict[str, Any]) -> None:
+    allowed = _KNOBS[method]
+    unknown = [k for k in knobs if k not in allowed]
+    if unknown:
+        valid = ", ".join(allowed) if allowed else "none"
+        raise TypeError(f"unknown knob(s) {unknown} for method {method!r}; valid knobs: {valid}")
+
+
+def reorder(
+    table: Table | pd.DataFrame | str | Path,
+    method: str,
+    fds: list[tuple[str, ...]] | str | None = None,
+    **knobs: Any,
+) -> ReorderResult:
+    """Compute a reorder plan for ``table`` with ``method``.
+
+    Parameters
+    ----------
+    table : a `Table`, a DataFrame (not modified) or a CSV/Parquet path.
+    method : one of `METHODS`.
+    fds : FD groups (tuples of column names) that travel together, ``"auto"`` to
+        discover exact ones, or None. A declared group that is not an exact FD in the
+        data is used anyway, with an `ggr_kv.reorder.fd.FDWarning` giving its violation count.
+    **knobs : method options. ``ggr``: ``preset`` (``"ours"`` or ``"paper"``),
+        ``early_stop``, ``distinct_value_threshold``, ``row_stop``, ``col_stop``,
+        ``chunk_rows``, ``constant_first``, ``progress``. ``ophr``: ``max_cells``,
+        ``max_rows``.
+
+    Returns
+    -------
+    `ReorderResult`.
+
+    Raises
+    ------
+    ValueError
+        unknown method (the message lists the valid ones); `OPHRTooLarge` (a
+        ValueError) for a table too large for ``ophr``.
+    TypeError
+        unknown knob (named in the message).
+    TableError
+        bad table, or an FD column that is not in the table.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown reorder method {method!r}; valid methods: {list(METHODS)}")
+    _check_knobs(method, knobs)
+    t_load = time.perf_counter()
+    t = load_table(table)
+    load_s = time.perf_counter() - t_load
+
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {"load_seconds": load_s}
+    if method == "original":
+        plan = ReorderPlan.identity(t)
+        info["knobs"] = {}
+        info["fd_groups"] = []
+        if fds is not None:
+            resolve_fd_groups(t, fds, warn=False)  # bad column names still raise
+            info["note"] = "fds are ignored by 'original'"
+        return ReorderResult(plan, method, time.perf_counter() - t0, info)
+
+    groups, checks = resolve_fd_groups(t, fds)
+    units = build_units(t, groups)
+    info["fd_groups"] = [
+        [t.columns[c] for c in units.members[k]]
+        for k in range(units.n_units)
+        if len(units.members[k]) > 1
+    ]
+    info["fd_checks"] = [asdict(c) for c in checks]
+    n, m = t.n_rows, t.n_cols
+    if method == "sorted":
+        order = fixed_order(column_scores(units)).astype(np.int32)
+        unit_perm = np.broadcast_to(order, (n, units.n_units))
+        info["knobs"] = {}
+        info["field_order"] = [t.columns[c] for c in expand_perm(units, order[None, :])[0]]
+    elif method == "ggr":
+        preset = knobs.pop("preset", "ours")
+        progress = bool(knobs.pop("progress", False))
+        cfg = ggr_config(preset, **knobs)
+        unit_perm, ginfo = ggr_unit_order(units, cfg, progress=progress)
+        info["knobs"] = {"preset": preset, **asdict(cfg)}
+        info["groups_found"] = ginfo.pop("groups")
+        info["fallbacks"] = ginfo.pop("fallback_rows")
+        info["discarded_columns"] = [
+            t.columns[c] for k in ginfo.pop("discarded_units") for c in units.members[k]
+        ]
+        info.update(ginfo)
+    else:  # ophr
+        max_cells = int(knobs.get("max_cells", DEFAULT_MAX_CELLS))
+        max_rows = int(knobs.get("max_rows", DEFAULT_MAX_ROWS))
+        unit_perm, best, oinfo = ophr_unit_order(units, max_cells, max_rows)
+        info["knobs"] = {"max_cells": max_cells, "max_rows": max_rows}
+        info["optimal_phc"] = best
+        info.update(oinfo)
+    col_perm = expand_perm(units, np.ascontiguousarray(unit_perm))
+    row_order = sort_rows(t.codes, col_perm)
+    dtype = np.int16 if m < np.iinfo(np.int16).max else np.int32
+    plan = ReorderPlan(t.columns, row_order, col_perm[row_order].astype(dtype))
+    seconds = time.perf_counter() - t0
+    info["solver_seconds"] = seconds
+    return ReorderResult(plan, method, seconds, info)

@@ -1,0 +1,390 @@
+"""How much prefix a plan shares: PHC and character, token and block prefix hit rates.
+
+- `phc`: the GGR paper's prefix hit count (Eq. 1-2). Each row scores the sum of squared
+  lengths (characters) of its leading cells that equal the previous row's leading cells;
+  a cell matches only if the same position holds the same column with the same value.
+- `char_hit_rate`: characters of each serialized prompt shared as a prefix with the
+  PREVIOUS prompt, over all prompt characters.
+- `token_hit_rate`: tokens of each prompt shared as a prefix with ANY earlier prompt (an
+  unbounded cache that keeps every token), over all prompt tokens. Identical prompts
+  count in full here.
+- `block_hit_rate`: what vLLM's prefix cache could skip with unlimited memory: only whole
+  blocks of ``block_size`` tokens hit, and a prompt's last token is always recomputed.
+
+Prompts always come from `ggr_kv.core.prompts.build_prompts`, the one serializer. All rates are
+0-1 fractions.
+
+With an unbounded cache the token rate does not depend on the ROW order (each distinct
+prefix is computed once, whichever prompt brings it first), and the block rate only
+through the last-token rule; both reward the per-row field orders. Row order matters for
+`phc`, `char_hit_rate` and for a real, bounded cache (see ``ggr_kv.simulate``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ggr_kv.core import prompts as _prompts
+from ggr_kv.core.blocks import block_hashes, unbounded_prefix_hits
+from ggr_kv.core.plan import ReorderPlan
+from ggr_kv.core.prompts import DEFAULT_INSTRUCTION, build_prompts, prompt_head, prompt_parts
+from ggr_kv.core.table import Table, load_table
+
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "Score",
+    "block_hit_rate",
+    "char_hit_rate",
+    "char_prefix_hits",
+    "encode_prompts",
+    "phc",
+    "phc_per_row",
+    "score",
+    "token_hit_rate",
+    "token_prefix_hits",
+]
+
+#: vLLM's default KV block size on GPU (tokens); the CPU backend uses 128
+DEFAULT_BLOCK_SIZE = 16
+
+
+# -- PHC ----------------------------------------------------------------------------------
+def _leading_matches(table: Table, plan: ReorderPlan) -> np.ndarray:
+    """``(n, m)`` bool: cell f of run slot i and all cells before it equal slot i-1's."""
+    codes = plan.ordered_codes(table)
+    cols = plan.ordered_columns()
+    eq = np.zeros(codes.shape, dtype=bool)
+    if len(codes) > 1:
+        eq[1:] = (codes[1:] == codes[:-1]) & (cols[1:] == cols[:-1])
+    return np.logical_and.accumulate(eq, axis=1) if eq.size else eq
+
+
+def phc_per_row(table: Table, plan: ReorderPlan) -> np.ndarray:
+    """Prefix hit count of each run slot (paper Eq. 2), in run order.
+
+    Returns
+    -------
+    ``(n,)`` int64: sum of squared cell lengths (characters^2) of the leading cells equal
+    to the previous slot's; slot 0 scores 0.
+    """
+    lead = _leading_matches(table, plan)
+    lens = plan.ordered_lengths(table)
+    return np.where(lead, lens * lens, 0).sum(axis=1, dtype=np.int64)
+
+
+def phc(table: Table, plan: ReorderPlan) -> int:
+    """The paper's prefix hit count (Eq. 1): `phc_per_row` summed (characters^2)."""
+    return int(phc_per_row(table, plan).sum())
+
+
+# -- characters ---------------------------------------------------------------------------
+def _lcp(a: str | bytes, b: str | bytes, start: int = 0) -> int:
+    """Length of the common prefix of ``a`` and ``b``, given that ``a[:start] == b[:start]``.
+
+    Gallops over slice comparisons (C speed), then bisects: O(log length) Python steps.
+    """
+    n = min(len(a), len(b))
+    lo, step = min(start, n), 32
+    while lo < n:
+        hi = min(n, lo + step)
+        if a[lo:hi] != b[lo:hi]:
+            break
+        lo, step = hi, step * 2
+    else:
+        return n
+    # invariant: a[:lo] == b[:lo] and a[lo:hi] != b[lo:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def char_prefix_hits(
+    table: Table,
+    plan: ReorderPlan,
+    query: str = "",
+    instruction: str = DEFAULT_INSTRUCTION,
+    *,
+    texts: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Characters each prompt shares as a prefix with the previous prompt, in run order.
+
+    Parameters
+    ----------
+    texts : the prompts ``build_prompts(table, plan, query, instruction)`` if already
+        built (saves building them again).
+
+    Returns
+    -------
+    hits, lengths : ``(n,)`` int64 characters; ``hits[0] == 0``.
+
+    Notes
+    -----
+    The equal leading cells (from the integer codes) give a lower bound on each common
+    prefix; it is verified with one string comparison and extended by bisection, so the
+    result is exact whatever the serializer's layout.
+    """
+    if texts is None:
+        texts = build_prompts(table, plan, query, instruction)
+    n = len(texts)
+    if n != table.n_rows:
+        raise ValueError(f"got {n} prompts for a table of {table.n_rows} rows")
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+    hits = np.zeros(n, dtype=np.int64)
+    if n < 2:
+        return hits, lengths
+    # lower bound: the shared head plus the equal leading fragments and their separators
+    parts = prompt_parts(table, plan)
+    m = parts.shape[1]
+    frag = np.fromiter(map(len, parts.ravel()), dtype=np.int64, count=parts.size).reshape(n, m)
+    sep = len(getattr(_prompts, "_SEP", ""))
+    k = _leading_matches(table, plan).sum(axis=1)
+    cum = np.zeros((n, m + 1), dtype=np.int64)
+    np.cumsum(frag + sep, axis=1, out=cum[:, 1:])
+    bound = len(prompt_head(instruction, query)) + cum[np.arange(n), k]
+    bound = np.minimum(bound, lengths)
+    bound[1:] = np.minimum(bound[1:], lengths[:-1])
+    bl = bound.tolist()
+    for i in range(1, n):  # O(log length) C-speed slice comparisons per prompt
+        a, b, s = texts[i], texts[i - 1], bl[i]
+        hits[i] = _lcp(a, b, s if a[:s] == b[:s] else 0)
+    return hits, lengths
+
+
+def char_hit_rate(
+    table: Table,
+    plan: ReorderPlan,
+    query: str = "",
+    instruction: str = DEFAULT_INSTRUCTION,
+) -> float:
+    """Character-level prefix hit rate (0-1) of the serialized prompts in run order.
+
+    Sum over prompts of the characters shared as a prefix with the previous prompt,
+    divided by the total characters of all prompts.
+    """
+    hits, lengths = char_prefix_hits(table, plan, query, instruction)
+    total = int(lengths.sum())
+    return float(hits.sum() / total) if total else 0.0
+
+
+# -- tokens and blocks --------------------------------------------------------------------
+def _resolve_tokenizer(tokenizer: Any) -> Any:
+    if isinstance(tokenizer, str):
+        from ggr_kv.core.tokenizer import load_tokenizer
+
+        return load_tokenizer(tokenizer)
+    if not hasattr(tokenizer, "encode_batch"):
+        raise TypeError(
+            f"tokenizer must be a name or have .encode_batch(texts), got {type(tokenizer)}"
+        )
+    return tokenizer
+
+
+def encode_prompts(
+    table: Table,
+    plan: ReorderPlan,
+    tokenizer: Any,
+    query: str = "",
+    instruction: str = DEFAULT_INSTRUCTION,
+    *,
+    texts: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens of all prompts in run order, CSR ``(tokens, offsets)``.
+
+    ``tokenizer`` is a name for `ggr_kv.core.tokenizer.load_tokenizer` or an object with
+    ``.encode_batch(texts) -> (tokens, offsets)``; ``texts`` are the already built prompts.
+    """
+    tok = _resolve_tokenizer(tokenizer)
+    if texts is None:
+        texts = build_prompts(table, plan, query, instruction)
+    tokens, offsets = tok.encode_batch(texts)
+    return np.asarray(tokens), np.asarray(offsets, dtype=np.int64)
+
+
+def _nearest_earlier_lcp(idx: list[int], adj: list[int]) -> list[int]:
+    """For each sorted position p: LCP with the nearest q < p whose prompt index is smaller.
+
+    ``adj[p]`` is the LCP of sorted neighbours p-1 and p; the LCP of q and p is the minimum
+    of ``adj[q+1..p]``. One monotonic-stack pass, O(n).
+    """
+    n = len(idx)
+    out = [0] * n
+    stack: list[int] = []  # sorted positions, their prompt indices increasing
+    gaps: list[int] = []  # gaps[j] = min adj strictly after stack[j] up to stack[j+1]
+    run = 1 << 62  # min adj after the stack top up to p
+    for p in range(n):
+        if p:
+            run = min(run, adj[p])
+        v = idx[p]
+        while stack and idx[stack[-1]] > v:
+            stack.pop()
+            if gaps:
+                run = min(run, gaps.pop())
+        if stack:
+            out[p] = run
+            gaps.append(run)
+        stack.append(p)
+        run = 1 << 62
+    return out
+
+
+def token_prefix_hits(tokens: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Tokens each prompt shares as a prefix with ANY earlier prompt (no cap, no blocks).
+
+    Parameters
+    ----------
+    tokens, offsets : prompts in CSR form, in run order.
+
+    Returns
+    -------
+    ``(n,)`` int64 tokens. Exact: prompts are sorted as token sequences, and the longest
+    prefix shared with an earlier prompt is shared with the nearest earlier prompt on one
+    side of it in that order.
+    """
+    tokens = np.asarray(tokens)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    n = len(offsets) - 1
+    if n < 2:
+        return np.zeros(max(n, 0), dtype=np.int64)
+    if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= 2**32):
+        raise ValueError("token ids must be in 0 .. 2**32-1")
+    # big-endian bytes compare like the token sequences; prefix-shorter sorts first
+    raw = tokens.astype(">u4").tobytes()
+    off = (offsets * 4).tolist()
+    keys = [raw[off[i] : off[i + 1]] for i in range(n)]
+    order = sorted(range(n), key=keys.__getitem__)
+    skeys = [keys[i] for i in order]
+    adj = [0] + [_lcp(skeys[p - 1], skeys[p]) // 4 for p in range(1, n)]
+    left = _nearest_earlier_lcp(order, adj)
+    right = _nearest_earlier_lcp(order[::-1], [0] + adj[:0:-1])[::-1]
+    best = np.maximum(np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64))
+    hits = np.empty(n, dtype=np.int64)
+    hits[np.asarray(order)] = best
+    return hits
+
+
+def token_hit_rate(
+    table: Table,
+    plan: ReorderPlan,
+    tokenizer: Any,
+    query: str = "",
+    instruction: str = DEFAULT_INSTRUCTION,
+) -> float:
+    """Token-level prefix hit rate (0-1): `token_prefix_hits` summed over all prompt tokens."""
+    tokens, offsets = encode_prompts(table, plan, tokenizer, query, instruction)
+    total = int(offsets[-1] - offsets[0])
+    return float(token_prefix_hits(tokens, offsets).sum() / total) if total else 0.0
+
+
+def block_hit_rate(
+    table: Table,
+    plan: ReorderPlan,
+    tokenizer: Any,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    query: str = "",
+    instruction: str = DEFAULT_INSTRUCTION,
+) -> float:
+    """Block-level prefix hit rate (0-1) with an unbounded cache, as vLLM counts hits.
+
+    Cached tokens (whole blocks of ``block_size`` tokens whose chained hash an earlier
+    prompt produced, at most ``(n_tokens - 1) // block_size`` blocks per prompt) over all
+    prompt tokens.
+    """
+    tokens, offsets = encode_prompts(table, plan, tokenizer, query, instruction)
+    total = int(offsets[-1] - offsets[0])
+    hits = unbounded_prefix_hits(block_hashes(tokens, offsets, block_size))
+    return float(hits.sum() / total) if total else 0.0
+
+
+# -- all together -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Score:
+    """Prefix-sharing metrics of one plan.
+
+    Attributes
+    ----------
+    rows, columns : table shape.
+    phc : paper's prefix hit count (characters^2).
+    char_hit_rate : 0-1, prefix shared with the previous prompt, in characters.
+    total_chars : characters of all prompts.
+    tokenizer : tokenizer name, or None when no tokenizer was given.
+    prompt_tokens : tokens of all prompts (with the tokenizer's special tokens), or None.
+    token_hit_rate : 0-1, prefix shared with any earlier prompt, in tokens, or None.
+    block_size : tokens per KV block used for ``block_hit_rate``, or None.
+    block_hit_rate : 0-1, whole-block hits with an unbounded cache (vLLM's rule), or None.
+    """
+
+    rows: int
+    columns: int
+    phc: int
+    char_hit_rate: float
+    total_chars: int
+    tokenizer: str | None = None
+    prompt_tokens: int | None = None
+    token_hit_rate: float | None = None
+    block_size: int | None = None
+    block_hit_rate: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict of the fields."""
+        return asdict(self)
+
+
+def score(
+    table: Table | pd.DataFrame | str | Path,
+    plan: ReorderPlan,
+    *,
+    query: str = "",
+    instruction: str = DEFAULT_INSTRUCTION,
+    tokenizer: Any = None,
+    block_size: int | None = None,
+) -> Score:
+    """All metrics of ``plan`` on ``table``.
+
+    Parameters
+    ----------
+    query, instruction : the shared prompt text (see `ggr_kv.core.prompts`).
+    tokenizer : a name for `ggr_kv.core.tokenizer.load_tokenizer`, a tokenizer object, or None
+        to skip the token and block rates.
+    block_size : tokens per KV block for the block rate (default `DEFAULT_BLOCK_SIZE`);
+        used only with a tokenizer.
+
+    ``table`` may also be a DataFrame or a CSV/Parquet path (see `load_table`).
+    """
+    table = load_table(table)
+    plan.check(table)
+    texts = build_prompts(table, plan, query, instruction)
+    hits, lengths = char_prefix_hits(table, plan, query, instruction, texts=texts)
+    total_chars = int(lengths.sum())
+    out: dict[str, Any] = {
+        "rows": table.n_rows,
+        "columns": table.n_cols,
+        "phc": phc(table, plan),
+        "char_hit_rate": float(hits.sum() / total_chars) if total_chars else 0.0,
+        "total_chars": total_chars,
+    }
+    if tokenizer is not None:
+        tok = _resolve_tokenizer(tokenizer)
+        bs = DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
+        if bs < 1:
+            raise ValueError(f"block_size must be >= 1, got {bs}")
+        tokens, offsets = encode_prompts(table, plan, tok, texts=texts)
+        total = int(offsets[-1] - offsets[0])
+        thits = token_prefix_hits(tokens, offsets)
+        bhits = unbounded_prefix_hits(block_hashes(tokens, offsets, bs))
+        out.update(
+            tokenizer=str(getattr(tok, "name", type(tok).__name__)),
+            prompt_tokens=total,
+            token_hit_rate=float(thits.sum() / total) if total else 0.0,
+            block_size=bs,
+            block_hit_rate=float(bhits.sum() / total) if total else 0.0,
+        )
+    return Score(**out)

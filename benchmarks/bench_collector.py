@@ -115,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     from vllm import LLM, SamplingParams
 
     from ggr_kv.collector import VLLMMetricsCollector
-    from ggr_kv.engine.models import resolve_model
     from ggr_kv.core.prompts import build_prompts
-    from ggr_kv.reorder import reorder
     from ggr_kv.core.table import Table, load_table
+    from ggr_kv.engine.models import resolve_model
+    from ggr_kv.reorder import reorder
 
     table = load_table(a.table)
     df = table.to_frame()

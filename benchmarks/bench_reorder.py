@@ -48,8 +48,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ggr_kv import __version__
-from ggr_kv.reorder import reorder
 from ggr_kv.core.table import Table
+from ggr_kv.reorder import reorder
 
 SHARED = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "benchmarks" / "RESULTS-reorder.md"

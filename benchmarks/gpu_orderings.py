@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ggr_kv.datasets import load_dataset  # noqa: E402
-from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm  # noqa: E402
 from ggr_kv.datasets.queries import get_query  # noqa: E402
+from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm  # noqa: E402
 from ggr_kv.reorder import reorder  # noqa: E402
 from ggr_kv.run import run_table  # noqa: E402
 

@@ -18,7 +18,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from ggr_kv.analysis.plots import RC, caption, color_for, plot_comparison, save_figure  # noqa: E402
 from ggr_kv.analysis.report import markdown_table, summary_table, write_report  # noqa: E402

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ggr_kv.reorder.metrics import phc, score
 from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.core.prompts import build_prompts
 from ggr_kv.core.table import load_table
+from ggr_kv.reorder.metrics import phc, score
 
 QUERY = "Is the review positive?"
 

@@ -25,18 +25,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-
-from ggr_kv.core.blocks import block_hashes, unbounded_prefix_hits  # noqa: E402
 from ggr_kv.collector import StatsDisabledError, VLLMMetricsCollector  # noqa: E402
-from ggr_kv.engine.models import resolve_model  # noqa: E402
-from ggr_kv.collector.prom import snapshot_from_vllm_metrics  # noqa: E402
-from ggr_kv.engine.resources import RESOURCE_COLUMNS, ResourceSampler, probe_gpus  # noqa: E402
+from ggr_kv.core.blocks import block_hashes, unbounded_prefix_hits  # noqa: E402
 from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS  # noqa: E402
 from ggr_kv.core.tokenizer import load_tokenizer  # noqa: E402
+from ggr_kv.engine.prom import snapshot_from_vllm_metrics  # noqa: E402
+from ggr_kv.engine.resources import RESOURCE_COLUMNS, ResourceSampler, probe_gpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 6
@@ -87,12 +81,6 @@ def _prompts() -> list[str]:
 
 
 PROMPTS = _prompts()
-
-
-@pytest.fixture(scope="module")
-def tiny_dir() -> Path:
-    path, _ = resolve_model("tiny-llama", ROOT / "models")
-    return Path(path)
 
 
 @pytest.fixture(scope="module")

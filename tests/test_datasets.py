@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_path
 
-from ggr_kv.datasets.generate import SEED, main, render_csv, write_all
+from ggr_kv.core.table import TableError, load_table
 from ggr_kv.datasets import (
     DATASETS,
     LABEL_COLUMNS,
@@ -21,18 +22,14 @@ from ggr_kv.datasets import (
     list_datasets,
     load_dataset,
 )
-from ggr_kv.core.table import TableError, load_table
+from ggr_kv.datasets.generate import SEED, main, render_csv, write_all
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
 NAMES = list(DATASETS)
 
 
 def needs_shared(name: str) -> Path:
-    path = SHARED / name
-    if not path.is_file():
-        pytest.skip(f"shared sample {name} not found at {path}")
-    return path
+    return shared_path(name)
 
 
 @pytest.fixture(scope="module")

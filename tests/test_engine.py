@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import shared_path
 
 from ggr_kv.engine.config import EngineConfig, make_llm
 from ggr_kv.engine.models import SHAPES
 
 ROOT = Path(__file__).resolve().parents[1]
-MOVIES = ROOT.parent / "shared" / "datasets" / "movies_small.csv"
 ENV = {
     **os.environ,
     "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -103,10 +103,9 @@ def test_make_model_command_writes_a_loadable_folder(tmp_path):
 @pytest.mark.vllm
 def test_run_command_end_to_end_and_never_overwrites(tmp_path):
     pytest.importorskip("vllm")
-    if not MOVIES.exists():
-        pytest.skip(f"shared dataset missing: {MOVIES}")
+    movies = shared_path("movies_small.csv")
     out = tmp_path / "results"
-    args = ["run", MOVIES, "--rows", "16", "--method", "sorted", "--query-type", "filter",
+    args = ["run", movies, "--rows", "16", "--method", "sorted", "--query-type", "filter",
             "--max-tokens", "2", "--enforce-eager", "--max-model-len", "4096",
             "--engine-arg", "max_num_seqs=8", "--out-dir", out, "--run-id", "cli",
             "--no-progress", "--json"]

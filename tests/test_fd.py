@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import shared_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ggr_kv.core.table import Table, TableError
+from ggr_kv.reorder import reorder
 from ggr_kv.reorder.fd import (
     FDWarning,
     check_fd_group,
@@ -20,18 +23,12 @@ from ggr_kv.reorder.fd import (
     fd_groups,
     resolve_fd_groups,
 )
-from ggr_kv.reorder import reorder
-from ggr_kv.core.table import Table, TableError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 LABELS = ["manual_labels", "gpt4o", "llama3-8b", "llama3-70b", "Unnamed: 0"]
 
 
 def shared_csv(name: str) -> Path:
-    path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"shared sample {path} not found (needs the shared/ datasets folder)")
-    return path
+    return shared_path(name)
 
 
 def sample_table(name: str) -> Table:

@@ -10,7 +10,7 @@ import ggr_kv
 
 PKG = Path(ggr_kv.__file__).resolve().parent
 #: the layers, lowest first; a module may import its own layer and those before it
-LAYERS = ("core", "datasets", "reorder", "simulate", "engine", "collector", "run", "analysis",
+LAYERS = ("core", "datasets", "simulate", "reorder", "engine", "collector", "run", "analysis",
           "cli")
 
 

@@ -12,21 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ggr_kv.core.blocks import block_hashes, to_csr, unbounded_prefix_hits
+from ggr_kv.core.plan import PlanError, ReorderPlan
+from ggr_kv.core.prompts import build_prompts, encode_prompts
+from ggr_kv.core.table import Table
+from ggr_kv.core.tokenizer import load_tokenizer
 from ggr_kv.reorder.metrics import (
     Score,
     block_hit_rate,
     char_hit_rate,
-    encode_prompts,
     phc,
     phc_per_row,
     score,
     token_hit_rate,
     token_prefix_hits,
 )
-from ggr_kv.core.plan import PlanError, ReorderPlan
-from ggr_kv.core.prompts import build_prompts
-from ggr_kv.core.table import Table
-from ggr_kv.core.tokenizer import load_tokenizer
 
 # few distinct values, so that equal cells (and prefixes) are common; some are prefixes of
 # others, some need JSON escaping

@@ -8,19 +8,15 @@ shapes; these tests hold both to the published numbers.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from conftest import shared_path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-
-from ggr_kv.engine.models import SHAPES, make_model_dir, resolve_model
 from ggr_kv.core.tokenizer import load_tokenizer
+from ggr_kv.engine.models import SHAPES, make_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "datasets"
 
 CORPUS = [
     "",
@@ -47,8 +43,8 @@ SPECIAL = "a cell quoting <|eot_id|> and <|begin_of_text|> from a chat log"
 
 
 def _dataset_prompts(n: int = 20) -> list[str]:
-    path = SHARED / "movies_small.csv"
-    if not path.exists():
+    path = shared_path("movies_small.csv", required=False)
+    if path is None:  # listed in the session summary
         return []
     from ggr_kv.core.plan import ReorderPlan
     from ggr_kv.core.prompts import build_prompts
@@ -57,13 +53,6 @@ def _dataset_prompts(n: int = 20) -> list[str]:
     t = load_table(path)
     t = Table.from_frame(t.to_frame().head(n), str(path))
     return build_prompts(t, ReorderPlan.identity(t), "Is the review positive?")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir() -> Path:
-    path, dummy = resolve_model("tiny-llama", ROOT / "models")
-    assert dummy
-    return Path(path)
 
 
 def test_model_folder_tokenizer_matches_quicktok_llama3(tiny_dir):

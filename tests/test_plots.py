@@ -7,7 +7,6 @@ every test reads its run folders.
 from __future__ import annotations
 
 import json
-import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -16,6 +15,7 @@ import matplotlib.colors as mcolors
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import COMPARISON_ORDERINGS
 
 from ggr_kv.analysis.plots import (
     ORDERING_COLORS,
@@ -31,40 +31,12 @@ from ggr_kv.analysis.plots import (
 )
 from ggr_kv.run.runs import load_runs, simulate_run
 
-ORDERINGS = ("no_cache", "original", "ggr")
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def tiny_comparison(base: Path) -> Path:
-    """Run (once per session folder) no_cache, original and ggr on 12 movie rows."""
-    folder = base / "tiny-comparison"
-    if len(list(folder.glob("*/run.json"))) == len(ORDERINGS):
-        return folder
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from ggr_kv.datasets import load_dataset
-    from ggr_kv.engine.config import EngineConfig
-    from ggr_kv.run import run_orderings
-
-    ds = load_dataset("movies", n=12, sample="head")
-    run_orderings(
-        ds,
-        methods=ORDERINGS,
-        query=ds.query("filter"),
-        engine=EngineConfig(max_num_seqs=4),
-        sampling={"max_tokens": 4},
-        out_dir=folder,
-        progress=False,
-    )
-    return folder
-
-
 @pytest.fixture(scope="module")
-def comparison(tmp_path_factory) -> Path:
-    pytest.importorskip("vllm")
-    return tiny_comparison(tmp_path_factory.getbasetemp())
+def comparison(tiny_comparison) -> Path:
+    return tiny_comparison
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +84,8 @@ def test_every_figure_saved_as_png_and_svg_beside_the_runs(comparison, tables):
 
 @pytest.fixture(scope="module")
 def reorder_scores_table():
-    from ggr_kv.datasets import load_dataset
     from ggr_kv.analysis.report import reorder_scores
+    from ggr_kv.datasets import load_dataset
 
     ds = load_dataset("movies", n=60, sample="head")
     scores, _ = reorder_scores(
@@ -168,7 +140,7 @@ def test_each_ordering_keeps_its_color_in_lines_bars_and_svg(comparison, tables,
     assert seen == {"original", "ggr"}  # no_cache has no lookups, so no hit-rate curve
     bars = fig_job_time(runs)
     patches = [p for ax in bars.axes for p in ax.patches if (p.get_gid() or "").startswith("bar:")]
-    assert {p.get_gid() for p in patches} == {f"bar:{o}" for o in ORDERINGS}
+    assert {p.get_gid() for p in patches} == {f"bar:{o}" for o in COMPARISON_ORDERINGS}
     for p in patches:
         assert mcolors.to_hex(p.get_facecolor()) == ORDERING_COLORS[p.get_gid()[4:]]
     # and in the written SVG

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ggr_kv.collector.prom import base_name, parse_metrics_text
+from ggr_kv.engine.prom import base_name, parse_metrics_text
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 NEW = FIX / "prometheus_vllm_cpu_0.32.txt"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_path
 
-from ggr_kv.datasets import DATASETS, Dataset, load_dataset
 from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.core.prompts import build_prompts
+from ggr_kv.datasets import DATASETS, Dataset, load_dataset
 from ggr_kv.datasets.queries import (
     PAPER_TYPES,
     QUERIES,
@@ -24,7 +24,6 @@ from ggr_kv.datasets.queries import (
     list_queries,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 EXPECTED_TYPES = {
     "movies": ("filter", "projection", "multi_llm", "aggregation"),
     "products": ("filter", "projection", "multi_llm", "aggregation"),
@@ -114,12 +113,10 @@ def test_dataset_objects_pick_their_family_and_name():
 
 
 def test_real_samples_get_their_families_queries():
-    path = SHARED / "movies_small.csv"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
+    path = shared_path("movies_small.csv")
     ds = load_dataset(path)
     assert ds.query("T3").stages[0].fields == ("review_content",)
-    other = load_dataset(SHARED / "contributions.csv", n=5, sample="head")
+    other = load_dataset(shared_path("contributions.csv"), n=5, sample="head")
     with pytest.raises(QueryError, match=r"no query templates.*Query.custom"):
         get_query(other, "filter")
 

@@ -10,20 +10,19 @@ import functools
 import itertools
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ggr_kv.reorder.fd import FDWarning
 from ggr_kv.core.plan import ReorderPlan
-from ggr_kv.reorder import METHODS, OPHRTooLarge, ReorderResult, reorder
 from ggr_kv.core.table import Table, TableError
+from ggr_kv.reorder import METHODS, OPHRTooLarge, ReorderResult, reorder
+from ggr_kv.reorder.fd import FDWarning
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 LABELS = ["manual_labels", "gpt4o", "llama3-8b", "llama3-70b", "Unnamed: 0"]
 # FD groups from shared/datasets/README.md
 SAMPLES = {
@@ -73,9 +72,7 @@ def upper_bound(table: Table) -> int:
 @functools.cache
 def sample(name: str) -> tuple[Table, list | None]:
     fname, fds = SAMPLES[name]
-    path = SHARED / fname
-    if not path.exists():
-        pytest.skip(f"shared sample {path} not found (needs the shared/ datasets folder)")
+    path = shared_path(fname)
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     return Table.from_frame(df.drop(columns=[c for c in LABELS if c in df.columns])), fds
 
@@ -357,7 +354,7 @@ def test_caller_dataframe_is_unchanged():
 
 
 def test_path_input_gives_the_same_plan_as_a_table():
-    path = SHARED / "movies_small.csv"
+    path = shared_path("movies_small.csv")
     table, fds = sample("movies_small")
     a = reorder(path, "ggr", fds=fds).plan
     b = reorder(table, "ggr", fds=fds).plan

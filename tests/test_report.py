@@ -1,7 +1,7 @@
 """Run tables (``ggr_kv.run.runs``) and Markdown reports (``ggr_kv.analysis.report``) against the
 numbers the run folders themselves recorded.
 
-The vLLM tests share the tiny comparison of ``test_plots`` (run once per session folder).
+The vLLM tests share the session's tiny comparison (``conftest.tiny_comparison``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_plots import ORDERINGS, tiny_comparison
+from conftest import COMPARISON_ORDERINGS
 
 from ggr_kv.analysis.plots import plot_comparison
 from ggr_kv.analysis.report import markdown_table, plan_preview, reorder_scores, write_report
+from ggr_kv.core.paths import project_path
 from ggr_kv.run.runs import (
     add_windowed_rates,
     find_run_dirs,
@@ -27,13 +28,11 @@ from ggr_kv.run.runs import (
     load_runs,
     simulate_run,
 )
-from ggr_kv.core.paths import project_path
 
 
 @pytest.fixture(scope="module")
-def comparison(tmp_path_factory) -> Path:
-    pytest.importorskip("vllm")
-    return tiny_comparison(tmp_path_factory.getbasetemp())
+def comparison(tiny_comparison) -> Path:
+    return tiny_comparison
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +57,7 @@ def _table_rows(markdown: str, header_start: str) -> list[dict[str, str]]:
 @pytest.mark.vllm
 def test_runs_table_matches_what_each_run_recorded(comparison, recorded):
     runs, steps = load_runs(comparison)
-    assert sorted(runs["ordering"]) == sorted(ORDERINGS)
+    assert sorted(runs["ordering"]) == sorted(COMPARISON_ORDERINGS)
     assert runs["group"].nunique() == 1  # caching off does not split the comparison
     for r in runs.itertuples():
         m = recorded[r.ordering]
@@ -110,7 +109,7 @@ def test_report_table_holds_the_recorded_numbers(comparison, recorded, tmp_path)
     assert path == tmp_path / "figures" / "report.md"
     text = path.read_text()
     rows = {r["ordering"]: r for r in _table_rows(text, "| dataset | ordering |")}
-    assert set(rows) == set(ORDERINGS)
+    assert set(rows) == set(COMPARISON_ORDERINGS)
     base = recorded["original"]["timings"]["job_s"]
     for o, m in recorded.items():
         row = rows[o]
@@ -170,7 +169,7 @@ def test_latest_comparison_and_folder_discovery(comparison, tmp_path):
         os.utime(rj, (1_000_000, 1_000_000))
     assert latest_comparison(tmp_path) == new
     assert latest_comparison(tmp_path / "none") is None
-    assert len(find_run_dirs([new, str(new / "*")])) == len(ORDERINGS)  # no duplicates
+    assert len(find_run_dirs([new, str(new / "*")])) == len(COMPARISON_ORDERINGS)  # no duplicates
 
 
 @pytest.mark.vllm

@@ -22,42 +22,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-os.environ["VLLM_CPU_KVCACHE_SPACE"] = "1"
-os.environ["VLLM_NO_USAGE_STATS"] = "1"
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 vllm = pytest.importorskip("vllm")
 
+from conftest import shared_path
+
 from ggr_kv.core.blocks import block_hashes, unbounded_prefix_hits
-from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm
-from ggr_kv.engine.models import resolve_model
 from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.core.prompts import build_prompts
-from ggr_kv.run import restrict_plan, run_orderings, run_table
-from ggr_kv.run.rundir import RUN_FILES, read_outputs
 from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS
 from ggr_kv.core.table import Table, load_table
 from ggr_kv.core.tokenizer import load_tokenizer
+from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm
+from ggr_kv.run import restrict_plan, run_orderings, run_table
+from ggr_kv.run.rundir import RUN_FILES, read_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
-MOVIES = ROOT.parent / "shared" / "datasets" / "movies_small.csv"
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.skipif(not MOVIES.exists(), reason=f"shared dataset missing: {MOVIES}"),
-]
+pytestmark = pytest.mark.vllm
 QUERY = "Is the review positive? Answer yes or no."
 N_ROWS = 24
 MAX_TOKENS = 3
 BLOCK = 128  # the CPU backend's KV block size (checked against run.json below)
 # movie fields first: rows of one movie share link, title and synopsis (> 1 block)
 GROUPED = ["rotten_tomatoes_link", "movie_title", "movie_info", "review_content", "id"]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir() -> Path:
-    return Path(resolve_model("tiny-llama", ROOT / "models")[0])
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +95,9 @@ def wait_ready(state: dict, timeout_s: float = 400) -> str:
 
 @pytest.fixture(scope="module")
 def table(server) -> Table:  # requesting `server` starts it booting first
-    t = load_table(MOVIES)
-    return Table.from_frame(t.to_frame().head(N_ROWS), str(MOVIES))
+    movies = shared_path("movies_small.csv")
+    t = load_table(movies)
+    return Table.from_frame(t.to_frame().head(N_ROWS), str(movies))
 
 
 @pytest.fixture(scope="module")

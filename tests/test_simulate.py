@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,12 +23,9 @@ from ggr_kv.core.blocks import block_hashes, to_csr, unbounded_prefix_hits
 from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.core.prompts import build_prompts
 from ggr_kv.core.schema import STEP_COLUMNS
-from ggr_kv.simulate import SIM_REQUEST_COLUMNS, simulate, simulate_plan
 from ggr_kv.core.table import Table, load_table
 from ggr_kv.core.tokenizer import load_tokenizer
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-MOVIES = SHARED / "datasets" / "movies_small.csv"
+from ggr_kv.simulate import SIM_REQUEST_COLUMNS, simulate, simulate_plan
 
 
 def seqs(*prompts: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -338,12 +335,11 @@ BIG_POOL, SMALL_POOL = 512, 20
 @pytest.fixture(scope="module")
 def movie_prompts(tmp_path_factory):
     """40 rows (2 of each of 20 movies): grouped by movie, and interleaved round robin."""
-    if not MOVIES.exists():
-        pytest.skip(f"shared dataset missing: {MOVIES}")
+    movies = shared_path("movies_small.csv")
     from ggr_kv.engine.models import make_model_dir
 
     model = make_model_dir("tiny-llama", tmp_path_factory.mktemp("model") / "tiny-llama")
-    frame = load_table(MOVIES).to_frame()
+    frame = load_table(movies).to_frame()
     frame = frame.iloc[np.argsort(frame["movie_title"].to_numpy(), kind="stable")]
     frame = frame[frame.groupby("movie_title").cumcount() < 2].head(40)
     table = Table.from_frame(frame.reset_index(drop=True))
@@ -366,9 +362,6 @@ def movie_prompts(tmp_path_factory):
 
 def _measure(model: Path, num_blocks: int, workloads: list[tuple], out_lens: np.ndarray) -> list:
     """Run each workload on one fresh CPU engine; counters, per-request hits, step trace."""
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    os.environ["VLLM_NO_USAGE_STATS"] = "1"
-    os.environ["HF_HUB_OFFLINE"] = "1"
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 

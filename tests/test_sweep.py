@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 from pathlib import Path
 
 import nbformat
@@ -17,8 +16,8 @@ import papermill as pm
 import pytest
 import yaml
 
-from ggr_kv.cli.main import main as cli_main
 from ggr_kv.analysis.sweep import grid, load_sweep, merge, run_sweep
+from ggr_kv.cli.main import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -154,7 +153,6 @@ def test_dry_run_lists_the_grid_and_runs_nothing(tmp_path, capsys):
 @pytest.mark.vllm
 def test_tiny_sweep_runs_resumes_and_records_failures(tmp_path, capsys):
     pytest.importorskip("vllm")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     f = sweep_file(tmp_path, datasets=["movies", "no-such-table"])
     spec = load_sweep(f)
     res = run_sweep(spec, progress=False)

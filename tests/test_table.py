@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_path
 
 from ggr_kv.core.table import Table, TableError, load_table
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 def cells(df: pd.DataFrame) -> dict[str, list[str]]:
@@ -140,9 +137,7 @@ def test_parquet_round_trip(tmp_path):
 
 @pytest.mark.parametrize("name", ["movies_small.csv", "contributions.csv"])
 def test_shared_real_tables_load(name):
-    path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"shared dataset {path} is not present")
+    path = shared_path(name)
     t = load_table(path)
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     assert t.columns == tuple(df.columns)

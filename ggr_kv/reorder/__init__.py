@@ -1,4 +1,4 @@
-"""Layer 2, orderings and how good they are: `reorder` (the methods), GGR, the exact
+"""Layer 3, orderings and how good they are: `reorder` (the methods), GGR, the exact
 optimum, FD units, and the metrics that score a plan (PHC, character, token, block)."""
 
 from ggr_kv.reorder.methods import METHODS, OPHRTooLarge, ReorderResult, reorder

@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ggr_kv.core.plan import ReorderPlan
+from ggr_kv.core.table import Table, load_table
 from ggr_kv.reorder.fd import resolve_fd_groups
 from ggr_kv.reorder.ggr import KNOBS as GGR_KNOBS
 from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
 from ggr_kv.reorder.ophr import DEFAULT_MAX_CELLS, DEFAULT_MAX_ROWS, OPHRTooLarge, ophr_unit_order
-from ggr_kv.core.plan import ReorderPlan
-from ggr_kv.core.table import Table, load_table
 from ggr_kv.reorder.units import build_units, column_scores, expand_perm, fixed_order, sort_rows
 
 __all__ = ["METHODS", "OPHRTooLarge", "ReorderResult", "reorder"]

@@ -32,7 +32,14 @@ import pandas as pd
 from ggr_kv.core import prompts as _prompts
 from ggr_kv.core.blocks import block_hashes, unbounded_prefix_hits
 from ggr_kv.core.plan import ReorderPlan
-from ggr_kv.core.prompts import DEFAULT_INSTRUCTION, build_prompts, prompt_head, prompt_parts
+from ggr_kv.core.prompts import (
+    DEFAULT_INSTRUCTION,
+    build_prompts,
+    encode_prompts,
+    prompt_head,
+    prompt_parts,
+    resolve_tokenizer,
+)
 from ggr_kv.core.table import Table, load_table
 
 __all__ = [
@@ -41,7 +48,6 @@ __all__ = [
     "block_hit_rate",
     "char_hit_rate",
     "char_prefix_hits",
-    "encode_prompts",
     "phc",
     "phc_per_row",
     "score",
@@ -176,39 +182,6 @@ def char_hit_rate(
 
 
 # -- tokens and blocks --------------------------------------------------------------------
-def _resolve_tokenizer(tokenizer: Any) -> Any:
-    if isinstance(tokenizer, str):
-        from ggr_kv.core.tokenizer import load_tokenizer
-
-        return load_tokenizer(tokenizer)
-    if not hasattr(tokenizer, "encode_batch"):
-        raise TypeError(
-            f"tokenizer must be a name or have .encode_batch(texts), got {type(tokenizer)}"
-        )
-    return tokenizer
-
-
-def encode_prompts(
-    table: Table,
-    plan: ReorderPlan,
-    tokenizer: Any,
-    query: str = "",
-    instruction: str = DEFAULT_INSTRUCTION,
-    *,
-    texts: list[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Tokens of all prompts in run order, CSR ``(tokens, offsets)``.
-
-    ``tokenizer`` is a name for `ggr_kv.core.tokenizer.load_tokenizer` or an object with
-    ``.encode_batch(texts) -> (tokens, offsets)``; ``texts`` are the already built prompts.
-    """
-    tok = _resolve_tokenizer(tokenizer)
-    if texts is None:
-        texts = build_prompts(table, plan, query, instruction)
-    tokens, offsets = tok.encode_batch(texts)
-    return np.asarray(tokens), np.asarray(offsets, dtype=np.int64)
-
-
 def _nearest_earlier_lcp(idx: list[int], adj: list[int]) -> list[int]:
     """For each sorted position p: LCP with the nearest q < p whose prompt index is smaller.
 
@@ -372,7 +345,7 @@ def score(
         "total_chars": total_chars,
     }
     if tokenizer is not None:
-        tok = _resolve_tokenizer(tokenizer)
+        tok = resolve_tokenizer(tokenizer)
         bs = DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
         if bs < 1:
             raise ValueError(f"block_size must be >= 1, got {bs}")

@@ -15,16 +15,15 @@ Reading whole runs into tables is `ggr_kv.run.runs.load_runs`.
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import math
 import platform
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+
+from ggr_kv.core.jsonutil import dumps
 
 __all__ = [
     "RUN_FILES",
@@ -33,7 +32,6 @@ __all__ = [
     "new_run_id",
     "package_versions",
     "read_outputs",
-    "to_jsonable",
     "write_run_files",
 ]
 
@@ -101,28 +99,6 @@ def new_run_id(
     return run_id
 
 
-def to_jsonable(x: Any) -> Any:
-    """``x`` made strict-JSON-ready: numpy scalars/arrays, tuples, paths; NaN/inf -> None."""
-    if isinstance(x, dict):
-        return {str(k): to_jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, set, frozenset)):
-        items = sorted(x, key=str) if isinstance(x, (set, frozenset)) else x
-        return [to_jsonable(v) for v in items]
-    if isinstance(x, np.ndarray):
-        return to_jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        return to_jsonable(x.item())
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if x is None or isinstance(x, (str, int, bool)):
-        return x
-    if isinstance(x, (pd.Timestamp, _dt.datetime, _dt.date)):
-        return x.isoformat()
-    if x is pd.NA or x is pd.NaT:
-        return None
-    return str(x)
-
-
 def package_versions() -> dict[str, str | None]:
     """Versions of Python and the packages that shape a run's numbers."""
     from importlib import metadata
@@ -177,7 +153,7 @@ def write_run_files(
     _write_frame(steps, folder, "steps")
     _write_frame(requests, folder, "requests")
     outputs.reset_index(drop=True).to_csv(folder / "outputs.csv", index=False)
-    text = json.dumps(to_jsonable(meta), indent=2, allow_nan=False, ensure_ascii=False)
+    text = dumps(meta, indent=2)
     with open(folder / "run.json", "x", encoding="utf-8") as f:
         f.write(text + "\n")
     return folder

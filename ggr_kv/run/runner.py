@@ -26,6 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ggr_kv.core.plan import PlanError, ReorderPlan
+from ggr_kv.core.prompts import DEFAULT_INSTRUCTION, build_prompts
+from ggr_kv.core.schema import add_running_totals
+from ggr_kv.core.table import Table, load_table
 from ggr_kv.engine.config import (
     EngineConfig,
     engine_facts,
@@ -35,8 +39,6 @@ from ggr_kv.engine.config import (
     shutdown_llm,
     started_config,
 )
-from ggr_kv.core.plan import PlanError, ReorderPlan
-from ggr_kv.core.prompts import DEFAULT_INSTRUCTION, build_prompts
 from ggr_kv.run.rundir import (
     check_run_dir_free,
     claim_run_dir,
@@ -44,7 +46,6 @@ from ggr_kv.run.rundir import (
     package_versions,
     write_run_files,
 )
-from ggr_kv.core.table import Table, load_table
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -389,13 +390,7 @@ def _combine_steps(frames: list[pd.DataFrame], offsets_s: list[float]) -> pd.Dat
         f = f.assign(t_s=f["t_s"] + off, step=f["step"] + step0, stage=k)
         step0 += len(f)
         parts.append(f)
-    out = pd.concat(parts, ignore_index=True)
-    out["prefix_queries_cum"] = out["prefix_queries"].cumsum()
-    out["prefix_hits_cum"] = out["prefix_hits"].cumsum()
-    q = out["prefix_queries_cum"].astype(float)
-    out["hit_rate_cum"] = (out["prefix_hits_cum"] / q.where(q > 0)).astype(float)
-    out["num_preemptions_cum"] = out["num_preemptions"].cumsum()
-    return out
+    return add_running_totals(pd.concat(parts, ignore_index=True))
 
 
 _SUMMED = (
@@ -790,8 +785,8 @@ def run_orderings(
     """
     from tqdm.auto import tqdm
 
-    from ggr_kv.reorder.methods import reorder
     from ggr_kv.core.paths import project_path
+    from ggr_kv.reorder.methods import reorder
 
     methods = list(methods)
     if not methods:

@@ -424,8 +424,8 @@ def simulate_run(run: Run | str | Path, table: Any = None, *, tokenizer: Any = N
         tokenize to the run's prompt lengths, or the run had several query stages.
     """
     from ggr_kv.core.plan import ReorderPlan
-    from ggr_kv.simulate.api import simulate_plan
     from ggr_kv.core.table import Table, load_table
+    from ggr_kv.simulate.api import simulate_plan
 
     run = run if isinstance(run, Run) else load_run(run)
     m = run.meta

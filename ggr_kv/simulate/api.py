@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ggr_kv.core.blocks import block_hashes
-from ggr_kv.core.schema import STEP_COLUMNS
+from ggr_kv.core.schema import STEP_COLUMNS, add_running_totals
 from ggr_kv.simulate.schedule import CoreResult, run_schedule
 
 __all__ = ["SIM_REQUEST_COLUMNS", "SimResult", "simulate", "simulate_plan"]
@@ -228,11 +228,7 @@ def _assemble(
     n_steps = len(core.queries)
     q = np.asarray(core.queries, dtype=np.int64)
     h = np.asarray(core.hits, dtype=np.int64)
-    qc = np.cumsum(q)
-    hc = np.cumsum(h)
     pre = np.asarray(core.num_preemptions, dtype=np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(qc > 0, hc / np.maximum(qc, 1), np.nan)
     steps = pd.DataFrame(
         {
             "t_s": np.arange(n_steps, dtype=np.float64),
@@ -240,20 +236,16 @@ def _assemble(
             "kv_cache_usage": np.asarray(core.kv_usage, dtype=np.float64),
             "prefix_queries": q,
             "prefix_hits": h,
-            "prefix_queries_cum": qc,
-            "prefix_hits_cum": hc,
-            "hit_rate_cum": rate,
             "num_running": np.asarray(core.num_running, dtype=np.int64),
             "num_waiting": np.asarray(core.num_waiting, dtype=np.int64),
             "num_preemptions": pre,
-            "num_preemptions_cum": np.cumsum(pre),
             "prompt_tokens": np.asarray(core.prompt_tokens, dtype=np.int64),
             "generation_tokens": np.asarray(core.generation_tokens, dtype=np.int64),
             "connector_queries": np.zeros(n_steps, dtype=np.int64),
             "connector_hits": np.zeros(n_steps, dtype=np.int64),
         },
-        columns=list(STEP_COLUMNS),
     )
+    steps = add_running_totals(steps)[list(STEP_COLUMNS)]
     requests = pd.DataFrame(
         {
             "slot": np.arange(len(plen), dtype=np.int64),
@@ -267,8 +259,8 @@ def _assemble(
         },
         columns=list(SIM_REQUEST_COLUMNS),
     )
-    total_q = int(qc[-1]) if n_steps else 0
-    total_h = int(hc[-1]) if n_steps else 0
+    total_q = int(q.sum())
+    total_h = int(h.sum())
     usage = steps["kv_cache_usage"]
     summary = {
         "hit_rate": total_h / total_q if total_q else float("nan"),
@@ -332,8 +324,7 @@ def simulate_plan(
     -------
     SimResult whose ``requests`` also hold ``row``, the original table row of each slot.
     """
-    from ggr_kv.reorder.metrics import encode_prompts
-    from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
+    from ggr_kv.core.prompts import DEFAULT_INSTRUCTION, encode_prompts
     from ggr_kv.core.table import load_table
 
     table = load_table(table)

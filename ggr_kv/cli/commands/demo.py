@@ -12,7 +12,6 @@ import datetime as _dt
 import json
 import os
 import time
-from pathlib import Path
 
 from ggr_kv.core.paths import CHECKOUT_DIR
 

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ggr_kv.engine.models import SHAPES, make_model_dir
     from ggr_kv.core.paths import project_path
+    from ggr_kv.engine.models import SHAPES, make_model_dir
 
     out = Path(args.out) if args.out else project_path(Path("models") / args.shape)
     path = make_model_dir(args.shape, out, overwrite=args.overwrite)

@@ -83,8 +83,8 @@ def _check_out(path: Path, force: bool) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ggr_kv.reorder.methods import reorder
     from ggr_kv.core.table import load_table
+    from ggr_kv.reorder.methods import reorder
 
     out = Path(args.out) if args.out else None
     if out is not None:

@@ -115,8 +115,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str, Any, Any]:
     columns match one. Anything else is a bundled dataset name
     (`ggr_kv.datasets.load_dataset`, first ``--rows`` rows).
     """
-    from ggr_kv.datasets.catalog import load_dataset, recognize
     from ggr_kv.core.table import Table, TableError, load_table
+    from ggr_kv.datasets.catalog import load_dataset, recognize
 
     path = Path(args.table)
     if path.exists():
@@ -247,11 +247,12 @@ def main(args: argparse.Namespace) -> int:
 
     # vLLM logs to stdout by default; keep stdout for the summary (--json is parsed)
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    from ggr_kv.core.jsonutil import dumps
+    from ggr_kv.core.paths import project_path
     from ggr_kv.core.plan import ReorderPlan
     from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
+    from ggr_kv.run.rundir import check_run_dir_free
     from ggr_kv.run.runner import run_table
-    from ggr_kv.run.rundir import check_run_dir_free, to_jsonable
-    from ggr_kv.core.paths import project_path
 
     if args.run_id is not None:
         check_run_dir_free(project_path(args.out_dir), args.run_id)  # before any slow work
@@ -284,7 +285,7 @@ def main(args: argparse.Namespace) -> int:
     )
     summary = summarize(result)
     if args.json:
-        print(json.dumps(to_jsonable(summary)))
+        print(dumps(summary))
     else:
         _print(summary)
     return 0

@@ -6,12 +6,13 @@ Also holds the options and output shared with ``ggr-kv reorder``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ggr_kv.core.jsonutil import dumps
 
 HELP = "score an existing plan: PHC and prefix hit rates"
 
@@ -117,27 +118,10 @@ def compute_score(
     ).to_dict()
 
 
-def jsonable(x: Any) -> Any:
-    """``x`` with numpy values, tuples, sets, paths and non-string keys made JSON-ready."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, (set, frozenset)):
-        return sorted((jsonable(v) for v in x), key=str)
-    if isinstance(x, np.ndarray):
-        return jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        return x.item()
-    if x is None or isinstance(x, (str, int, float, bool)):
-        return x
-    return str(x)
-
-
 def emit(result: dict[str, Any], as_json: bool) -> None:
     """Print ``result`` as one JSON object, or as aligned ``label  value`` lines."""
     if as_json:
-        print(json.dumps(jsonable(result)))
+        print(dumps(result))
         return
     width = max(len(v) for v in _LABELS.values())
     for key, value in result.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ggr_kv.cli.commands.score import add_prompt_arguments, emit, jsonable, run_metadata
+from ggr_kv.cli.commands.score import add_prompt_arguments, emit, run_metadata
 
 HELP = "predict vLLM's prefix-cache hits and KV usage for a plan"
 
@@ -106,9 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ggr_kv.core.plan import ReorderPlan
-    from ggr_kv.simulate.api import simulate_plan
     from ggr_kv.core.table import load_table
     from ggr_kv.core.tokenizer import load_tokenizer
+    from ggr_kv.simulate.api import simulate_plan
 
     out = Path(args.out) if args.out else None
     if out is not None:
@@ -152,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
                 "meta": res.meta,
             }
         )
-        emit(jsonable(result), True)
+        emit(result, True)
         return 0
     _print(result)
     return 0

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import re
 
-from ggr_kv.datasets.gen.grammar import FEMALE_NAMES, LAST_NAMES, MALE_NAMES, expand, sentence_case, slug, words
+from ggr_kv.datasets.gen.grammar import (
+    FEMALE_NAMES,
+    LAST_NAMES,
+    MALE_NAMES,
+    expand,
+    sentence_case,
+    slug,
+    words,
+)
 from ggr_kv.datasets.gen.rng import Rng, clamp, cumulative, zipf_weights
 
 COLUMNS = (

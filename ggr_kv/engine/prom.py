@@ -63,6 +63,8 @@ COUNTERS: frozenset[str] = frozenset(
 _GAUGES_AVERAGED = frozenset({"kv_cache_usage"})  # a fraction: mean over engines, not sum
 _HISTOGRAM_COUNT_KEYS = frozenset({"iterations"})
 _INFO_INT_LABELS = ("block_size", "num_gpu_blocks")
+#: ``vllm:cache_config_info`` labels kept as text
+_INFO_TEXT_LABELS = ("prefix_caching_hash_algo", "cache_dtype")
 
 
 def base_name(name: str) -> str:
@@ -88,7 +90,8 @@ class MetricsSnapshot:
     sources : canonical key -> the metric name it was read from (shows which vLLM
         naming generation the source uses).
     info : facts from ``vllm:cache_config_info`` labels (``block_size``,
-        ``num_gpu_blocks`` as ints, ``enable_prefix_caching`` as bool) and the
+        ``num_gpu_blocks`` as ints, ``enable_prefix_caching`` as bool,
+        ``prefix_caching_hash_algo`` and ``cache_dtype`` as text) and the
         ``model_name`` label, where present.
     """
 
@@ -141,6 +144,9 @@ def _read_info(labels: dict[str, str], info: dict[str, Any]) -> None:
         v = labels.get(k)
         if v is not None and v.strip().lstrip("-").isdigit():
             info.setdefault(k, int(v))
+    for k in _INFO_TEXT_LABELS:
+        if labels.get(k):
+            info.setdefault(k, labels[k])
     epc = labels.get("enable_prefix_caching")
     if epc in ("True", "False"):
         info.setdefault("enable_prefix_caching", epc == "True")

@@ -190,3 +190,90 @@ def test_installed_console_script(movies, tmp_path):
         ok(ggr_kv("reorder", movies, "--method", "original", "--json", cwd=tmp_path, exe=[exe]))
     )
     assert out["rows"] == 6 and out["method"] == "original"
+
+
+# -- issue 11: errors are one line, exit 2, and lose nothing ---------------------------------
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """The command failed with status 2 and ONE stderr line (no traceback) naming needles."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ggr-kv")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def test_version(tmp_path):
+    from ggr_kv import __version__
+
+    assert ok(ggr_kv("--version", cwd=tmp_path)).strip() == f"ggr-kv {__version__}"
+
+
+def test_bundled_dataset_names_work_in_every_table_command(tmp_path):
+    plan = tmp_path / "plan.json"
+    out = json.loads(ok(ggr_kv("reorder", "movies", "--method", "ggr", "--out", plan, "--json",
+                               cwd=tmp_path)))
+    assert out["rows"] == 1500 and out["fds"]  # the dataset's FD groups are used by default
+    assert json.loads(ok(ggr_kv("score", "movies", "--plan", plan, "--json", cwd=tmp_path)))[
+        "phc"] == out["phc"]
+    first = ok(ggr_kv("prompts", "movies", "--plan", plan, cwd=tmp_path)).splitlines()[0]
+    assert json.loads(first)["row"] == json.loads(plan.read_text())["row_order"][0]
+    one_line_error(ggr_kv("reorder", "no-such-table", "--method", "ggr", cwd=tmp_path),
+                   "no-such-table", "movies")
+
+
+def test_out_never_replaces_an_input_even_with_force(movies, tmp_path):
+    before = movies.read_bytes()
+    proc = ggr_kv("reorder", movies, "--method", "sorted", "--out", movies, "--force",
+                  cwd=tmp_path)
+    one_line_error(proc, str(movies), "input")
+    assert movies.read_bytes() == before
+    plan = tmp_path / "plan.json"
+    ok(ggr_kv("reorder", movies, "--method", "sorted", "--out", plan, cwd=tmp_path))
+    saved = plan.read_bytes()
+    one_line_error(ggr_kv("prompts", movies, "--plan", plan, "--out", plan, "--force",
+                          cwd=tmp_path), "input")
+    assert plan.read_bytes() == saved
+
+
+def test_semicolon_separated_file_is_read_as_columns(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text('title;genre;review\nUp;Animation;"Fun; really"\nHeat;Crime;Tense\n')
+    out = json.loads(ok(ggr_kv("reorder", path, "--method", "sorted", "--json", cwd=tmp_path)))
+    assert out["columns"] == 3
+    forced = json.loads(ok(ggr_kv("reorder", path, "--sep", ",", "--method", "sorted", "--json",
+                                  cwd=tmp_path)))
+    assert forced["columns"] == 1  # --sep overrides the sniffing
+
+
+def test_broken_pipe_on_json_lines_is_quiet(tmp_path):
+    plan = tmp_path / "plan.json"
+    ok(ggr_kv("reorder", "movies", "--method", "sorted", "--out", plan, cwd=tmp_path))
+    cmd = f"{sys.executable} -m ggr_kv prompts movies --plan {plan} | head -n 1"
+    proc = subprocess.run(cmd, shell=True, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.stdout.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "BrokenPipe" not in proc.stderr
+
+
+def test_server_url_with_nothing_listening_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = ggr_kv("run", "movies", "--rows", "3", "--server-url", f"http://127.0.0.1:{port}",
+                  "--out-dir", tmp_path / "r", cwd=tmp_path)
+    one_line_error(proc, f"127.0.0.1:{port}")
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_wrong_model_fails_before_any_engine_names_the_shapes(tmp_path):
+    proc = ggr_kv("run", "movies", "--rows", "3", "--model", "no-such-model",
+                  "--out-dir", tmp_path / "r", cwd=tmp_path)
+    one_line_error(proc, "no-such-model", "tiny-llama", "llama-3.1-8b")
+
+
+def test_bad_knob_value_is_one_line(tmp_path):
+    one_line_error(ggr_kv("reorder", "movies", "--method", "ophr", "--knob", "max_rows=abc",
+                          cwd=tmp_path))

@@ -54,11 +54,15 @@ def test_llm_kwargs_for_a_dummy_shape_keep_stats_on_and_leave_defaults_to_vllm(t
     assert cfg.extra == {"distributed_executor_backend": "mp", "swap_space": 0}  # not shared
 
 
-def test_a_model_with_weights_is_passed_through_unchanged():
+def test_a_model_with_weights_is_passed_through_unchanged(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # vLLM may download it
     kw = EngineConfig(model="meta-llama/Llama-3.1-8B-Instruct", tensor_parallel_size=4,
                       pipeline_parallel_size=2).to_llm_kwargs()
     assert kw["model"] == "meta-llama/Llama-3.1-8B-Instruct" and "load_format" not in kw
     assert kw["tensor_parallel_size"] == 4 and kw["pipeline_parallel_size"] == 2
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline and not cached: fail before any engine
+    with pytest.raises(ValueError, match=r"Llama-3.1-8B-Instruct.*HF_HUB_OFFLINE.*tiny-llama"):
+        EngineConfig(model="meta-llama/Llama-3.1-8B-Instruct").to_llm_kwargs()
 
 
 def test_engine_settings_from_a_flat_dict_split_known_fields_from_extra():

@@ -1,63 +1,95 @@
 """``ggr-kv`` command line: one subcommand per module in ``ggr_kv.cli.commands``.
 
-Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``main(args) -> int``. Modules are imported only when their command runs, so
-``ggr-kv reorder`` never imports vLLM.
+Each command module defines ``add_arguments(parser)`` and ``main(args) -> int``; its
+one-line help is in `COMMANDS`. Modules are imported only when their command runs, so
+``ggr-kv reorder`` never imports vLLM. Every error ends the command with one line on
+stderr naming what is at fault and exit status 2; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from ggr_kv.core.plan import PlanError
-from ggr_kv.core.table import TableError
+from ggr_kv import __version__
 
-#: command name -> module under ggr_kv.cli.commands
-COMMANDS: dict[str, str] = {
-    "reorder": "reorder",
-    "score": "score",
-    "prompts": "prompts",
-    "run": "run",
-    "simulate": "simulate",
-    "sweep": "sweep",
-    "demo": "demo",
-    "make-model": "make_model",
+#: command name -> (module under ggr_kv.cli.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "reorder": ("reorder", "reorder a table's rows and fields (original, sorted, ggr, ...)"),
+    "score": ("score", "score an existing plan: PHC and prefix hit rates"),
+    "prompts": ("prompts", "write the prompts of a plan as JSON lines, in run order"),
+    "run": ("run", "run a table through vLLM with the metrics collector and save a run folder"),
+    "simulate": ("simulate", "predict vLLM's prefix-cache hits and KV usage for a plan"),
+    "sweep": ("sweep", "run a grid of datasets x orderings x engines (resumable)"),
+    "demo": ("demo", "reorder, run and plot the bundled default dataset on the CPU engine"),
+    "datasets": ("datasets", "list the bundled datasets"),
+    "make-model": ("make_model", "write a local model folder for dummy-weight runs"),
 }
 
-_HELP: dict[str, str] = {
-    "reorder": "reorder a table's rows and fields (original, sorted, ggr, ophr)",
-    "score": "score an existing plan: PHC and prefix hit rates",
-    "prompts": "write the prompts of a plan as JSON lines, in run order",
-    "run": "run a table through vLLM with the metrics collector and save a run folder",
-    "simulate": "predict vLLM's prefix-cache hits and KV usage for a plan",
-    "sweep": "run the notebooks over a grid with papermill (resumable)",
-    "demo": "reorder, run and plot the bundled default dataset on the CPU engine",
-    "make-model": "write a local model folder for dummy-weight runs",
-}
+#: exit status of every error the command reports
+EXIT_ERROR = 2
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ggr-kv", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ggr-kv {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
-    for name, mod in COMMANDS.items():
-        p = sub.add_parser(name, help=_HELP[name], description=_HELP[name])
+    for name, (mod, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
         if name == wanted:  # import only the module that will run
             importlib.import_module(f"ggr_kv.cli.commands.{mod}").add_arguments(p)
     return parser
 
 
+def _quiet_broken_pipe() -> int:
+    """``ggr-kv ... | head``: stop writing without a traceback (Python's recipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+def error_line(exc: BaseException) -> str:
+    """One line naming what went wrong: the exception's first line (its type if empty)."""
+    text = str(exc).strip()
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        text = f"missing key {exc.args[0]!r}"
+    line = text.splitlines()[0] if text else type(exc).__name__
+    known = (ValueError, OSError, LookupError, ImportError, TypeError, RuntimeError)
+    return line if isinstance(exc, known) else f"{type(exc).__name__}: {line}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    module = importlib.import_module(f"ggr_kv.cli.commands.{COMMANDS[args.command]}")
+    module = importlib.import_module(f"ggr_kv.cli.commands.{COMMANDS[args.command][0]}")
     try:
         return int(module.main(args) or 0)
-    except (TableError, PlanError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"ggr-kv {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except KeyboardInterrupt:
+        print(f"ggr-kv {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every error becomes one line (--debug: traceback)
+        if args.debug:
+            raise
+        hint = "" if _expected(e) else " (--debug shows the traceback)"
+        print(f"ggr-kv {args.command}: error: {error_line(e)}{hint}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _expected(exc: BaseException) -> bool:
+    """Errors the commands raise on purpose for bad input (their message says it all)."""
+    from ggr_kv.core.plan import PlanError
+    from ggr_kv.core.table import TableError
+
+    return isinstance(exc, (TableError, PlanError, FileNotFoundError, FileExistsError,
+                            ValueError, ConnectionError, ImportError, KeyError))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["Table", "TableError", "load_table", "stringify_column"]
+__all__ = ["DELIMITERS", "Table", "TableError", "load_table", "sniff_delimiter", "stringify_column"]
 
 
 class TableError(ValueError):
@@ -181,11 +181,13 @@ class Table:
         return cls(tuple(names), cells, codes, lengths, source, tuple(uniques))
 
 
-def load_table(table: "str | Path | pd.DataFrame | Table") -> Table:
+def load_table(table: "str | Path | pd.DataFrame | Table", sep: str | None = None) -> Table:
     """Load a CSV or Parquet file (or wrap a DataFrame) as a `Table`.
 
     CSV cells are read as text (``dtype=str``) so that ``007`` stays ``"007"``; empty
-    CSV cells are missing values and become ``""``.
+    CSV cells are missing values and become ``""``. ``sep`` is the CSV delimiter; by
+    default it is sniffed from the header line (``,``, ``;``, tab or ``|``; ``.tsv``
+    files: tab).
     """
     if isinstance(table, Table):
         return table
@@ -205,7 +207,7 @@ def load_table(table: "str | Path | pd.DataFrame | Table") -> Table:
         return Table.from_frame(df, source=str(path))
     if suffix not in (".csv", ".tsv", ".txt", ""):
         raise TableError(f"{path}: unknown table format {suffix!r}; use .csv or .parquet")
-    sep = "\t" if suffix == ".tsv" else ","
+    sep = sep or ("\t" if suffix == ".tsv" else sniff_delimiter(path))
     try:
         with warnings.catch_warnings():
             # index_col=False: a first row with more fields than the header must not turn
@@ -224,6 +226,30 @@ def load_table(table: "str | Path | pd.DataFrame | Table") -> Table:
         raise TableError(f"{path}: cannot read as a table: {e}") from None
     _check_csv_header(path, df, sep)
     return Table.from_frame(df, source=str(path))
+
+
+#: delimiters `sniff_delimiter` chooses from, in order of preference on ties
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def sniff_delimiter(path: Path) -> str:
+    """The CSV delimiter of ``path``: of `DELIMITERS`, the one splitting the header line
+    (outside quotes) into the most fields; ``,`` when none splits it."""
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            header = f.readline()
+    except OSError as e:
+        raise TableError(f"{path}: cannot read: {e}") from None
+    outside, quoted = [], False
+    for ch in header:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted:
+            outside.append(ch)
+    text = "".join(outside)
+    counts = [text.count(d) for d in DELIMITERS]
+    best = max(range(len(DELIMITERS)), key=lambda i: (counts[i], -i))
+    return DELIMITERS[best] if counts[best] else ","
 
 
 def _check_csv_header(path: Path, df: pd.DataFrame, sep: str = ",") -> None:

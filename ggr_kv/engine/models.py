@@ -187,9 +187,44 @@ def resolve_model(model: str, models_dir: str | Path = "models") -> tuple[str, b
     """Map a model argument to ``(path_or_id, dummy_weights)``.
 
     A name in `SHAPES` becomes a dummy-weight folder under ``models_dir`` (made if
-    missing); anything else (a local path with weights, or a Hugging Face id) is
-    returned unchanged with ``dummy_weights=False``.
+    missing); anything else (a local folder with ``config.json``, or a Hugging Face
+    ``org/name`` id) is returned unchanged with ``dummy_weights=False``.
+
+    Raises
+    ------
+    ValueError
+        naming ``model`` and the shape names, before any engine starts, when it is none of
+        these: a local path without ``config.json``; a name that is not an ``org/name``
+        id; or a Hugging Face id that is not in the local cache while ``HF_HUB_OFFLINE``
+        forbids downloads.
     """
     if model in SHAPES:
         return str(make_model_dir(model, Path(models_dir) / model)), True
+    problem = _model_problem(str(model))
+    if problem:
+        raise ValueError(
+            f"--model {model}: {problem}. Use a shape name for dummy weights "
+            f"({', '.join(SHAPES)}), a local model folder, or a Hugging Face org/name id"
+        )
     return model, False
+
+
+def _model_problem(model: str) -> str | None:
+    """Why ``model`` cannot be loaded, found without starting anything; None if it can."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return None if (path / "config.json").is_file() else "the folder has no config.json"
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        return "no such folder, and not a Hugging Face org/name id"
+    import os
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if not offline:
+        return None  # vLLM downloads it
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - comes with vLLM and transformers
+        return None
+    if isinstance(try_to_load_from_cache(model, "config.json"), str):
+        return None
+    return "not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloads"

@@ -11,8 +11,6 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "write a local model folder for dummy-weight runs"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ggr_kv.engine.models import SHAPES

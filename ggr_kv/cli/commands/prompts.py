@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from ggr_kv.cli.commands.score import add_prompt_arguments
-
-HELP = "write the prompts of a plan as JSON lines, in run order"
+from ggr_kv.cli.common import add_input_arguments, check_out_path, load_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("table", help="the table: .csv or .parquet")
+    add_input_arguments(parser)
     parser.add_argument("--plan", required=True, help="plan JSON written by `ggr-kv reorder --out`")
     add_prompt_arguments(parser)
     parser.add_argument("--out", default=None, metavar="FILE", help="write here, not to stdout")
@@ -27,12 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from ggr_kv.core.plan import ReorderPlan
     from ggr_kv.core.prompts import build_prompts
-    from ggr_kv.core.table import load_table
-
-    out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and not args.force:
-        raise FileExistsError(f"{out}: already exists; pick another --out or add --force")
-    table = load_table(args.table)
+    out = None
+    if args.out:
+        out = check_out_path(args.out, force=args.force, inputs=[args.table, args.plan])
+    table = load_input(args.table, sep=args.sep).table
     plan = ReorderPlan.from_json(Path(args.plan), table)
     texts = build_prompts(table, plan, args.query, args.instruction)
     lines = (
@@ -45,10 +41,6 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(encoding="utf-8")  # prompts keep their non-ASCII text
-    try:
-        sys.stdout.writelines(lines)
-        sys.stdout.flush()
-    except BrokenPipeError:  # `ggr-kv prompts ... | head`
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    sys.stdout.writelines(lines)  # `| head`: ggr_kv.cli.main stops quietly
+    sys.stdout.flush()
     return 0

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from ggr_kv.cli.commands.score import (
+    LABELS,
     add_score_arguments,
     compute_score,
-    emit,
     load_score_tokenizer,
     run_metadata,
 )
-
-HELP = "reorder a table's rows and fields (original, sorted, ggr, ophr)"
+from ggr_kv.cli.common import add_input_arguments, check_out_path, emit, key_value, load_input
 
 
 def _methods() -> tuple[str, ...]:
@@ -26,8 +23,8 @@ def _methods() -> tuple[str, ...]:
 
 
 def _fd_group(text: str) -> tuple[str, ...] | str:
-    if text.strip() == "auto":
-        return "auto"
+    if text.strip() in ("auto", "none"):
+        return text.strip()
     cols = tuple(c.strip() for c in text.split(","))
     if len(cols) < 2 or not all(cols):
         raise argparse.ArgumentTypeError(
@@ -36,19 +33,8 @@ def _fd_group(text: str) -> tuple[str, ...] | str:
     return cols
 
 
-def _knob(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"knob {text!r} must look like KEY=VALUE")
-    try:
-        value = json.loads(raw)  # numbers, true/false, null, lists
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("table", help="the table: .csv or .parquet")
+    add_input_arguments(parser)
     parser.add_argument("--method", required=True, choices=_methods(), help="reorder method")
     parser.add_argument(
         "--fd",
@@ -58,12 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="COL,COL",
         help="a functional-dependency group (columns that determine each other); "
-        "give several groups after one --fd or repeat --fd; 'auto' discovers exact ones",
+        "give several groups after one --fd or repeat --fd; 'auto' discovers exact ones; "
+        "default: the groups a bundled dataset (or the paper's layout of the table) declares; "
+        "'none' for no groups",
     )
     parser.add_argument(
         "--knob",
         action="append",
-        type=_knob,
+        type=key_value("knob"),
         default=[],
         metavar="KEY=VALUE",
         help="a method setting passed to ggr_kv.reorder.reorder (VALUE parsed as JSON)",
@@ -73,38 +61,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_score_arguments(parser)
 
 
-def _check_out(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise FileExistsError(f"{path}: already exists; pick another --out or add --force")
-    if path.is_dir():
-        raise FileExistsError(f"{path}: is a directory; --out needs a file name")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path.parent}: no such directory for --out")
-
-
 def main(args: argparse.Namespace) -> int:
-    from ggr_kv.core.table import load_table
     from ggr_kv.reorder.methods import reorder
 
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        _check_out(out, args.force)  # before the solver runs, not after
+    out = None
+    if args.out:  # before the solver runs, not after
+        out = check_out_path(args.out, force=args.force, inputs=[args.table])
     tokenizer = load_score_tokenizer(args)
-    table = load_table(args.table)
+    inp = load_input(args.table, sep=args.sep)
+    table = inp.table
     fds: list[tuple[str, ...]] | str | None = args.fd
-    if fds and "auto" in fds:
-        if len(fds) > 1:
-            raise ValueError("--fd auto discovers the groups; do not list groups beside it")
-        fds = "auto"
+    for word in ("auto", "none"):
+        if fds and word in fds:
+            if len(fds) > 1:
+                raise ValueError(f"--fd {word} stands alone; do not list groups beside it")
+            fds = word
+    if fds is None:
+        fds = inp.fds
+    elif fds == "none":
+        fds = None
     knobs = dict(args.knob)
     if args.method == "ggr":
         knobs.setdefault("progress", sys.stderr.isatty())  # a tqdm bar on a terminal
-    try:
-        res = reorder(table, args.method, fds=fds, **knobs)
-    except TypeError as e:
-        if "knob" not in str(e):
-            raise
-        raise ValueError(str(e)) from None  # an unknown --knob: exit 2 with the message
+    res = reorder(table, args.method, fds=fds, **knobs)
     if out is not None:
         text = res.plan.to_json()
         with open(out, "w" if args.force else "x", encoding="utf-8") as f:
@@ -118,5 +97,5 @@ def main(args: argparse.Namespace) -> int:
         result["knobs"] = dict(args.knob)
         result["info"] = res.info
         result.update(run_metadata(args))
-    emit(result, args.json)
+    emit(result, args.json, LABELS)
     return 0

@@ -9,40 +9,14 @@ running vLLM server. Prints the run's summary (``--json``: one JSON object).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
-HELP = "run a table through vLLM with the metrics collector and save a run folder"
-
-
-def _engine_arg(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    key = key.strip().replace("-", "_")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"engine argument {text!r} must look like KEY=VALUE")
-    try:
-        value = json.loads(raw)  # numbers, true/false, null, lists, objects
-    except json.JSONDecodeError:
-        value = raw
-    return key, value
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+from ggr_kv.cli.common import add_input_arguments, emit, key_value, load_input, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "table", metavar="TABLE_OR_DATASET", help="a .csv/.parquet table or a bundled dataset name"
-    )
+    add_input_arguments(parser, rows=True)
     order = parser.add_mutually_exclusive_group()
     order.add_argument("--plan", default=None, help="plan JSON written by `ggr-kv reorder --out`")
     order.add_argument(
@@ -64,7 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a dummy-weight shape (tiny-llama, llama-3.2-1b, llama-3.1-8b) or a model folder / "
         "Hugging Face id with weights (default: tiny-llama)",
     )
-    parser.add_argument("--rows", type=_positive, default=None, help="use the first N rows only")
     parser.add_argument(
         "--out-dir", default="results", help="folder of run folders (default: results)"
     )
@@ -74,20 +47,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-url", default=None, help="use this running vLLM server instead")
     parser.add_argument(
         "--max-concurrency",
-        type=_positive,
+        type=positive_int,
         default=32,
         help="server requests in flight (default 32)",
     )
-    parser.add_argument("--max-tokens", type=_positive, default=None, help="output tokens per row")
+    parser.add_argument(
+        "--max-tokens", type=positive_int, default=None, help="output tokens per row"
+    )
     eng = parser.add_argument_group("engine (ignored with --server-url)")
-    eng.add_argument("--tensor-parallel-size", type=_positive, default=1)
-    eng.add_argument("--pipeline-parallel-size", type=_positive, default=1)
+    eng.add_argument("--tensor-parallel-size", type=positive_int, default=1)
+    eng.add_argument("--pipeline-parallel-size", type=positive_int, default=1)
     eng.add_argument("--dtype", default="auto")
     eng.add_argument("--gpu-memory-utilization", type=float, default=None, metavar="F")
-    eng.add_argument("--max-model-len", type=_positive, default=None, metavar="TOKENS")
-    eng.add_argument("--max-num-seqs", type=_positive, default=None, metavar="N")
-    eng.add_argument("--max-num-batched-tokens", type=_positive, default=None, metavar="TOKENS")
-    eng.add_argument("--block-size", type=_positive, default=None, metavar="TOKENS")
+    eng.add_argument("--max-model-len", type=positive_int, default=None, metavar="TOKENS")
+    eng.add_argument("--max-num-seqs", type=positive_int, default=None, metavar="N")
+    eng.add_argument("--max-num-batched-tokens", type=positive_int, default=None, metavar="TOKENS")
+    eng.add_argument("--block-size", type=positive_int, default=None, metavar="TOKENS")
     eng.add_argument("--enforce-eager", action="store_true")
     eng.add_argument(
         "--no-prefix-caching",
@@ -97,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     eng.add_argument(
         "--engine-arg",
         action="append",
-        type=_engine_arg,
+        type=key_value("engine argument", normalize_key=True),
         default=[],
         metavar="KEY=VALUE",
         help="any other vllm.LLM argument (VALUE parsed as JSON), e.g. "
@@ -105,34 +80,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def _load(args: argparse.Namespace) -> tuple[Any, Any, str, Any, Any]:
-    """``(what run_table gets, its Table, dataset name, FD groups, query family)``.
-
-    An existing file is read with `load_table` (as ``ggr-kv reorder`` reads it, so its
-    plans fit); its FD groups and query family come from the paper's layouts when its
-    columns match one. Anything else is a bundled dataset name
-    (`ggr_kv.datasets.load_dataset`, first ``--rows`` rows).
-    """
-    from ggr_kv.core.table import Table, TableError, load_table
-    from ggr_kv.datasets.catalog import load_dataset, recognize
-
-    path = Path(args.table)
-    if path.exists():
-        table = load_table(path)
-        if args.rows is not None:
-            if args.rows > table.n_rows:
-                raise TableError(f"{path}: --rows {args.rows} but the table has {table.n_rows}")
-            table = Table.from_frame(table.to_frame().head(args.rows), str(path))
-        layout = recognize(table.columns)
-        fds = None
-        if layout is not None:
-            fds = [g for g in layout.fds if all(c in table.columns for c in g)] or None
-        family = layout.kind if layout is not None else path.stem
-        return table, table, path.stem, fds, family
-    ds = load_dataset(args.table, n=args.rows, sample="head")
-    return ds, ds.table(), str(ds.name), ds.fds or None, ds
 
 
 def _query(args: argparse.Namespace, family: Any) -> Any:
@@ -175,7 +122,7 @@ def _engine(args: argparse.Namespace):
     return EngineConfig.from_dict(settings)
 
 
-_LABELS = (
+LABELS = dict((
     ("run_id", "run id"),
     ("path", "run folder"),
     ("dataset", "dataset"),
@@ -200,7 +147,7 @@ _LABELS = (
     ("job_s", "job s"),
     ("total_s", "total s"),
     ("mean_score", "mean score (1-5)"),
-)
+))
 
 
 def summarize(result: Any) -> dict[str, Any]:
@@ -220,34 +167,11 @@ def summarize(result: Any) -> dict[str, Any]:
     return out
 
 
-def _print(summary: dict[str, Any]) -> None:
-    width = max(len(label) for _, label in _LABELS)
-    for key, label in _LABELS:
-        v = summary.get(key)
-        if v is None:
-            continue
-        if key.endswith("_rate") or key == "max_kv_cache_usage":
-            text = f"{v:.4f} ({100 * v:.1f}%)"
-        elif key.endswith("_s"):
-            text = f"{v:.3f}"
-        elif isinstance(v, bool):
-            text = "on" if v else "off"
-        elif isinstance(v, int):
-            text = f"{v:,}"
-        elif isinstance(v, float):
-            text = f"{v:,.4g}"
-        else:
-            text = str(v)
-        print(f"{label:<{width}}  {text}")
-    sys.stdout.flush()
-
-
 def main(args: argparse.Namespace) -> int:
     import os
 
     # vLLM logs to stdout by default; keep stdout for the summary (--json is parsed)
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    from ggr_kv.core.jsonutil import dumps
     from ggr_kv.core.paths import project_path
     from ggr_kv.core.plan import ReorderPlan
     from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
@@ -257,8 +181,9 @@ def main(args: argparse.Namespace) -> int:
     if args.run_id is not None:
         check_run_dir_free(project_path(args.out_dir), args.run_id)  # before any slow work
     engine = None if args.server_url else _engine(args)
-    data, table, dataset, fds, family = _load(args)
-    query = _query(args, family)
+    inp = load_input(args.table, rows=args.rows, sep=args.sep)
+    data, table, dataset, fds = inp.source, inp.table, inp.name, inp.fds
+    query = _query(args, inp.family)
     if args.plan is not None:
         plan: Any = ReorderPlan.from_json(Path(args.plan), table)
     elif args.method is not None and args.method != "original":
@@ -283,9 +208,5 @@ def main(args: argparse.Namespace) -> int:
         max_concurrency=args.max_concurrency,
         progress=not args.no_progress,
     )
-    summary = summarize(result)
-    if args.json:
-        print(dumps(summary))
-    else:
-        _print(summary)
+    emit(summarize(result), args.json, LABELS)
     return 0

@@ -6,17 +6,15 @@ Also holds the options and output shared with ``ggr-kv reorder``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ggr_kv.core.jsonutil import dumps
+from ggr_kv.cli.common import add_input_arguments, emit, load_input, positive_int
 
-HELP = "score an existing plan: PHC and prefix hit rates"
-
-_LABELS = {
+#: printed result keys -> labels
+LABELS = {
     "table": "table",
     "plan": "plan",
     "rows": "rows",
@@ -58,7 +56,7 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--block-size",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="TOKENS",
         help="KV block size for the block hit rate (default 16; the CPU backend uses 128)",
@@ -93,8 +91,6 @@ def load_score_tokenizer(args: argparse.Namespace) -> Any:
     """
     if args.block_size is not None and args.tokenizer is None:
         raise ValueError("--block-size needs --tokenizer (block hits are counted in tokens)")
-    if args.block_size is not None and args.block_size < 1:
-        raise ValueError(f"--block-size must be at least 1 token, got {args.block_size}")
     if args.tokenizer is None:
         return None
     from ggr_kv.core.tokenizer import load_tokenizer
@@ -118,43 +114,21 @@ def compute_score(
     ).to_dict()
 
 
-def emit(result: dict[str, Any], as_json: bool) -> None:
-    """Print ``result`` as one JSON object, or as aligned ``label  value`` lines."""
-    if as_json:
-        print(dumps(result))
-        return
-    width = max(len(v) for v in _LABELS.values())
-    for key, value in result.items():
-        if value is None or key not in _LABELS:
-            continue
-        if key.endswith("_rate"):
-            text = f"{value:.4f} ({100 * value:.1f}%)"
-        elif key == "seconds":
-            text = f"{value:.3f}"
-        elif isinstance(value, int):
-            text = f"{value:,}"
-        else:
-            text = str(value)
-        print(f"{_LABELS[key]:<{width}}  {text}")
-    sys.stdout.flush()
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("table", help="the table: .csv or .parquet")
+    add_input_arguments(parser)
     parser.add_argument("--plan", required=True, help="plan JSON written by `ggr-kv reorder --out`")
     add_score_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     from ggr_kv.core.plan import ReorderPlan
-    from ggr_kv.core.table import load_table
 
     tokenizer = load_score_tokenizer(args)
-    table = load_table(args.table)
+    table = load_input(args.table, sep=args.sep).table
     plan = ReorderPlan.from_json(Path(args.plan), table)
     result = {"table": str(args.table), "plan": str(args.plan)}
     result.update(compute_score(table, plan, args, tokenizer))
     if args.json:
         result.update(run_metadata(args))
-    emit(result, args.json)
+    emit(result, args.json, LABELS)
     return 0

@@ -10,11 +10,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ggr_kv.cli.commands.score import add_prompt_arguments, emit, run_metadata
+from ggr_kv.cli.commands.score import add_prompt_arguments, run_metadata
+from ggr_kv.cli.common import (
+    add_input_arguments,
+    check_out_path,
+    emit,
+    load_input,
+    non_negative_int,
+    positive_int,
+)
 
-HELP = "predict vLLM's prefix-cache hits and KV usage for a plan"
-
-_LABELS = {
+LABELS = {
     "table": "table",
     "plan": "plan",
     "num_requests": "requests",
@@ -30,22 +36,8 @@ _LABELS = {
 }
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("table", help="the table: .csv or .parquet")
+    add_input_arguments(parser)
     parser.add_argument("--plan", required=True, help="plan JSON written by `ggr-kv reorder --out`")
     add_prompt_arguments(parser)
     parser.add_argument(
@@ -56,36 +48,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--block-size",
-        type=_positive,
+        type=positive_int,
         default=16,
         metavar="TOKENS",
         help="KV block size (default 16, vLLM on GPU; the CPU backend uses 128)",
     )
     parser.add_argument(
         "--num-blocks",
-        type=_positive,
+        type=positive_int,
         required=True,
         metavar="N",
         help="KV blocks in the pool, as vLLM's num_gpu_blocks (KV cache tokens / block size)",
     )
-    parser.add_argument("--max-num-seqs", type=_positive, default=256, metavar="N")
+    parser.add_argument("--max-num-seqs", type=positive_int, default=256, metavar="N")
     parser.add_argument(
         "--max-batched-tokens",
-        type=_positive,
+        type=positive_int,
         default=8192,
         metavar="TOKENS",
         help="per-step token budget, vLLM's max_num_batched_tokens (default 8192)",
     )
     parser.add_argument(
         "--output-len",
-        type=_positive,
+        type=positive_int,
         default=16,
         metavar="TOKENS",
         help="tokens generated per row (default 16, vLLM's default max_tokens)",
     )
     parser.add_argument(
         "--long-prefill-threshold",
-        type=_non_negative,
+        type=non_negative_int,
         default=0,
         metavar="TOKENS",
         help="vLLM's long_prefill_token_threshold (default 0: off)",
@@ -106,18 +98,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ggr_kv.core.plan import ReorderPlan
-    from ggr_kv.core.table import load_table
     from ggr_kv.core.tokenizer import load_tokenizer
     from ggr_kv.simulate.api import simulate_plan
 
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        if out.suffix.lower() not in (".csv", ".parquet"):
-            raise ValueError(f"{out}: --out must end in .csv or .parquet")
-        if out.exists() and not args.force:
-            raise FileExistsError(f"{out}: already exists; pick another --out or add --force")
+    out = None
+    if args.out:
+        if Path(args.out).suffix.lower() not in (".csv", ".parquet"):
+            raise ValueError(f"{args.out}: --out must end in .csv or .parquet")
+        out = check_out_path(args.out, force=args.force, inputs=[args.table, args.plan])
     tokenizer = load_tokenizer(args.tokenizer)
-    table = load_table(args.table)
+    table = load_input(args.table, sep=args.sep).table
     plan = ReorderPlan.from_json(Path(args.plan), table)
     res = simulate_plan(
         table,
@@ -134,7 +124,6 @@ def main(args: argparse.Namespace) -> int:
         enable_prefix_caching=not args.no_prefix_caching,
     )
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() == ".parquet":
             res.steps.to_parquet(out, index=False)
         else:
@@ -152,24 +141,5 @@ def main(args: argparse.Namespace) -> int:
                 "meta": res.meta,
             }
         )
-        emit(result, True)
-        return 0
-    _print(result)
+    emit(result, args.json, LABELS)
     return 0
-
-
-def _print(result: dict) -> None:
-    width = max(len(v) for v in _LABELS.values())
-    for key, label in _LABELS.items():
-        value = result.get(key)
-        if value is None:
-            continue
-        if key in ("hit_rate", "peak_kv_usage"):
-            text = f"{value:.4f} ({100 * value:.1f}%)"
-        elif key == "seconds":
-            text = f"{value:.3f}"
-        elif isinstance(value, int):
-            text = f"{value:,}"
-        else:
-            text = str(value)
-        print(f"{label:<{width}}  {text}")

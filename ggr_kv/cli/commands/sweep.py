@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "run the notebooks over a grid with papermill (resumable)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -26,12 +26,7 @@ import pytest
 pytest.importorskip("vllm")
 
 from vllm import __version__ as VLLM_VERSION
-from vllm.distributed.kv_transfer.kv_connector.v1.offloading.metrics import (
-    OffloadingConnectorStats,
-)
 from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
-from vllm.v1.kv_offload.cpu.common import CPUOffloadingMetrics
-from vllm.v1.metrics.cache_hit_source import CacheHitSource
 from vllm.v1.metrics.stats import IterationStats, PrefixCacheStats, SchedulerStats
 
 from ggr_kv.collector import VLLMFieldError, counter_check
@@ -44,6 +39,11 @@ from ggr_kv.collector.frames import EXTRA_STEP_COLUMNS, steps_frame, window_tota
 from ggr_kv.collector.offload import read_connector_payload
 from ggr_kv.collector.stat_logger import install_output_tap, step_logger_cls
 from ggr_kv.core.schema import STEP_COLUMNS
+
+
+def _host():
+    """vLLM's ``CacheHitSource`` (added after 0.26: tests that need it skip there)."""
+    return pytest.importorskip("vllm.v1.metrics.cache_hit_source").CacheHitSource
 
 
 def _renamed(cls: type, old: str, new: str) -> type:
@@ -106,13 +106,9 @@ def test_removed_iteration_field_is_an_error():
 
 
 def test_optional_host_hits_absent_is_nan_present_is_counted():
+    src = _host()
     conn = PrefixCacheStats()
-    conn.record(
-        512,
-        384,
-        preempted=False,
-        hits_by_source={CacheHitSource.HOST: 256, CacheHitSource.DISK: 128},
-    )
+    conn.record(512, 384, preempted=False, hits_by_source={src.HOST: 256, src.DISK: 128})
     vals = read_scheduler_stats(_sched(q=1024, h=512, connector_prefix_cache_stats=conn))
     assert vals[7:] == (512, 384, 256)
     # vLLM 0.26's PrefixCacheStats has no hits_by_source: host hits unknown, not 0
@@ -155,7 +151,8 @@ def _script() -> list[EngineCoreOutputs]:
         EngineCoreOutputs(outputs=[], scheduler_stats=_sched(1024, 512), timestamp=10.0),
         EngineCoreOutputs(outputs=[], scheduler_stats=_sched(), timestamp=10.2),
         EngineCoreOutputs(outputs=[out("a")], scheduler_stats=_sched(), timestamp=10.4),
-        EngineCoreOutputs(outputs=[out("a"), out("b")], scheduler_stats=_sched(256, 128), timestamp=10.5),
+        EngineCoreOutputs(outputs=[out("a"), out("b")], scheduler_stats=_sched(256, 128),
+                          timestamp=10.5),
     ]  # fmt: skip
 
 
@@ -222,8 +219,11 @@ def test_rows_kept_only_while_a_window_is_open():
 
 # -- the KV-offload (connector) tier --------------------------------------------------------
 def _payload(load: int, store: int, usage: float) -> dict:
-    p = OffloadingConnectorStats()
-    p.set_gauge(CPUOffloadingMetrics.CPU_CACHE_USAGE_PERC, usage)
+    """A step's payload as vLLM 0.32's offloading connector builds it."""
+    m = "vllm.distributed.kv_transfer.kv_connector.v1.offloading.metrics"
+    p = pytest.importorskip(m).OffloadingConnectorStats()
+    usage_name = pytest.importorskip("vllm.v1.kv_offload.cpu.common").CPUOffloadingMetrics
+    p.set_gauge(usage_name.CPU_CACHE_USAGE_PERC, usage)
     p.increase_counter("vllm:kv_offload_load_bytes", load)
     p.increase_counter("vllm:kv_offload_store_bytes", store)
     p.observe_histogram("vllm:kv_offload_load_size", load)
@@ -239,6 +239,7 @@ def test_offloading_connector_payload():
 
 
 def test_offload_tier_per_step_beside_the_gpu_tier():
+    src = _host()
     logger = step_logger_cls()(None, [0])
     log = logger.step_log
     win = log.cursor()
@@ -248,7 +249,7 @@ def test_offload_tier_per_step_beside_the_gpu_tier():
         (1024, 0, 1024, 768, 512, 1 << 19, 0.3),
     ):
         conn = PrefixCacheStats()
-        conn.record(cq, ch, False, {CacheHitSource.HOST: host, CacheHitSource.DISK: ch - host})
+        conn.record(cq, ch, False, {src.HOST: host, src.DISK: ch - host})
         logger.record(
             _sched(q, h, connector_prefix_cache_stats=conn,
                    kv_connector_stats=_payload(load, 2 * load, usage)),

@@ -102,7 +102,10 @@ def counter_check(
     elif ch is None or cq is None:
         note = "the collector has no prefix-cache counters for this window"
     elif rh is None or rq is None:
-        note = "some requests report no num_cached_tokens / prompt_tokens (server without --enable-prompt-tokens-details?)"
+        note = (
+            "some requests report no num_cached_tokens / prompt_tokens (a server without "
+            "--enable-prompt-tokens-details?)"
+        )
     both = None not in (ch, cq, rh, rq)
     hd = ch - rh if both else None
     qd = cq - rq if both else None

@@ -58,9 +58,11 @@ def step_logger_cls() -> type:
             self.step_log = StepLog("stat_logger")
 
         def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
-            sched, offload = _sched_values(scheduler_stats)
             it = None if iteration_stats is None else read_iteration_stats(iteration_stats)
-            self.step_log.add_record(engine_idx, sched, offload, it, scheduler_stats)
+            if self.step_log.merge_iteration(scheduler_stats, it):
+                return  # the output tap already read this step's scheduler stats
+            sched, offload = _sched_values(scheduler_stats)
+            self.step_log.add_record(engine_idx, sched, offload, it)
 
         def log_engine_initialized(self):
             pass

@@ -70,6 +70,9 @@ _SCHED = tuple(
     )
 )  # fmt: skip  -- the order of fields.read_scheduler_stats
 _OFFLOAD = (_IDX["offload_load_bytes"], _IDX["offload_store_bytes"], _IDX["cpu_cache_usage"])
+_HAS_ITER = _IDX["has_iter"]
+_KV, _CPU = _IDX["kv_cache_usage"], _IDX["cpu_cache_usage"]
+_COUNTER_POS = tuple(enumerate(range(len(RAW_FIELDS) - len(COUNTER_FIELDS), len(RAW_FIELDS))))
 
 
 @dataclass(frozen=True)
@@ -141,16 +144,16 @@ class StepLog:
         self._n += 1
         if self._pins:
             self._rows.append(row)
-        for j in range(len(COUNTER_FIELDS)):
-            v = row[_FIRST_COUNTER + j]
-            if not math.isnan(v):
-                self._tot[j] += v
-                self._seen[j] += 1
-        kv, cpu = row[_IDX["kv_cache_usage"]], row[_IDX["cpu_cache_usage"]]
-        if not math.isnan(kv):
-            self._last_kv = kv
-        if not math.isnan(cpu):
-            self._last_cpu = cpu
+        tot, seen, isnan = self._tot, self._seen, math.isnan
+        for j, i in _COUNTER_POS:
+            v = row[i]
+            if not isnan(v):
+                tot[j] += v
+                seen[j] += 1
+        if not isnan(row[_KV]):
+            self._last_kv = row[_KV]
+        if not isnan(row[_CPU]):
+            self._last_cpu = row[_CPU]
 
     @staticmethod
     def _blank(t_engine: float, engine: int, num_outputs: float) -> list[float]:
@@ -158,7 +161,7 @@ class StepLog:
         row[0], row[1], row[2], row[3] = t_engine, time.monotonic(), float(engine), num_outputs
         for i in _ITER:
             row[i] = 0.0
-        row[_IDX["has_sched"]] = row[_IDX["has_iter"]] = 0.0
+        row[_IDX["has_sched"]] = row[_HAS_ITER] = 0.0
         return row
 
     @staticmethod
@@ -193,31 +196,36 @@ class StepLog:
             self._open = (row, key)
             self.n_tapped += 1
 
-    def add_record(
-        self, engine: int, sched: tuple | None, offload: tuple, it: tuple | None, key: Any
-    ) -> None:
-        """One ``StatLoggerBase.record`` call: merged into the tap's row of the same step
-        (same ``SchedulerStats`` object), else a row of its own (receive time only)."""
+    def merge_iteration(self, key: Any, it: tuple | None) -> bool:
+        """Add a ``StatLoggerBase.record`` call's iteration stats to the tap's row of the
+        same step (same ``SchedulerStats`` object ``key``). False when there is no such
+        row (no tap): then call `add_record`."""
         with self._lock:
-            if self._open is not None and self._open[1] is key:
-                row, self._open = self._open[0], None
-                self.n_merged += 1
-                if it is not None:  # the tap row counted these as 0 (seen) already
-                    for i, v in zip(_ITER, it):
-                        row[i] = float(v)
-                        self._tot[i - _FIRST_COUNTER] += v
-                    row[_IDX["has_iter"]] = 1.0
-                    self._tot[_IDX["has_iter"] - _FIRST_COUNTER] += 1
-                return
-            self.n_unmatched += 1
+            if self._open is None or self._open[1] is not key:
+                return False
+            row, self._open = self._open[0], None
+            self.n_merged += 1
+            if it is not None:  # the tap row counted these as 0 (seen) already
+                for i, v in zip(_ITER, it):
+                    row[i] = float(v)
+                    self._tot[i - _FIRST_COUNTER] += v
+                row[_HAS_ITER] = 1.0
+                self._tot[_HAS_ITER - _FIRST_COUNTER] += 1
+            return True
+
+    def add_record(
+        self, engine: int, sched: tuple | None, offload: tuple, it: tuple | None
+    ) -> None:
+        """A ``record`` call that matched no tap row: a row of its own (receive time only)."""
         row = self._blank(_NAN, engine, _NAN)
         if sched is not None:
             self._put_sched(row, sched, offload)
         if it is not None:
             for i, v in zip(_ITER, it):
                 row[i] = float(v)
-            row[_IDX["has_iter"]] = 1.0
+            row[_HAS_ITER] = 1.0
         with self._lock:
+            self.n_unmatched += 1
             self._append(row)
 
     def add_row(self, values: dict[str, float]) -> None:

@@ -484,9 +484,10 @@ class VLLMMetricsCollector:
         DataFrame: ``row``, ``slot`` (position in run order), ``request_id``,
         ``prompt_tokens``, ``num_cached_tokens``, ``output_tokens`` (tokens), ``e2e_s``,
         ``ttft_s``, ``queued_s`` (seconds; NaN where not reported) and
-        ``first_token_s`` (engine time of the first token, s since `start`; on the same
-        clock as ``steps()["t_s"]``). Server responses report cached tokens only with
-        ``--enable-prompt-tokens-details``; otherwise ``num_cached_tokens`` is NaN.
+        ``first_token_s`` (engine time of the first token, s since `start`, or since
+        construction if never started; the clock of ``steps()["t_s"]``). Server
+        responses report cached tokens only with ``--enable-prompt-tokens-details``;
+        otherwise ``num_cached_tokens`` is NaN.
         """
         t0 = self._t0 if self._t0 is not None else self._t_built
         df = requests_frame(outputs, rows, t0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,11 +23,15 @@ import pandas as pd
 
 from ggr_kv.core.paths import CHECKOUT_DIR, PACKAGE_DIR
 from ggr_kv.core.table import Table, load_table
+from ggr_kv.datasets.cache import generated_file, generator_version, read_record
+from ggr_kv.datasets.families import FAMILIES
 from ggr_kv.datasets.gen import beer as _gen_beer
 from ggr_kv.datasets.gen import movies as _gen_movies
 from ggr_kv.datasets.gen import posts as _gen_posts
 from ggr_kv.datasets.gen import products as _gen_products
 from ggr_kv.datasets.gen import rag as _gen_rag
+from ggr_kv.datasets.names import DatasetError, GeneratedName, parse_name, valid_names
+from ggr_kv.datasets.queries import query_types
 
 if TYPE_CHECKING:
     from ggr_kv.datasets.queries import Query
@@ -54,10 +58,6 @@ LABEL_COLUMNS = ("manual_labels", "gpt4o", "llama3-8b", "llama3-70b")
 _INDEX_COL = re.compile(r"^(Unnamed: 0|)$")
 
 
-class DatasetError(ValueError):
-    """Unknown dataset name, missing file, bad sample request or FD group that does not hold."""
-
-
 @dataclass(frozen=True)
 class DatasetSpec:
     """A table bundled in ``data/``.
@@ -71,7 +71,6 @@ class DatasetSpec:
     columns : field names, in file order.
     fds : FD groups: columns that determine each other one to one.
     one_way_fds : ``(determinant, dependent)`` pairs that hold one way only.
-    query_types : the paper's query types that make sense for this table.
     description : one paragraph for people.
     """
 
@@ -82,8 +81,12 @@ class DatasetSpec:
     columns: tuple[str, ...]
     fds: tuple[tuple[str, ...], ...]
     one_way_fds: tuple[tuple[str, str], ...]
-    query_types: tuple[str, ...]
     description: str
+
+    @property
+    def query_types(self) -> tuple[str, ...]:
+        """The query types with templates for this table (`ggr_kv.datasets.queries`)."""
+        return query_types(self.kind)
 
 
 @dataclass(frozen=True)
@@ -94,12 +97,13 @@ class Layout:
     required: frozenset[str]
     fds: tuple[tuple[str, ...], ...]
     one_way_fds: tuple[tuple[str, str], ...]
-    query_types: tuple[str, ...]
     description: str
 
+    @property
+    def query_types(self) -> tuple[str, ...]:
+        """The query types with templates for this layout (`ggr_kv.datasets.queries`)."""
+        return query_types(self.kind)
 
-_ALL4 = ("filter", "projection", "multi_llm", "aggregation")
-_T12 = ("filter", "projection")
 
 DATASETS: dict[str, DatasetSpec] = {
     s.name: s
@@ -112,7 +116,6 @@ DATASETS: dict[str, DatasetSpec] = {
             _gen_movies.COLUMNS,
             (("movieinfo", "movietitle", "rottentomatoeslink"),),
             (("movietitle", "genres"), ("movietitle", "productioncompany")),
-            _ALL4,
             "Critic reviews of 90 movies (Rotten Tomatoes layout): a 10-40 word review per row, "
             "the movie's 60-120 word synopsis repeated on each of its reviews. Rows in review "
             "order, so movies interleave.",
@@ -125,7 +128,6 @@ DATASETS: dict[str, DatasetSpec] = {
             _gen_products.COLUMNS,
             (("product_title", "parent_asin"),),
             (("parent_asin", "description"),),
-            _ALL4,
             "Amazon-style reviews of about 170 handmade products: review text, star rating and the "
             "product's title and description (a seller reuses one description for several "
             "products). Rows in review order.",
@@ -138,7 +140,6 @@ DATASETS: dict[str, DatasetSpec] = {
             _gen_posts.COLUMNS,
             (("PostId", "Body"),),
             (("PostId", "PostDate"),),
-            _T12,
             "Questions of a statistics Q&A forum joined with their comments (BIRD Posts x "
             "Comments): one comment per row, the question's HTML body repeated on each. Rows in "
             "comment order.",
@@ -155,7 +156,6 @@ DATASETS: dict[str, DatasetSpec] = {
                 ("beer/beerId", "beer/ABV"),
                 ("beer/beerId", "beer/style"),
             ),
-            _T12,
             "RateBeer-style reviews of about 150 beers in the full RateBeer record layout (the "
             "paper's beer.csv is a 9-column subset without review text). Rows in review-time "
             "order.",
@@ -168,7 +168,6 @@ DATASETS: dict[str, DatasetSpec] = {
             _gen_rag.COLUMNS,
             (),
             (),
-            ("rag",),
             "Questions with the top-5 passages of a noisy retriever over a pool of about 320 "
             "short encyclopedia passages (SQuAD layout). Questions about one subject share most "
             "passages, in varying positions. Rows in random order.",
@@ -182,7 +181,6 @@ LAYOUTS: dict[str, Layout] = {
         frozenset({"reviewcontent", "movietitle", "movieinfo", "rottentomatoeslink"}),
         (("movieinfo", "movietitle", "rottentomatoeslink"),),
         (),
-        _ALL4,
         "the paper's Rotten Tomatoes movie reviews (movies.csv)",
     ),
     "movies_small": Layout(
@@ -190,7 +188,6 @@ LAYOUTS: dict[str, Layout] = {
         frozenset({"rotten_tomatoes_link", "movie_title", "movie_info", "review_content"}),
         (("rotten_tomatoes_link", "movie_title", "movie_info"),),
         (),
-        _ALL4,
         "the LLM-SQL demo's movie reviews (movies_small.csv)",
     ),
     "products": Layout(
@@ -198,7 +195,6 @@ LAYOUTS: dict[str, Layout] = {
         frozenset({"text", "description", "parent_asin", "product_title"}),
         (("product_title", "parent_asin"),),
         (("parent_asin", "description"),),
-        _ALL4,
         "the paper's Amazon product reviews (products.csv)",
     ),
     "posts": Layout(
@@ -206,7 +202,6 @@ LAYOUTS: dict[str, Layout] = {
         frozenset({"PostId", "Body", "Text"}),
         (("PostId", "Body"),),
         (),
-        _T12,
         "the paper's BIRD posts joined with comments (BIRD.csv)",
     ),
     "beer": Layout(
@@ -214,7 +209,6 @@ LAYOUTS: dict[str, Layout] = {
         frozenset({"beer/beerId", "beer/name"}),
         (("beer/beerId", "beer/name"),),
         (),
-        _T12,
         "the paper's RateBeer reviews (beer.csv)",
     ),
     "pdmx": Layout(
@@ -232,7 +226,6 @@ LAYOUTS: dict[str, Layout] = {
             ),
         ),
         (),
-        _T12,
         "the paper's PDMX music scores (PDMX.csv)",
     ),
     "fever": Layout(
@@ -240,7 +233,6 @@ LAYOUTS: dict[str, Layout] = {
         frozenset({"claim", "evidence1"}),
         (),
         (),
-        ("rag",),
         "the paper's FEVER claims with retrieved evidence (fever.csv)",
     ),
     "rag": Layout(
@@ -248,7 +240,6 @@ LAYOUTS: dict[str, Layout] = {
         frozenset({"question", "context1"}),
         (),
         (),
-        ("rag",),
         "the paper's SQuAD questions with retrieved contexts (squad.csv)",
     ),
 }
@@ -274,6 +265,8 @@ class Dataset:
     sample : ``"all"``, ``"random"``, ``"head"`` or ``"tail"``.
     seed : the random sample's seed, else ``None``.
     notes : what loading changed (dropped columns, stripped prefixes, dropped FD groups).
+    generator : for a generated table: ``family``, ``rows``, ``seed`` and ``version`` (the
+        cache key, `ggr_kv.datasets.cache`), else ``None``.
     """
 
     name: str
@@ -290,6 +283,7 @@ class Dataset:
     sample: str = "all"
     seed: int | None = None
     notes: tuple[str, ...] = ()
+    generator: dict | None = None
 
     @property
     def n_rows(self) -> int:
@@ -323,6 +317,7 @@ class Dataset:
             "sample": self.sample,
             "seed": self.seed,
             "notes": list(self.notes),
+            "generator": None if self.generator is None else dict(self.generator),
         }
 
     def __repr__(self) -> str:
@@ -332,14 +327,23 @@ class Dataset:
         )
 
 
-# -- locating the bundled files -------------------------------------------------------------
+# -- locating the tables ---------------------------------------------------------------------
 def data_dirs() -> tuple[Path, ...]:
     """Where bundled tables are looked for: the checkout's ``data/``, then the wheel's ``_data/``."""
     return (CHECKOUT_DIR / "data", PACKAGE_DIR / "_data")
 
 
-def dataset_path(name: str) -> Path:
-    """Path of the bundled file of dataset ``name``."""
+def _generated(name: str) -> GeneratedName | None:
+    """The generated table ``name`` names (``movies@15000``), ``None`` for anything else."""
+    return parse_name(name, tuple(DATASETS))
+
+
+def dataset_path(name: str, *, progress: bool = True) -> Path:
+    """Path of dataset ``name``'s file: the bundled file, or the generated table's CSV in the
+    cache (generated on first use, see `ggr_kv.datasets.cache`)."""
+    gen = _generated(name)
+    if gen is not None:
+        return generated_file(gen.family, gen.rows, gen.seed, progress=progress)
     spec = _spec(name)
     for d in data_dirs():
         p = d / spec.filename
@@ -355,28 +359,41 @@ def dataset_path(name: str) -> Path:
 def _spec(name: str) -> DatasetSpec:
     spec = DATASETS.get(name.lower())
     if spec is None:
-        raise DatasetError(
-            f"unknown dataset {name!r}. Available datasets: {list(DATASETS)}; "
-            "or pass the path of a .csv or .parquet file"
-        )
+        raise DatasetError(f"unknown dataset {name!r}. Valid names: {valid_names(list(DATASETS))}")
     return spec
 
 
 def list_datasets() -> pd.DataFrame:
-    """One row per bundled dataset: name, rows, columns, FD groups, query types, description."""
-    return pd.DataFrame(
-        [
-            {
-                "name": s.name,
-                "rows": s.rows,
-                "columns": len(s.columns),
-                "fds": [list(g) for g in s.fds],
-                "query_types": list(s.query_types),
-                "description": s.description,
-            }
-            for s in DATASETS.values()
-        ]
-    )
+    """One row per bundled table and per generated preset (``movies@paper`` ...).
+
+    Columns: name, rows, columns, fds, query_types, source (``"bundled"`` or
+    ``"generated"``), description. Any ``FAMILY@ROWS`` works too (`ggr_kv.datasets.names`).
+    """
+    rows = [
+        {
+            "name": s.name,
+            "rows": s.rows,
+            "columns": len(s.columns),
+            "fds": [list(g) for g in s.fds],
+            "query_types": list(s.query_types),
+            "source": "bundled",
+            "description": s.description,
+        }
+        for s in DATASETS.values()
+    ]
+    rows += [
+        {
+            "name": f"{f.name}@paper",
+            "rows": f.preset_rows,
+            "columns": len(f.columns),
+            "fds": [list(g) for g in f.fds],
+            "query_types": list(query_types(f.kind)),
+            "source": "generated",
+            "description": f.description,
+        }
+        for f in FAMILIES.values()
+    ]
+    return pd.DataFrame(rows)
 
 
 def recognize(columns: list[str] | tuple[str, ...] | pd.Index) -> Layout | None:
@@ -389,60 +406,57 @@ def recognize(columns: list[str] | tuple[str, ...] | pd.Index) -> Layout | None:
 
 
 # -- loading --------------------------------------------------------------------------------
-def load_dataset(
-    name_or_path: str | Path,
-    n: int | None = None,
-    sample: str = "random",
-    seed: int = 0,
-    *,
-    fds: list[tuple[str, ...]] | None = None,
-    strip_prefixes: bool = True,
-) -> Dataset:
-    """Load a bundled dataset by name, or a CSV/Parquet file, optionally sampling ``n`` rows.
+@dataclass(frozen=True)
+class _Source:
+    """Where a table comes from and what is declared about it (before reading it)."""
 
-    Parameters
-    ----------
-    name_or_path : a name in `DATASETS` (case-insensitive), or the path of a ``.csv``,
-        ``.tsv`` or ``.parquet`` file. Files with the columns of one of the paper's tables get
-        that table's FD groups and query types.
-    n : rows to keep; ``None`` keeps all. ``n`` larger than the table is an error (no
-        silent clamping): pass ``None`` for every row.
-    sample : ``"random"`` (``n`` rows drawn without replacement with ``seed``, kept in file
-        order, so the sample's "original" order is the file's), ``"head"`` (first ``n``)
-        or ``"tail"`` (last ``n``).
-    seed : seed of the random sample (NumPy's legacy ``RandomState``, whose stream is
-        frozen, so the same seed picks the same rows on every NumPy version).
-    fds : FD groups to use instead of the declared ones; each must name existing columns
-        that determine each other one to one in the loaded rows.
-    strip_prefixes : drop a ``"<column>: "`` prefix from a column's cells when every
-        non-empty cell carries it (the paper's ``*_sampled_labelled.csv`` files do).
+    path: Path
+    name: str
+    kind: str | None
+    description: str | None  # None: describe from the file once read
+    fds: tuple[tuple[str, ...], ...] | None  # None: from the recognized layout
+    one_way_fds: tuple[tuple[str, str], ...] = ()
+    generator: dict | None = None
 
-    Returns
-    -------
-    Dataset
-        The rows (index ``0..n-1``) and their metadata. A first column with an empty header
-        (a saved pandas index) and the label columns `LABEL_COLUMNS` move to
-        ``Dataset.labels``.
-    """
-    if sample not in SAMPLE_MODES:
-        raise DatasetError(f"unknown sample mode {sample!r}; use one of {list(SAMPLE_MODES)}")
-    spec: DatasetSpec | None = None
+
+def _generated_source(gen: GeneratedName, path: Path, version: str) -> _Source:
+    fam = FAMILIES[gen.family]
+    return _Source(
+        path, gen.text, fam.kind, f"{fam.description} {gen.rows} rows, seed {gen.seed}.",
+        fam.fds, fam.one_way_fds,
+        {"family": fam.name, "rows": gen.rows, "seed": gen.seed, "version": version},
+    )  # fmt: skip
+
+
+def _resolve(name_or_path: str | Path) -> _Source:
+    """Bundled name, generated name, cached generated file, or any other file."""
     if isinstance(name_or_path, str) and name_or_path.lower() in DATASETS:
         spec = DATASETS[name_or_path.lower()]
-        path = dataset_path(spec.name)
-    else:
-        path = Path(name_or_path)
-        if not path.exists():
-            text = str(name_or_path)
-            if not path.suffix and "/" not in text and "\\" not in text:
-                _spec(text)  # raises: unknown name, lists the bundled ones
-            raise DatasetError(f"{path}: file not found")
+        return _Source(dataset_path(spec.name), spec.name, spec.kind, spec.description,
+                       spec.fds, spec.one_way_fds)  # fmt: skip
+    gen = _generated(name_or_path) if isinstance(name_or_path, str) else None
+    if gen is not None:
+        path = generated_file(gen.family, gen.rows, gen.seed)
+        return _generated_source(gen, path, generator_version(gen.family))
+    path = Path(name_or_path)
+    if not path.exists():
+        text = str(name_or_path)
+        if not path.suffix and "/" not in text and "\\" not in text:
+            _spec(text)  # raises: unknown name, lists the valid ones
+        raise DatasetError(f"{path}: file not found")
+    record = read_record(path)
+    if record is not None:  # a cached generated table, e.g. a run's recorded source
+        gen = GeneratedName(f"{record['family']}@{record['rows']}", record["family"],
+                            int(record["rows"]), int(record["seed"]))  # fmt: skip
+        return _generated_source(gen, path, str(record["version"]))
+    return _Source(path, path.stem, None, None, None)
+
+
+def _read_frame(path: Path, strip_prefixes: bool) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str]]:
+    """The data columns (missing cells NaN), the set-aside labels, and notes."""
     frame = load_table(path).to_frame()
     frame = frame.mask(frame == "")  # missing cells back to NaN, as pandas reads them
-    total = len(frame)
     notes: list[str] = []
-
-    # set aside a saved index and label columns
     set_aside = [c for c in frame.columns[:1] if _INDEX_COL.match(str(c))]
     set_aside += [c for c in frame.columns if c in LABEL_COLUMNS]
     labels = None
@@ -458,69 +472,113 @@ def load_dataset(
         stripped = _strip_prefixes(frame)
         if stripped:
             notes.append(f"stripped '<column>: ' prefixes from {stripped}")
+    return frame, labels, notes
 
-    if spec is not None:
-        name, kind, description = spec.name, spec.kind, spec.description
-        declared, one_way, qtypes = list(spec.fds), list(spec.one_way_fds), spec.query_types
-    else:
-        layout = recognize(frame.columns)
-        name = path.stem
-        if layout is None:
-            kind, description, declared, one_way, qtypes = (
-                None,
-                f"user table {path.name}: {total} rows x {frame.shape[1]} columns",
-                [],
-                [],
-                (),
-            )
-        else:
-            kind, description = layout.kind, f"{path.name}: {layout.description}"
-            declared, one_way, qtypes = (
-                list(layout.fds),
-                list(layout.one_way_fds),
-                layout.query_types,
-            )
 
-    rows = _sample_rows(total, n, sample, seed, name)
-    if len(rows) != total:
-        frame = frame.iloc[rows].reset_index(drop=True)
-        if labels is not None:
-            labels = labels.iloc[rows].reset_index(drop=True)
+def _described(src: _Source, frame: pd.DataFrame) -> _Source:
+    """``src`` with kind, description and FD groups filled from a recognized layout."""
+    if src.fds is not None:
+        return src
+    layout = recognize(frame.columns)
+    if layout is None:
+        desc = f"user table {src.path.name}: {len(frame)} rows x {frame.shape[1]} columns"
+        return replace(src, description=desc, fds=())
+    return replace(src, kind=layout.kind, description=f"{src.path.name}: {layout.description}",
+                   fds=layout.fds, one_way_fds=layout.one_way_fds)  # fmt: skip
 
+
+def _checked_fds(
+    frame: pd.DataFrame, src: _Source, fds: list | None, notes: list[str]
+) -> tuple[list[tuple[str, ...]], list[tuple[str, str]]]:
+    """FD groups and one-way pairs that hold in ``frame`` (user groups must all hold)."""
     if fds is not None:
-        groups = _check_user_fds(frame, fds, str(path))
+        groups = _check_user_fds(frame, fds, str(src.path))
     else:
         groups = []
-        for g in declared:
+        for g in src.fds or ():
             why = _fd_violation(frame, g)
             if why is None:
                 groups.append(tuple(g))
             else:
-                warnings.warn(f"{path}: declared FD group {list(g)} dropped: {why}", stacklevel=2)
+                warnings.warn(f"{src.path}: declared FD group {list(g)} dropped: {why}", stacklevel=3)
                 notes.append(f"dropped FD group {list(g)}: {why}")
     kept_one_way = []
-    for det, dep in one_way:
+    for det, dep in src.one_way_fds:
         why = _one_way_violation(frame, det, dep)
         if why is None:
             kept_one_way.append((det, dep))
         else:
             notes.append(f"dropped one-way FD {det} -> {dep}: {why}")
+    return groups, kept_one_way
 
+
+def load_dataset(
+    name_or_path: str | Path,
+    n: int | None = None,
+    sample: str = "random",
+    seed: int = 0,
+    *,
+    fds: list[tuple[str, ...]] | None = None,
+    strip_prefixes: bool = True,
+) -> Dataset:
+    """Load a bundled or generated dataset by name, or a CSV/Parquet file, optionally
+    sampling ``n`` rows.
+
+    Parameters
+    ----------
+    name_or_path : a name in `DATASETS` (case-insensitive); a generated table
+        ``FAMILY@ROWS`` / ``FAMILY@paper`` / ``FAMILY@ROWS,seed=N`` (``movies@15000``;
+        made on first use and cached, see `ggr_kv.datasets.names`); or the path of a
+        ``.csv``, ``.tsv`` or ``.parquet`` file. Files with the columns of one of the
+        paper's tables get that table's FD groups and query types.
+    n : rows to keep; ``None`` keeps all. ``n`` larger than the table is an error (no
+        silent clamping): pass ``None`` for every row.
+    sample : ``"random"`` (``n`` rows drawn without replacement with ``seed``, kept in file
+        order, so the sample's "original" order is the file's), ``"head"`` (first ``n``)
+        or ``"tail"`` (last ``n``).
+    seed : seed of the random sample (NumPy's legacy ``RandomState``, whose stream is
+        frozen, so the same seed picks the same rows on every NumPy version). The
+        generator's seed is part of the name instead.
+    fds : FD groups to use instead of the declared ones; each must name existing columns
+        that determine each other one to one in the loaded rows.
+    strip_prefixes : drop a ``"<column>: "`` prefix from a column's cells when every
+        non-empty cell carries it (the paper's ``*_sampled_labelled.csv`` files do).
+
+    Returns
+    -------
+    Dataset
+        The rows (index ``0..n-1``) and their metadata. A first column with an empty header
+        (a saved pandas index) and the label columns `LABEL_COLUMNS` move to
+        ``Dataset.labels``.
+    """
+    if sample not in SAMPLE_MODES:
+        raise DatasetError(f"unknown sample mode {sample!r}; use one of {list(SAMPLE_MODES)}")
+    src = _resolve(name_or_path)
+    frame, labels, notes = _read_frame(src.path, strip_prefixes)
+    src = _described(src, frame)
+    total = len(frame)
+    rows = _sample_rows(total, n, sample, seed, src.name)
+    if len(rows) != total:
+        frame = frame.iloc[rows].reset_index(drop=True)
+        if labels is not None:
+            labels = labels.iloc[rows].reset_index(drop=True)
+    groups, one_way = _checked_fds(frame, src, fds, notes)
     return Dataset(
-        name=name,
+        name=src.name,
         frame=frame,
         fds=groups,
-        source=str(path),
-        description=description,
-        query_types=tuple(qtypes),
-        kind=kind,
-        one_way_fds=kept_one_way,
+        source=str(src.path),
+        description=str(src.description),
+        query_types=query_types(src.kind),
+        kind=src.kind,
+        one_way_fds=one_way,
         labels=labels,
         source_rows=rows,
         total_rows=total,
         sample="all" if n is None else sample,
         seed=seed if (n is not None and sample == "random") else None,
         notes=tuple(notes),
+        generator=src.generator,
     )
 
 

@@ -564,22 +564,13 @@ def load_dataset(
             labels = labels.iloc[rows].reset_index(drop=True)
     groups, one_way = _checked_fds(frame, src, fds, notes)
     return Dataset(
-        name=src.name,
-        frame=frame,
-        fds=groups,
-        source=str(src.path),
-        description=str(src.description),
-        query_types=query_types(src.kind),
-        kind=src.kind,
-        one_way_fds=one_way,
-        labels=labels,
-        source_rows=rows,
-        total_rows=total,
+        name=src.name, frame=frame, fds=groups, source=str(src.path),
+        description=str(src.description), query_types=query_types(src.kind), kind=src.kind,
+        one_way_fds=one_way, labels=labels, source_rows=rows, total_rows=total,
         sample="all" if n is None else sample,
         seed=seed if (n is not None and sample == "random") else None,
-        notes=tuple(notes),
-        generator=src.generator,
-    )
+        notes=tuple(notes), generator=src.generator,
+    )  # fmt: skip
 
 
 def _strip_prefixes(frame: pd.DataFrame) -> list[str]:

@@ -20,7 +20,7 @@ from ggr_kv.datasets.families import FAMILIES, SEED
 __all__ = ["MAX_ROWS", "MIN_ROWS", "DatasetError", "GeneratedName", "parse_name", "valid_names"]
 
 MIN_ROWS = 10
-MAX_ROWS = 1_000_000
+MAX_ROWS = 200_000
 _NAME = re.compile(
     r"^(?P<family>[a-z_]+)(?:@(?P<size>paper|[0-9][0-9_]*k?))?(?:,seed=(?P<seed>[0-9]+))?$"
 )

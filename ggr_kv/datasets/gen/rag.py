@@ -394,10 +394,11 @@ _BACKGROUND = (
 )
 
 
-def _root(rng: Rng, roots: list[str], i: int, shape: RagShape) -> str:
+def _root(rng: Rng, roots: list[str], i: int, shape: RagShape, misses: int) -> str:
     if not shape.compound_names or i < len(_KINDS) * len(roots):
         return roots[(i // len(_KINDS)) % len(roots)]
-    return f"{rng.choice(_PREFIXES)}{rng.choice(_ROOTS)}{rng.choice(_SUFFIXES)}"
+    name = f"{rng.choice(_PREFIXES)}{rng.choice(_ROOTS)}{rng.choice(_SUFFIXES)}"
+    return name if misses < 20 else f"{name} {rng.randint(2, 999)}"  # all combinations taken
 
 
 def _passage(rng: Rng, text: str, facts: dict, shape: RagShape) -> str:
@@ -424,14 +425,16 @@ def _subjects(rng: Rng, n_subjects: int, shape: RagShape) -> tuple[list[str], li
     passages: list[str] = []
     subjects = []
     used: set = set()
-    i = 0
+    i = misses = 0
     while len(subjects) < n_subjects:
         kind = i % len(_KINDS)
-        root = _root(rng, roots, i, shape)
+        root = _root(rng, roots, i, shape, misses)
         i += 1
         if (kind, root) in used:
+            misses += 1
             continue
         used.add((kind, root))
+        misses = 0
         facts, aspects = _KINDS[kind](rng, root)
         pids = []
         qs = []

@@ -32,12 +32,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ggr_kv import __version__  # noqa: E402
-from ggr_kv.datasets import load_dataset  # noqa: E402
-from ggr_kv.datasets.cache import CACHE_ENV, generated_file, generator_version  # noqa: E402
-from ggr_kv.datasets.families import FAMILIES, SEED  # noqa: E402
-from ggr_kv.reorder import reorder  # noqa: E402
-from ggr_kv.reorder.metrics import score  # noqa: E402
+from ggr_kv import __version__
+from ggr_kv.datasets import load_dataset
+from ggr_kv.datasets.cache import CACHE_ENV, generated_file, generator_version
+from ggr_kv.datasets.families import FAMILIES, SEED
+from ggr_kv.reorder import reorder
+from ggr_kv.reorder.metrics import score
 
 METHODS = ("original", "sorted", "ggr")
 BLOCKS = (16, 128)
@@ -106,8 +106,10 @@ def orderings() -> list[str]:
         "faster). Paper's PHR (original -> GGR, vLLM's rate on an L4): movies 34.6 -> 85.7,",
         "products 26.7 -> 83.3, BIRD 10.4 -> 84.8, beer 49.9 -> 80.1, SQuAD 11.0 -> 69.7.",
         "",
-        "| preset | rows | 16-token blocks | sorted / ggr | 128-token blocks | sorted / ggr "
-        "| plans differ | ggr solve s |",
+        (
+            "| preset | rows | 16-token blocks | sorted / ggr | 128-token blocks | sorted / ggr "
+            "| plans differ | ggr solve s |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in FAMILIES:
@@ -128,10 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Generated tables: speed and orderings",
         "",
-        "Written by `python benchmarks/bench_datasets.py`; do not edit. "
-        f"ggr_kv {__version__}, Python {platform.python_version()}, numpy {np.__version__}, "
-        f"{os.cpu_count()} CPUs ({platform.machine()}), seed {SEED}, generator versions: "
-        f"{versions}.",
+        (
+            "Written by `python benchmarks/bench_datasets.py`; do not edit. "
+            f"ggr_kv {__version__}, Python {platform.python_version()}, numpy {np.__version__}, "
+            f"{os.cpu_count()} CPUs ({platform.machine()}), load average at start "
+            f"{os.getloadavg()[0]:.1f} (the machine is shared: seconds are upper bounds), "
+            f"seed {SEED}, generator versions: {versions}."
+        ),
         "",
     ]
     if not args.skip_speed:

@@ -168,9 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="folder to write (default: data/)")
     ap.add_argument("--seed", type=int, default=SEED, help=f"random seed (default {SEED})")
     ap.add_argument("--check", action="store_true", help="only compare; exit 1 on differences")
-    ap.add_argument("--samples", type=Path, default=None, metavar="DIR",
-                    help="folder of the paper's real samples: re-measure them into samples.json")
+    ap.add_argument(
+        "--samples",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of the paper's real samples: re-measure them into samples.json",
+    )
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument(
+        "--no-readme",
+        action="store_true",
+        help="only the shipped CSVs (the README measures the presets: ~1 min)",
+    )
     args = ap.parse_args(argv)
     out = args.out or _default_out()
     if out is None:
@@ -178,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples is not None and not args.samples.is_dir():
         ap.error(f"--samples {args.samples}: not a folder")
     changed = write_all(out, args.seed, check=args.check, samples=args.samples,
-                        progress=not args.no_progress)  # fmt: skip
+                        readme=not args.no_readme, progress=not args.no_progress)  # fmt: skip
     if args.check:
         if changed:
             print(f"differs from seed {args.seed}: {', '.join(changed)} in {out}", file=sys.stderr)

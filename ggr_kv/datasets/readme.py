@@ -83,9 +83,7 @@ def measure_samples(folder: Path) -> dict:
 
 def measure_presets(progress: bool = True) -> dict[str, TableStats]:
     """`TableStats` of every family at its preset size (generated or read from the cache)."""
-    from ggr_kv.datasets.catalog import load_dataset
-
-    from ggr_kv.datasets.catalog import dataset_path
+    from ggr_kv.datasets.catalog import dataset_path, load_dataset
 
     out = {}
     for name, fam in FAMILIES.items():
@@ -164,11 +162,14 @@ def _comparison_section(samples: dict, presets: dict[str, TableStats]) -> list[s
         "long field a group repeats (`movieinfo`, `description`, `Body`, `beer/name`,",
         "`context1`); *text field*: the per-row review, comment or question.",
         "",
-        "| table | rows | keys in 100 rows | rows per key | shared field tokens | text field tokens "
-        "| cell tokens / row | prompt tokens / row | paper's tokens / row | repeated in 100 |",
+        (
+            "| table | rows | keys in 100 rows | rows per key | shared field tokens "
+            "| text field tokens | cell tokens / row | prompt tokens / row | paper's tokens / row "
+            "| repeated in 100 |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, fam in FAMILIES.items():
+    for name in FAMILIES:
         paper = PAPER.get(name, (None, None))[1]
         for file, st in samples["samples"].items():
             if st["family"] == name:

@@ -195,15 +195,24 @@ def table_stats(
         raise ValueError(f"{name}: no key column {key!r}; columns: {list(frame.columns)}")
     cells, per_field = _cell_tokens(frame, tok)
     rep = _repeated_mask(frame)
-    stats: dict[str, Any] = dict(keys=None, rows_per_key=None, group_rows=None)
-    stats.update(keys_in_100=None, keys_in_100_lo=None, keys_in_100_hi=None)
+    stats: dict[str, Any] = {
+        k: None
+        for k in (
+            "keys",
+            "rows_per_key",
+            "group_rows",
+            "keys_in_100",
+            "keys_in_100_lo",
+            "keys_in_100_hi",
+        )
+    }
     if key is not None:
         sizes = group_sizes(frame[key])
         n = int(sizes.sum())
         weighted = float((sizes.astype(np.float64) ** 2).sum() / n)
         k100 = keys_in_samples(frame[key], draws=draws, seed=seed)
         stats.update(
-            keys=int(len(sizes)),
+            keys=len(sizes),
             rows_per_key=float(n / len(sizes)),
             group_rows=_estimated_group_rows(sizes, full_rows) if full_rows else weighted,
             keys_in_100=float(k100.mean()),

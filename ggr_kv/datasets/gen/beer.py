@@ -366,7 +366,7 @@ def _brewers(rng: Rng, shape: BeerShape) -> list[tuple[str, str]]:
     seen: set[str] = set()
     brewer_ids = rng.sample(range(100, max(12000, 50 * shape.brewers)), shape.brewers)
     while len(brewers) < shape.brewers:
-        draw = lambda: f"{rng.choice(_BREWER_A)} {rng.choice(_BREWER_B)}"  # noqa: E731
+        draw = lambda: f"{rng.choice(_BREWER_A)} {rng.choice(_BREWER_B)}"
         name = _unique(rng, draw, seen, exact)
         if name is not None:
             seen.add(name)
@@ -383,7 +383,9 @@ def _beers(rng: Rng, n_beers: int, brewers: list, exact: bool) -> list[dict]:
         brewer, brewer_id = rng.weighted(brewers, brewer_pop)
         style = rng.weighted(_STYLE_NAMES, _STYLE_POP)
         suffixes, (lo, hi) = _STYLES[style][0], _STYLES[style][1]
-        draw = lambda: f"{brewer} {rng.choice(_BEER_ADJ)} {rng.choice(suffixes)}"  # noqa: E731
+        def draw(brewer: str = brewer, suffixes: tuple = suffixes) -> str:
+            return f"{brewer} {rng.choice(_BEER_ADJ)} {rng.choice(suffixes)}"
+
         name = _unique(rng, draw, names, exact)
         if name is None:
             continue

@@ -872,8 +872,10 @@ def generate_short_groups(
     """
     rng = Rng(seed, "movies-short-groups")
     sizes: list[int] = []
-    while sum(sizes) < rows:
-        sizes.append(min(rng.randint(*group), rows - sum(sizes)))
+    total = 0
+    while total < rows:
+        sizes.append(min(rng.randint(*group), rows - total))
+        total += sizes[-1]
     movies = _movies(rng, len(sizes), shape)
     out: list[tuple[float, tuple[str, ...]]] = []
     for m, k in zip(movies, sizes):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
 from datetime import datetime, timedelta
 
 from ggr_kv.datasets.gen.grammar import FIRST_NAMES, LAST_NAMES, expand, sentence_case, words

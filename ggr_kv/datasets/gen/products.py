@@ -366,6 +366,11 @@ def _description(rng: Rng, cat: dict, brand: str, shape: ProductShape) -> str:
 
 
 _PHRASES = tuple(p for k in ("praise", "meh", "complain") for p in _REV[k])
+#: `_REV` plus sentence-case variants (``praise_c`` ...), built once
+_REV_RULES = {
+    **_REV,
+    **{k + "_c": tuple(sentence_case(x) for x in _REV[k]) for k in ("praise", "meh", "complain")},
+}
 
 
 def _sentences(s: str) -> set[str]:
@@ -374,9 +379,7 @@ def _sentences(s: str) -> set[str]:
 
 def _review(rng: Rng, rating: int, part: str, span: tuple[int, int] = (10, 40)) -> str:
     pool = _POS if rating >= 4 else _MEH if rating == 3 else _NEG
-    rules = dict(_REV)
-    for k in ("praise", "meh", "complain"):
-        rules[k + "_c"] = tuple(sentence_case(x) for x in _REV[k])
+    rules = _REV_RULES
     target = rng.randint(*span)
     out: list[str] = []
     seen: set[str] = set()

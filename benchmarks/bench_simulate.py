@@ -23,8 +23,16 @@ that machine load hits all variants alike):
    leave-one-out fit over all runs, the rule "uncached tokens / 42k tokens/s", and the
    speedups of each ordering over ``original``: measured, predicted and ideal.
 
+5. With ``--engine MODEL``: on a live vLLM engine (a GPU machine, or the CPU engine), the
+   job time of ``--datasets`` in the original, sorted and GGR orders predicted from
+   `measure_throughputs` and the replay, against the measured one. Rounds of the three
+   calibration jobs and the jobs themselves alternate (``--rounds``), so both see the
+   same machine; the prediction uses the calibration jobs and the replay only.
+
 Run: ``.venv/bin/python benchmarks/bench_simulate.py [--ref HEAD~1] [--jobtime
-results/h200] [--no-speed]`` (``--prompts 10000`` for a quick look). Prints Markdown tables and exits with status 1 if any case of
+results/h200] [--no-speed]`` (``--prompts 10000`` for a quick look); on a GPU:
+``python benchmarks/bench_simulate.py --no-speed --engine llama-3.1-8b --datasets movies
+products beer --out engine.json``. Prints Markdown tables and exits with status 1 if any case of
 100,000 prompts with <= 16 output tokens misses the target (median).
 """
 
@@ -287,6 +295,89 @@ def _speedups(runs: list[dict[str, Any]], tp: Throughputs) -> None:
                   f"{meas / ideal:.2f} | {pred / meas:.2f} |")
 
 
+def _engine_jobs(llm: Any, names: list[str], rows: int | None, max_tokens: int) -> dict:
+    """Per dataset and ordering: text prompts as the runner sends them, and the replay."""
+    from ggr_kv.core.plan import ReorderPlan
+    from ggr_kv.core.prompts import DEFAULT_INSTRUCTION, build_prompts
+    from ggr_kv.core.table import Table
+    from ggr_kv.datasets import load_dataset
+    from ggr_kv.engine.throughput import scheduler_config
+    from ggr_kv.reorder import reorder
+    from ggr_kv.simulate import simulate_plan
+
+    config = scheduler_config(llm)
+    tok_dir = llm.llm_engine.vllm_config.model_config.tokenizer
+    jobs = {}
+    for name in names:
+        ds = load_dataset(name, n=rows, sample="head")
+        table = Table.from_frame(ds.frame)
+        query = ds.query("filter").stages[0].text
+        for method in ("original", "sorted", "ggr"):
+            plan = (ReorderPlan.identity(table) if method == "original"
+                    else reorder(ds.frame, method, fds=ds.fds).plan)
+            jobs[name, method] = {
+                "prompts": build_prompts(table, plan, query, DEFAULT_INSTRUCTION),
+                "sim": simulate_plan(table, plan, query, None, tok_dir, max_tokens,
+                                     **config.to_dict()),
+                "seconds": [],
+            }
+    return jobs
+
+
+def bench_engine(args: argparse.Namespace) -> None:
+    """Table 5: predicted vs measured job time on a live engine (see the docstring)."""
+    from vllm import SamplingParams
+
+    from ggr_kv.core.jsonutil import dumps
+    from ggr_kv.engine.config import EngineConfig, engine_facts, make_llm
+    from ggr_kv.engine.throughput import measure_throughputs
+    from ggr_kv.simulate.jobtime import predict_speedup
+
+    t0 = time.perf_counter()
+    llm = make_llm(EngineConfig(model=args.engine, enforce_eager=args.enforce_eager,
+                                max_model_len=args.max_model_len, seed=0))
+    start_s = time.perf_counter() - t0
+    jobs = _engine_jobs(llm, args.datasets, args.rows, args.max_tokens)
+    params = SamplingParams(max_tokens=args.max_tokens, ignore_eos=True, temperature=0.0)
+
+    def run_jobs(_: int) -> None:
+        for job in jobs.values():
+            llm.reset_prefix_cache()
+            t = time.perf_counter()
+            llm.generate(job["prompts"], params, use_tqdm=False)
+            job["seconds"].append(time.perf_counter() - t)
+
+    tp = measure_throughputs(llm, repeats=args.rounds, interleave=run_jobs, progress=False)
+    facts = engine_facts(llm)
+    print(f"\n{facts['device']}, vLLM {facts['vllm_version']}, {args.engine} (dummy weights), "
+          f"eager={facts['enforce_eager']}, block {facts['block_size']}, "
+          f"{facts['num_kv_blocks']:,} KV blocks, max_num_seqs {facts['max_num_seqs']}, "
+          f"max_num_batched_tokens {facts['max_num_batched_tokens']}; engine start "
+          f"{start_s:.0f} s; {args.rounds} rounds; throughputs: {_fmt_tp(tp)}")
+    print({j: [round(x, 3) for x in v["seconds"]] for j, v in tp.meta["jobs"].items()})
+    print("\n| dataset | ordering | rows | hit rate | uncached prompt tokens | steps | "
+          "predicted s | measured s, median [min-max] | error | speedup measured / "
+          "predicted / ideal |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out = {"engine": facts, "engine_start_s": start_s, "throughputs": tp.to_dict(), "jobs": []}
+    for (name, method), job in jobs.items():
+        sim, secs = job["sim"], job["seconds"]
+        pred = predict_job_time(sim, tp).job_s
+        meas = statistics.median(secs)
+        base = jobs[name, "original"]
+        sp = predict_speedup(base["sim"], sim, tp)
+        meas_sp = statistics.median(base["seconds"]) / meas
+        s = sim.summary
+        print(f"| {name} | {method} | {s['num_requests']:,} | {s['hit_rate']:.1%} | "
+              f"{s['prefill_tokens']:,} | {s['num_steps']} | {pred:.2f} | {meas:.2f} "
+              f"[{min(secs):.2f}-{max(secs):.2f}] | {pred / meas - 1:+.1%} | "
+              f"{meas_sp:.2f} / {sp.predicted:.2f} / {sp.ideal:.2f} |")
+        out["jobs"].append({"dataset": name, "ordering": method, "summary": s,
+                            "predicted_s": pred, "measured_s": secs})
+    if args.out:
+        Path(args.out).write_text(dumps(out, indent=1), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=100_000)
@@ -298,10 +389,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobtime", default=None, metavar="DIR", type=Path,
                     help="predict the job time of the run folders in DIR (e.g. results/h200)")
     ap.add_argument("--no-speed", action="store_true", help="skip the speed tables (1-3)")
+    ap.add_argument("--engine", default=None, metavar="MODEL",
+                    help="predict jobs on a live engine of this model (e.g. llama-3.1-8b)")
+    ap.add_argument("--datasets", nargs="+", default=["movies"], metavar="NAME")
+    ap.add_argument("--rows", type=int, default=None, help="rows per dataset (default: all)")
+    ap.add_argument("--max-tokens", type=int, default=5, help="output tokens per row")
+    ap.add_argument("--rounds", type=int, default=3, help="calibration + job rounds")
+    ap.add_argument("--max-model-len", type=int, default=4096)
+    ap.add_argument("--enforce-eager", action="store_true")
+    ap.add_argument("--out", default=None, metavar="FILE", help="--engine results as JSON")
     args = ap.parse_args(argv)
     if args.no_speed:
         if args.jobtime:
             bench_jobtime(args.jobtime)
+        if args.engine:
+            bench_engine(args)
         return 0
     ref = load_ref_schedule(args.ref) if args.ref else None
 

@@ -12,13 +12,29 @@ from ggr_kv.simulate.api import (
     simulate_totals,
 )
 from ggr_kv.simulate.config import SchedulerConfig
+from ggr_kv.simulate.jobtime import (
+    JobTimePrediction,
+    SpeedupPrediction,
+    Throughputs,
+    fit_throughputs,
+    ideal_speedup,
+    predict_job_time,
+    predict_speedup,
+)
 
 __all__ = [
     "SIM_REQUEST_COLUMNS",
     "SIM_WORK_COLUMNS",
+    "JobTimePrediction",
     "SchedulerConfig",
     "SimResult",
     "SimTotals",
+    "SpeedupPrediction",
+    "Throughputs",
+    "fit_throughputs",
+    "ideal_speedup",
+    "predict_job_time",
+    "predict_speedup",
     "simulate",
     "simulate_plan",
     "simulate_totals",

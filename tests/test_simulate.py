@@ -25,7 +25,14 @@ from ggr_kv.core.prompts import build_prompts
 from ggr_kv.core.schema import STEP_COLUMNS
 from ggr_kv.core.table import Table, load_table
 from ggr_kv.core.tokenizer import load_tokenizer
-from ggr_kv.simulate import SIM_REQUEST_COLUMNS, simulate, simulate_plan
+from ggr_kv.simulate import (
+    SIM_REQUEST_COLUMNS,
+    SIM_WORK_COLUMNS,
+    SchedulerConfig,
+    simulate,
+    simulate_plan,
+    simulate_totals,
+)
 
 
 def seqs(*prompts: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -213,6 +220,67 @@ def test_result_frames_have_the_shared_schema_and_step_index_clock():
 def test_bad_input_is_refused_with_a_clear_message(tokens, offsets, out, match):
     with pytest.raises(ValueError, match=match):
         simulate(np.array(tokens), np.array(offsets), out, block_size=16, num_blocks=5)
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"block_size": 0, "num_blocks": 5}, "block_size must be >= 1"),
+        ({"block_size": 4, "num_blocks": 1}, "num_blocks must be >= 2"),
+        ({"block_size": 4, "num_blocks": 5, "max_num_seqs": 0}, "max_num_seqs"),
+        ({"block_size": 4, "num_blocks": 5, "watermark": 1.0}, "watermark"),
+        ({"block_size": 4, "num_blocks": 5, "long_prefill_token_threshold": -1}, "threshold"),
+    ],
+)
+def test_scheduler_settings_are_checked_once_with_a_clear_message(settings, match):
+    with pytest.raises(ValueError, match=match):
+        SchedulerConfig.of(**settings)
+    tokens, offsets = seqs([1, 2, 3])
+    with pytest.raises(ValueError, match=match):
+        simulate(tokens, offsets, 1, **settings)
+    with pytest.raises(TypeError, match="unknown scheduler setting"):
+        SchedulerConfig.of(block_size=4, num_blocks=5, max_seqs=3)
+
+
+# -- the totals-only replay -----------------------------------------------------------------
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    prompts=st.lists(st.lists(st.sampled_from([1, 2, 3]), min_size=1, max_size=30),
+                     min_size=1, max_size=20),
+    outs=st.lists(st.integers(1, 6), min_size=20, max_size=20),
+    seed=st.integers(0, 100),
+    spare=st.integers(0, 10),
+    subset=st.booleans(),
+)
+def test_totals_of_any_order_equal_the_full_replay_of_that_order(prompts, outs, seed, spare,
+                                                                 subset):
+    # hash once in row order, judge a permuted (or partial) run order without re-hashing
+    tokens, offsets = to_csr(prompts)
+    n = len(prompts)
+    out = np.array(outs[:n])
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)[: max(1, n // 2)] if subset else rng.permutation(n)
+    lens = np.diff(offsets)
+    cfg = SchedulerConfig(block_size=3, num_blocks=int((-(-(lens + out) // 3)).max()) + 2 + spare,
+                          max_num_batched_tokens=16, max_num_seqs=4)
+    tot = simulate_totals(block_hashes(tokens, offsets, 3), out, cfg, order=order)
+    run_tokens, run_offsets = to_csr([prompts[i] for i in order])
+    full = simulate(run_tokens, run_offsets, out[order], **cfg.to_dict())
+    assert tot.to_dict() == full.summary
+    assert tot.num_cached_tokens.tolist() == full.requests["num_cached_tokens"].tolist()
+    assert full.params == cfg.to_dict()
+    assert tuple(full.work.columns) == SIM_WORK_COLUMNS and len(full.work) == len(full.steps)
+
+
+def test_totals_refuse_hashes_of_another_block_size_and_bad_orders():
+    tokens, offsets = seqs([7] * 40, [7] * 40)
+    cfg = SchedulerConfig(block_size=16, num_blocks=11)
+    with pytest.raises(ValueError, match="block_size=8, the config has block_size=16"):
+        simulate_totals(block_hashes(tokens, offsets, 8), 1, cfg)
+    with pytest.raises(ValueError, match=r"prompt indices in \[0, 2\)"):
+        simulate_totals(block_hashes(tokens, offsets, 16), 1, cfg, order=np.array([0, 2]))
+    with pytest.raises(ValueError, match="one per prompt"):
+        simulate_totals(block_hashes(tokens, offsets, 16), [1, 2, 3], cfg)
 
 
 # -- property: no eviction means the unbounded recount, else never more ------------------

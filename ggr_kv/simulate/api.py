@@ -8,8 +8,15 @@ admission within the per-step token budget with chunked prefill, recompute
 preemption of the newest running request, and one decode token per running request
 per step until each reaches its output length.
 
-There is no clock: ``t_s`` in `SimResult.steps` is the step index. Token counts are
-tokens; fractions are 0-1.
+There is no clock: ``t_s`` in `SimResult.steps` is the step index; the work of each step
+(`SimResult.work`) priced by an engine's throughputs gives seconds
+(`ggr_kv.simulate.jobtime.predict_job_time`). Token counts are tokens; fractions are 0-1.
+
+Entry points: `simulate` (token ids in run order -> `SimResult` with per-step and
+per-request tables), `simulate_plan` (a table and a reorder plan, tokenized as vLLM
+sees them), and `simulate_totals` (block hashes made once + a run order -> `SimTotals`,
+no per-step tables: for a reorderer that judges many orders). All three take the
+scheduler settings of `ggr_kv.simulate.config.SchedulerConfig`.
 
 Example
 -------
@@ -30,11 +37,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ggr_kv.core.blocks import block_hashes
+from ggr_kv.core.blocks import BlockHashes, block_hashes
 from ggr_kv.core.schema import STEP_COLUMNS, add_running_totals
+from ggr_kv.simulate.config import SchedulerConfig
 from ggr_kv.simulate.schedule import CoreResult, run_schedule
 
-__all__ = ["SIM_REQUEST_COLUMNS", "SimResult", "simulate", "simulate_plan"]
+__all__ = [
+    "SIM_REQUEST_COLUMNS",
+    "SIM_WORK_COLUMNS",
+    "SimResult",
+    "SimTotals",
+    "simulate",
+    "simulate_plan",
+    "simulate_totals",
+]
 
 #: columns of `SimResult.requests` (``row`` only when built from a plan)
 SIM_REQUEST_COLUMNS: tuple[str, ...] = (
@@ -48,6 +64,62 @@ SIM_REQUEST_COLUMNS: tuple[str, ...] = (
     "finished_step",
 )
 
+#: columns of `SimResult.work`: the model's work per step, in tokens
+SIM_WORK_COLUMNS: tuple[str, ...] = (
+    "step",
+    "scheduled_tokens",  # tokens the model computes this step (vLLM's num_scheduled_tokens)
+    "prefill_tokens",  # of those: prompt chunks, including recomputes after preemption
+    "decode_tokens",  # of those: one token of each request that already sampled
+    "evicted_blocks",  # cached blocks evicted this step
+)
+
+
+@dataclass
+class SimTotals:
+    """Totals of one replay (`simulate_totals`; `SimResult.summary` holds the same keys).
+
+    Attributes
+    ----------
+    hit_rate : prefix_cache_hits / prefix_cache_queries (0-1; NaN without queries).
+    prefix_cache_hits, prefix_cache_queries : tokens, as vLLM's counters count them
+        (first admissions only).
+    preempted_queries, preempted_hits : tokens, re-admissions after a preemption.
+    peak_kv_usage : highest per-step KV usage (0-1, after each step as vLLM reports it).
+    num_preemptions, num_steps, num_requests : counts.
+    prompt_tokens, generation_tokens : tokens in the prompts; tokens generated.
+    evicted_blocks : cached blocks evicted to make room.
+    prefill_tokens : prompt tokens the model computed (not served from the cache),
+        recomputes after a preemption included.
+    decode_tokens : single-token decode inputs computed (generation tokens minus each
+        request's first, plus any re-decode).
+    num_cached_tokens : ``(num_requests,)`` hit tokens of each request's first admission,
+        in run order (vLLM's ``RequestOutput.num_cached_tokens``).
+    seconds : wall time of the replay (s).
+    """
+
+    hit_rate: float
+    prefix_cache_hits: int
+    prefix_cache_queries: int
+    preempted_queries: int
+    preempted_hits: int
+    peak_kv_usage: float
+    num_preemptions: int
+    num_steps: int
+    num_requests: int
+    prompt_tokens: int
+    generation_tokens: int
+    evicted_blocks: int
+    prefill_tokens: int
+    decode_tokens: int
+    num_cached_tokens: np.ndarray
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scalar totals (not ``num_cached_tokens`` or ``seconds``) as a dict."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        del d["num_cached_tokens"], d["seconds"]
+        return d
+
 
 @dataclass
 class SimResult:
@@ -59,13 +131,16 @@ class SimResult:
         ``t_s`` is the step index (the simulator has no clock).
     requests : one row per prompt in run order, columns `SIM_REQUEST_COLUMNS`
         (plus ``row``, the original table row, from `simulate_plan`).
-    summary : ``hit_rate`` (0-1), ``prefix_cache_hits`` / ``prefix_cache_queries``
-        (tokens, as vLLM's counters count them: first admissions only),
-        ``preempted_queries`` / ``preempted_hits`` (tokens, re-admissions after a
-        preemption), ``peak_kv_usage`` (0-1), ``num_preemptions``, ``num_steps``,
-        ``num_requests``, ``prompt_tokens``, ``generation_tokens``, ``evicted_blocks``.
-    params : the engine parameters simulated.
+    summary : the fields of `SimTotals` but ``num_cached_tokens`` and ``seconds``:
+        ``hit_rate`` (0-1), ``prefix_cache_hits`` / ``prefix_cache_queries`` (tokens,
+        first admissions only), ``preempted_queries`` / ``preempted_hits``,
+        ``peak_kv_usage`` (0-1), ``num_preemptions``, ``num_steps``, ``num_requests``,
+        ``prompt_tokens``, ``generation_tokens``, ``evicted_blocks``, ``prefill_tokens``
+        and ``decode_tokens`` (tokens the model computes; see `SimTotals`).
+    params : the engine parameters simulated (`SchedulerConfig.to_dict`).
     meta : versions, hardware and the wall time of the replay (``seconds``).
+    work : one row per step, columns `SIM_WORK_COLUMNS` (what `ggr_kv.simulate.jobtime`
+        turns into seconds).
     """
 
     steps: pd.DataFrame
@@ -73,6 +148,7 @@ class SimResult:
     summary: dict[str, Any]
     params: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    work: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SIM_WORK_COLUMNS))
 
     def to_dict(self) -> dict[str, Any]:
         """Summary, parameters and metadata as one JSON-ready dict (no per-step rows)."""
@@ -99,7 +175,11 @@ def _check_inputs(
         raise ValueError(f"offsets decrease at prompt {int(np.flatnonzero(lens < 0)[0])}")
     if (lens == 0).any():
         raise ValueError(f"prompt {int(np.flatnonzero(lens == 0)[0])} is empty (0 tokens)")
-    n = len(lens)
+    return tokens, offsets, _check_outputs(output_lens, len(lens))
+
+
+def _check_outputs(output_lens: Any, n: int) -> np.ndarray:
+    """``output_lens`` as ``(n,)`` int64, each >= 1, or a ValueError naming the bad one."""
     out = np.asarray(output_lens)
     if out.ndim == 0:
         out = np.full(n, out)
@@ -113,7 +193,7 @@ def _check_inputs(
         raise ValueError(
             f"output_lens[{bad}] = {int(out[bad])}: every request generates >= 1 token"
         )
-    return tokens, offsets, out.astype(np.int64)
+    return out.astype(np.int64)
 
 
 def simulate(
@@ -140,112 +220,197 @@ def simulate(
         (BOS included); prompt i is ``tokens[offsets[i]:offsets[i + 1]]``.
     output_lens : tokens each request generates (one int for all, or one per prompt);
         vLLM's ``max_tokens`` with ``ignore_eos=True``.
-    block_size : tokens per KV block (16 on GPU, 128 on the CPU backend).
-    num_blocks : KV blocks in the pool as vLLM counts them (``num_gpu_blocks``, the
-        log line "GPU KV cache size"/block size); one is vLLM's null block, so
-        ``num_blocks - 1`` hold tokens.
-    max_num_seqs : most requests running at once.
-    max_num_batched_tokens : per-step token budget (tokens).
-    enable_prefix_caching : False replays the engine with the prefix cache off.
-    long_prefill_token_threshold : per-step cap of one request's prefill (tokens), 0 = off.
-    enable_chunked_prefill, scheduler_reserve_full_isl, watermark : vLLM's scheduler
-        options of the same names (defaults are vLLM's).
+    block_size, num_blocks, max_num_seqs, max_num_batched_tokens, enable_prefix_caching,
+    long_prefill_token_threshold, enable_chunked_prefill, scheduler_reserve_full_isl,
+    watermark : vLLM's settings of the same names (defaults are vLLM's), see
+        `ggr_kv.simulate.config.SchedulerConfig`: ``block_size`` in tokens (16 on GPU,
+        128 on the CPU backend), ``num_blocks`` as vLLM's ``num_gpu_blocks`` (the null
+        block included), ``max_num_batched_tokens`` the per-step budget in tokens.
     progress : show a tqdm bar of finished requests (default: only above 20,000 prompts).
 
     Returns
     -------
     SimResult
+
+    See Also
+    --------
+    simulate_totals : the same replay without per-step tables, from precomputed block
+        hashes and a row order (for callers that judge many orders).
     """
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1 token, got {block_size}")
-    if num_blocks < 2:
-        raise ValueError(f"num_blocks must be >= 2 (one is vLLM's null block), got {num_blocks}")
-    if max_num_seqs < 1 or max_num_batched_tokens < 1:
-        raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
-    if long_prefill_token_threshold < 0:
-        raise ValueError("long_prefill_token_threshold must be >= 0 tokens")
-    if not 0.0 <= watermark < 1.0:
-        raise ValueError(f"watermark must be a fraction in [0, 1), got {watermark}")
+    config = SchedulerConfig.of(
+        block_size=block_size,
+        num_blocks=num_blocks,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        enable_prefix_caching=enable_prefix_caching,
+        long_prefill_token_threshold=long_prefill_token_threshold,
+        enable_chunked_prefill=enable_chunked_prefill,
+        scheduler_reserve_full_isl=scheduler_reserve_full_isl,
+        watermark=watermark,
+    )
     tokens, offsets, out = _check_inputs(tokens, offsets, output_lens)
     plen = np.diff(offsets)
+    _check_fits(plen, out, config)
+    t0 = time.perf_counter()
+    bh = block_hashes(tokens, offsets, config.block_size)
+    core = _replay(bh, plen, out, config, None, progress)
+    return _assemble(core, plen, out, config.to_dict(), time.perf_counter() - t0)
+
+
+def simulate_totals(
+    hashes: BlockHashes,
+    output_lens: int | np.ndarray,
+    config: SchedulerConfig,
+    *,
+    order: np.ndarray | None = None,
+    progress: bool | None = False,
+) -> SimTotals:
+    """The replay of `simulate`, totals only: for callers that judge many row orders.
+
+    Hash the prompts once (`ggr_kv.core.blocks.block_hashes`, in table row order), then
+    call this per candidate ``order``: no tokens are hashed again and no per-step
+    DataFrame is built. The totals equal `simulate`'s summary for the same prompts in
+    the same order (tested); on 1,000 prompts it takes about half the time of
+    `simulate` (`benchmarks/RESULTS-simulate.md`).
+
+    Parameters
+    ----------
+    hashes : block hashes of every prompt, at ``config.block_size``.
+    output_lens : tokens each request generates: one int, or one per prompt in the
+        hashes' (row) order, permuted along with ``order``.
+    config : the scheduler settings.
+    order : run order, a permutation of (or a selection from) ``range(n_prompts)``;
+        ``None`` runs the prompts as stored.
+    progress : tqdm bar of finished requests (``None``: only above 20,000 prompts).
+
+    Returns
+    -------
+    SimTotals
+    """
+    if hashes.block_size != config.block_size:
+        raise ValueError(
+            f"hashes were made with block_size={hashes.block_size}, the config has "
+            f"block_size={config.block_size}"
+        )
+    plen = np.asarray(hashes.n_tokens, dtype=np.int64)
     n = len(plen)
+    out = _check_outputs(output_lens, n)
+    if (plen == 0).any():
+        raise ValueError(f"prompt {int(np.flatnonzero(plen == 0)[0])} is empty (0 tokens)")
+    if order is not None:
+        order = np.asarray(order)
+        if order.ndim != 1 or order.dtype.kind not in "iu" or (
+            order.size and (order.min() < 0 or order.max() >= n)
+        ):
+            raise ValueError(f"order must be a 1-d array of prompt indices in [0, {n})")
+        plen, out = plen[order], out[order]
+    _check_fits(plen, out, config)
+    t0 = time.perf_counter()
+    core = _replay(hashes, plen, out, config, order, progress)
+    return _totals(core, plen, out, time.perf_counter() - t0)
+
+
+def _check_fits(plen: np.ndarray, out: np.ndarray, config: SchedulerConfig) -> None:
+    """Refuse a request that could never fit the pool, as vLLM refuses its max_model_len."""
+    if not len(plen):
+        return
     # the most KV one request ever holds: its prompt plus all but its last output token
-    need = -(-(plen + out - 1) // block_size)
-    if n and need.max() > num_blocks - 1:
+    B = config.block_size
+    need = -(-(plen + out - 1) // B)
+    if need.max() > config.usable_blocks:
         worst = int(np.argmax(need))
         raise ValueError(
             f"prompt {worst} ({int(plen[worst])} tokens + {int(out[worst])} output) needs "
-            f"{int(need[worst])} KV blocks of {block_size} tokens, but the pool has "
-            f"{num_blocks - 1} usable blocks (num_blocks={num_blocks}); vLLM would refuse "
-            "this max_model_len"
+            f"{int(need[worst])} KV blocks of {B} tokens, but the pool has "
+            f"{config.usable_blocks} usable blocks (num_blocks={config.num_blocks}); vLLM "
+            "would refuse this max_model_len"
         )
-    params = {
-        "block_size": int(block_size),
-        "num_blocks": int(num_blocks),
-        "max_num_seqs": int(max_num_seqs),
-        "max_num_batched_tokens": int(max_num_batched_tokens),
-        "enable_prefix_caching": bool(enable_prefix_caching),
-        "long_prefill_token_threshold": int(long_prefill_token_threshold),
-        "enable_chunked_prefill": bool(enable_chunked_prefill),
-        "scheduler_reserve_full_isl": bool(scheduler_reserve_full_isl),
-        "watermark": float(watermark),
-    }
-    t0 = time.perf_counter()
-    bh = block_hashes(tokens, offsets, block_size)
-    show = n > 20_000 if progress is None else progress
+
+
+def _replay(
+    bh: BlockHashes,
+    plen: np.ndarray,
+    out: np.ndarray,
+    config: SchedulerConfig,
+    order: np.ndarray | None,
+    progress: bool | None,
+) -> CoreResult:
+    """`run_schedule` with a tqdm bar of finished requests when asked for."""
+    n = len(plen)
     bar = None
-    if show:
+    if (n > 20_000) if progress is None else progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc="simulate", unit="req")
     try:
-        core = run_schedule(
-            plen,
-            out,
-            bh.hashes,
-            bh.block_offsets,
-            block_size=block_size,
-            num_blocks=num_blocks,
-            max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens,
-            enable_prefix_caching=enable_prefix_caching,
-            long_prefill_token_threshold=long_prefill_token_threshold,
-            enable_chunked_prefill=enable_chunked_prefill,
-            scheduler_reserve_full_isl=scheduler_reserve_full_isl,
-            watermark=watermark,
+        return run_schedule(
+            plen, out, bh.hashes, bh.block_offsets, config, order=order,
             on_step=bar.update if bar is not None else None,
         )
     finally:
         if bar is not None:
             bar.close()
-    seconds = time.perf_counter() - t0
-    return _assemble(core, plen, out, params, seconds)
+
+
+def _totals(core: CoreResult, plen: np.ndarray, out: np.ndarray, seconds: float) -> SimTotals:
+    """The run's totals from the replay's per-step arrays."""
+    s = core.steps
+    q, h = int(s["queries"].sum()), int(s["hits"].sum())
+    sched, dec = int(s["scheduled_tokens"].sum()), int(s["decode_tokens"].sum())
+    return SimTotals(
+        hit_rate=h / q if q else float("nan"),
+        prefix_cache_hits=h,
+        prefix_cache_queries=q,
+        preempted_queries=int(s["preempted_queries"].sum()),
+        preempted_hits=int(s["preempted_hits"].sum()),
+        peak_kv_usage=float(s["kv_usage"].max()) if len(s["kv_usage"]) else 0.0,
+        num_preemptions=int(s["num_preemptions"].sum()),
+        num_steps=len(s["kv_usage"]),
+        num_requests=len(plen),
+        prompt_tokens=int(plen.sum()),
+        generation_tokens=int(out.sum()),
+        evicted_blocks=int(s["evictions"].sum()),
+        prefill_tokens=sched - dec,
+        decode_tokens=dec,
+        num_cached_tokens=np.asarray(core.num_cached_tokens, dtype=np.int64),
+        seconds=seconds,
+    )
 
 
 def _assemble(
     core: CoreResult, plen: np.ndarray, out: np.ndarray, params: dict, seconds: float
 ) -> SimResult:
-    n_steps = len(core.queries)
-    q = np.asarray(core.queries, dtype=np.int64)
-    h = np.asarray(core.hits, dtype=np.int64)
-    pre = np.asarray(core.num_preemptions, dtype=np.int64)
+    s = core.steps
+    n_steps = len(s["kv_usage"])
+    idx = np.arange(n_steps, dtype=np.int64)
+    zeros = np.zeros(n_steps, dtype=np.int64)
     steps = pd.DataFrame(
         {
-            "t_s": np.arange(n_steps, dtype=np.float64),
-            "step": np.arange(n_steps, dtype=np.int64),
-            "kv_cache_usage": np.asarray(core.kv_usage, dtype=np.float64),
-            "prefix_queries": q,
-            "prefix_hits": h,
-            "num_running": np.asarray(core.num_running, dtype=np.int64),
-            "num_waiting": np.asarray(core.num_waiting, dtype=np.int64),
-            "num_preemptions": pre,
-            "prompt_tokens": np.asarray(core.prompt_tokens, dtype=np.int64),
-            "generation_tokens": np.asarray(core.generation_tokens, dtype=np.int64),
-            "connector_queries": np.zeros(n_steps, dtype=np.int64),
-            "connector_hits": np.zeros(n_steps, dtype=np.int64),
+            "t_s": idx.astype(np.float64),
+            "step": idx,
+            "kv_cache_usage": s["kv_usage"],
+            "prefix_queries": s["queries"],
+            "prefix_hits": s["hits"],
+            "num_running": s["num_running"],
+            "num_waiting": s["num_waiting"],
+            "num_preemptions": s["num_preemptions"],
+            "prompt_tokens": s["prompt_tokens"],
+            "generation_tokens": s["generation_tokens"],
+            "connector_queries": zeros,
+            "connector_hits": zeros.copy(),
         },
     )
     steps = add_running_totals(steps)[list(STEP_COLUMNS)]
+    work = pd.DataFrame(
+        {
+            "step": idx,
+            "scheduled_tokens": s["scheduled_tokens"],
+            "prefill_tokens": s["scheduled_tokens"] - s["decode_tokens"],
+            "decode_tokens": s["decode_tokens"],
+            "evicted_blocks": s["evictions"],
+        },
+        columns=list(SIM_WORK_COLUMNS),
+    )
     requests = pd.DataFrame(
         {
             "slot": np.arange(len(plen), dtype=np.int64),
@@ -259,24 +424,8 @@ def _assemble(
         },
         columns=list(SIM_REQUEST_COLUMNS),
     )
-    total_q = int(q.sum())
-    total_h = int(h.sum())
-    usage = steps["kv_cache_usage"]
-    summary = {
-        "hit_rate": total_h / total_q if total_q else float("nan"),
-        "prefix_cache_hits": total_h,
-        "prefix_cache_queries": total_q,
-        "preempted_queries": int(sum(core.preempted_queries)),
-        "preempted_hits": int(sum(core.preempted_hits)),
-        "peak_kv_usage": float(usage.max()) if n_steps else 0.0,
-        "num_preemptions": int(pre.sum()),
-        "num_steps": n_steps,
-        "num_requests": int(len(plen)),
-        "prompt_tokens": int(plen.sum()),
-        "generation_tokens": int(out.sum()),
-        "evicted_blocks": int(sum(core.evictions)),
-    }
-    return SimResult(steps, requests, summary, params, _meta(seconds))
+    summary = _totals(core, plen, out, seconds).to_dict()
+    return SimResult(steps, requests, summary, params, _meta(seconds), work)
 
 
 def _meta(seconds: float) -> dict[str, Any]:

@@ -277,3 +277,23 @@ def test_wrong_model_fails_before_any_engine_names_the_shapes(tmp_path):
 def test_bad_knob_value_is_one_line(tmp_path):
     one_line_error(ggr_kv("reorder", "movies", "--method", "ophr", "--knob", "max_rows=abc",
                           cwd=tmp_path))
+
+
+def test_simulate_predicts_job_time_and_speedup_from_engine_speeds(tmp_path):
+    plans = {}
+    for m in ("original", "ggr"):
+        plans[m] = tmp_path / f"{m}.json"
+        ok(ggr_kv("reorder", "movies", "--method", m, "--out", plans[m], cwd=tmp_path))
+    args = ["simulate", "movies", "--plan", plans["ggr"], "--tokenizer", "llama3",
+            "--num-blocks", "20000", "--output-len", "4", "--json"]
+    speeds = ["--prefill-tok-s", "40000", "--decode-tok-s", "20000", "--step-overhead-ms", "10"]
+    out = json.loads(ok(ggr_kv(*args, *speeds, "--baseline-plan", plans["original"],
+                               cwd=tmp_path)))
+    work = out["prediction"]["work"]
+    expected = (work["prefill_tokens"] / 40000 + work["decode_tokens"] / 20000
+                + work["num_steps"] * 0.010)
+    assert out["predicted_job_s"] == pytest.approx(expected)
+    assert out["predicted_speedup"] == pytest.approx(
+        out["baseline_predicted_job_s"] / out["predicted_job_s"])
+    assert 1 < out["predicted_speedup"] <= out["ideal_speedup"]  # prefill-bound, below ideal
+    one_line_error(ggr_kv(*args, "--prefill-tok-s", "40000", cwd=tmp_path), "--decode-tok-s")

@@ -170,6 +170,8 @@ def format_value(key: str, value: Any) -> str:
         return f"{value:.4f} ({100 * value:.1f}%)"
     if isinstance(value, (int, float)) and (key.endswith("_s") or key == "seconds"):
         return f"{value:.3f}"
+    if isinstance(value, (int, float)) and key.endswith("speedup"):
+        return f"{value:.2f}x"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):

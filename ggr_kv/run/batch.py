@@ -519,8 +519,8 @@ def run_batch(
     batch = _Batch(specs, out, llm, server_url, options, on_update)
     groups = group_specs(specs, llm=llm, server_url=server_url)
     batch.prepare(groups)
-    batch.reserve()
     try:
+        batch.reserve()
         batch.run_groups(groups)
     except KeyboardInterrupt:
         batch.abandon("interrupted (KeyboardInterrupt) before the run completed", "interrupted")

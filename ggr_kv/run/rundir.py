@@ -93,7 +93,9 @@ class Timings:
     reorder_s : solver time of the plan (None: the plan came ready-made).
     engine_start_s : cold start of the engine the run used (load + warm-up request),
         None for a server or an engine of unknown origin.
-    job_s : median over repeats of the generate wall time (all stages).
+    job_s : median over repeats of the generate wall time (all stages): from handing the
+        prompts to ``llm.generate`` (or sending the first request) to the last output;
+        building prompts, emptying the cache and recording are outside it.
     total_s : what running this alone costs: reorder + engine start (when the runner
         started it) + every repeat + preparing and recording.
     """
@@ -112,7 +114,7 @@ class RepeatRecord:
     ----------
     repeat : 1, 2, ...
     position : runs started on this engine before this one (0 = first after start).
-    job_s : generate wall time, s.
+    job_s : generate wall time, s (as `Timings.job_s`).
     prefix_cache_reset : the prefix cache was emptied right before it.
     prefix_cache_hits, prefix_cache_queries : the collector's totals (tokens).
     prefix_cache_hit_rate : hits / queries (0-1).

@@ -249,7 +249,7 @@ def test_tiny_sweep_runs_on_one_engine_resumes_and_records_failures(tmp_path, ca
     assert {p: d["status"] for p, d in state.items()} == status
     assert {p.suffix for files in res.figures.values() for p in files} == {".png", ".svg"}
     log = json.loads(next((out / "sweep-log").glob("*.json")).read_text())
-    assert log["finished"] and log["engine_starts"] == 1 and len(log["engine_groups"]) == 1
+    assert log["ended"] == "complete" and log["engine_starts"] == 1 and len(log["engine_groups"]) == 1
 
     # a point killed mid-run (folder reserved, state "running") and a grid that grew
     f2 = sweep_file(tmp_path, datasets=["movies", "products", "no-such-table"], repeats=2,

@@ -480,14 +480,14 @@ class _Sweep:
         return [self.results.get(p.point_id) or PointResult(p, "todo", self.spec.out / p.point_id)
                 for p in self.points]
 
-    def flush(self, finished: bool = False) -> None:
+    def flush(self, ended: str | None = None) -> None:
         """Rewrite summary.csv and this invocation's log (each whole, atomically)."""
         res = self.ordered()
         write_atomic(self.spec.out / "summary.csv", _summary(res).to_csv(index=False))
         log = {
             "started": self.started,
             "updated": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "finished": finished,
+            "ended": ended,  # None while running, then "complete", "interrupted" or "error: ..."
             "ggr_kv": self.version,
             "sources": [str(s) for s in self.spec.sources],
             "spec": {k: (str(v) if isinstance(v, Path) else v)
@@ -694,13 +694,20 @@ def run_sweep(
             else:
                 todo.append(p)
         sw.flush()
+        ended = "complete"
         try:
             if spec.runner == "papermill":
                 _run_papermill(sw, todo, kernel_name, timeout)
             else:
                 _run_inprocess(sw, todo)
+        except KeyboardInterrupt:
+            ended = "interrupted"
+            raise
+        except BaseException as e:
+            ended = f"error: {_first_line(e)}"
+            raise
         finally:
-            sw.flush(finished=True)
+            sw.flush(ended=ended)
         res = SweepResult(spec, sw.ordered(), _summary(sw.ordered()), spec.out / "summary.csv",
                           sw.log, engine_starts=sw.engine_starts, groups=sw.groups)
     _figures(spec, res)

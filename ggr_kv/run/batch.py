@@ -249,7 +249,10 @@ class _Batch:
         for o in self.outcomes:
             if o.status in ("pending", "running"):
                 started = bool(self.repeats.get(o.index)) or o.status == "running"
-                self.fail(o.index, reason, status if started else "not_run")
+                if started:
+                    self.fail(o.index, reason, status)
+                else:
+                    self.fail(o.index, f"not started: {reason}", "not_run")
 
     # -- steps ----------------------------------------------------------------------
     def prepare(self, groups: list[EngineGroup]) -> None:

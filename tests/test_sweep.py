@@ -171,6 +171,7 @@ def test_dry_run_lists_the_grid_and_its_engine_groups_and_runs_nothing(tmp_path,
 def test_in_process_defaults_are_the_notebooks_parameters():
     declared = pm.inspect_notebook(str(INFERENCE))
     got = {k: ast.literal_eval(v["default"]) for k, v in declared.items()}
+    assert got.pop("repeats", 1) == POINT_DEFAULTS["repeats"]  # once the notebook has it
     assert {k: v for k, v in POINT_DEFAULTS.items() if k != "repeats"} == got
 
 

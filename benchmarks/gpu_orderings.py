@@ -1,21 +1,23 @@
 """Every bundled dataset x ordering on one GPU, side by side, plus a KV-cache size sweep.
 
-Used for ``results/h200/`` (issue 6); works on any CUDA machine with vLLM:
+Used for ``results/h200/`` (issues 6, 12); works on any CUDA machine with vLLM:
 
-    python benchmarks/gpu_orderings.py main --model llama-3.1-8b --out results/h200
+    python benchmarks/gpu_orderings.py main --model llama-3.1-8b --repeats 3 --out results/h200
     python benchmarks/gpu_orderings.py kv-sweep --model llama-3.1-8b --dataset movies \
         --blocks 4000 1500 800 400 --out results/h200
 
-``main`` starts ONE engine with prefix caching off and runs the input order of every
-dataset (``no_cache``), stops it, then starts ONE engine with prefix caching on and runs
-``original``, ``sorted`` and ``ggr`` of every dataset with the cache reset between runs.
-Same rows, query, sampling and engine settings for every ordering of a dataset.
-``kv-sweep`` repeats ``original`` and ``ggr`` of one dataset with fewer and fewer KV
-blocks (``num_gpu_blocks_override``), one engine per size, to show where eviction and
-preemption start and the ordering stops paying off.
+Both are one `ggr_kv.run.run_batch` call: every plan is made and every prompt checked
+against ``max_model_len`` before an engine starts; runs are grouped by engine settings and
+each group starts ONE engine. ``main``: one engine with prefix caching off for every
+dataset's ``no_cache`` run, one with caching on for ``original``, ``sorted`` and ``ggr``
+of every dataset. ``kv-sweep``: one engine per KV-cache size (``num_gpu_blocks_override``)
+running ``original`` and ``ggr`` of one dataset, to show where eviction and preemption
+start and the ordering stops paying off. Repeats interleave on each engine (A B C A B C),
+the prefix cache emptied before each; run.json keeps every repeat, the median and spread,
+the engine's cold start, and the collector / requests / simulator hit counts side by side.
 
-``--budget-s`` stops starting new runs when the wall time would run past it, so a call
-with a hard time limit still returns what finished.
+``--budget-s`` starts no repeat after ``budget - reserve`` seconds, so a call with a hard
+time limit still writes every run that has at least one repeat.
 """
 
 from __future__ import annotations
@@ -33,11 +35,10 @@ os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ggr_kv.datasets import load_dataset  # noqa: E402
-from ggr_kv.datasets.queries import get_query  # noqa: E402
-from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm  # noqa: E402
-from ggr_kv.reorder import reorder  # noqa: E402
-from ggr_kv.run import run_table  # noqa: E402
+from ggr_kv.datasets import load_dataset
+from ggr_kv.datasets.queries import get_query
+from ggr_kv.engine.config import EngineConfig
+from ggr_kv.run import RunSpec, run_batch
 
 QTYPE = {"rag": "rag"}  # every other dataset runs its filter query (the paper's T1)
 
@@ -46,90 +47,60 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _left(t0: float, budget_s: float) -> float:
-    return budget_s - (time.perf_counter() - t0)
-
-
 def _engine(args, **over) -> EngineConfig:
     return EngineConfig(
         model=args.model,
         enforce_eager=args.enforce_eager,
         gpu_memory_utilization=args.gpu_memory_utilization,
         max_model_len=args.max_model_len,
+        max_num_seqs=args.max_num_seqs,
         seed=0,
         **over,
     )
 
 
-def _jobs(args):
-    for name in args.datasets:
+def _jobs(args, names):
+    for name in names:
         ds = load_dataset(name)
         if args.rows and args.rows < len(ds.frame):  # first N rows; smaller tables whole
             ds = load_dataset(name, n=args.rows, sample="head")
         yield name, ds, get_query(name, QTYPE.get(name, "filter"))
 
 
-def cmd_main(args) -> None:
-    t0 = time.perf_counter()
-    jobs = list(_jobs(args))
-    plans = {}
-    for name, ds, _ in jobs:
-        for m in ("original", "sorted", "ggr"):
-            plans[name, m] = reorder(ds.table(), m, fds=ds.fds)
-        _log(f"{name}: {ds.frame.shape[0]} rows, plans ready")
-
-    def run_all(llm, methods):
-        for name, ds, q in jobs:
-            for m in methods:
-                if _left(t0, args.budget_s) < args.reserve_s:
-                    _log(f"budget: skipping {name}/{m}")
-                    continue
-                plan = None if m == "no_cache" else plans[name, m]
-                r = run_table(ds, plan, q, llm=llm, dataset=name, method=m,
-                              out_dir=args.out, run_id=f"{args.prefix}{name}-{m}", progress=False)
-                _log(f"{name:9s} {m:9s} job {r.timings['job_s']:7.2f} s  "
-                     f"hit {r.summary.get('prefix_cache_hit_rate')}  kv peak {r.summary.get('max_kv_cache_usage')}")
-
-    if "no_cache" in args.methods:
-        t = time.perf_counter()
-        llm = make_llm(_engine(args, enable_prefix_caching=False))
-        _log(f"no-cache engine started in {time.perf_counter() - t:.1f} s")
-        try:
-            run_all(llm, ["no_cache"])
-        finally:
-            shutdown_llm(llm)
-    rest = [m for m in args.methods if m != "no_cache"]
-    if rest:
-        t = time.perf_counter()
-        llm = make_llm(_engine(args))
-        _log(f"prefix-cache engine started in {time.perf_counter() - t:.1f} s")
-        try:
-            run_all(llm, rest)
-        finally:
-            shutdown_llm(llm)
+def _report(o) -> None:
+    """Log a run as it finishes (run_batch's on_update)."""
+    if o.status == "done":
+        m = o.result.meta
+        rep, c = m["repeats"], m["counters"]
+        _log(f"{m['dataset']:9s} {m['method']:9s} job {rep['job_s_median']:7.2f} s "
+             f"[{rep['job_s_min']:.2f}-{rep['job_s_max']:.2f}] x{rep['count']}  "
+             f"hit {m['summary'].get('prefix_cache_hit_rate')}  "
+             f"requests {c['request_cached_tokens']} sim {c['simulated_hits']}  "
+             f"engine start {m['timings']['engine_start_s']:.1f} s")
+    elif o.status in ("failed", "interrupted", "not_run"):
+        _log(f"{o.status}: {o.run_id or o.spec.method}: {o.error}")
 
 
-def cmd_kv_sweep(args) -> None:
-    t0 = time.perf_counter()
-    (name, ds, q), = list(_jobs(argparse.Namespace(**{**vars(args), "datasets": [args.dataset]})))
-    plans = {m: reorder(ds.table(), m, fds=ds.fds) for m in args.methods}
-    for blocks in args.blocks:
-        if _left(t0, args.budget_s) < args.reserve_s:
-            _log(f"budget: skipping {blocks} blocks")
-            continue
-        t = time.perf_counter()
-        llm = make_llm(_engine(args, num_gpu_blocks_override=blocks,
-                               max_num_seqs=args.max_num_seqs))
-        _log(f"engine with {blocks} KV blocks started in {time.perf_counter() - t:.1f} s")
-        try:
-            for m in args.methods:
-                r = run_table(ds, plans[m], q, llm=llm, dataset=name, method=m,
-                              out_dir=args.out, run_id=f"{args.prefix}kv{blocks}-{name}-{m}",
-                              progress=False)
-                _log(f"blocks {blocks:6d} {m:9s} job {r.timings['job_s']:7.2f} s  "
-                     f"hit {r.summary.get('prefix_cache_hit_rate')}  preempt {r.summary.get('num_preemptions')}")
-        finally:
-            shutdown_llm(llm)
+def cmd_main(args) -> list:
+    specs = [
+        RunSpec(ds, m, q, repeats=args.repeats,
+                engine=_engine(args, enable_prefix_caching=m != "no_cache"),
+                run_id=f"{args.prefix}{name}-{m}", dataset=name)
+        for name, ds, q in _jobs(args, args.datasets)
+        for m in args.methods
+    ]
+    return specs
+
+
+def cmd_kv_sweep(args) -> list:
+    ((name, ds, q),) = list(_jobs(args, [args.dataset]))
+    return [
+        RunSpec(ds, m, q, repeats=args.repeats,
+                engine=_engine(args, num_gpu_blocks_override=blocks),
+                run_id=f"{args.prefix}kv{blocks}-{name}-{m}", dataset=name)
+        for blocks in args.blocks
+        for m in args.methods
+    ]
 
 
 def main() -> None:
@@ -142,20 +113,26 @@ def main() -> None:
     p.add_argument("--dataset", default="movies", help="kv-sweep: the dataset")
     p.add_argument("--methods", nargs="+", default=None)
     p.add_argument("--rows", type=int, default=None, help="first N rows (default: all)")
+    p.add_argument("--repeats", type=int, default=1, help="passes per run (median and spread)")
     p.add_argument("--blocks", type=int, nargs="+", default=[4000, 1500, 800, 400])
     p.add_argument("--max-num-seqs", type=int, default=None)
     p.add_argument("--enforce-eager", action="store_true")
     p.add_argument("--gpu-memory-utilization", type=float, default=None)
     p.add_argument("--max-model-len", type=int, default=4096)
-    p.add_argument("--budget-s", type=float, default=1e9, help="stop starting runs after this")
+    p.add_argument("--budget-s", type=float, default=None, help="stop starting runs after this")
     p.add_argument("--reserve-s", type=float, default=45.0)
+    p.add_argument("--no-predict", action="store_true", help="skip the simulator's counts")
     args = p.parse_args()
     if args.methods is None:
         args.methods = (["no_cache", "original", "sorted", "ggr"] if args.what == "main"
                         else ["original", "ggr"])
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (cmd_main if args.what == "main" else cmd_kv_sweep)(args)
-    print(json.dumps({"done": args.what, "out": args.out}))
+    specs = (cmd_main if args.what == "main" else cmd_kv_sweep)(args)
+    stop = None if args.budget_s is None else max(args.budget_s - args.reserve_s, 0.0)
+    outcomes = run_batch(specs, out_dir=args.out, on_error="continue", on_update=_report,
+                         progress=False, predict=not args.no_predict, stop_after_s=stop)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "failed", "not_run")}
+    print(json.dumps({"done": args.what, "out": args.out, "runs": counts}))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import shared_path
 
-from ggr_kv.engine.config import EngineConfig, make_llm
+from ggr_kv.engine.config import EngineConfig, check_engine_args, make_llm, model_max_len
 from ggr_kv.engine.models import SHAPES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +87,28 @@ def test_bad_engine_settings_are_refused_with_the_setting_named(kwargs, match):
         EngineConfig(**kwargs)
 
 
+def test_max_model_len_default_is_read_from_the_model_folder(tmp_path):
+    folder = EngineConfig(model="llama-3.1-8b", models_dir=str(tmp_path)).resolve_model()[0]
+    assert model_max_len(folder) == SHAPES["llama-3.1-8b"]["max_position_embeddings"]
+    assert model_max_len(tmp_path / "nothing-here") is None
+
+
+@pytest.mark.vllm
+def test_an_unknown_engine_argument_is_named_before_any_engine(tmp_path):
+    pytest.importorskip("vllm")
+    with pytest.raises(ValueError, match=r"'max_num_seq'.*did you mean max_num_seqs"):
+        check_engine_args(EngineConfig(extra={"max_num_seq": 4}))
+    check_engine_args(EngineConfig(extra={"enable_chunked_prefill": False}))  # a real one
+    proc = ggr_kv("run", "movies", "--rows", "2", "--query-type", "filter",
+                  "--engine-arg", "max_num_seq=4", "--out-dir", tmp_path / "r")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ggr-kv run: error: engine argument 'max_num_seq'")
+    assert "max_num_seqs" in last
+    assert "Initializing a V1 LLM engine" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
 def test_offline_data_parallel_points_to_a_server_before_starting_anything():
     with pytest.raises(ValueError, match="--data-parallel-size 2"):
         make_llm(EngineConfig(data_parallel_size=2))
@@ -112,7 +134,7 @@ def test_run_command_end_to_end_and_never_overwrites(tmp_path):
     args = ["run", movies, "--rows", "16", "--method", "sorted", "--query-type", "filter",
             "--max-tokens", "2", "--enforce-eager", "--max-model-len", "4096",
             "--engine-arg", "max_num_seqs=8", "--out-dir", out, "--run-id", "cli",
-            "--no-progress", "--json"]
+            "--repeats", "2", "--no-progress", "--json"]
     proc = ggr_kv(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
@@ -121,7 +143,13 @@ def test_run_command_end_to_end_and_never_overwrites(tmp_path):
     assert summary["run_id"] == "cli" and summary["rows"] == 16
     assert summary["method"] == "sorted" and summary["query_type"] == "filter"
     assert summary["prefix_cache_queries"] == summary["prompt_tokens"] > 0
+    assert summary["repeats"] == 2 and summary["job_s_min"] <= summary["job_s"] <= summary[
+        "job_s_max"]
+    assert summary["request_cached_tokens"] == summary["prefix_cache_hits"]
+    assert summary["simulated_hits"] == summary["prefix_cache_hits"]
+    assert summary["counter_mismatch"] is False
     meta = json.loads((out / "cli" / "run.json").read_text())
+    assert len(meta["repeat_runs"]) == 2 and meta["repeats"]["count"] == 2
     assert meta["engine_args"]["max_num_seqs"] == 8 and meta["sampling"]["max_tokens"] == 2
     assert meta["timings"]["reorder_s"] is not None and meta["output_tokens"] == 16 * 2
     assert meta["dataset_info"] is None and meta["dataset"] == "movies_small"

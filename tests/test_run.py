@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -32,9 +33,17 @@ from ggr_kv.core.prompts import build_prompts
 from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS
 from ggr_kv.core.table import Table, load_table
 from ggr_kv.core.tokenizer import load_tokenizer
-from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm
-from ggr_kv.run import restrict_plan, run_orderings, run_table
-from ggr_kv.run.rundir import RUN_FILES, read_outputs
+from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm, started_engine
+from ggr_kv.run import RunSpec, read_record, restrict_plan, run_batch, run_orderings, run_table
+from ggr_kv.run.rundir import (
+    ERROR_FILE,
+    INCOMPLETE_FILE,
+    RUN_FILES,
+    read_outputs,
+    reserve_run_dir,
+    run_dir_state,
+)
+from ggr_kv.run.runs import load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.vllm
@@ -298,3 +307,94 @@ def test_server_path_gives_the_offline_prefix_cache_totals(server, first, table,
     assert out["row"].tolist() == list(range(N_ROWS))
     assert out["prompt_tokens"].tolist() == read_outputs(first.path)["prompt_tokens"].tolist()
     assert (srv["e2e_s"] > 0).all() and r.timings["job_s"] > 0
+
+
+def test_repeats_interleave_on_the_warm_engine_and_every_repeat_is_recorded(
+    llm, table, results, tok
+):
+    res = run_orderings(table, ("original", "sorted"), QUERY, llm=llm, dataset="movies_small",
+                        sampling={"max_tokens": 2}, out_dir=results, run_id="rep", repeats=2,
+                        progress=False)
+    # A B A B on one engine: repeat 1 of both orderings before repeat 2 of either
+    assert [x.position for x in res[0].record.repeat_runs] == [0, 2]
+    assert [x.position for x in res[1].record.repeat_runs] == [1, 3]
+    for r in res:
+        rec = read_record(r.path)
+        assert rec == r.record
+        assert rec.repeats.count == rec.repeats.requested == 2
+        assert rec.repeats.schedule.startswith("interleaved")
+        jobs = [x.job_s for x in rec.repeat_runs]
+        assert rec.repeats.job_s == jobs and rec.timings.job_s == pytest.approx(
+            statistics.median(jobs))
+        assert (rec.repeats.job_s_min, rec.repeats.job_s_max) == (min(jobs), max(jobs))
+        # each repeat on an emptied cache hits exactly what the block model says
+        order = ReorderPlan.from_json(r.path / "plan.json", table)
+        _, hits = expected_hits(build_prompts(table, order, QUERY), tok)
+        assert [x.prefix_cache_hits for x in rec.repeat_runs] == [int(hits.sum())] * 2
+        assert all(x.prefix_cache_reset for x in rec.repeat_runs)
+        # honest counters: collector, requests and simulator agree on this engine
+        c = rec.counters
+        assert c.collector_hits == c.request_cached_tokens == c.simulated_hits == int(hits.sum())
+        assert c.simulated_queries == c.collector_queries and c.mismatch is False
+        steps = pd.read_parquet(r.path / "steps.parquet")
+        req = pd.read_parquet(r.path / "requests.parquet")
+        assert set(steps["repeat"]) == {1, 2}
+        assert req.groupby("repeat").size().to_dict() == {1: N_ROWS, 2: N_ROWS}
+        assert rec.engine.engine_id == started_engine(llm).engine_id
+        assert rec.engine.started_by_runner is False and rec.engine.runs == 2
+    runs, steps = load_runs([r.path for r in res])
+    for row in runs.itertuples():
+        assert row.repeats == 2 and row.job_s_min <= row.job_s <= row.job_s_max
+        assert row.counter_mismatch is False
+    for r in res:  # the steps of a run's median repeat stand for it
+        mine = steps[steps["run_id"] == r.run_id]
+        assert set(mine["repeat"]) == {r.record.repeats.median_repeat}
+        assert len(mine) == r.record.summary["num_steps"]
+
+
+def test_the_folder_is_reserved_when_the_run_starts_and_kept_when_it_fails(
+    llm, table, plan, results
+):
+    seen: dict = {}
+
+    def on_update(o):
+        if o.status == "running":
+            seen["files"] = sorted(p.name for p in o.run_dir.iterdir())
+            try:  # another process asking for the same id meanwhile
+                reserve_run_dir(results, "reserved")
+            except FileExistsError as e:
+                seen["second"] = str(e)
+
+    spec = RunSpec(table, "custom", QUERY, plan=plan, run_id="reserved",
+                   sampling={"max_tokens": 2})
+    (out,) = run_batch([spec], llm=llm, out_dir=results, on_update=on_update, progress=False)
+    assert seen["files"] == [INCOMPLETE_FILE] and "running or was killed" in seen["second"]
+    assert out.status == "done"
+    assert sorted(p.name for p in out.run_dir.iterdir()) == sorted(RUN_FILES)
+
+    # a sampling setting vLLM refuses up front fails before any work: no folder
+    refused = RunSpec(table, "custom", QUERY, plan=plan, run_id="refused",
+                      sampling={"max_tokens": 2, "temperature": -1.0})
+    with pytest.raises(ValueError, match="temperature must be non-negative"):
+        run_batch([refused], llm=llm, out_dir=results, progress=False)
+    assert not (results / "refused").exists()
+    # one the engine refuses only when the requests reach it fails mid-run: folder kept
+    from vllm.exceptions import VLLMValidationError
+
+    bad = RunSpec(table, "custom", QUERY, plan=plan, run_id="broken",
+                  sampling={"max_tokens": 2, "logprobs": 1000})
+    with pytest.raises(VLLMValidationError, match="sample logprobs of 1000"):
+        run_batch([bad], llm=llm, out_dir=results, progress=False)
+    folder = results / "broken"
+    assert run_dir_state(folder) == "failed" and not (folder / "run.json").exists()
+    assert (folder / INCOMPLETE_FILE).is_file()
+    assert "sample logprobs of 1000" in (folder / ERROR_FILE).read_text()
+    with pytest.raises(FileExistsError, match="failed run"):
+        run_table(table, plan, QUERY, llm=llm, out_dir=results, run_id="broken", progress=False)
+    # on_error="continue": the failure is recorded and the next run still completes
+    bad.run_id = "broken-2"
+    good = RunSpec(table, "custom", QUERY, plan=plan, run_id="after-broken",
+                   sampling={"max_tokens": 2})
+    outs = run_batch([bad, good], llm=llm, out_dir=results, on_error="continue", progress=False)
+    assert [o.status for o in outs] == ["failed", "done"]
+    assert "logprobs" in outs[0].error and (results / "broken-2" / ERROR_FILE).is_file()

@@ -1,10 +1,11 @@
-"""Papermill sweeps: run a notebook once per grid point, resumably.
+"""Sweeps: a grid of datasets x orderings x models x engine settings, resumable.
 
-A sweep file (YAML) names a notebook, a grid and the notebook parameters::
+A sweep file (YAML) names the grid and the point parameters (those of
+``notebooks/02_inference.ipynb``)::
 
-    notebook: notebooks/02_inference.ipynb   # relative to the sweep file's project
     out: results/sweeps/cpu-tiny             # the sweep folder (``--out`` overrides)
-    base:                                    # notebook parameters of every point
+    repeats: 3                               # passes per point (median and spread kept)
+    base:                                    # parameters of every point
       rows: 8
       max_tokens: 4
       engine_args: {max_num_seqs: 8}
@@ -16,31 +17,36 @@ A sweep file (YAML) names a notebook, a grid and the notebook parameters::
     overrides:                               # parameters for the points that match
       - match: {dataset: movies, ordering: ggr}
         parameters: {rows: 8}
+    runner: inprocess                        # or papermill (``--papermill``)
+    notebook: notebooks/02_inference.ipynb   # what papermill runs (relative: the project)
 
-Several files merge in order (``ggr-kv sweep base.yaml exp.yaml``): mappings merge
-key by key, anything else is replaced by the later file.
+Several files merge in order (``ggr-kv sweep base.yaml exp.yaml``): mappings merge key by
+key, anything else is replaced by the later file.
 
-One grid point = one (dataset, ordering, model, engine) = one run folder
-``OUT/<point_id>/`` (the notebook gets ``orderings=[ordering]``, ``out_dir=OUT``,
-``comparison=""`` and ``run_id=<point_id>``). The executed notebook is kept in the run
-folder. A point whose folder has ``run.json`` is skipped (resume). A failing point is
-recorded (``OUT/_failed/<point_id>[-k]/`` with ``error.txt`` and the executed notebook)
-and the sweep goes on. At the end ``OUT/summary.csv`` (one row per point: status,
-error, and the run's numbers from ``ggr_kv.run.runs``) is rebuilt from the run folders,
-each invocation's statuses go to ``OUT/sweep-log/<timestamp>.json``, and the combined
-figures go to ``OUT/figures/`` (never overwritten, see ``ggr_kv.analysis.plots``).
+One grid point = one (dataset, ordering, model, engine) = one run folder. By default the
+points run in this process through `ggr_kv.run.batch.run_batch`, grouped by engine
+settings as vLLM's own ``benchmarks/sweep`` does: ONE engine start per group (``no_cache``
+points, prefix caching off, form their own group), every point's repeats interleaved on
+it. ``runner: papermill`` runs the notebook once per point instead (one engine start per
+point; the executed notebook is kept in ``OUT/_notebooks/``).
+
+Nothing is lost or overwritten: each point's state (todo / running / done / failed /
+interrupted, every attempt) is in ``OUT/sweep-state.json``; a point's first attempt runs
+in ``OUT/<point_id>/``, a retry in ``OUT/<point_id>-try2/`` (a failed attempt keeps its
+folder and ``error.txt``); a point with a complete folder is skipped (resume); a second
+sweep in the same folder is refused while the first runs (``OUT/.sweep.lock``).
+``OUT/summary.csv`` (one row per point: status, error, attempts and the run's numbers from
+``ggr_kv.run.runs``) and this invocation's ``OUT/sweep-log/<timestamp>.json`` are
+rewritten whole as each point finishes; the combined figures go to ``OUT/figures/`` at the
+end (never overwritten, see ``ggr_kv.analysis.plots``).
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as _dt
-import json
-import os
 import re
-import shutil
 import time
-import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import product
@@ -50,9 +56,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ggr_kv.core.jsonutil import dumps
 from ggr_kv.core.paths import project_path
+from ggr_kv.run.sweepstate import SweepLock, SweepState, done_dir, next_attempt, write_atomic
 
 __all__ = [
+    "POINT_DEFAULTS",
     "GridPoint",
     "PointResult",
     "SweepResult",
@@ -60,14 +69,40 @@ __all__ = [
     "grid",
     "load_sweep",
     "merge",
+    "point_spec",
     "run_sweep",
 ]
 
-_KEYS = ("notebook", "out", "base", "datasets", "orderings", "models", "engines", "overrides")
+_KEYS = ("notebook", "out", "base", "datasets", "orderings", "models", "engines", "overrides",
+         "repeats", "runner")
 _AXES = ("dataset", "ordering", "model", "engine")
 #: parameters the sweep sets itself on every point
 _SET_BY_SWEEP = ("dataset", "orderings", "model", "out_dir", "comparison", "run_id")
-_ORDERINGS = ("no_cache", "original", "sorted", "ggr", "ophr")
+RUNNERS = ("inprocess", "papermill")
+#: point parameters an in-process sweep understands, with their defaults: those of
+#: notebooks/02_inference.ipynb (a test keeps them equal), plus ``repeats``
+POINT_DEFAULTS: dict[str, Any] = {
+    "dataset": "movies",
+    "rows": 12,
+    "sample": "head",
+    "seed": 0,
+    "query_type": "filter",
+    "orderings": ["no_cache", "original", "ggr"],
+    "model": "tiny-llama",
+    "engine_args": {"max_num_seqs": 4},
+    "max_tokens": 4,
+    "out_dir": "results",
+    "comparison": "auto",
+    "run_id": "",
+    "repeats": 1,
+}
+_DEFAULT_NOTEBOOK = "notebooks/02_inference.ipynb"
+
+
+def _orderings() -> tuple[str, ...]:
+    from ggr_kv.reorder.methods import METHODS
+
+    return ("no_cache", *METHODS)
 
 
 def merge(base: Any, over: Any) -> Any:
@@ -86,16 +121,18 @@ class SweepSpec:
 
     Attributes
     ----------
-    notebook : the notebook each point runs.
+    notebook : the notebook a papermill sweep runs (None: in-process only).
     out : the sweep folder.
-    base : notebook parameters of every point.
+    base : parameters of every point.
     datasets, orderings, models : grid axes.
     engines : engine name -> engine_args merged over ``base["engine_args"]``.
     overrides : ``{"match": {axis: value}, "parameters": {...}}`` entries, in order.
     sources : the YAML files it came from.
+    repeats : passes per point (a point's ``repeats`` parameter overrides it).
+    runner : ``inprocess`` (engine groups, this process) or ``papermill``.
     """
 
-    notebook: Path
+    notebook: Path | None
     out: Path
     base: dict[str, Any]
     datasets: list[str]
@@ -104,11 +141,13 @@ class SweepSpec:
     engines: dict[str, dict[str, Any]]
     overrides: list[dict[str, Any]] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)
+    repeats: int = 1
+    runner: str = "inprocess"
 
 
 @dataclass(frozen=True)
 class GridPoint:
-    """One grid point: its id (= run folder name), axis values and notebook parameters."""
+    """One grid point: its id (= first run folder's name), axis values and parameters."""
 
     point_id: str
     dataset: str
@@ -124,12 +163,13 @@ class PointResult:
 
     Attributes
     ----------
-    status : ``done`` (ran now), ``skipped`` (run.json already there), ``failed``,
-        or ``todo`` (dry run).
-    run_dir : the point's run folder.
-    notebook : the executed notebook (in the run folder, or in the failure folder).
+    status : ``done`` (ran now), ``skipped`` (done before), ``failed``, ``interrupted``,
+        ``todo`` (dry run, or not reached).
+    run_dir : the point's run folder (the complete one, else the last attempt's).
+    notebook : the executed notebook (papermill).
     error : one-line error of a failed point.
     seconds : wall time spent on the point, s.
+    group : its engine group (in-process).
     """
 
     point: GridPoint
@@ -138,11 +178,18 @@ class PointResult:
     notebook: Path | None = None
     error: str | None = None
     seconds: float = 0.0
+    group: int | None = None
 
 
 @dataclass
 class SweepResult:
-    """A sweep's outcome: per-point results, the summary table and files written."""
+    """A sweep's outcome: per-point results, the summary table and files written.
+
+    Attributes
+    ----------
+    engine_starts : engines this invocation started (in-process: one per group run).
+    groups : engine groups of the points that ran (in-process), as point-id lists.
+    """
 
     spec: SweepSpec
     points: list[PointResult]
@@ -150,10 +197,15 @@ class SweepResult:
     summary_csv: Path | None = None
     log: Path | None = None
     figures: dict[str, list[Path]] = field(default_factory=dict)
+    engine_starts: int = 0
+    groups: list[list[str]] = field(default_factory=list)
 
     @property
     def failed(self) -> list[PointResult]:
-        return [p for p in self.points if p.status == "failed"]
+        return [p for p in self.points if p.status in ("failed", "interrupted")]
+
+
+# ----------------------------------------------------------------------------- reading
 
 
 def _as_list(value: Any, key: str, src: str) -> list[str]:
@@ -164,61 +216,121 @@ def _as_list(value: Any, key: str, src: str) -> list[str]:
     return [str(v) for v in value]
 
 
+def _read_yaml(f: Path) -> dict[str, Any]:
+    """One sweep file as a mapping; a YAML error names the file, line and column."""
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: no such sweep file")
+    try:
+        with open(f, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(x) for x in (getattr(e, "context", None),
+                                         getattr(e, "problem", None)) if x) or str(e)
+        raise ValueError(f"{f}{where}: not valid YAML: {what}") from None
+    if not isinstance(data, dict):
+        raise ValueError(  # noqa: TRY004 - bad file content, reported like other bad values
+            f"{f}: a sweep file must be a mapping, got {type(data).__name__}"
+        )
+    bad = sorted(set(data) - set(_KEYS))
+    if bad:
+        raise ValueError(f"{f}: unknown keys {bad}. Valid keys: {list(_KEYS)}")
+    return data
+
+
+def _positive(value: Any, key: str, src: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{src}: '{key}' must be a positive integer, got {value!r}")
+    return value
+
+
 def load_sweep(
-    paths: str | Path | Sequence[str | Path], out: str | Path | None = None
+    paths: str | Path | Sequence[str | Path],
+    out: str | Path | None = None,
+    *,
+    runner: str | None = None,
+    repeats: int | None = None,
 ) -> SweepSpec:
     """Read and merge sweep YAML files (later files override earlier ones).
 
     Relative ``notebook`` and ``out`` paths are resolved against the ggr-kv project
-    folder above the first file (``ggr_kv.run.runs.project_path``). ``out`` overrides the
-    file's ``out``.
+    folder above the first file (`ggr_kv.core.paths.project_path`). ``out``, ``runner``
+    and ``repeats`` override the files' values.
 
     Raises
     ------
     FileNotFoundError : a sweep file or the notebook is missing.
-    ValueError : an unknown key, a missing axis, an unknown ordering or notebook
-        parameter (the message names the file and lists the valid choices).
+    ValueError : invalid YAML (file, line and column named), an unknown key, a missing
+        axis, an unknown ordering or parameter (the message names the file and lists the
+        valid choices).
     """
     files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     if not files:
         raise ValueError("no sweep file given")
     raw: dict[str, Any] = {}
     for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: no such sweep file")
-        data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ValueError(  # noqa: TRY004 - bad file content, reported like other bad values
-                f"{f}: a sweep file must be a mapping, got {type(data).__name__}"
-            )
-        bad = sorted(set(data) - set(_KEYS))
-        if bad:
-            raise ValueError(f"{f}: unknown keys {bad}. Valid keys: {list(_KEYS)}")
-        raw = merge(raw, data)
+        raw = merge(raw, _read_yaml(f))
     src = " + ".join(str(f) for f in files)
     start = files[0].resolve().parent
-    for key in ("notebook", "datasets", "orderings", "models"):
+    for key in ("datasets", "orderings", "models"):
         if key not in raw:
             raise ValueError(f"{src}: missing '{key}'")
-    notebook = project_path(raw["notebook"], start)
-    if not notebook.is_file():
-        raise FileNotFoundError(f"{src}: notebook {notebook} does not exist")
+    runner = runner or raw.get("runner") or "inprocess"
+    if runner not in RUNNERS:
+        raise ValueError(f"{src}: unknown runner {runner!r}; valid runners: {list(RUNNERS)}")
+    notebook = None
+    if "notebook" in raw or runner == "papermill":
+        notebook = project_path(raw.get("notebook", _DEFAULT_NOTEBOOK), start)
+        if not notebook.is_file():
+            raise FileNotFoundError(f"{src}: notebook {notebook} does not exist")
     if out is not None:  # from the command line: relative to the working directory
         out_dir = Path(out).expanduser().resolve()
     else:
         out_dir = project_path(raw.get("out", "results/sweep"), start)
-    orderings = _as_list(raw["orderings"], "orderings", src)
-    bad = [o for o in orderings if o not in _ORDERINGS]
+    spec = SweepSpec(
+        notebook=notebook,
+        out=out_dir,
+        base=_base(raw, src),
+        datasets=_as_list(raw["datasets"], "datasets", src),
+        orderings=_check_orderings(_as_list(raw["orderings"], "orderings", src), src),
+        models=_as_list(raw["models"], "models", src),
+        engines=_engines(raw, src),
+        overrides=_overrides(raw, src),
+        sources=files,
+        repeats=_positive(repeats if repeats is not None else raw.get("repeats", 1), "repeats",
+                          src),
+        runner=runner,
+    )
+    _check_parameters(spec, src)
+    return spec
+
+
+def _check_orderings(orderings: list[str], src: str) -> list[str]:
+    valid = _orderings()
+    bad = [o for o in orderings if o not in valid]
     if bad:
-        raise ValueError(f"{src}: unknown orderings {bad}. Valid orderings: {list(_ORDERINGS)}")
+        raise ValueError(f"{src}: unknown orderings {bad}. Valid orderings: {list(valid)}")
+    return orderings
+
+
+def _engines(raw: dict[str, Any], src: str) -> dict[str, dict[str, Any]]:
     engines = raw.get("engines") or {"default": {}}
     if not isinstance(engines, dict) or not all(
         isinstance(v or {}, dict) for v in engines.values()
     ):
         raise ValueError(f"{src}: 'engines' must map a name to engine arguments, got {engines!r}")
+    return {str(k): dict(v or {}) for k, v in engines.items()}
+
+
+def _base(raw: dict[str, Any], src: str) -> dict[str, Any]:
     base = raw.get("base") or {}
     if not isinstance(base, dict):
-        raise ValueError(f"{src}: 'base' must be a mapping of notebook parameters")  # noqa: TRY004
+        raise ValueError(f"{src}: 'base' must be a mapping of point parameters")  # noqa: TRY004
+    return base
+
+
+def _overrides(raw: dict[str, Any], src: str) -> list[dict[str, Any]]:
     overrides = raw.get("overrides") or []
     for i, o in enumerate(overrides):
         if not isinstance(o, dict) or set(o) - {"match", "parameters"}:
@@ -228,33 +340,42 @@ def load_sweep(
             raise ValueError(
                 f"{src}: overrides[{i}].match has unknown axes {bad}; axes: {list(_AXES)}"
             )
-    spec = SweepSpec(
-        notebook=notebook,
-        out=out_dir,
-        base=base,
-        datasets=_as_list(raw["datasets"], "datasets", src),
-        orderings=orderings,
-        models=_as_list(raw["models"], "models", src),
-        engines={str(k): dict(v or {}) for k, v in engines.items()},
-        overrides=overrides,
-        sources=files,
-    )
-    _check_parameters(spec, src)
-    return spec
+    return overrides
+
+
+def _notebook_parameters(notebook: Path) -> set[str]:
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(notebook)))
 
 
 def _check_parameters(spec: SweepSpec, src: str) -> None:
-    import papermill as pm
-
-    declared = set(pm.inspect_notebook(str(spec.notebook)))
     given = set(spec.base) | {k for o in spec.overrides for k in (o.get("parameters") or {})}
-    given |= set(_SET_BY_SWEEP) | ({"engine_args"} if spec.engines else set())
-    bad = sorted(given - declared)
+    for k in ("rows", "max_tokens", "seed", "repeats"):
+        for params in [spec.base, *(o.get("parameters") or {} for o in spec.overrides)]:
+            if k in params and (isinstance(params[k], bool) or not isinstance(params[k], int)):
+                raise ValueError(f"{src}: parameter '{k}' must be an integer, got {params[k]!r}")
+    if spec.runner == "papermill":
+        declared = _notebook_parameters(spec.notebook)
+        needed = given | set(_SET_BY_SWEEP) | {"engine_args"}
+        needed |= {"repeats"} if spec.repeats > 1 else set()
+        bad = sorted(needed - declared)
+        if bad:
+            raise ValueError(
+                f"{src}: {spec.notebook.name} has no parameters {bad}. "
+                f"Its parameters: {sorted(declared)}"
+            )
+        return
+    bad = sorted(given - set(POINT_DEFAULTS))
     if bad:
         raise ValueError(
-            f"{src}: {spec.notebook.name} has no parameters {bad}. "
-            f"Its parameters: {sorted(declared)}"
+            f"{src}: an in-process sweep has no parameters {bad}. Its parameters: "
+            f"{sorted(set(POINT_DEFAULTS) - set(_SET_BY_SWEEP))} (use runner: papermill for "
+            "another notebook's own)"
         )
+
+
+# ----------------------------------------------------------------------------- grid
 
 
 def _slug(text: str) -> str:
@@ -269,13 +390,13 @@ def _slug(text: str) -> str:
 
 
 def grid(spec: SweepSpec) -> list[GridPoint]:
-    """Every (dataset, ordering, model, engine) point with its notebook parameters."""
+    """Every (dataset, ordering, model, engine) point with its parameters."""
     points = []
     for dataset, model, engine, ordering in product(
         spec.datasets, spec.models, spec.engines, spec.orderings
     ):
         axes = {"dataset": dataset, "ordering": ordering, "model": model, "engine": engine}
-        params = copy.deepcopy(spec.base)
+        params = {"repeats": spec.repeats, **copy.deepcopy(spec.base)}
         params["engine_args"] = merge(params.get("engine_args") or {}, spec.engines[engine])
         for o in spec.overrides:
             if all(str(axes[k]) == str(v) for k, v in (o.get("match") or {}).items()):
@@ -297,159 +418,241 @@ def grid(spec: SweepSpec) -> list[GridPoint]:
     return points
 
 
+def _engine_settings(point: GridPoint) -> Any:
+    from ggr_kv.engine.config import EngineConfig
+
+    p = point.parameters
+    return EngineConfig.from_dict({**(p.get("engine_args") or {}), "model": p["model"]})
+
+
+def point_spec(point: GridPoint, run_id: str) -> Any:
+    """The `ggr_kv.run.RunSpec` of a point, as notebook 02 builds its run: the dataset's
+    first ``rows`` rows (``sample``, ``seed``), its ``query_type`` query, ``max_tokens``
+    (0: the query's own), ``engine_args`` with ``model``, ``repeats``."""
+    from ggr_kv.datasets import load_dataset
+    from ggr_kv.run.prepare import RunSpec
+
+    p = {**POINT_DEFAULTS, **point.parameters}
+    ds = load_dataset(p["dataset"], n=p["rows"] or None, sample=p["sample"], seed=p["seed"])
+    sampling = {"max_tokens": p["max_tokens"]} if p["max_tokens"] else None
+    return RunSpec(ds, point.ordering, ds.query(p["query_type"]), repeats=int(p["repeats"]),
+                   engine=_engine_settings(point), run_id=run_id, sampling=sampling)
+
+
+def engine_groups(points: Sequence[GridPoint]) -> list[list[GridPoint]]:
+    """Points grouped by the engine they need (one engine start per group), in order."""
+    from ggr_kv.run.batch import group_specs
+    from ggr_kv.run.prepare import RunSpec
+
+    specs = [RunSpec(None, p.ordering, engine=_engine_settings(p)) for p in points]
+    return [[points[i] for i in g.members] for g in group_specs(specs)]
+
+
+# ----------------------------------------------------------------------------- running
+
+
+class _Sweep:
+    """One invocation: state, summary and log kept current as points finish."""
+
+    def __init__(self, spec: SweepSpec, points: list[GridPoint], progress: bool) -> None:
+        from ggr_kv import __version__
+
+        self.spec, self.points, self.progress = spec, points, progress
+        self.state = SweepState(spec.out)
+        self.results: dict[str, PointResult] = {}
+        stamp = _dt.datetime.now().astimezone()
+        log_dir = spec.out / "sweep-log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log = _free(log_dir / f"{stamp.strftime('%Y%m%dT%H%M%S')}.json")
+        self.log.touch(exist_ok=False)
+        self.started = stamp.isoformat(timespec="seconds")
+        self.version = __version__
+        self.engine_starts = 0
+        self.groups: list[list[str]] = []
+
+    def result(self, p: GridPoint, status: str, run_dir: Path | None = None, **kw: Any) -> None:
+        old = self.results.get(p.point_id)
+        seconds = kw.pop("seconds", 0.0) + (old.seconds if old else 0.0)
+        rd = run_dir or (old.run_dir if old else self.spec.out / p.point_id)
+        self.results[p.point_id] = PointResult(p, status, rd, seconds=seconds, **kw)
+
+    def ordered(self) -> list[PointResult]:
+        return [self.results.get(p.point_id) or PointResult(p, "todo", self.spec.out / p.point_id)
+                for p in self.points]
+
+    def flush(self, ended: str | None = None) -> None:
+        """Rewrite summary.csv and this invocation's log (each whole, atomically)."""
+        res = self.ordered()
+        write_atomic(self.spec.out / "summary.csv", _summary(res).to_csv(index=False))
+        log = {
+            "started": self.started,
+            "updated": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "ended": ended,  # None while running, then "complete", "interrupted" or "error: ..."
+            "ggr_kv": self.version,
+            "sources": [str(s) for s in self.spec.sources],
+            "spec": {k: (str(v) if isinstance(v, Path) else v)
+                     for k, v in asdict(self.spec).items() if k != "sources"},
+            "engine_starts": self.engine_starts,
+            "engine_groups": self.groups,
+            "points": [{"point_id": r.point.point_id, "status": r.status, "error": r.error,
+                        "seconds": r.seconds, "run_dir": str(r.run_dir),
+                        "notebook": str(r.notebook) if r.notebook else None, "group": r.group}
+                       for r in res],
+        }
+        write_atomic(self.log, dumps(log, indent=2) + "\n")
+
+
 def _free(path: Path) -> Path:
     k, p = 1, path
     while p.exists():
         k += 1
-        p = path.with_name(f"{path.name}-{k}")
+        p = path.with_name(f"{path.stem}-{k}{path.suffix}")
     return p
 
 
-def _error_text(exc: BaseException) -> tuple[str, str]:
-    """(one-line message, full text) of a failure, ANSI colors removed."""
+def _run_inprocess(sw: _Sweep, todo: list[GridPoint]) -> None:
+    """The todo points through `run_batch`: one engine per engine group."""
+    from ggr_kv.engine.config import engine_starts
+    from ggr_kv.run.batch import group_specs, run_batch
+
+    by_index: dict[int, GridPoint] = {}
+    specs = []
+    for p in todo:
+        run_id = next_attempt(sw.spec.out, p.point_id)
+        try:
+            specs.append(point_spec(p, run_id))
+        except Exception as e:  # noqa: BLE001 - a bad point is recorded, the others run
+            sw.state.update(p.point_id, "failed", error=_first_line(e))
+            sw.result(p, "failed", error=_first_line(e))
+            continue
+        by_index[len(specs) - 1] = p
+    if not specs:
+        return
+    groups = group_specs(specs)
+    sw.groups += [[by_index[i].point_id for i in g.members] for g in groups]
+    group_of = {by_index[i].point_id: k for k, g in enumerate(groups) for i in g.members}
+    sw.flush()
+
+    def on_update(o: Any) -> None:
+        p = by_index[o.index]
+        status = {"not_run": "todo", "pending": "todo"}.get(o.status, o.status)
+        sw.state.update(p.point_id, status, run_dir=o.run_dir, error=o.error,
+                        seconds=o.seconds if status != "running" else None)
+        sw.result(p, "done" if status == "done" else status, o.run_dir, error=o.error,
+                  seconds=o.seconds if status != "running" else 0.0, group=group_of[p.point_id])
+        if status != "running":
+            sw.flush()
+
+    before = engine_starts()
+    try:
+        run_batch(specs, out_dir=sw.spec.out, on_error="continue", on_update=on_update,
+                  progress=sw.progress)
+    finally:
+        sw.engine_starts += engine_starts() - before
+
+
+def _run_papermill(sw: _Sweep, todo: list[GridPoint], kernel_name: str | None,
+                   timeout: float | None) -> None:
+    """The todo points one at a time through the notebook (papermill)."""
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    nb_dir = sw.spec.out / "_notebooks"
+    nb_dir.mkdir(parents=True, exist_ok=True)
+    declared = _notebook_parameters(sw.spec.notebook)
+    for p in tqdm(todo, desc="sweep", unit="point", disable=not sw.progress):
+        run_id = next_attempt(sw.spec.out, p.point_id)
+        run_dir = sw.spec.out / run_id
+        params = {k: v for k, v in {**p.parameters, "run_id": run_id}.items() if k in declared}
+        nb = _free(nb_dir / f"{run_id}.ipynb")
+        sw.state.update(p.point_id, "running", run_dir=run_dir, notebook=nb)
+        sw.result(p, "running", run_dir, notebook=nb)
+        t0 = time.perf_counter()
+        error = None
+        try:
+            pm.execute_notebook(str(sw.spec.notebook), str(nb), parameters=params,
+                                kernel_name=kernel_name, progress_bar=False,
+                                cwd=str(sw.spec.notebook.parent), execution_timeout=timeout)
+            if not (run_dir / "run.json").is_file():
+                error = f"the notebook finished without writing {run_dir / 'run.json'}"
+        except KeyboardInterrupt:
+            sw.state.update(p.point_id, "interrupted", error="interrupted",
+                            seconds=time.perf_counter() - t0)
+            sw.result(p, "interrupted", run_dir, notebook=nb, error="interrupted")
+            raise
+        except Exception as e:  # noqa: BLE001 - a failing point is recorded, the sweep goes on
+            error = _papermill_error(e)
+        status = "failed" if error else "done"
+        secs = time.perf_counter() - t0
+        sw.state.update(p.point_id, status, error=error, seconds=secs)
+        sw.result(p, status, run_dir, notebook=nb, error=error, seconds=secs)
+        sw.flush()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def _papermill_error(exc: BaseException) -> str:
+    """One line for a failed notebook: the cell's exception, ANSI colors removed."""
     from papermill.exceptions import PapermillExecutionError
 
     if isinstance(exc, PapermillExecutionError):
         line = f"{exc.ename}: {exc.evalue}"
-        full = f"cell {exc.cell_index} (execution count {exc.exec_count}):\n{exc.source}\n\n"
-        full += "\n".join(exc.traceback)
     else:
-        line = f"{type(exc).__name__}: {exc}"
-        full = "".join(traceback.format_exception(exc))
-    ansi = re.compile(r"\x1b\[[0-9;]*m")
-    return ansi.sub("", line).splitlines()[0] if line else "error", ansi.sub("", full)
+        line = _first_line(exc)
+    return re.sub(r"\x1b\[[0-9;]*m", "", line).splitlines()[0] if line else "error"
 
 
-def _run_point(
-    spec: SweepSpec, point: GridPoint, *, kernel_name: str | None, timeout: float | None
-) -> PointResult:
-    import papermill as pm
-
-    run_dir = spec.out / point.point_id
-    t0 = time.perf_counter()
-    if (run_dir / "run.json").is_file():
-        nb = run_dir / spec.notebook.name
-        return PointResult(point, "skipped", run_dir, nb if nb.is_file() else None)
-    failed_root = spec.out / "_failed"
-    if run_dir.exists():  # a partial folder from an interrupted run: keep it, out of the way
-        failed_root.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(run_dir), _free(failed_root / f"{point.point_id}-partial"))
-    running = spec.out / "_running"
-    running.mkdir(parents=True, exist_ok=True)
-    tmp_nb = running / f"{point.point_id}.ipynb"
-    if tmp_nb.exists():
-        tmp_nb.unlink()  # a log of an interrupted attempt of this same point
-    error: BaseException | None = None
-    try:
-        pm.execute_notebook(
-            str(spec.notebook),
-            str(tmp_nb),
-            parameters=point.parameters,
-            kernel_name=kernel_name,
-            progress_bar=False,
-            cwd=str(spec.notebook.parent),
-            execution_timeout=timeout,
-        )
-        if not (run_dir / "run.json").is_file():
-            raise RuntimeError(f"the notebook finished without writing {run_dir / 'run.json'}")
-    except Exception as e:  # noqa: BLE001 - any failure is recorded and the sweep goes on
-        error = e
-    seconds = time.perf_counter() - t0
-    if error is None:
-        nb = run_dir / spec.notebook.name
-        shutil.move(str(tmp_nb), _free(nb))
-        return PointResult(point, "done", run_dir, nb, seconds=seconds)
-    line, full = _error_text(error)
-    fdir = _free(failed_root / point.point_id)
-    fdir.mkdir(parents=True)
-    nb = None
-    if tmp_nb.exists():
-        nb = fdir / spec.notebook.name
-        shutil.move(str(tmp_nb), nb)
-    if run_dir.exists():
-        shutil.move(str(run_dir), fdir / "run_partial")
-    (fdir / "error.txt").write_text(
-        f"point: {point.point_id}\nparameters: {json.dumps(point.parameters, default=str)}\n"
-        f"error: {line}\n\n{full}\n",
-        encoding="utf-8",
-    )
-    return PointResult(point, "failed", run_dir, nb, error=line, seconds=seconds)
-
-
-def _summary(spec: SweepSpec, results: list[PointResult]) -> pd.DataFrame:
+def _summary(results: list[PointResult]) -> pd.DataFrame:
     from ggr_kv.run.runs import load_runs
 
-    rows = [
-        {
-            "point_id": r.point.point_id,
-            "dataset": r.point.dataset,
-            "ordering": r.point.ordering,
-            "model": r.point.model,
-            "engine": r.point.engine,
-            "status": r.status,
-            "error": r.error,
-            "seconds": round(r.seconds, 3),
-            "run_dir": str(r.run_dir),
-        }
+    df = pd.DataFrame([
+        {"point_id": r.point.point_id, "dataset": r.point.dataset, "ordering": r.point.ordering,
+         "model": r.point.model, "engine": r.point.engine, "status": r.status, "error": r.error,
+         "seconds": round(r.seconds, 3), "group": r.group, "run_dir": str(Path(r.run_dir).resolve())}
         for r in results
-    ]
-    df = pd.DataFrame(rows)
-    done = [r.run_dir for r in results if (r.run_dir / "run.json").is_file()]
+    ])
+    done = [r.run_dir for r in results if (Path(r.run_dir) / "run.json").is_file()]
     if done:
         runs, _ = load_runs(done)
-        keep = [c for c in runs.columns if c not in ("dataset", "model", "ordering", "engine")]
-        runs = runs[keep].assign(run_dir=[str(Path(p)) for p in runs["path"]])
-        df["run_dir"] = [str(Path(p).resolve()) for p in df["run_dir"]]
+        keep = [c for c in runs.columns
+                if c not in ("dataset", "model", "ordering", "engine", "group")]
+        runs = runs[keep].assign(run_dir=[str(Path(p).resolve()) for p in runs["path"]])
         df = df.merge(runs.drop(columns="path"), on="run_dir", how="left")
     return df
 
 
-def _write_outputs(spec: SweepSpec, res: SweepResult) -> None:
-    from ggr_kv import __version__
+def _figures(spec: SweepSpec, res: SweepResult) -> None:
+    done = [r.run_dir for r in res.points if (Path(r.run_dir) / "run.json").is_file()]
+    if not done:
+        return
+    from ggr_kv.analysis.plots import fig_hit_rate_bars, fig_job_time, save_figure
+    from ggr_kv.run.runs import load_runs
 
-    spec.out.mkdir(parents=True, exist_ok=True)
-    # summary.csv is an index rebuilt from the run folders (which are never rewritten)
-    tmp = spec.out / f".summary.csv.{os.getpid()}"
-    res.summary.to_csv(tmp, index=False)
-    os.replace(tmp, spec.out / "summary.csv")
-    res.summary_csv = spec.out / "summary.csv"
-    stamp = _dt.datetime.now().astimezone()
-    log_dir = spec.out / "sweep-log"
-    log_dir.mkdir(exist_ok=True)
-    res.log = _free(log_dir / f"{stamp.strftime('%Y%m%dT%H%M%S')}.json")
-    log = {
-        "finished": stamp.isoformat(timespec="seconds"),
-        "ggr_kv": __version__,
-        "sources": [str(s) for s in spec.sources],
-        "spec": {
-            k: (str(v) if isinstance(v, Path) else v)
-            for k, v in asdict(spec).items()
-            if k != "sources"
-        },
-        "points": [
-            {
-                "point_id": r.point.point_id,
-                "status": r.status,
-                "error": r.error,
-                "seconds": r.seconds,
-                "notebook": str(r.notebook) if r.notebook else None,
-            }
-            for r in res.points
-        ],
-    }
-    with open(res.log, "x", encoding="utf-8") as f:
-        json.dump(log, f, indent=2, default=str)
-    done = [r.run_dir for r in res.points if (r.run_dir / "run.json").is_file()]
-    if done:
-        from ggr_kv.analysis.plots import fig_hit_rate_bars, fig_job_time, save_figure
-        from ggr_kv.run.runs import load_runs
+    runs, _ = load_runs(done)
+    fig_dir = spec.out / "figures"
+    res.figures["sweep_job_time"] = save_figure(fig_job_time(runs), fig_dir, "sweep_job_time")
+    res.figures["sweep_hit_rate"] = save_figure(fig_hit_rate_bars(runs), fig_dir, "sweep_hit_rate")
 
-        runs, _ = load_runs(done)
-        fig_dir = spec.out / "figures"
-        res.figures["sweep_job_time"] = save_figure(fig_job_time(runs), fig_dir, "sweep_job_time")
-        res.figures["sweep_hit_rate"] = save_figure(
-            fig_hit_rate_bars(runs), fig_dir, "sweep_hit_rate"
-        )
+
+def _dry_run(spec: SweepSpec, pts: list[GridPoint]) -> SweepResult:
+    state = SweepState(spec.out) if spec.out.is_dir() else None
+    res = []
+    for p in pts:
+        st = state.status(p.point_id) if state is not None else "todo"
+        rd = (done_dir(spec.out, p.point_id) if st == "done" else None) or spec.out / p.point_id
+        res.append(PointResult(p, "skipped" if st == "done" else st, rd,
+                               error=(state.points.get(p.point_id) or {}).get("error")
+                               if state is not None else None))
+    groups = [[p.point_id for p in g] for g in engine_groups(pts)] if spec.runner == "inprocess" \
+        else [[p.point_id] for p in pts]
+    gid = {pid: k for k, g in enumerate(groups) for pid in g}
+    for r in res:
+        r.group = gid[r.point.point_id]
+    return SweepResult(spec, res, _summary(res), groups=groups)
 
 
 def run_sweep(
@@ -465,36 +668,47 @@ def run_sweep(
 
     Parameters
     ----------
-    dry_run : list the grid (status ``skipped`` for points already done, ``todo`` for
-        the rest) without running or writing anything.
-    kernel_name : Jupyter kernel for the notebooks (default: the notebook's own).
-    timeout : per-cell timeout, s (default none).
+    dry_run : list the grid (``skipped`` for points done, else their state: ``todo``,
+        ``failed``, ``interrupted``) and the engine groups, running and writing nothing.
+    kernel_name : Jupyter kernel for papermill (default: the notebook's own).
+    timeout : per-cell timeout for papermill, s (default none).
     points : run these points instead of the whole grid.
-    """
-    from tqdm.auto import tqdm
 
+    Raises
+    ------
+    RuntimeError : another sweep is working in ``spec.out``.
+    KeyboardInterrupt : after recording the points it stopped as ``interrupted`` and
+        rewriting the summary and log.
+    """
     pts = list(points) if points is not None else grid(spec)
     if dry_run:
-        res = [
-            PointResult(
-                p,
-                "skipped" if (spec.out / p.point_id / "run.json").is_file() else "todo",
-                spec.out / p.point_id,
-            )
-            for p in pts
-        ]
-        return SweepResult(spec, res, _summary(spec, res))
-    results: list[PointResult] = []
-    bar = tqdm(pts, desc="sweep", unit="point", disable=not progress)
-    for p in bar:
-        bar.set_postfix_str(p.point_id)
-        results.append(_run_point(spec, p, kernel_name=kernel_name, timeout=timeout))
-        counts = pd.Series([r.status for r in results]).value_counts().to_dict()
-        bar.set_postfix(counts)
-    bar.close()
-    running = spec.out / "_running"
-    if running.is_dir() and not any(running.iterdir()):
-        running.rmdir()
-    res = SweepResult(spec, results, _summary(spec, results))
-    _write_outputs(spec, res)
+        return _dry_run(spec, pts)
+    with SweepLock(spec.out):
+        sw = _Sweep(spec, pts, progress)
+        sw.state.recover()
+        todo = []
+        for p in pts:
+            d = done_dir(spec.out, p.point_id)
+            if d is not None:
+                sw.result(p, "skipped", d)
+            else:
+                todo.append(p)
+        sw.flush()
+        ended = "complete"
+        try:
+            if spec.runner == "papermill":
+                _run_papermill(sw, todo, kernel_name, timeout)
+            else:
+                _run_inprocess(sw, todo)
+        except KeyboardInterrupt:
+            ended = "interrupted"
+            raise
+        except BaseException as e:
+            ended = f"error: {_first_line(e)}"
+            raise
+        finally:
+            sw.flush(ended=ended)
+        res = SweepResult(spec, sw.ordered(), _summary(sw.ordered()), spec.out / "summary.csv",
+                          sw.log, engine_starts=sw.engine_starts, groups=sw.groups)
+    _figures(spec, res)
     return res

@@ -15,6 +15,8 @@ hosts through ``extra={"distributed_executor_backend": "ray"}``, passed verbatim
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import gc
 import json
 import os
@@ -22,6 +24,7 @@ import platform
 import time
 import urllib.error
 import urllib.request
+import uuid
 import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,14 +32,19 @@ from typing import Any
 
 __all__ = [
     "EngineConfig",
+    "StartedEngine",
+    "check_engine_args",
     "device_name",
     "engine_facts",
+    "engine_starts",
     "hardware_info",
     "import_vllm",
     "make_llm",
+    "model_max_len",
     "server_facts",
     "shutdown_llm",
     "started_config",
+    "started_engine",
 ]
 
 #: LLM keyword arguments that `EngineConfig` owns; ``extra`` must not repeat them
@@ -216,10 +224,85 @@ class EngineConfig:
         return EngineConfig(**d)
 
 
-#: engines made by `make_llm` -> (config, kwargs, start seconds); weak, never keeps one alive
-_STARTED: weakref.WeakKeyDictionary[Any, tuple[EngineConfig, dict[str, Any], float]] = (
-    weakref.WeakKeyDictionary()
-)
+@dataclass(frozen=True)
+class StartedEngine:
+    """An engine `make_llm` started.
+
+    Attributes
+    ----------
+    config : its settings.
+    kwargs : the ``vllm.LLM`` keyword arguments they became.
+    start_s : cold start, s: construction plus one untimed warm-up request.
+    engine_id : a fresh id (runs that record the same id shared this engine).
+    number : 1 for the first engine this process started, 2 for the next, ...
+    """
+
+    config: EngineConfig
+    kwargs: dict[str, Any]
+    start_s: float
+    engine_id: str
+    number: int
+
+
+#: engines made by `make_llm`; weak, never keeps one alive
+_STARTED: weakref.WeakKeyDictionary[Any, StartedEngine] = weakref.WeakKeyDictionary()
+_STARTS = [0]
+
+
+def engine_starts() -> int:
+    """How many engines `make_llm` has started in this process (a sweep's cost check)."""
+    return _STARTS[0]
+
+
+def check_engine_args(config: EngineConfig) -> None:
+    """Refuse engine arguments vLLM does not have, before any engine starts.
+
+    Every key of ``config.extra`` must be a ``vllm.LLM`` parameter or an ``EngineArgs``
+    field of the installed vLLM.
+
+    Raises
+    ------
+    ValueError : naming the argument and the closest valid names.
+    """
+    if not config.extra:
+        return
+    import inspect
+
+    import_vllm()
+    from vllm import LLM
+    from vllm.engine.arg_utils import EngineArgs
+
+    valid = {f.name for f in dataclasses.fields(EngineArgs)}
+    valid |= {k for k in inspect.signature(LLM.__init__).parameters if k not in ("self", "kwargs")}
+    for key in sorted(config.extra):
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(
+                f"engine argument {key!r}: vllm.LLM of this vLLM has no such argument{hint}"
+            )
+
+
+def model_max_len(model: str | Path) -> int | None:
+    """The longest sequence a model folder's ``config.json`` allows (tokens), as vLLM
+    derives its default ``max_model_len``; None when unknown (no local config)."""
+    path = Path(str(model)).expanduser() / "config.json"
+    if not path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(str(model), "config.json")
+        except (ImportError, ValueError):  # no hub, or not an org/name id
+            cached = None
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    cfg = cfg.get("text_config", cfg)
+    keys = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length",
+            "max_sequence_length", "model_max_length")
+    found = [int(cfg[k]) for k in keys if isinstance(cfg.get(k), int)]
+    return min(found) if found else None
 
 
 def make_llm(config: EngineConfig | None = None) -> Any:
@@ -227,9 +310,10 @@ def make_llm(config: EngineConfig | None = None) -> Any:
 
     Scripts that call this need an ``if __name__ == "__main__":`` guard (vLLM spawns its
     engine process); notebooks and tests set ``VLLM_ENABLE_V1_MULTIPROCESSING=0``.
-    The start time (seconds) is kept for `started_config`. One untimed request of one
-    token warms the engine up (first-call allocations and kernel selection), so the first
-    timed run is not slower than the ones after it merely for coming first.
+    The start (seconds, an id, a start count) is kept for `started_engine`. One untimed
+    request of one token warms the engine up (first-call allocations and kernel
+    selection), so the first timed run is not slower than the ones after it merely for
+    coming first.
     """
     config = config or EngineConfig()
     if (
@@ -243,19 +327,28 @@ def make_llm(config: EngineConfig | None = None) -> Any:
         )
     kwargs = config.to_llm_kwargs()
     vllm = import_vllm()
+    check_engine_args(config)
     t0 = time.perf_counter()
     llm = vllm.LLM(**kwargs)
     llm.generate(["warm-up"], vllm.SamplingParams(max_tokens=1), use_tqdm=False)
-    _STARTED[llm] = (config, kwargs, time.perf_counter() - t0)
+    start_s = time.perf_counter() - t0
+    _STARTS[0] += 1
+    _STARTED[llm] = StartedEngine(config, kwargs, start_s, uuid.uuid4().hex[:12], _STARTS[0])
     return llm
 
 
-def started_config(llm: Any) -> tuple[EngineConfig, dict[str, Any], float] | None:
-    """``(config, llm_kwargs, engine_start_s)`` of an engine made by `make_llm`, else None."""
+def started_engine(llm: Any) -> StartedEngine | None:
+    """What `make_llm` recorded about ``llm``; None for an engine it did not start."""
     try:
         return _STARTED.get(llm)
     except TypeError:  # not weak-referenceable
         return None
+
+
+def started_config(llm: Any) -> tuple[EngineConfig, dict[str, Any], float] | None:
+    """``(config, llm_kwargs, engine_start_s)`` of an engine made by `make_llm`, else None."""
+    s = started_engine(llm)
+    return (s.config, s.kwargs, s.start_s) if s is not None else None
 
 
 def shutdown_llm(llm: Any) -> None:

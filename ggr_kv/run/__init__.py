@@ -1,7 +1,26 @@
-"""Layer 6, running tables through vLLM and keeping the results: `run_table` (one run),
-`run_orderings` (several on one engine), run folders (`rundir`) and reading them back
-(`runs`)."""
+"""Layer 6, running tables through vLLM and keeping the results.
 
-from ggr_kv.run.runner import DEFAULT_MAX_TOKENS, RunResult, restrict_plan, run_orderings, run_table
+`run_table` (one run), `run_orderings` (several orderings of one table) and `run_batch`
+(any runs, grouped onto few engines, with repeats) in three steps: prepare
+(`ggr_kv.run.prepare`, no engine), execute (`ggr_kv.run.execute`), record
+(`ggr_kv.run.record`, a `RunRecord`). Run folders: `ggr_kv.run.rundir`; reading them back:
+`ggr_kv.run.runs`.
+"""
 
-__all__ = ["DEFAULT_MAX_TOKENS", "RunResult", "restrict_plan", "run_orderings", "run_table"]
+from ggr_kv.run.batch import RunOutcome, RunResult, run_batch
+from ggr_kv.run.prepare import DEFAULT_MAX_TOKENS, RunSpec, restrict_plan
+from ggr_kv.run.rundir import RunRecord, read_record
+from ggr_kv.run.runner import run_orderings, run_table
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "RunOutcome",
+    "RunRecord",
+    "RunResult",
+    "RunSpec",
+    "read_record",
+    "restrict_plan",
+    "run_batch",
+    "run_orderings",
+    "run_table",
+]

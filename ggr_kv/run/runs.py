@@ -12,6 +12,12 @@
   with ``run_id``, ``ordering``, ``dataset``, ``model`` and ``group`` added, and windowed
   rates (`add_windowed_rates`).
 
+A run of several repeats (``repeats`` in run.json) is one row: ``job_s`` is the median
+repeat's job time with ``job_s_min`` / ``job_s_max`` beside it, and its step and request
+numbers are the median repeat's (``load_runs(..., repeats="all")`` keeps every repeat's
+steps, with a ``repeat`` column). Run folders written before repeats existed read as one
+repeat.
+
 Every number here is computed from what the run recorded; nothing is estimated.
 """
 
@@ -77,6 +83,25 @@ class Run:
     @property
     def ordering(self) -> str:
         return ordering_of(self.meta)
+
+    @property
+    def record(self) -> Any:
+        """``run.json`` as a typed `ggr_kv.run.rundir.RunRecord` (old files too)."""
+        from ggr_kv.run.rundir import RunRecord
+
+        return RunRecord.from_dict(self.meta)
+
+    @property
+    def median_repeat(self) -> int:
+        """The repeat whose numbers stand for the run (1 for runs without repeats)."""
+        return int(((self.meta.get("repeats") or {}).get("median_repeat")) or 1)
+
+    def repeat_rows(self, frame: pd.DataFrame, repeat: int | None = None) -> pd.DataFrame:
+        """The rows of ``frame`` (steps or requests) of one repeat (default: the median)."""
+        if "repeat" not in frame.columns:
+            return frame
+        want = self.median_repeat if repeat is None else repeat
+        return frame[frame["repeat"] == want].reset_index(drop=True)
 
 
 class RunTables(NamedTuple):
@@ -186,12 +211,14 @@ def _engine_key(meta: dict[str, Any]) -> str:
 
 
 def _run_row(run: Run) -> dict[str, Any]:
-    m, s = run.meta, run.steps
+    m, s = run.meta, run.repeat_rows(run.steps)
     timings = m.get("timings") or {}
+    rep = m.get("repeats") or {}
+    counters = m.get("counters") or {}
     queries = float(s["prefix_queries"].sum()) if len(s) else 0.0
     hits = float(s["prefix_hits"].sum()) if len(s) else 0.0
     job_s = timings.get("job_s", np.nan)
-    req = run.requests
+    req = run.repeat_rows(run.requests)
     req_prompt = float(req["prompt_tokens"].sum()) if len(req) else np.nan
     req_cached = float(req["num_cached_tokens"].sum()) if len(req) else np.nan
 
@@ -242,6 +269,13 @@ def _run_row(run: Run) -> dict[str, Any]:
         "dtype": m.get("dtype"),
         "engine": _engine_key(m),
         "created": m.get("created"),
+        "repeats": int(rep.get("count") or 1),
+        "job_s_min": rep.get("job_s_min", job_s),
+        "job_s_max": rep.get("job_s_max", job_s),
+        "job_s_spread": rep.get("job_s_spread", 0.0),
+        "simulated_hits": counters.get("simulated_hits", np.nan),
+        "counter_mismatch": counters.get("mismatch"),
+        "engine_id": (m.get("engine") or {}).get("engine_id"),
     }
 
 
@@ -327,7 +361,10 @@ def add_windowed_rates(steps: pd.DataFrame, window: int = DEFAULT_WINDOW_STEPS) 
 
 
 def load_runs(
-    paths_or_glob: str | Path | Iterable[str | Path], *, window: int = DEFAULT_WINDOW_STEPS
+    paths_or_glob: str | Path | Iterable[str | Path],
+    *,
+    window: int = DEFAULT_WINDOW_STEPS,
+    repeats: str = "median",
 ) -> RunTables:
     """Load run folders into ``(runs, steps)`` tables (see the module docstring).
 
@@ -335,7 +372,11 @@ def load_runs(
     ----------
     paths_or_glob : run folders, folders holding run folders, or glob patterns.
     window : steps per window of the windowed rates in ``steps``.
+    repeats : ``"median"`` (each run's median repeat in ``steps``) or ``"all"`` (every
+        repeat, ``repeat`` column; windows do not cross repeats).
     """
+    if repeats not in ("median", "all"):
+        raise ValueError(f"repeats must be 'median' or 'all', got {repeats!r}")
     dirs = find_run_dirs(paths_or_glob)
     if not dirs:
         raise FileNotFoundError(f"{paths_or_glob}: no run folders (folders with run.json) found")
@@ -348,12 +389,18 @@ def load_runs(
     info = runs.set_index("run_id")[["ordering", "dataset", "model", "group", "group_label"]]
     frames = []
     for r in loaded:
-        s = r.steps.copy()
+        s = (r.repeat_rows(r.steps) if repeats == "median" else r.steps).copy()
+        if "repeat" not in s.columns:
+            s["repeat"] = 1
         s.insert(0, "run_id", r.run_id)
         for c in info.columns:
             s[c] = info.at[r.run_id, c]
         frames.append(s)
     steps = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if repeats == "all" and len(steps):  # windows per (run, repeat)
+        key = steps["run_id"].astype(str) + "#" + steps["repeat"].astype(str)
+        rated = add_windowed_rates(steps.assign(run_id=key), window)
+        return RunTables(runs, rated.assign(run_id=steps["run_id"].to_numpy()))
     return RunTables(runs, add_windowed_rates(steps, window))
 
 
@@ -444,11 +491,13 @@ def simulate_run(run: Run | str | Path, table: Any = None, *, tokenizer: Any = N
         raise ValueError(f"{run.path}: the run has {m['rows']} rows, the table {tbl.n_rows}")
     plan = ReorderPlan.from_json(run.path / "plan.json", tbl)
     args = m.get("engine_args") or {}
-    req = run.requests.sort_values("slot")
+    req = run.repeat_rows(run.requests).sort_values("slot")
     if len(req) == tbl.n_rows:
         out_len = req["output_tokens"].to_numpy(np.int64).clip(min=1)
     else:
-        out_len = int((m.get("sampling") or {}).get("max_tokens") or 16)
+        from ggr_kv.run.prepare import DEFAULT_MAX_TOKENS
+
+        out_len = int((m.get("sampling") or {}).get("max_tokens") or DEFAULT_MAX_TOKENS)
     if tokenizer is None:
         tokenizer = m.get("model_path") or m["model"]
     engine = {

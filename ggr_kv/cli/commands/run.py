@@ -3,7 +3,13 @@
 The rows run in the order of ``--plan PLAN.json`` or of ``--method`` (default: the
 input order); the query is ``--query TEXT`` or a template (``--query-type``). The
 engine is started here (``--model``, engine options) unless ``--server-url`` names a
-running vLLM server. Prints the run's summary (``--json``: one JSON object).
+running vLLM server. ``--repeats N`` runs all rows N times on the warm engine (one run
+folder; run.json keeps every repeat, the median and the spread). Prints the run's summary
+(``--json``: one JSON object).
+
+Everything that can be checked without an engine is checked before one starts: the run
+id, the table, plan and query, engine argument names, and every prompt's length against
+``max_model_len`` (the rows that are too long are named).
 """
 
 from __future__ import annotations
@@ -53,6 +59,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-tokens", type=positive_int, default=None, help="output tokens per row"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="run all rows N times on the warm engine, prefix cache emptied before each; "
+        "the summary gives the median job time and its range (default 1)",
+    )
+    parser.add_argument(
+        "--no-predict",
+        action="store_true",
+        help="skip the simulator's prediction of the hit counts (counters in run.json)",
     )
     eng = parser.add_argument_group("engine (ignored with --server-url)")
     eng.add_argument("--tensor-parallel-size", type=positive_int, default=1)
@@ -122,32 +141,36 @@ def _engine(args: argparse.Namespace):
     return EngineConfig.from_dict(settings)
 
 
-LABELS = dict((
-    ("run_id", "run id"),
-    ("path", "run folder"),
-    ("dataset", "dataset"),
-    ("method", "method"),
-    ("query_type", "query type"),
-    ("rows", "rows"),
-    ("model", "model"),
-    ("device", "device"),
-    ("vllm_version", "vLLM"),
-    ("block_size", "block size (tokens)"),
-    ("num_kv_blocks", "KV blocks"),
-    ("enable_prefix_caching", "prefix caching"),
-    ("prompt_tokens", "prompt tokens"),
-    ("output_tokens", "output tokens"),
-    ("prefix_cache_queries", "prefix-cache queries (tokens)"),
-    ("prefix_cache_hits", "prefix-cache hits (tokens)"),
-    ("prefix_cache_hit_rate", "prefix-cache hit rate"),
-    ("max_kv_cache_usage", "peak KV usage"),
-    ("num_preemptions", "preemptions"),
-    ("reorder_s", "reorder s"),
-    ("engine_start_s", "engine start s"),
-    ("job_s", "job s"),
-    ("total_s", "total s"),
-    ("mean_score", "mean score (1-5)"),
-))
+LABELS = {"run_id": "run id",
+    "path": "run folder",
+    "dataset": "dataset",
+    "method": "method",
+    "query_type": "query type",
+    "rows": "rows",
+    "model": "model",
+    "device": "device",
+    "vllm_version": "vLLM",
+    "block_size": "block size (tokens)",
+    "num_kv_blocks": "KV blocks",
+    "enable_prefix_caching": "prefix caching",
+    "prompt_tokens": "prompt tokens",
+    "output_tokens": "output tokens",
+    "prefix_cache_queries": "prefix-cache queries (tokens)",
+    "prefix_cache_hits": "prefix-cache hits (tokens)",
+    "prefix_cache_hit_rate": "prefix-cache hit rate",
+    "max_kv_cache_usage": "peak KV usage",
+    "num_preemptions": "preemptions",
+    "reorder_s": "reorder s",
+    "engine_start_s": "engine start s",
+    "job_s": "job s (median)",
+    "repeats": "repeats",
+    "job_s_min": "job s min",
+    "job_s_max": "job s max",
+    "total_s": "total s",
+    "request_cached_tokens": "cached tokens (requests)",
+    "simulated_hits": "hits predicted (simulator)",
+    "counter_mismatch": "counters disagree",
+    "mean_score": "mean score (1-5)",}
 
 
 def summarize(result: Any) -> dict[str, Any]:
@@ -162,6 +185,13 @@ def summarize(result: Any) -> dict[str, Any]:
               "max_kv_cache_usage", "num_preemptions"):
         out[k] = result.summary.get(k)
     out.update(result.timings)
+    rep = m.get("repeats") or {}
+    out.update(repeats=rep.get("count"), job_s_min=rep.get("job_s_min"),
+               job_s_max=rep.get("job_s_max"))
+    counters = m.get("counters") or {}
+    out.update(request_cached_tokens=counters.get("request_cached_tokens"),
+               simulated_hits=counters.get("simulated_hits"),
+               counter_mismatch=counters.get("mismatch"))
     if m.get("aggregate"):
         out["mean_score"] = m["aggregate"].get("mean_score")
     return out
@@ -184,14 +214,8 @@ def main(args: argparse.Namespace) -> int:
     inp = load_input(args.table, rows=args.rows, sep=args.sep)
     data, table, dataset, fds = inp.source, inp.table, inp.name, inp.fds
     query = _query(args, inp.family)
-    if args.plan is not None:
-        plan: Any = ReorderPlan.from_json(Path(args.plan), table)
-    elif args.method is not None and args.method != "original":
-        from ggr_kv.reorder.methods import reorder
-
-        plan = reorder(table, args.method, fds=fds)
-    else:
-        plan = None
+    # a --method is planned by the runner, before the engine starts, with the run's facts
+    plan: Any = ReorderPlan.from_json(Path(args.plan), table) if args.plan is not None else None
     result = run_table(
         data,
         plan,
@@ -202,11 +226,14 @@ def main(args: argparse.Namespace) -> int:
         dataset=dataset,
         # a plan file's name says nothing reliable about its method: label it "custom"
         method=args.method or ("custom" if args.plan else "original"),
+        fds=fds,
         out_dir=args.out_dir,
         run_id=args.run_id,
         server_url=args.server_url,
         max_concurrency=args.max_concurrency,
         progress=not args.no_progress,
+        repeats=args.repeats,
+        predict=not args.no_predict,
     )
     emit(summarize(result), args.json, LABELS)
     return 0

@@ -1,13 +1,19 @@
-"""``ggr-kv sweep SWEEP.yaml [MORE.yaml ...]``: run a notebook over a grid with papermill.
+"""``ggr-kv sweep SWEEP.yaml [MORE.yaml ...]``: run a grid of datasets x orderings x models x
+engine settings.
 
-Resumable (points with a ``run.json`` are skipped), failures are recorded and the sweep
-goes on; see ``ggr_kv.analysis.sweep`` for the file format and the folders it writes.
+Points run in this process, grouped by engine settings: one engine start per group, the
+points' repeats interleaved on it (``--papermill``: the notebook once per point instead).
+Resumable (points with a complete run folder are skipped; failed and interrupted ones are
+retried in a new folder), failures are recorded and the sweep goes on; see
+``ggr_kv.analysis.sweep`` for the file format and the folders it writes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+
+from ggr_kv.cli.common import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,28 +29,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="list the grid and which points are done; run nothing",
+        help="list the grid, the engine groups and which points are done; run nothing",
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, default=None, metavar="N",
+        help="passes per point (default: the file's 'repeats', else 1)",
+    )
+    parser.add_argument(
+        "--papermill",
+        action="store_true",
+        help="run the notebook once per point with papermill (one engine start per point)",
     )
     parser.add_argument(
         "--kernel",
         default=None,
         metavar="NAME",
-        help="Jupyter kernel for the notebooks (default: the notebook's)",
+        help="Jupyter kernel for --papermill (default: the notebook's)",
     )
     parser.add_argument(
         "--timeout",
         type=float,
         default=None,
         metavar="S",
-        help="per-cell timeout in seconds (default: none)",
+        help="per-cell timeout of --papermill, seconds (default: none)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _print_dry_run(res) -> None:
+    spec = res.spec
+    print(f"sweep folder: {spec.out}")
+    print(f"runner: {spec.runner}" + (f" ({spec.notebook})" if spec.runner == "papermill" else ""))
+    print(f"{len(res.points)} grid points, {len(res.groups)} engine start(s):")
+    for r in res.points:
+        params = {
+            k: v
+            for k, v in r.point.parameters.items()
+            if k not in ("out_dir", "comparison", "run_id")
+        }
+        print(f"  [{r.status:>11}] engine {r.group}  {r.point.point_id}  "
+              f"{json.dumps(params, default=str)}")
 
 
 def main(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     from ggr_kv.analysis.sweep import load_sweep, run_sweep
 
-    spec = load_sweep(args.sweep, out=args.out)
+    spec = load_sweep(args.sweep, out=args.out, repeats=args.repeats,
+                      runner="papermill" if args.papermill else None)
     res = run_sweep(
         spec,
         dry_run=args.dry_run,
@@ -53,23 +87,17 @@ def main(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     if args.dry_run:
-        print(f"sweep folder: {spec.out}")
-        print(f"notebook: {spec.notebook}")
-        print(f"{len(res.points)} grid points:")
-        for r in res.points:
-            params = {
-                k: v
-                for k, v in r.point.parameters.items()
-                if k not in ("out_dir", "comparison", "run_id")
-            }
-            print(f"  [{r.status:>7}] {r.point.point_id}  {json.dumps(params, default=str)}")
+        _print_dry_run(res)
         return 0
-    counts = {s: sum(r.status == s for r in res.points) for s in ("done", "skipped", "failed")}
+    statuses = ("done", "skipped", "failed", "interrupted", "todo")
+    counts = {s: sum(r.status == s for r in res.points) for s in statuses}
     print(f"sweep folder: {spec.out}")
-    print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s in statuses[:3]))
+    print(f"engine starts: {res.engine_starts}")
     for r in res.failed:
-        print(f"  failed: {r.point.point_id}: {r.error}")
+        print(f"  {r.status}: {r.point.point_id}: {r.error}")
     print(f"summary: {res.summary_csv}")
+    print(f"state: {spec.out / 'sweep-state.json'}")
     for files in res.figures.values():
         print(f"figure: {files[0]}")
     return 1 if res.failed else 0

@@ -95,6 +95,14 @@ def simulate_counts(
                      int(s["num_preemptions"]), time.perf_counter() - t0)
 
 
+def _collector_hits(r: RepeatRecord) -> int | None:
+    """The collector's hits as ``num_cached_tokens`` counts them: GPU prefix cache plus the
+    KV-connector (CPU offload) tier."""
+    if r.prefix_cache_hits is None:
+        return None
+    return int(r.prefix_cache_hits) + int(r.connector_hits or 0)
+
+
 def _gap(values: list[int | None]) -> int | None:
     got = [int(v) for v in values if v is not None]
     return max(got) - min(got) if len(got) >= 2 else None
@@ -108,17 +116,17 @@ def counter_check(
     whose counts differ by more than ``tolerance`` x its looked-up prompt tokens."""
     bad: list[int] = []
     for r in repeats:
-        gap = _gap([r.prefix_cache_hits, r.request_cached_tokens, sim.hits])
+        gap = _gap([_collector_hits(r), r.request_cached_tokens, sim.hits])
         base = r.prefix_cache_queries or r.request_prompt_tokens or 0
         if gap is not None and gap > tolerance * base:
             bad.append(r.repeat)
     med = next(r for r in repeats if r.repeat == median_repeat)
-    gap = _gap([med.prefix_cache_hits, med.request_cached_tokens, sim.hits])
+    gap = _gap([_collector_hits(med), med.request_cached_tokens, sim.hits])
     any_gap = any(
-        _gap([r.prefix_cache_hits, r.request_cached_tokens, sim.hits]) is not None for r in repeats
+        _gap([_collector_hits(r), r.request_cached_tokens, sim.hits]) is not None for r in repeats
     )
     return CounterCheck(
-        collector_hits=med.prefix_cache_hits,
+        collector_hits=_collector_hits(med),
         collector_queries=med.prefix_cache_queries,
         request_cached_tokens=med.request_cached_tokens,
         request_prompt_tokens=med.request_prompt_tokens,

@@ -214,6 +214,8 @@ def _combine_steps(frames: list[pd.DataFrame], offsets_s: list[float]) -> pd.Dat
     parts, step0 = [], 0
     for k, (f, off) in enumerate(zip(frames, offsets_s), start=1):
         f = f.assign(t_s=f["t_s"] + off, step=f["step"] + step0, stage=k)
+        if "t_recv_s" in f:
+            f["t_recv_s"] = f["t_recv_s"] + off
         step0 += len(f)
         parts.append(f)
     return add_running_totals(pd.concat(parts, ignore_index=True))
@@ -230,6 +232,14 @@ _SUMMED = (
     "connector_queries",
     "connector_hits",
     "duration_s",
+    "prefix_preempted_queries",
+    "prefix_preempted_hits",
+    "steps_without_outputs",
+    "offload_queries",
+    "offload_hits",
+    "offload_host_hits",
+    "offload_load_bytes",
+    "offload_store_bytes",
 )
 
 
@@ -242,11 +252,15 @@ def _combine_summaries(summaries: list[dict]) -> dict[str, Any]:
     for key in _SUMMED:
         vals = [s.get(key) for s in summaries]
         out[key] = sum(vals) if all(isinstance(v, (int, float)) for v in vals) else None
-    peaks = [s.get("max_kv_cache_usage") for s in summaries]
-    peaks = [p for p in peaks if isinstance(p, (int, float))]
-    out["max_kv_cache_usage"] = max(peaks) if peaks else None
-    q, h = out.get("prefix_cache_queries"), out.get("prefix_cache_hits")
-    out["prefix_cache_hit_rate"] = float(h) / float(q) if q and h is not None else None
+    for key in ("max_kv_cache_usage", "max_cpu_cache_usage"):
+        peaks = [s.get(key) for s in summaries]
+        peaks = [p for p in peaks if isinstance(p, (int, float))]
+        out[key] = max(peaks) if peaks else None
+    for rate, (h_key, q_key) in {"prefix_cache_hit_rate": ("prefix_cache_hits",
+                                                           "prefix_cache_queries"),
+                                 "offload_hit_rate": ("offload_hits", "offload_queries")}.items():
+        q, h = out.get(q_key), out.get(h_key)
+        out[rate] = float(h) / float(q) if q and h is not None else None
     out["stages"] = len(summaries)
     return out
 
@@ -325,7 +339,10 @@ def run_stages(
         p = engine.run_pass(prompts, run_rows, {**sampling, "max_tokens": st.max_tokens})
         offsets.append(float(sum(x.job_s for x in passes)))
         passes.append(p)
-        requests.append(p.requests.assign(stage=k) if multi else p.requests)
+        req = p.requests
+        if multi and "first_token_s" in req:  # the stage's clock continues the run's
+            req = req.assign(first_token_s=req["first_token_s"] + offsets[-1])
+        requests.append(req.assign(stage=k) if multi else req)
         texts = np.array(p.texts, dtype=object)
         output[run_rows] = texts
         reached[run_rows] = k

@@ -19,6 +19,7 @@ from ggr_kv.engine.config import (
     server_facts,
     started_engine,
 )
+from ggr_kv.collector import counter_check as collector_counter_check
 from ggr_kv.run.counters import counter_check, simulate_counts
 from ggr_kv.run.execute import Staged, aggregate
 from ggr_kv.run.prepare import PreparedRun
@@ -147,6 +148,7 @@ def _repeat_record(o: RepeatOutcome) -> RepeatRecord:
     return RepeatRecord(
         repeat=o.repeat, position=o.position, job_s=o.staged.job_s, prefix_cache_reset=o.reset,
         prefix_cache_hits=s.get("prefix_cache_hits"),
+        connector_hits=s.get("connector_hits"),
         prefix_cache_queries=s.get("prefix_cache_queries"),
         prefix_cache_hit_rate=s.get("prefix_cache_hit_rate"),
         request_cached_tokens=_total(req, "num_cached_tokens"),
@@ -235,7 +237,8 @@ def build_record(
         reorder=({**prep.reorder_info, "run_knobs": prep.context} if prep.context
                  else prep.reorder_info or None),
         stages=med.stages if multi else None, aggregate=aggregate(prep.query, outputs),
-        repeats=rep, repeat_runs=repeats, counters=counters, counter_check=None, engine=use,
+        repeats=rep, repeat_runs=repeats, counters=counters,
+        counter_check=collector_counter_check(med.summary, med.requests).as_dict(), engine=use,
     ).normalized()
     steps = _joined([o.staged.steps for o in outcomes], outcomes)
     requests = _joined([o.staged.requests for o in outcomes], outcomes)

@@ -117,6 +117,8 @@ class RepeatRecord:
     job_s : generate wall time, s (as `Timings.job_s`).
     prefix_cache_reset : the prefix cache was emptied right before it.
     prefix_cache_hits, prefix_cache_queries : the collector's totals (tokens).
+    connector_hits : the collector's KV-connector (CPU offload tier) hits, tokens; None
+        without a connector.
     prefix_cache_hit_rate : hits / queries (0-1).
     request_cached_tokens : sum of the requests' ``num_cached_tokens`` (tokens).
     request_prompt_tokens : sum of the requests' prompt tokens.
@@ -132,6 +134,7 @@ class RepeatRecord:
     prefix_cache_hits: int | None = None
     prefix_cache_queries: int | None = None
     prefix_cache_hit_rate: float | None = None
+    connector_hits: int | None = None
     request_cached_tokens: int | None = None
     request_prompt_tokens: int | None = None
     num_preemptions: int | None = None
@@ -174,7 +177,8 @@ class CounterCheck:
     Attributes
     ----------
     collector_hits, collector_queries : vLLM's counters through the metrics collector
-        (tokens).
+        (tokens; hits include the KV-connector / CPU-offload tier, as the requests'
+        ``num_cached_tokens`` do).
     request_cached_tokens, request_prompt_tokens : sums over the requests'
         ``num_cached_tokens`` and prompt tokens (what vLLM returned per request).
     simulated_hits, simulated_queries : `ggr_kv.simulate` for the same prompts, engine
@@ -269,7 +273,8 @@ class RunRecord:
     repeats : `RepeatSummary`.
     repeat_runs : one `RepeatRecord` per repeat.
     counters : `CounterCheck` (collector vs requests vs simulator).
-    counter_check : RESERVED for ``ggr_kv.collector.counter_check(summary, requests)``
+    counter_check : ``ggr_kv.collector.counter_check(summary, requests)`` of the median
+    repeat: the collector's counters (offload-tier hits included) against the requests
         (the collector's own cross-check, coming); None until it lands.
     engine : `EngineUse`.
     record_format : `RECORD_FORMAT`.
@@ -319,7 +324,7 @@ class RunRecord:
     repeats: RepeatSummary | None = None
     repeat_runs: list[RepeatRecord] | None = None
     counters: CounterCheck | None = None
-    counter_check: dict[str, Any] | None = None  # collector.counter_check() goes here
+    counter_check: dict[str, Any] | None = None  # ggr_kv.collector.counter_check().as_dict()
     engine: EngineUse | None = None
     record_format: int = RECORD_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)

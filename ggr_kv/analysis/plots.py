@@ -55,12 +55,14 @@ __all__ = [
     "fig_reorder_scores",
     "fig_resources",
     "fig_token_rates",
+    "full_window_rates",
     "plot_comparison",
     "save_figure",
+    "windowed_equals_cumulative",
 ]
 
 #: orderings in display order
-ORDERINGS: tuple[str, ...] = ("no_cache", "original", "sorted", "ggr", "ophr")
+ORDERINGS: tuple[str, ...] = ("no_cache", "original", "sorted", "ggr", "blocks", "ophr")
 
 #: one fixed color per ordering in every figure (Okabe-Ito, color-blind safe);
 #: ``simulated`` marks predictions of ``ggr_kv.simulate``
@@ -69,10 +71,11 @@ ORDERING_COLORS: dict[str, str] = {
     "original": "#0072b2",
     "sorted": "#e69f00",
     "ggr": "#009e73",
+    "blocks": "#d55e00",
     "ophr": "#cc79a7",
     "simulated": "#000000",
 }
-_EXTRA_COLORS = ("#d55e00", "#56b4e9", "#f0e442", "#8c564b", "#17becf", "#bcbd22")
+_EXTRA_COLORS = ("#56b4e9", "#f0e442", "#8c564b", "#17becf", "#bcbd22")
 
 #: the one style block of every figure
 RC: dict[str, Any] = {
@@ -469,8 +472,9 @@ def _bars(
             has = (d.get("n", pd.Series(1, index=d.index)).to_numpy() > 1) & ~np.isnan(lo)
             if has.any():
                 err = np.vstack([vals - lo, hi - vals])[:, has]
-                ax.errorbar(x[has], vals[has], yerr=err, fmt="none", ecolor="0.15",
-                            capsize=4, lw=1, gid="spread")
+                eb = ax.errorbar(x[has], vals[has], yerr=err, fmt="none", ecolor="0.15",
+                                 capsize=4, lw=1)
+                eb.lines[2][0].set_gid(f"spread:{g}")  # the min-max bars of this panel
                 heads[has] = hi[has]
         for xi, head, (_, row) in zip(x, heads, d.iterrows()):
             ax.annotate(label_fn(row), (xi, head), xytext=(0, 3), textcoords="offset points",

@@ -82,10 +82,16 @@ def main(args: argparse.Namespace) -> int:
     dirs, common = _run_dirs(args)
     out = None
     if not (args.table_only or args.readme):
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path(args.out) if args.out else common / f"report-{stamp}"
-        if out.exists():
-            raise FileExistsError(f"{out}: already exists; reports never replace earlier ones")
+        if args.out:
+            out = Path(args.out)
+            if out.exists():
+                raise FileExistsError(f"{out}: already exists; reports never replace earlier ones")
+        else:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            out, k = common / f"report-{stamp}", 1
+            while out.exists():
+                k += 1
+                out = common / f"report-{stamp}-{k}"
     runs, steps = load_runs(dirs, window=args.window)
     if args.table_only or args.readme:
         from ggr_kv.analysis.report import demo_table

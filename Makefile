@@ -83,7 +83,9 @@ demo: install
 	$(PY) -m ggr_kv demo
 
 demo-table: install  ## the README's demo table, from the newest demo folder
-	$(PY) -m ggr_kv report --latest-demo --table-only
+	@newest=$$(ls -td results/demo-*/ 2>/dev/null | head -n1); \
+	test -n "$$newest" || { echo "no results/demo-*: run make demo first" >&2; exit 2; }; \
+	$(PY) -m ggr_kv report "$$newest" --readme README.md
 
 bench: install
 	$(PY) benchmarks/bench_reorder.py

@@ -233,9 +233,9 @@ def _curve_panel(ax, steps, x, y, title, ylabel, pct=False, drawstyle="default")
 
 
 def _steps_for(runs: pd.DataFrame, steps: pd.DataFrame, window: int) -> pd.DataFrame:
-    if "hit_rate_window" not in steps:
-        steps = add_windowed_rates(steps, window)
-    return steps
+    """``steps`` with windowed rates over ``window`` steps (recomputed: a table loaded
+    with another window must not be drawn under this window's label)."""
+    return add_windowed_rates(steps, window)
 
 
 # -- curve figures ------------------------------------------------------------------

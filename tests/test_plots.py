@@ -260,7 +260,8 @@ def test_token_rates_use_full_windows_only():
     # before it (the offline loop's last record): a partial window spiked there
     t = np.r_[np.arange(1, 40) * 0.5, 19.501]
     steps = pd.DataFrame({"run_id": "r", "step": np.arange(40), "t_s": t,
-                          "prompt_tokens": 100, "generation_tokens": 10})
+                          "prompt_tokens": 100, "generation_tokens": 10,
+                          "prefix_hits_cum": 0, "prefix_queries_cum": 0})
     rates = full_window_rates(steps, window=8)
     assert rates["prompt_tok_s_full"].iloc[:8].isna().all()  # no ramp from the start
     tail = rates["prompt_tok_s_full"].iloc[8:]

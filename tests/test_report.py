@@ -221,7 +221,7 @@ def test_report_cross_checks_three_hit_counts_and_flags_a_mismatch(comparison, f
     assert data.counts["agree"].all(), data.counts
     ggr = data.counts.set_index("ordering").loc["ggr"]
     assert ggr["collector_hits"] == ggr["request_cached"] == ggr["simulated_hits"] > 0
-    assert "MISMATCH" not in text
+    assert "MISMATCH:" not in text
     # a run whose requests report more cached tokens than the counters saw
     bad = tmp_path / "cmp"
     shutil.copytree(comparison, bad, ignore=shutil.ignore_patterns("report-*", "figures"))
@@ -236,7 +236,7 @@ def test_report_cross_checks_three_hit_counts_and_flags_a_mismatch(comparison, f
     flagged = data_b.counts[~data_b.counts["agree"]]
     assert list(flagged["ordering"]) == ["ggr"]
     assert "requests" in flagged["disagreement"].iloc[0]
-    assert "MISMATCH" in report_text(runs_b, data=data_b)
+    assert "MISMATCH: collector" in report_text(runs_b, data=data_b)
 
 
 @pytest.mark.vllm

@@ -171,7 +171,9 @@ def objectives_table(runs: pd.DataFrame, scores: pd.DataFrame | None) -> str:
         else _pct(b) if pd.notna(b) else (n or "n/a")
         for o, b, n in zip(per["ordering"], per["block_hit_rate"], per["score_note"])
     ]
-    toks = ", ".join(str(t) for t in per["tokenizer"].dropna().unique()) or "the run's"
+    names = [(Path(str(t)).parent if str(t).endswith(".json") else Path(str(t))).name
+             for t in per["tokenizer"].dropna().unique()]  # a model folder: its name
+    toks = ", ".join(f"{n} tokenizer" for n in dict.fromkeys(names)) or "the run's tokenizer"
     sizes = "/".join(f"{int(b)}" for b in per["block_size"].dropna().unique()) or "?"
     return _table(per, {
         "ordering": ("ordering", str),
@@ -629,14 +631,15 @@ def plan_preview(table: Any, plan: Any, n: int = 8, width: int = 32) -> pd.DataF
 
 
 def demo_table(runs: pd.DataFrame, *, source: str | Path | None = None,
-               wall_s: float | None = None) -> str:
+               demo: Mapping[str, Any] | None = None) -> str:
     """The README's demo table: per ordering, prompt tokens, job time median [min-max],
     speedup vs original and measured hit rate, then one line naming what ran where.
 
     Parameters
     ----------
     source : the folder the runs came from (named in the closing line).
-    wall_s : the demo's wall time, s (named in the closing line when given).
+    demo : the demo's ``demo.json`` (wall and CPU time, s; load average at its start and
+        end), named in the closing line when given.
     """
     per = _per_ordering(runs)
     table = _table(per, {
@@ -657,8 +660,16 @@ def demo_table(runs: pd.DataFrame, *, source: str | Path | None = None,
     bits = [caption(runs), f"jobs per ordering: {'/'.join(map(str, reps))}"]
     if hw:
         bits.append(" / ".join(dict.fromkeys(hw)))
-    if wall_s is not None:
-        bits.append(f"demo wall time {wall_s:.0f} s")
+    if demo and demo.get("wall_s") is not None:
+        text = f"demo wall time {demo['wall_s']:.0f} s"
+        if demo.get("cpu_s") is not None:
+            text += f" (CPU time {demo['cpu_s']:.0f} s"
+            loads = demo.get("load_average") or []
+            if loads:
+                text += (f"; the machine's load average was {loads[0]:.1f} at the start, "
+                         f"{loads[-1]:.1f} at the end")
+            text += ")"
+        bits.append(text)
     if source is not None:
         bits.append(f"from `{Path(source).name}`")
     return table + "\n\n" + "; ".join(bits) + ".\n"

@@ -69,11 +69,10 @@ def _run_dirs(args: argparse.Namespace) -> tuple[list[Path], Path]:
     return dirs, comparison_dir(pd.DataFrame({"path": [str(d) for d in dirs]}))
 
 
-def _demo_wall_s(folder: Path) -> float | None:
+def _demo_record(folder: Path) -> dict | None:
+    """The ``demo.json`` of a demo folder (wall and CPU time), None elsewhere."""
     meta = folder / "demo.json"
-    if meta.is_file():
-        return json.loads(meta.read_text()).get("wall_s")
-    return None
+    return json.loads(meta.read_text()) if meta.is_file() else None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -96,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
     if args.table_only or args.readme:
         from ggr_kv.analysis.report import demo_table
 
-        table = demo_table(runs, source=common, wall_s=_demo_wall_s(common))
+        table = demo_table(runs, source=common, demo=_demo_record(common))
         if args.readme:
             from ggr_kv.analysis.readme import replace_block
 

@@ -25,12 +25,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ggr_kv.collector import StatsDisabledError, VLLMMetricsCollector  # noqa: E402
-from ggr_kv.core.blocks import block_hashes, unbounded_prefix_hits  # noqa: E402
-from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS  # noqa: E402
-from ggr_kv.core.tokenizer import load_tokenizer  # noqa: E402
-from ggr_kv.engine.prom import snapshot_from_vllm_metrics  # noqa: E402
-from ggr_kv.engine.resources import RESOURCE_COLUMNS, ResourceSampler, probe_gpus  # noqa: E402
+from ggr_kv.collector import StatsDisabledError, VLLMMetricsCollector
+from ggr_kv.collector.frames import EXTRA_STEP_COLUMNS
+from ggr_kv.collector.seed import SEED_KEYS
+from ggr_kv.core.blocks import block_hashes, unbounded_prefix_hits
+from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS
+from ggr_kv.core.tokenizer import load_tokenizer
+from ggr_kv.engine.prom import snapshot_from_vllm_metrics
+from ggr_kv.engine.resources import RESOURCE_COLUMNS, ResourceSampler, probe_gpus
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 6
@@ -169,17 +171,23 @@ def _iterations(llm) -> float:
     return snapshot_from_vllm_metrics(llm.get_metrics()).values["iterations"]
 
 
+def _our_loggers(llm) -> int:
+    from ggr_kv.collector.stat_logger import step_logger_cls
+
+    cls = step_logger_cls()
+    return sum(isinstance(x, cls) for x in llm.llm_engine.logger_manager.stat_loggers)
+
+
 # -- offline engine ---------------------------------------------------------------------
 @pytest.mark.vllm
 def test_hits_equal_requests_and_block_math(llm, prompt_ids, expected_hits):
     assert llm.reset_prefix_cache()
-    n_loggers = len(llm.llm_engine.logger_manager.stat_loggers)
     iters_before = _iterations(llm)
     with VLLMMetricsCollector(llm) as col:
         outputs = llm.generate(PROMPTS, _params(), use_tqdm=False)
-    assert len(llm.llm_engine.logger_manager.stat_loggers) == n_loggers  # detached
     s = col.summary()
-    assert s["collection_method"] == "stat_logger"
+    assert s["collection_method"] == "stat_logger" and s["stats_available"] is True
+    assert _our_loggers(llm) == 1  # one permanent logger per engine, however many windows
     assert [o.prompt_token_ids for o in outputs] == prompt_ids  # our ids are vLLM's ids
     cached = np.array([o.num_cached_tokens for o in outputs])
     np.testing.assert_array_equal(cached, expected_hits)
@@ -188,8 +196,10 @@ def test_hits_equal_requests_and_block_math(llm, prompt_ids, expected_hits):
     assert s["prefix_cache_queries"] == total_prompt == s["prompt_tokens"]
     assert s["prefix_cache_hit_rate"] == pytest.approx(expected_hits.sum() / total_prompt)
     assert s["generation_tokens"] == MAX_TOKENS * len(PROMPTS)
-    # one row per engine step: vLLM's own iteration histogram counts the same steps
-    assert s["num_steps"] == len(col.steps()) == _iterations(llm) - iters_before
+    # one row per engine step: vLLM's own iteration histogram counts the steps with output
+    assert s["num_steps"] == len(col.steps())
+    assert s["num_steps"] - s["steps_without_outputs"] == _iterations(llm) - iters_before
+    assert s["records_unmatched"] == 0 and s["tap_steps"] >= s["num_steps"]
     assert s["block_size"] == llm.llm_engine.vllm_config.cache_config.block_size
     assert 0 < s["max_kv_cache_usage"] <= 1
 
@@ -201,6 +211,9 @@ def test_steps_frame(llm, prompt_ids, expected_hits):
         llm.generate(PROMPTS, _params(), use_tqdm=False)
     df = col.steps()
     assert list(df.columns[: len(STEP_COLUMNS)]) == list(STEP_COLUMNS)
+    assert list(df.columns[len(STEP_COLUMNS) : len(STEP_COLUMNS) + len(EXTRA_STEP_COLUMNS)]) == (
+        list(EXTRA_STEP_COLUMNS)
+    )
     assert set(RESOURCE_COLUMNS) <= set(df.columns)  # resources merged by time
     np.testing.assert_array_equal(df["step"], np.arange(len(df)))
     for c in ("t_s", "prefix_queries_cum", "prefix_hits_cum", "num_preemptions_cum"):
@@ -232,6 +245,83 @@ def test_second_pass_hits_more_and_windows_are_separate(llm, prompt_ids, expecte
     # each window counts only its own lookups
     assert s1["prefix_cache_queries"] == s2["prefix_cache_queries"] == sum(map(len, prompt_ids))
     assert "cpu_percent" not in second.steps().columns
+    assert _our_loggers(llm) == 1
+
+
+@pytest.mark.vllm
+def test_first_tokens_fall_on_engine_step_times(llm):
+    """Step times are the engine core's (``EngineCoreOutputs.timestamp``): every request's
+    first-token time (``RequestOutput.metrics.first_token_ts``, the same clock) is exactly
+    one recorded step's ``t_s``; the receive time comes after it."""
+    assert llm.reset_prefix_cache()
+    with VLLMMetricsCollector(llm, sample_resources=False) as col:
+        outputs = llm.generate(PROMPTS, _params(), use_tqdm=False)
+    steps, req = col.steps(), col.requests(outputs)
+    assert req["first_token_s"].notna().all()
+    assert np.isin(req["first_token_s"], steps["t_s"]).all()
+    firsts = {float(o.metrics.first_token_ts) - col.t0_monotonic for o in outputs}
+    assert firsts <= set(steps["t_s"])
+    assert (steps["t_recv_s"] >= steps["t_s"]).all() and (np.diff(steps["t_s"]) > 0).all()
+    s = col.summary()
+    assert 0 < s["first_step_s"] == steps["t_s"].iloc[0] < s["duration_s"]
+    assert s["step_time_source"].startswith("engine clock")
+
+
+@pytest.mark.vllm
+def test_seed_interface_after_generate(llm, prompt_ids):
+    """``collect_internal_stats()`` as the seed pipeline uses it: built once, asked later."""
+    assert llm.reset_prefix_cache()
+    seed = VLLMMetricsCollector(llm, sample_resources=False)
+    before = seed.collect_internal_stats()
+    assert set(SEED_KEYS) <= set(before)
+    assert before["stats_available"] is False and before["gpu_prefix_cache_hit_rate"] is None
+    outputs = llm.generate(PROMPTS, _params(), use_tqdm=False)
+    s = seed.collect_internal_stats()
+    assert set(SEED_KEYS) <= set(s) and s["since"] == "construction"
+    assert s["collection_method"] == "stat_logger" and s["stats_available"] is True
+    cached = sum(o.num_cached_tokens for o in outputs)
+    prompt = sum(len(o.prompt_token_ids) for o in outputs)
+    assert 0 < cached < prompt
+    assert s["gpu_prefix_cache_hit_rate"] == cached / prompt
+    assert s["gpu_prefix_cache_hits"] == cached and s["gpu_prefix_cache_queries"] == prompt
+    assert 0 <= s["gpu_cache_usage_sys"] <= 1 and s["num_preemptions"] == 0
+    assert s["cpu_prefix_cache_hit_rate"] is None and s["cpu_cache_usage_sys"] is None
+    assert "kv_offloading_size" in s["cpu_tier_reason"]  # no tier here: None, not 0.0
+    assert s["timestamp"] > 1e9 and s["num_steps"] >= 1
+    json.dumps(s, allow_nan=False)
+
+
+@pytest.mark.vllm
+def test_a_window_that_never_ran_refuses_to_report(llm):
+    """The trap of issue 11.7: a collector that was never started must not report
+    ``stats_available: True`` with 0 hits. Its window refuses (False + a warning); its
+    totals since construction see the engine's work."""
+    assert llm.reset_prefix_cache()
+    col = VLLMMetricsCollector(llm, sample_resources=False)
+    outputs = llm.generate(PROMPTS, _params(), use_tqdm=False)
+    with pytest.warns(UserWarning, match="window never ran"):
+        s = col.summary()
+    assert s["stats_available"] is False and s["window_ran"] is False
+    assert s["prefix_cache_hits"] is None and s["prefix_cache_hit_rate"] is None
+    with pytest.warns(UserWarning, match="window never ran"):
+        assert len(col.steps()) == 0
+    snap = col.collect_internal_stats()
+    assert snap["stats_available"] is True
+    assert snap["gpu_prefix_cache_hits"] == sum(o.num_cached_tokens for o in outputs) > 0
+
+
+@pytest.mark.vllm
+def test_counter_check_on_a_real_run(llm, expected_hits):
+    assert llm.reset_prefix_cache()
+    with VLLMMetricsCollector(llm, sample_resources=False) as col:
+        outputs = llm.generate(PROMPTS, _params(), use_tqdm=False)
+    col.requests(outputs)
+    c = col.counter_check()
+    assert c.consistent is True and c.hits_diff == 0 and c.queries_diff == 0
+    assert c.request_hits == expected_hits.sum() > 0
+    s = col.summary()
+    assert s["offload_tier"]["present"] is False and s["offload_hits"] is None
+    assert s["connector_hits"] is None and "kv_offloading_size" in s["offload_tier_reason"]
 
 
 @pytest.mark.vllm
@@ -257,7 +347,7 @@ def test_requests_frame(llm, prompt_ids, expected_hits):
         outputs = llm.generate(PROMPTS, _params(), use_tqdm=False)
     rows = np.arange(len(PROMPTS))[::-1] + 100  # original positions of a reordered table
     df = col.requests(outputs, rows=rows)
-    assert list(df.columns) == list(REQUEST_COLUMNS)
+    assert list(df.columns) == [*REQUEST_COLUMNS, "first_token_s"]
     np.testing.assert_array_equal(df["row"], rows)
     np.testing.assert_array_equal(df["slot"], np.arange(len(PROMPTS)))
     np.testing.assert_array_equal(df["prompt_tokens"], [len(p) for p in prompt_ids])
@@ -464,7 +554,8 @@ def test_from_url_matches_offline(server, llm, prompt_ids, expected_hits):
     assert s["prefix_cache_hits"] == expected_hits.sum()
     assert s["block_size"] == so["block_size"] and s["vllm_version"] == so["vllm_version"]
     req = col.requests(responses)
-    assert list(req.columns) == list(REQUEST_COLUMNS)
+    assert list(req.columns[: len(REQUEST_COLUMNS)]) == list(REQUEST_COLUMNS)
+    assert req["first_token_s"].isna().all()  # a server reports no engine times
     np.testing.assert_array_equal(req["num_cached_tokens"], expected_hits)
     np.testing.assert_array_equal(req["prompt_tokens"], [len(p) for p in prompt_ids])
     assert req["e2e_s"].isna().all()  # the server reports no latencies; none are invented

@@ -146,3 +146,73 @@ def test_base_name():
     assert base_name("vllm:gpu_prefix_cache_hits_total") == "gpu_prefix_cache_hits"
     assert base_name("vllm:prefix_cache_hits") == "prefix_cache_hits"
     assert base_name("vllm:prompt_tokens_cached_total") == "prompt_tokens_cached"
+
+
+# -- the CPU KV-offload tier ---------------------------------------------------------------
+# Pages written by vLLM 0.32's own PrometheusStatLogger for an OffloadingConnector engine
+# (tests/fixtures/metrics/make_offload_page.py says how); expected values are read back
+# from the text with `_sample`, not typed here.
+OFFLOAD = FIX / "metrics" / "prometheus_offload_vllm_cpu_0.32.txt"
+
+
+def _without(text: str, *prefixes: str) -> str:
+    """The page without the sample / HELP / TYPE lines of the families ``prefixes``."""
+    keep = []
+    for ln in text.splitlines():
+        name = ln.split(" ")[2] if ln.startswith("# ") else ln
+        if not name.startswith(prefixes):
+            keep.append(ln)
+    return "\n".join(keep) + "\n"
+
+
+def test_offload_tier_families_read_from_vllm_page():
+    text = OFFLOAD.read_text()
+    snap = parse_metrics_text(text)
+    v = snap.values
+    assert v["connector_queries"] == _sample(text, "vllm:external_prefix_cache_queries_total")
+    assert v["connector_hits"] == _sample(text, "vllm:external_prefix_cache_hits_total")
+    assert v["offload_load_bytes"] == _sample(text, "vllm:kv_offload_load_bytes_total")
+    assert v["offload_store_bytes"] == _sample(text, "vllm:kv_offload_store_bytes_total")
+    assert v["cpu_cache_usage"] == _sample(text, "vllm:kv_offload_cpu_cache_usage_perc")
+    host = re.search(r'^vllm:prompt_tokens_cached_by_source_total\{[^}]*source="host"\} (\S+)$',
+                     text, flags=re.MULTILINE)  # fmt: skip
+    assert v["host_hits"] == float(host.group(1))
+    # a tier that served tokens, and a GPU tier beside it: not 0 == 0 comparisons
+    assert 0 < v["host_hits"] <= v["connector_hits"] < v["connector_queries"]
+    assert 0 < v["prefix_hits"] and v["offload_load_bytes"] > 0
+    assert snap.sources["host_hits"] == "vllm:prompt_tokens_cached_by_source{source=host}"
+    assert snap.sources["offload_load_bytes"] == "vllm:kv_offload_load_bytes"
+    assert snap.info["kv_offloading_size"] == 1.0 and snap.info["kv_offloading_backend"] == "native"
+
+
+def test_offload_bytes_from_the_deprecated_transfer_type_names():
+    """vLLM 0.32 still exports ``kv_offload_total_bytes{transfer_type=...}``; a release
+    with only those names gives the same numbers."""
+    text = OFFLOAD.read_text()
+    old = parse_metrics_text(_without(text, "vllm:kv_offload_load_", "vllm:kv_offload_store_"))
+    new = parse_metrics_text(text)
+    for key in ("offload_load_bytes", "offload_store_bytes", "offload_load_time_s"):
+        assert old.values[key] == new.values[key], key
+    assert old.sources["offload_load_bytes"] == (
+        "vllm:kv_offload_total_bytes{transfer_type=CPU_to_GPU}"
+    )
+
+
+def test_vllm_0_26_page_has_no_host_split_and_it_is_absent_not_zero():
+    text = _without(OFFLOAD.read_text(), "vllm:prompt_tokens_cached_by_source")
+    snap = parse_metrics_text(text)
+    assert "host_hits" not in snap.values and "device_hits" not in snap.values
+    assert snap.values["connector_hits"] == _sample(text, "vllm:external_prefix_cache_hits_total")
+
+
+def test_no_offload_tier_on_a_plain_page():
+    from ggr_kv.collector.offload import tier_from_metrics
+
+    plain = parse_metrics_text(NEW.read_text())
+    # vLLM registers the external_prefix_cache counters without a connector (value 0)
+    assert plain.values["connector_queries"] == 0 and plain.info["kv_offloading_size"] is None
+    tier = tier_from_metrics(plain.info, set(plain.values))
+    assert not tier.present and "kv_offloading_size" in tier.reason
+    off = parse_metrics_text(OFFLOAD.read_text())
+    tier = tier_from_metrics(off.info, set(off.values))
+    assert tier.cpu and tier.connector == "OffloadingConnector" and tier.size_gib == 1.0

@@ -1,146 +1,120 @@
 """Measure what vLLM's KV cache did during a run: one row per engine step.
 
-`VLLMMetricsCollector` attaches to an offline ``vllm.LLM`` (created with
-``disable_log_stats=False``) around ``llm.generate(...)``, or to a running server through
-`VLLMMetricsCollector.from_url`, and records the prefix-cache queries and hits (tokens),
-KV-cache usage, running/waiting requests, preemptions and token counts per engine step,
-with process CPU/RSS and GPU counters sampled beside them::
+`VLLMMetricsCollector` reads an offline ``vllm.LLM`` (created with
+``disable_log_stats=False``), an ``LLMEngine`` / ``AsyncLLM``, or a running server
+(`VLLMMetricsCollector.from_url`), and records the prefix-cache queries and hits
+(tokens), KV-cache usage, running/waiting requests, preemptions, token counts and the
+KV-offload (connector) tier per engine step, with process CPU/RSS and GPU counters
+sampled beside them::
 
     llm = LLM(model=path, disable_log_stats=False)
     with VLLMMetricsCollector(llm) as col:
         outputs = llm.generate(prompts, params)
-    col.steps()            # DataFrame, columns ggr_kv.core.schema.STEP_COLUMNS + resources
-    col.summary()          # dict: hit rate, hits, queries, peak KV usage, ...
-    col.requests(outputs)  # DataFrame, columns ggr_kv.core.schema.REQUEST_COLUMNS
+    col.steps()            # DataFrame: STEP_COLUMNS + EXTRA_STEP_COLUMNS + resources
+    col.summary()          # dict: hit rate, hits, queries, peak KV usage, offload tier...
+    col.requests(outputs)  # DataFrame: REQUEST_COLUMNS + first_token_s
+    col.counter_check()    # collector counters vs the requests' own numbers
 
-Ways of collecting, tried in this order and named in ``summary()["collection_method"]``:
+    seed = VLLMMetricsCollector(llm)   # built once, asked at any time:
+    seed.collect_internal_stats()      # the seed pipeline's snapshot dict
 
-1. ``"stat_logger"``: a vLLM ``StatLoggerBase`` appended to the engine's logger manager;
-   vLLM calls it once per engine step with that step's ``SchedulerStats`` and
-   ``IterationStats``. Exact, per step, negligible overhead.
-2. ``"get_metrics_poll"``: ``llm.get_metrics()`` polled from a thread every
-   ``poll_interval_s``; rows are counter deltas between polls, totals are exact (a last
-   poll is taken at `stop`).
-3. ``"prometheus_url"``: a server's ``/metrics`` page scraped every ``interval_s``
-   (`from_url`), old and new metric names understood (`ggr_kv.engine.prom`).
-4. ``"request_only"``: no engine statistics; only per-request ``num_cached_tokens``
-   (`requests`). Chosen explicitly with ``tier="request_only"``.
+The numbers come from one *source* per collector (`ggr_kv.collector.sources`), named in
+``summary()["collection_method"]`` (`TIERS`):
 
-Works with vLLM V1 releases 0.26 to 0.33 (renamed fields are read with fallbacks; no
-V0 internals). Importing this module does not import vLLM.
+1. ``"stat_logger"``: a permanent step logger attached once per engine and an output tap
+   that stamps every step with the engine core's clock (`ggr_kv.collector.stat_logger`).
+   Exact, per step, negligible overhead. vLLM's documented route for custom loggers is
+   ``LLMEngine.from_engine_args(..., stat_loggers=[step_logger_factory()])`` /
+   ``AsyncLLM.from_engine_args(..., stat_loggers=[...])``; an engine built that way is
+   read through its own logger. ``vllm.LLM`` has no such argument in vLLM 0.26-0.33, so
+   for it the logger is appended to ``llm.llm_engine.logger_manager.stat_loggers``
+   (once per engine; later collectors reuse it).
+2. ``"get_metrics_poll"``: ``llm.get_metrics()`` polled every ``poll_interval_s``.
+3. ``"prometheus_url"``: a server's ``/metrics`` scraped every ``interval_s``.
+4. ``"request_only"``: no engine statistics; only per-request ``num_cached_tokens``.
+
+Windows and totals: a collector collects from its construction. `start` ... `stop` (or
+``with``) is its one *window*: `steps`, `summary` and `counter_check` describe that window;
+a collector whose window never ran refuses to report (``stats_available`` False and a
+warning). `collect_internal_stats` is cumulative since the last `start`, or since
+construction when the collector was never started, up to the moment it is called.
+
+Works with vLLM V1 releases 0.26 to 0.33; fields of vLLM's stats objects are read
+strictly (`ggr_kv.collector.fields`). Importing this module does not import vLLM.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import threading
 import time
-import urllib.error
-import urllib.request
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
 import numpy as np
 import pandas as pd
 
+from ggr_kv.collector.checks import DEFAULT_REL_TOL, CounterCheck, counter_check
+from ggr_kv.collector.frames import empty_steps, rate, steps_frame, window_totals
+from ggr_kv.collector.poll import GetMetricsSource, PrometheusSource
+from ggr_kv.collector.requests import requests_frame
+from ggr_kv.collector.seed import internal_stats
+from ggr_kv.collector.sources import (
+    TIERS,
+    EngineSource,
+    RequestOnlySource,
+    Source,
+    StatsDisabledError,
+)
+from ggr_kv.collector.steplog import Cursor
 from ggr_kv.core.jsonutil import to_jsonable
-from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS, add_running_totals
 from ggr_kv.engine.config import import_vllm
-from ggr_kv.engine.prom import MetricsSnapshot, parse_metrics_text, snapshot_from_vllm_metrics
 from ggr_kv.engine.resources import RESOURCE_COLUMNS, ResourceSampler
 
 __all__ = ["TIERS", "StatsDisabledError", "VLLMMetricsCollector"]
 
-#: collection methods, in the order ``tier="auto"`` tries them for an offline engine
-TIERS: tuple[str, ...] = ("stat_logger", "get_metrics_poll", "prometheus_url", "request_only")
-
-
-# raw per-step record, as appended by the stat logger / pollers
-_RAW = (
-    "t_s",
-    "engine",
-    "kv_cache_usage",
-    "prefix_queries",
-    "prefix_hits",
-    "num_running",
-    "num_waiting",
-    "num_preemptions",
-    "prompt_tokens",
-    "generation_tokens",
-    "connector_queries",
-    "connector_hits",
+_NEVER_RAN = (
+    "this collector's window never ran (start() was not called, or it is not used as a "
+    "context manager), so it has no numbers for a window; use `with collector: ...`, or "
+    "collect_internal_stats() for totals since construction"
 )
-_DELTA_KEYS = (  # snapshot counters that become per-row deltas, in _RAW order
-    "prefix_queries",
-    "prefix_hits",
-    "num_preemptions",
-    "prompt_tokens",
-    "generation_tokens",
-    "connector_queries",
-    "connector_hits",
-)
-_NAN = math.nan
 
 
-class StatsDisabledError(RuntimeError):
-    """The engine was built with statistics off, so there is nothing to collect."""
-
-
-_LOGGER_CLS: type | None = None
-
-
-def _step_logger_cls() -> type:
-    """A ``StatLoggerBase`` subclass that appends one raw row per ``record`` call."""
-    global _LOGGER_CLS
-    if _LOGGER_CLS is not None:
-        return _LOGGER_CLS
+def _choose_source(llm: Any, tier: str, poll_interval_s: float) -> Source:
+    allowed = ("auto", "stat_logger", "get_metrics_poll", "request_only")
+    if tier not in allowed:
+        raise ValueError(
+            f"unknown tier {tier!r}; choose one of {allowed} (a server's /metrics: "
+            "use VLLMMetricsCollector.from_url)"
+        )
+    if not poll_interval_s > 0:
+        raise ValueError(f"poll_interval_s must be > 0 seconds, got {poll_interval_s!r}")
+    if tier == "request_only":
+        src = RequestOnlySource(llm)
+        engine = llm.llm_engine if hasattr(llm, "llm_engine") else llm
+        off = engine.logger_manager is None
+        warnings.warn(
+            "tier='request_only': no per-step engine statistics are collected; only "
+            "per-request num_cached_tokens from requests(outputs)"
+            + (" (this engine has statistics off)" if off else ""),
+            stacklevel=4,
+        )
+        return src
+    if tier == "get_metrics_poll":
+        return GetMetricsSource(llm, poll_interval_s)
     try:
-        from vllm.v1.metrics.loggers import StatLoggerBase
-    except ImportError:
-        import_vllm()  # says which extra installs vLLM when it is missing
+        return EngineSource(llm)
+    except StatsDisabledError:
         raise
-
-    class _StepLogger(StatLoggerBase):
-        """Per-engine logger: stores numbers only; all work happens after the run."""
-
-        def __init__(
-            self, vllm_config: Any, engine_index: int = 0, sink: Any = None, t0: float = 0.0
-        ):
-            self.engine_index = engine_index
-            self.sink = sink if sink is not None else []
-            self.t0 = t0
-
-        def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
-            t = time.perf_counter() - self.t0
-            s = scheduler_stats
-            if s is not None:
-                kv = getattr(s, "kv_cache_usage", None)
-                if kv is None:  # vLLM <= 0.9 name
-                    kv = getattr(s, "gpu_cache_usage", _NAN)
-                pcs = s.prefix_cache_stats
-                q, h = pcs.queries, pcs.hits
-                run = s.num_running_reqs
-                wait = s.num_waiting_reqs + getattr(s, "num_skipped_waiting_reqs", 0)
-                cps = getattr(s, "connector_prefix_cache_stats", None)
-                cq, ch = (cps.queries, cps.hits) if cps is not None else (0, 0)
-            else:
-                kv, q, h, run, wait, cq, ch = _NAN, 0, 0, _NAN, _NAN, 0, 0
-            it = iteration_stats
-            if it is not None:
-                pre = it.num_preempted_reqs
-                pt = getattr(it, "num_prompt_tokens", 0)
-                gt = it.num_generation_tokens
-            else:
-                pre = pt = gt = 0
-            self.sink.append((t, engine_idx, kv, q, h, run, wait, pre, pt, gt, cq, ch))
-
-        def log_engine_initialized(self):
-            pass
-
-    _LOGGER_CLS = _StepLogger
-    return _StepLogger
+    except RuntimeError as e:
+        if tier == "stat_logger":
+            raise RuntimeError(f"cannot attach a stat logger to this engine: {e}") from e
+        warnings.warn(
+            f"cannot attach a stat logger ({e}); polling llm.get_metrics() every "
+            f"{poll_interval_s} s instead",
+            stacklevel=4,
+        )
+        return GetMetricsSource(llm, poll_interval_s)
 
 
 class VLLMMetricsCollector:
@@ -148,28 +122,24 @@ class VLLMMetricsCollector:
 
     Parameters
     ----------
-    llm : an offline ``vllm.LLM`` (or its ``LLMEngine``) built with
-        ``disable_log_stats=False``.
+    llm : an offline ``vllm.LLM`` built with ``disable_log_stats=False``, its
+        ``LLMEngine``, an ``AsyncLLM``, or a `ggr_kv.collector.sources.Source`.
     sample_resources : also sample process CPU %, RSS and GPU counters (see
-        `ggr_kv.engine.resources`) in a thread; they appear in `resources` and as extra columns
-        of `steps` (nearest sample in time).
+        `ggr_kv.engine.resources`) in a thread during the window; they appear in
+        `resources` and as extra columns of `steps` (nearest sample in time).
     resource_interval_s : seconds between resource samples.
-    tier : ``"auto"`` (first that works of ``"stat_logger"``, ``"get_metrics_poll"``), one
-        of those two, or ``"request_only"`` (no engine statistics at all).
-    poll_interval_s : seconds between ``llm.get_metrics()`` polls (tier 2 only).
+    tier : ``"auto"`` (``"stat_logger"``, falling back to ``"get_metrics_poll"`` when no
+        logger can be attached), one of those two, or ``"request_only"``.
+    poll_interval_s : seconds between ``llm.get_metrics()`` polls (that tier only).
 
     Raises
     ------
     StatsDisabledError
         if the engine has statistics off and ``tier`` is not ``"request_only"``.
+    ggr_kv.collector.fields.VLLMFieldError
+        if the installed vLLM lacks a stats field the collector reads.
     ImportError
         if vLLM is not installed (the message says which extra to install).
-
-    Notes
-    -----
-    Each collector only counts what happens between its `start` and `stop`, so one
-    ``llm`` can be measured over several runs in a row; `stop` detaches the logger.
-    Use it as a context manager so it is detached even when ``generate`` raises.
     """
 
     def __init__(
@@ -181,115 +151,29 @@ class VLLMMetricsCollector:
         tier: str = "auto",
         poll_interval_s: float = 0.05,
     ) -> None:
-        vllm = import_vllm()
-        allowed = ("auto", "stat_logger", "get_metrics_poll", "request_only")
-        if tier not in allowed:
-            raise ValueError(
-                f"unknown tier {tier!r}; choose one of {allowed} (a server's /metrics: "
-                "use VLLMMetricsCollector.from_url)"
-            )
-        if not poll_interval_s > 0:
-            raise ValueError(f"poll_interval_s must be > 0 seconds, got {poll_interval_s!r}")
-        engine = getattr(llm, "llm_engine", llm)
-        if not hasattr(engine, "logger_manager") and not hasattr(engine, "get_metrics"):
-            raise TypeError(
-                f"expected a vllm.LLM (V1 engine) or its LLMEngine, got {type(llm).__name__}"
-            )
-        self._llm = llm
-        self._engine = engine
-        self._url: str | None = None
-        self._vllm_version = getattr(vllm, "__version__", None)
-        self._init_common(sample_resources, resource_interval_s)
-        self._poll_interval_s = float(poll_interval_s)
-        self._method = self._choose_tier(tier)
-
-    # -- construction ------------------------------------------------------------------
-    def _init_common(self, sample_resources: bool, resource_interval_s: float) -> None:
         if sample_resources and not resource_interval_s > 0:
             raise ValueError(
                 f"resource_interval_s must be > 0 seconds, got {resource_interval_s!r}"
             )
+        if isinstance(llm, Source):
+            self._source = llm
+        else:
+            import_vllm()
+            self._source = _choose_source(llm, tier, poll_interval_s)
         self._sample_resources = bool(sample_resources)
         self._resource_interval_s = float(resource_interval_s)
-        self._rows: list[tuple] = []
+        log = self._source.log
+        self._cursor: Cursor | None = log.cursor() if log is not None else None
+        self._since = "construction"
+        self._t_built = time.monotonic()
+        self._window: Cursor | None = None
         self._t0: float | None = None
         self._t_end: float | None = None
-        self._adapter: Any = None
+        self._rows: list[list[float]] | None = None  # the window's rows, copied at stop
+        self._unpin: weakref.finalize | None = None
         self._sampler: ResourceSampler | None = None
-        self._resource_pid: int | None = None
-        self._poll_thread: threading.Thread | None = None
-        self._poll_stop = threading.Event()
-        self._baseline: MetricsSnapshot | None = None
-        self._last: MetricsSnapshot | None = None
-        self._iterations = 0.0
-        self._n_polls = 0
-        self._poll_errors: list[str] = []
-        self._counter_resets: list[str] = []
         self._last_requests: pd.DataFrame | None = None
-        self._info: dict[str, Any] = {}
-
-    def _stats_on(self) -> bool:
-        lm = getattr(self._engine, "logger_manager", None)
-        return lm is not None and bool(getattr(self._engine, "log_stats", True))
-
-    def _choose_tier(self, tier: str) -> str:
-        stats_on = self._stats_on()
-        if tier == "request_only":
-            warnings.warn(
-                "tier='request_only': no per-step engine statistics are collected; only "
-                "per-request num_cached_tokens from requests(outputs)"
-                + ("" if stats_on else " (this engine has statistics off)"),
-                stacklevel=3,
-            )
-            return "request_only"
-        if not stats_on:
-            raise StatsDisabledError(
-                "this vLLM engine has statistics off (vllm.LLM defaults to "
-                "disable_log_stats=True), so there are no per-step metrics to collect. "
-                "Create it with LLM(..., disable_log_stats=False), or pass "
-                "tier='request_only' to keep only per-request num_cached_tokens."
-            )
-        if tier in ("auto", "stat_logger"):
-            why = self._stat_logger_problem()
-            if why is None:
-                return "stat_logger"
-            if tier == "stat_logger":
-                raise RuntimeError(f"cannot attach a stat logger to this engine: {why}")
-            if not hasattr(self._llm, "get_metrics") and not hasattr(self._engine, "get_metrics"):
-                raise RuntimeError(
-                    f"cannot attach a stat logger ({why}) and this engine has no get_metrics()"
-                )
-            warnings.warn(
-                f"cannot attach a stat logger ({why}); polling llm.get_metrics() every "
-                f"{self._poll_interval_s} s instead",
-                stacklevel=3,
-            )
-        return "get_metrics_poll"
-
-    def _stat_logger_problem(self) -> str | None:
-        lm = getattr(self._engine, "logger_manager", None)
-        if lm is None:
-            return "the engine has no logger_manager"
-        if not isinstance(getattr(lm, "stat_loggers", None), list):
-            return "logger_manager.stat_loggers is not a list in this vLLM version"
-        try:
-            from vllm.v1.metrics.loggers import PerEngineStatLoggerAdapter  # noqa: F401
-
-            _step_logger_cls()
-        except ImportError as e:
-            return f"vllm.v1.metrics.loggers lacks what is needed ({e})"
-        if self._vllm_config() is None:
-            return "the engine exposes no vllm_config"
-        return None
-
-    def _vllm_config(self) -> Any:
-        cfg = getattr(self._engine, "vllm_config", None)
-        if cfg is None and hasattr(self._engine, "get_vllm_config"):
-            try:
-                cfg = self._engine.get_vllm_config()
-            except Exception:  # noqa: BLE001 - optional accessor
-                cfg = None
-        return cfg
+        self._iters0: float | None = None
 
     @classmethod
     def from_url(
@@ -307,105 +191,85 @@ class VLLMMetricsCollector:
         Parameters
         ----------
         url : the server's base URL (``http://127.0.0.1:8000``) or its ``/metrics`` URL.
-        interval_s : seconds between scrapes; rows are counter deltas between scrapes
-            at which something changed. Totals are exact (a last scrape is taken at `stop`).
-        sample_resources : sample CPU/RSS of process ``pid`` and its children (the server;
-            default: this process) and the GPUs through NVML.
-        pid : the server's process id, for resource sampling.
-        timeout_s : HTTP timeout per scrape, seconds.
+        interval_s : seconds between scrapes; rows are counter deltas between scrapes.
+        sample_resources : sample CPU/RSS of ``pid`` (and its children) and the GPUs.
+        resource_interval_s : seconds between resource samples.
+        pid : the server's process id (default: this process).
+        timeout_s : seconds to wait for one scrape.
 
         Raises
         ------
         ConnectionError
-            naming the URL, if the server cannot be reached (checked here, at once).
+            if the URL cannot be reached now (the message names it).
         ValueError
-            if the page holds no vLLM metrics.
+            if the URL is not http(s) or serves no vLLM prefix-cache metrics.
         """
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {url!r}")
-        if not interval_s > 0:
-            raise ValueError(f"interval_s must be > 0 seconds, got {interval_s!r}")
-        self = cls.__new__(cls)
-        base = url.rstrip("/")
-        base = base.removesuffix("/metrics")
-        self._llm = None
-        self._engine = None
-        self._url = base + "/metrics"
-        self._timeout_s = float(timeout_s)
-        self._init_common(sample_resources, resource_interval_s)
-        self._resource_pid = pid
-        self._poll_interval_s = float(interval_s)
-        self._method = "prometheus_url"
-        snap = self._scrape()  # fail now, naming the URL, if unreachable
-        if "prefix_queries" not in snap.values:
-            raise ValueError(
-                f"{self._url} has no vLLM prefix-cache metrics (is it a vLLM server with "
-                "stats on, i.e. without --disable-log-stats?)"
-            )
-        self._info = dict(snap.info)
-        self._vllm_version = self._server_version(base)
-        return self
-
-    def _server_version(self, base: str) -> str | None:
-        try:
-            with urllib.request.urlopen(base + "/version", timeout=self._timeout_s) as r:
-                return json.loads(r.read().decode()).get("version")
-        except (OSError, ValueError):
-            return None
+        src = PrometheusSource(url, interval_s=interval_s, timeout_s=timeout_s, pid=pid)
+        return cls(src, sample_resources=sample_resources, resource_interval_s=resource_interval_s)
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
     def collection_method(self) -> str:
         """The tier in use (see `TIERS`)."""
-        return self._method
+        return self._source.method
+
+    @property
+    def source(self) -> Source:
+        return self._source
 
     @property
     def running(self) -> bool:
         return self._t0 is not None and self._t_end is None
 
+    @property
+    def t0_monotonic(self) -> float | None:
+        """``time.monotonic()`` at the window start (s), the zero of ``t_s``; None before."""
+        return self._t0
+
     def start(self) -> VLLMMetricsCollector:
-        """Begin the window: attach the logger / start polling and resource sampling."""
+        """Begin the window (one per collector): read from here on, start sampling."""
         if self._t0 is not None:
             raise RuntimeError("this collector was already started; make a new one per run")
-        self._t0 = time.perf_counter()
-        self._start_wall = time.time()
+        src = self._source
+        src.begin()
+        if src.log is not None:
+            self._window = src.log.cursor()
+            src.log.pin(id(self), self._window)
+            self._unpin = weakref.finalize(self, src.log.unpin, id(self))
+            self._cursor = self._window
+        self._since = "start"
+        self._iters0 = src.iterations
+        self._t0 = self._window.t if self._window is not None else time.monotonic()
         if self._sample_resources:
             self._sampler = ResourceSampler(
-                self._resource_interval_s, pid=self._resource_pid, t0=self._t0
+                self._resource_interval_s, pid=src.resource_pid, t0=self._t0
             )
-        if self._method == "stat_logger":
-            self._attach()
-        elif self._method == "get_metrics_poll":
-            self._start_polling(lambda: snapshot_from_vllm_metrics(self._read_get_metrics()))
-        elif self._method == "prometheus_url":
-            self._start_polling(self._scrape)
-        if self._engine is not None:
-            self._read_engine_info()
-        if self._sampler is not None:
             self._sampler.start()
+        if src.facts().get("enable_prefix_caching") is False and src.method != "request_only":
+            warnings.warn(
+                "prefix caching is off in this engine (cache_config.enable_prefix_caching="
+                "False); every prefix-cache hit will be 0",
+                stacklevel=2,
+            )
         return self
 
     def stop(self) -> VLLMMetricsCollector:
-        """End the window: detach, take the last poll, stop sampling. Idempotent."""
+        """End the window: last poll, keep this window's rows, stop sampling. Idempotent."""
         if self._t0 is None:
             raise RuntimeError("stop() called before start()")
         if self._t_end is not None:
             return self
         try:
-            if self._method == "stat_logger":
-                self._detach()
-            elif self._method in ("get_metrics_poll", "prometheus_url"):
-                self._stop_polling()
+            problems = self._source.end()
         finally:
-            self._t_end = time.perf_counter()
+            self._t_end = time.monotonic()
+            if self._window is not None:
+                self._rows = self._source.log.rows_since(self._window)
+                self._unpin()
             if self._sampler is not None:
                 self._sampler.stop()
-        if self._poll_errors:
-            warnings.warn(
-                f"{len(self._poll_errors)} of {self._n_polls + len(self._poll_errors)} polls "
-                f"failed; first: {self._poll_errors[0]}",
-                stacklevel=2,
-            )
+        for p in problems:
+            warnings.warn(p, stacklevel=2)
         return self
 
     def __enter__(self) -> Self:
@@ -414,159 +278,31 @@ class VLLMMetricsCollector:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- tier 1: stat logger -----------------------------------------------------------
-    def _attach(self) -> None:
-        from vllm.v1.metrics.loggers import PerEngineStatLoggerAdapter
-
-        lm = self._engine.logger_manager
-        cls = _step_logger_cls()
-        sink, t0 = self._rows, self._t0
-        idxs = list(getattr(lm, "engine_indexes", None) or [0])
-
-        def factory(vllm_config: Any, engine_index: int = 0) -> Any:
-            return cls(vllm_config, engine_index, sink=sink, t0=t0)
-
-        self._adapter = PerEngineStatLoggerAdapter(self._vllm_config(), idxs, factory)
-        lm.stat_loggers.append(self._adapter)
-
-    def _detach(self) -> None:
-        lm = getattr(self._engine, "logger_manager", None)
-        if lm is not None and self._adapter is not None:
-            lm.stat_loggers[:] = [x for x in lm.stat_loggers if x is not self._adapter]
-        self._adapter = None
-
-    # -- tiers 2 and 3: polling ----------------------------------------------------------
-    def _read_get_metrics(self) -> list:
-        src = self._llm if hasattr(self._llm, "get_metrics") else self._engine
-        return src.get_metrics()
-
-    def _scrape(self) -> MetricsSnapshot:
-        try:
-            with urllib.request.urlopen(self._url, timeout=self._timeout_s) as r:
-                text = r.read().decode("utf-8", errors="replace")
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise ConnectionError(f"cannot reach vLLM metrics at {self._url}: {reason}") from e
-        return parse_metrics_text(text)
-
-    def _start_polling(self, read: Callable[[], MetricsSnapshot]) -> None:
-        self._read = read
-        self._baseline = self._last = read()
-        self._poll_stop.clear()
-        self._poll_thread = threading.Thread(
-            target=self._poll_loop, name="ggr-kv-poll", daemon=True
-        )
-        self._poll_thread.start()
-
-    def _stop_polling(self) -> None:
-        if self._poll_thread is not None:
-            self._poll_stop.set()
-            self._poll_thread.join()
-            self._poll_thread = None
-        self._poll_once()  # the last reading makes the totals exact
-
-    def _poll_loop(self) -> None:
-        while not self._poll_stop.wait(self._poll_interval_s):
-            self._poll_once()
-
-    def _poll_once(self) -> None:
-        t = time.perf_counter() - self._t0
-        try:
-            snap = self._read()
-        except Exception as e:  # noqa: BLE001 - keep polling; reported at stop()
-            self._poll_errors.append(f"{type(e).__name__}: {e}")
-            return
-        self._n_polls += 1
-        prev = self._last
-        self._last = snap
-        deltas = []
-        for k in (*_DELTA_KEYS, "iterations"):
-            cur, old = snap.get(k, _NAN), prev.get(k, _NAN)
-            if math.isnan(cur):
-                d = 0.0
-            elif math.isnan(old):
-                d = cur
-            else:
-                d = cur - old
-                if d < 0:  # counter restarted (engine re-created / server restarted)
-                    self._counter_resets.append(k)
-                    d = cur
-            deltas.append(d)
-        *counts, iters = deltas
-        self._iterations += iters
-        gauges = (snap.get("kv_cache_usage"), snap.get("num_running"), snap.get("num_waiting"))
-        prev_g = (prev.get("kv_cache_usage"), prev.get("num_running"), prev.get("num_waiting"))
-        changed = (
-            any(counts)
-            or iters
-            or any(
-                not (a == b or (math.isnan(a) and math.isnan(b))) for a, b in zip(gauges, prev_g)
-            )
-        )
-        if not changed:
-            return
-        q, h, pre, pt, gt, cq, ch = counts
-        self._rows.append((t, 0, gauges[0], q, h, gauges[1], gauges[2], pre, pt, gt, cq, ch))
-
-    # -- engine facts --------------------------------------------------------------------
-    def _read_engine_info(self) -> None:
-        cfg = self._vllm_config()
-        cc = getattr(cfg, "cache_config", None)
-        dc = getattr(cfg, "device_config", None)
-        info: dict[str, Any] = {}
-        if cc is not None:
-            info["block_size"] = getattr(cc, "block_size", None)
-            info["num_gpu_blocks"] = getattr(cc, "num_gpu_blocks", None)
-            info["enable_prefix_caching"] = getattr(cc, "enable_prefix_caching", None)
-        if dc is not None:
-            info["device_type"] = str(getattr(dc, "device_type", "")) or None
-        mc = getattr(cfg, "model_config", None)
-        if mc is not None:
-            info["model_name"] = getattr(mc, "served_model_name", None) or getattr(
-                mc, "model", None
-            )
-        self._info = info
-        if info.get("enable_prefix_caching") is False and self._method != "request_only":
-            warnings.warn(
-                "prefix caching is off in this engine (cache_config.enable_prefix_caching="
-                "False); every prefix-cache hit will be 0",
-                stacklevel=3,
-            )
-
     # -- results -------------------------------------------------------------------------
-    def _raw_frame(self) -> pd.DataFrame:
-        rows = list(self._rows)
-        arr = np.asarray(rows, dtype=float).reshape(len(rows), len(_RAW))
-        return pd.DataFrame(arr, columns=list(_RAW))
+    def _window_rows(self) -> list[list[float]]:
+        if self._rows is not None:
+            return self._rows
+        if self._window is None:
+            return []
+        return self._source.log.rows_since(self._window)
 
     def steps(self) -> pd.DataFrame:
-        """One row per engine step (per changed poll for the polling tiers).
+        """One row per engine step of the window (per changed poll for pollers).
 
-        Columns are `ggr_kv.core.schema.STEP_COLUMNS`: ``t_s`` (seconds since `start`),
-        ``kv_cache_usage`` (0-1), prefix-cache ``prefix_queries``/``prefix_hits`` (tokens,
-        this step) and their cumulative sums, ``hit_rate_cum`` (0-1, NaN before any
-        query), running/waiting requests, preemptions, prompt/generation tokens and KV
-        connector queries/hits (tokens). With resource sampling on, the nearest resource
-        sample's `ggr_kv.engine.resources.RESOURCE_COLUMNS` are appended.
+        Columns: `ggr_kv.core.schema.STEP_COLUMNS` (``t_s``: seconds since `start` on the
+        engine's clock for ``stat_logger``, else the poll time), then
+        `ggr_kv.collector.frames.EXTRA_STEP_COLUMNS` (``t_recv_s`` receive time, engine
+        index, outputs per step, offload-tier columns), then, with resource sampling on,
+        the nearest resource sample's `ggr_kv.engine.resources.RESOURCE_COLUMNS`.
+        Empty (with a warning) when the window never ran.
         """
-        raw = self._raw_frame()
-        n = len(raw)
-        out = pd.DataFrame(index=pd.RangeIndex(n))
-        out["t_s"] = raw["t_s"].to_numpy()
-        out["step"] = np.arange(n, dtype=np.int64)
-        out["kv_cache_usage"] = raw["kv_cache_usage"].to_numpy()
-        for c in ("prefix_queries", "prefix_hits"):
-            out[c] = raw[c].to_numpy().astype(np.int64)
-        for c in ("num_running", "num_waiting"):
-            v = raw[c].to_numpy()
-            out[c] = v.astype(np.int64) if not np.isnan(v).any() else v
-        out["num_preemptions"] = raw["num_preemptions"].to_numpy().astype(np.int64)
-        for c in ("prompt_tokens", "generation_tokens", "connector_queries", "connector_hits"):
-            out[c] = raw[c].to_numpy().astype(np.int64)
-        out = add_running_totals(out)[list(STEP_COLUMNS)]
+        if self._t0 is None:
+            warnings.warn(_NEVER_RAN, stacklevel=2)
+            return empty_steps()
+        out = steps_frame(self._window_rows(), self._t0)
         if self._sampler is not None:
             res = self._sampler.samples()
-            if len(res) and n:
+            if len(res) and len(out):
                 out = pd.merge_asof(out, res, on="t_s", direction="nearest")
             else:
                 for c in RESOURCE_COLUMNS:
@@ -586,103 +322,154 @@ class VLLMMetricsCollector:
     def summary(self) -> dict[str, Any]:
         """Totals of the window, JSON-ready (NaN becomes None).
 
-        Keys: ``collection_method``, ``stats_available``, ``prefix_cache_hit_rate`` (0-1),
-        ``prefix_cache_hits`` / ``prefix_cache_queries`` (tokens), ``max_kv_cache_usage``
-        (0-1), ``num_preemptions``, ``num_steps`` (engine steps; for the polling tiers
-        the steps that produced output, from ``vllm:iteration_tokens_total``),
-        ``prompt_tokens``, ``generation_tokens``, ``connector_queries`` /
-        ``connector_hits`` (tokens), ``vllm_version``, ``block_size`` (tokens),
-        ``num_kv_blocks``, ``enable_prefix_caching``, ``device``, ``duration_s``,
-        ``sample_interval_s`` (polling tiers; None when per step), ``num_rows`` and
-        ``resources`` (see `ggr_kv.engine.resources.ResourceSampler.summary`, or None).
+        Keys: ``collection_method``, ``stats_available`` (False, with
+        ``stats_reason``, when no counter was read in the window or it never ran),
+        ``window_ran``, ``prefix_cache_hit_rate`` (0-1), ``prefix_cache_hits`` /
+        ``prefix_cache_queries`` (tokens), ``prefix_preempted_queries`` / ``_hits``,
+        ``max_kv_cache_usage`` (0-1), ``num_preemptions``, ``num_steps`` (engine steps;
+        for pollers the steps that produced output, from ``vllm:iteration_tokens_total``),
+        ``steps_without_outputs``, ``prompt_tokens``, ``generation_tokens``,
+        ``connector_queries`` / ``connector_hits`` (tokens; None without a connector),
+        the offload tier (``offload_tier``, ``offload_tier_reason``, ``offload_queries``,
+        ``offload_hits``, ``offload_hit_rate``, ``offload_host_hits``,
+        ``offload_load_bytes``, ``offload_store_bytes``, ``max_cpu_cache_usage``: None
+        when there is no tier), ``step_time_source``, ``first_step_s``,
+        ``max_receive_lag_s``, ``t0_monotonic``, ``vllm_version``, ``block_size``
+        (tokens), ``num_kv_blocks``, ``enable_prefix_caching``, ``model_name``,
+        ``source_url``, ``device``, ``duration_s``, ``sample_interval_s`` (pollers; None
+        when per step), ``num_rows``, ``resources`` and source-specific keys (attach
+        route; poll counts).
         """
-        now = time.perf_counter()
-        duration = None
-        if self._t0 is not None:
-            duration = (self._t_end if self._t_end is not None else now) - self._t0
+        src = self._source
+        facts = src.facts()
         s: dict[str, Any] = {
-            "collection_method": self._method,
-            "stats_available": self._method != "request_only",
-            "vllm_version": self._vllm_version,
-            "block_size": self._info.get("block_size"),
-            "num_kv_blocks": self._info.get("num_gpu_blocks"),
-            "enable_prefix_caching": self._info.get("enable_prefix_caching"),
-            "model_name": self._info.get("model_name"),
-            "source_url": self._url,
-            "duration_s": duration,
-            "sample_interval_s": (
-                self._poll_interval_s
-                if self._method in ("get_metrics_poll", "prometheus_url")
-                else None
-            ),
+            "collection_method": src.method,
+            "window_ran": self._t0 is not None,
+            "step_time_source": src.step_time or None,
+            "vllm_version": facts.get("vllm_version"),
+            "block_size": facts.get("block_size"),
+            "num_kv_blocks": facts.get("num_gpu_blocks"),
+            "enable_prefix_caching": facts.get("enable_prefix_caching"),
+            "model_name": facts.get("model_name"),
+            "source_url": facts.get("source_url"),
+            "sample_interval_s": src.sample_interval_s,
+            "t0_monotonic": self._t0,
+            "duration_s": None,
         }
-        if self._method == "request_only":
-            r = self._last_requests
-
-            def total(col: str) -> int | None:  # None when nothing was reported
-                v = r[col].sum(min_count=1) if r is not None else _NAN
-                return None if pd.isna(v) else int(v)
-
-            q, h = total("prompt_tokens"), total("num_cached_tokens")
-            s.update(
-                prefix_cache_queries=q,
-                prefix_cache_hits=h,
-                prefix_cache_hit_rate=(h / q) if q and h is not None else None,
-                max_kv_cache_usage=None,
-                num_preemptions=None,
-                num_steps=None,
-                num_rows=0,
-                prompt_tokens=q,
-                generation_tokens=total("output_tokens"),
-                connector_queries=None,
-                connector_hits=None,
-                note="request_only: totals come from the last requests(outputs) call"
-                if r is not None
-                else "request_only: call requests(outputs) for per-request cached tokens",
-            )
+        if self._t0 is None:
+            warnings.warn(_NEVER_RAN, stacklevel=2)
+            s.update(_empty_counts(), stats_available=False, stats_reason=_NEVER_RAN)
         else:
-            raw = self._raw_frame()
-            q = int(raw["prefix_queries"].sum())
-            h = int(raw["prefix_hits"].sum())
-            kv = raw["kv_cache_usage"].to_numpy()
-            s.update(
-                prefix_cache_queries=q,
-                prefix_cache_hits=h,
-                prefix_cache_hit_rate=(h / q) if q else None,
-                max_kv_cache_usage=float(np.nanmax(kv))
-                if len(kv) and not np.isnan(kv).all()
-                else None,
-                num_preemptions=int(raw["num_preemptions"].sum()),
-                num_steps=len(raw) if self._method == "stat_logger" else int(self._iterations),
-                num_rows=len(raw),
-                prompt_tokens=int(raw["prompt_tokens"].sum()),
-                generation_tokens=int(raw["generation_tokens"].sum()),
-                connector_queries=int(raw["connector_queries"].sum()),
-                connector_hits=int(raw["connector_hits"].sum()),
-            )
-            if self._method in ("get_metrics_poll", "prometheus_url"):
-                s["num_polls"] = self._n_polls
-                s["poll_errors"] = len(self._poll_errors)
-                if self._counter_resets:
-                    s["counter_resets"] = sorted(set(self._counter_resets))
-                if self._last is not None:
-                    s["metric_names"] = dict(self._last.sources)
-        res = self._sampler.summary() if self._sampler is not None else None
-        s["resources"] = res
-        gpus = (res or {}).get("gpu")
-        dev = self._info.get("device_type")
-        s["device"] = ", ".join(gpus) if gpus else (dev or None)
-        if not gpus:
-            s["gpu"] = None
-            s["gpu_reason"] = (res or {}).get("gpu_reason") or "resource sampling off"
-        else:
-            s["gpu"] = gpus
+            end = self._t_end if self._t_end is not None else time.monotonic()
+            s["duration_s"] = end - self._t0
+            if src.method == "request_only":
+                s.update(self._request_only_counts())
+            else:
+                s.update(self._window_counts())
+            s.update(src.extra_summary())
+            if src.iterations is not None:
+                s["num_steps"] = int(src.iterations - self._iters0)
+        s.update(self._device_keys(facts))
         return to_jsonable(s)
+
+    def _window_counts(self) -> dict[str, Any]:
+        tot = window_totals(self._window_rows(), self._t0)
+        ok, why = self._source.available(tot["steps_with_stats"])
+        tier = self._source.offload_tier()
+        q, h = tot["prefix_cache_queries"], tot["prefix_cache_hits"]
+        out = {
+            **tot,
+            "stats_available": ok,
+            "prefix_cache_queries": q if q is not None else 0,
+            "prefix_cache_hits": h if h is not None else 0,
+            "prefix_cache_hit_rate": rate(h, q),
+            "num_steps": tot["num_rows"],
+            "offload_tier": tier.as_dict(),
+            "offload_tier_reason": tier.reason,
+        }
+        if not ok:
+            out["stats_reason"] = why
+        off = dict.fromkeys(
+            ("offload_queries", "offload_hits", "offload_hit_rate", "offload_host_hits",
+             "offload_load_bytes", "offload_store_bytes", "max_cpu_cache_usage"),
+        )  # fmt: skip
+        if tier.present:
+            cq, ch = tot["connector_queries"], tot["connector_hits"]
+            off.update(
+                offload_queries=cq,
+                offload_hits=ch,
+                offload_hit_rate=rate(ch, cq),
+                offload_host_hits=tot["host_hits"],
+                offload_load_bytes=tot["offload_load_bytes"],
+                offload_store_bytes=tot["offload_store_bytes"],
+                max_cpu_cache_usage=tot["max_cpu_cache_usage"],
+            )
+        else:
+            out["connector_queries"] = out["connector_hits"] = None
+        out.update(off)
+        for k in ("host_hits", "steps_with_stats"):
+            out.pop(k)
+        return out
+
+    def _request_only_counts(self) -> dict[str, Any]:
+        r = self._last_requests
+
+        def total(col: str) -> int | None:  # None when nothing was reported
+            v = r[col].sum(min_count=1) if r is not None else float("nan")
+            return None if pd.isna(v) else int(v)
+
+        q, h = total("prompt_tokens"), total("num_cached_tokens")
+        out = _empty_counts()
+        out.update(
+            stats_available=False,
+            stats_reason="tier='request_only': no engine counters are read",
+            prefix_cache_queries=q,
+            prefix_cache_hits=h,
+            prefix_cache_hit_rate=rate(h, q),
+            prompt_tokens=q,
+            generation_tokens=total("output_tokens"),
+            num_rows=0,
+            note="request_only: totals come from the last requests(outputs) call"
+            if r is not None
+            else "request_only: call requests(outputs) for per-request cached tokens",
+        )
+        return out
+
+    def _device_keys(self, facts: dict[str, Any]) -> dict[str, Any]:
+        res = self._sampler.summary() if self._sampler is not None else None
+        gpus = (res or {}).get("gpu")
+        dev = facts.get("device_type")
+        out: dict[str, Any] = {
+            "resources": res,
+            "device": ", ".join(gpus) if gpus else (dev or None),
+            "gpu": gpus or None,
+        }
+        if not gpus:
+            out["gpu_reason"] = (res or {}).get("gpu_reason") or "resource sampling off"
+        return out
+
+    def collect_internal_stats(self) -> dict[str, Any]:
+        """The seed pipeline's snapshot, cumulative since the last `start` (or since
+        construction if never started), up to now.
+
+        Keys (see `ggr_kv.collector.seed.SEED_KEYS`): ``collection_method``,
+        ``stats_available`` (True only when engine counters were read in the interval),
+        ``gpu_cache_usage_sys`` (0-1, latest ``kv_cache_usage``),
+        ``gpu_prefix_cache_hit_rate`` (hits / queries, 0-1), ``cpu_cache_usage_sys`` and
+        ``cpu_prefix_cache_hit_rate`` (the CPU KV-offload tier; None plus
+        ``cpu_tier_reason`` when there is none), ``num_preemptions``, ``timestamp``
+        (``time.time()``), plus ``since``, ``interval_s``, ``num_steps`` and the hit /
+        query counts behind the rates. Values not read are None, never 0.
+        """
+        src = self._source
+        src.refresh()
+        totals = src.log.totals_since(self._cursor) if src.log is not None else None
+        return to_jsonable(internal_stats(src, totals, self._since))
 
     def requests(
         self, outputs: Iterable[Any], rows: Sequence[int] | np.ndarray | None = None
     ) -> pd.DataFrame:
-        """Per-request table with `ggr_kv.core.schema.REQUEST_COLUMNS`.
+        """Per-request table: `ggr_kv.core.schema.REQUEST_COLUMNS` + ``first_token_s``.
 
         Parameters
         ----------
@@ -696,120 +483,39 @@ class VLLMMetricsCollector:
         -------
         DataFrame: ``row``, ``slot`` (position in run order), ``request_id``,
         ``prompt_tokens``, ``num_cached_tokens``, ``output_tokens`` (tokens), ``e2e_s``,
-        ``ttft_s``, ``queued_s`` (seconds; NaN where not reported). Server responses
-        report cached tokens only if the server runs with
-        ``--enable-prompt-tokens-details``; otherwise ``num_cached_tokens`` is NaN.
+        ``ttft_s``, ``queued_s`` (seconds; NaN where not reported) and
+        ``first_token_s`` (engine time of the first token, s since `start`, or since
+        construction if never started; the clock of ``steps()["t_s"]``). Server
+        responses report cached tokens only with ``--enable-prompt-tokens-details``;
+        otherwise ``num_cached_tokens`` is NaN.
         """
-        outs = list(outputs)
-        n = len(outs)
-        if rows is None:
-            row_arr = np.arange(n, dtype=np.int64)
-        else:
-            row_arr = np.asarray(rows)
-            if row_arr.ndim != 1 or len(row_arr) != n:
-                raise ValueError(f"rows has {len(row_arr)} entries but there are {n} outputs")
-            if not np.issubdtype(row_arr.dtype, np.integer):
-                raise ValueError(f"rows must be integer row positions, got dtype {row_arr.dtype}")
-            row_arr = row_arr.astype(np.int64)
-        recs = [_request_record(o, i) for i, o in enumerate(outs)]
-        df = pd.DataFrame.from_records(
-            recs,
-            columns=[
-                "request_id",
-                "prompt_tokens",
-                "num_cached_tokens",
-                "output_tokens",
-                "e2e_s",
-                "ttft_s",
-                "queued_s",
-            ],
-        )
-        df.insert(0, "slot", np.arange(n, dtype=np.int64))
-        df.insert(0, "row", row_arr)
-        df["request_id"] = df["request_id"].astype(object)
-        for c in ("prompt_tokens", "num_cached_tokens", "output_tokens"):
-            v = pd.to_numeric(df[c], errors="coerce").astype(float)
-            df[c] = v.astype(np.int64) if n and v.notna().all() else v
-        for c in ("e2e_s", "ttft_s", "queued_s"):
-            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
-        from_server = n and all(isinstance(o, Mapping) or hasattr(o, "model_dump") for o in outs)
-        if from_server and df["num_cached_tokens"].isna().all():
-            warnings.warn(
-                "the server reported no cached tokens (usage.prompt_tokens_details is "
-                "null); start it with --enable-prompt-tokens-details",
-                stacklevel=2,
-            )
-        df = df[list(REQUEST_COLUMNS)]
+        t0 = self._t0 if self._t0 is not None else self._t_built
+        df = requests_frame(outputs, rows, t0)
         self._last_requests = df
         return df
 
-
-def _pos(x: Any) -> float:
-    """A timestamp / latency, or NaN when vLLM left it unset (0 or None)."""
-    if x is None:
-        return _NAN
-    x = float(x)
-    return x if x > 0 else _NAN
-
-
-def _request_record(o: Any, i: int) -> tuple:
-    if hasattr(o, "model_dump") and not isinstance(o, Mapping):
-        o = o.model_dump()
-    if isinstance(o, Mapping):
-        return _openai_record(o, i)
-    if hasattr(o, "prompt_token_ids") and hasattr(o, "outputs"):
-        return _request_output_record(o)
-    raise TypeError(
-        f"output {i} is a {type(o).__name__}; expected a vllm RequestOutput or an "
-        "OpenAI-compatible completion response dict"
-    )
+    def counter_check(
+        self, requests: pd.DataFrame | None = None, rel_tol: float = DEFAULT_REL_TOL
+    ) -> CounterCheck:
+        """`ggr_kv.collector.checks.counter_check` of this window's summary against
+        ``requests`` (default: the last `requests` table)."""
+        req = requests if requests is not None else self._last_requests
+        if req is None:
+            raise ValueError("no requests to compare: call requests(outputs) first")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a never-run window is in the check's note
+            s = self.summary()
+        return counter_check(s, req, rel_tol)
 
 
-def _request_output_record(o: Any) -> tuple:
-    ptoks = o.prompt_token_ids
-    prompt = len(ptoks) if ptoks is not None else _NAN
-    cached = getattr(o, "num_cached_tokens", None)
-    cached = _NAN if cached is None else cached
-    out_toks = sum(len(c.token_ids) for c in (o.outputs or []))
-    e2e = ttft = queued = _NAN
-    m = getattr(o, "metrics", None)
-    if m is not None:
-        if hasattr(m, "first_token_latency"):  # V1 RequestStateStats (monotonic ts)
-            ttft = _pos(m.first_token_latency)
-            ft, lt = (
-                _pos(getattr(m, "first_token_ts", None)),
-                _pos(getattr(m, "last_token_ts", None)),
-            )
-            e2e = ttft + (lt - ft)
-            qt, st = _pos(getattr(m, "queued_ts", None)), _pos(getattr(m, "scheduled_ts", None))
-            queued = st - qt
-        elif hasattr(m, "arrival_time"):  # older RequestMetrics (wall-clock times)
-            at = _pos(m.arrival_time)
-            ttft = _pos(getattr(m, "first_token_time", None)) - at
-            e2e = _pos(getattr(m, "finished_time", None)) - at
-            queued = _pos(getattr(m, "time_in_queue", None))
-    return (str(o.request_id), prompt, cached, out_toks, e2e, ttft, queued)
-
-
-def _openai_record(d: Mapping, i: int) -> tuple:
-    choices = d.get("choices") or []
-    if len(choices) != 1:
-        raise ValueError(
-            f"response {i} (id {d.get('id')!r}) has {len(choices)} choices; send one prompt "
-            "per request (n=1) so usage counts belong to one row"
-        )
-    usage = d.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
-
-    def num(x: Any) -> float:
-        return _NAN if x is None else float(x)
-
-    return (
-        str(d.get("id")),
-        num(usage.get("prompt_tokens")),
-        num(details.get("cached_tokens")),
-        num(usage.get("completion_tokens")),
-        num(d.get("e2e_s")),
-        num(d.get("ttft_s")),
-        num(d.get("queued_s")),
-    )
+def _empty_counts() -> dict[str, Any]:
+    keys = (
+        "prefix_cache_hit_rate", "prefix_cache_hits", "prefix_cache_queries",
+        "prefix_preempted_queries", "prefix_preempted_hits", "max_kv_cache_usage",
+        "num_preemptions", "num_steps", "steps_without_outputs", "prompt_tokens",
+        "generation_tokens", "connector_queries", "connector_hits", "offload_tier",
+        "offload_tier_reason", "offload_queries", "offload_hits", "offload_hit_rate",
+        "offload_host_hits", "offload_load_bytes", "offload_store_bytes",
+        "max_cpu_cache_usage", "first_step_s", "max_receive_lag_s", "num_rows",
+    )  # fmt: skip
+    return dict.fromkeys(keys)

@@ -143,7 +143,7 @@ class ResourceSampler:
     pid : process to watch (default: this one); its children are included when
         ``include_children`` (vLLM's engine core is a child process by default).
     gpu : read NVIDIA GPUs through NVML when present.
-    t0 : ``time.perf_counter()`` value that ``t_s`` counts from (default: `start`).
+    t0 : ``time.monotonic()`` value that ``t_s`` counts from (default: `start`).
     """
 
     _CHILD_REFRESH_S = 1.0  # how often the child-process list is rescanned
@@ -191,7 +191,7 @@ class ResourceSampler:
             self.gpu_names = list(self._probe.names)
             self.gpu_reason = self._probe.reason
         if self._t0 is None:
-            self._t0 = time.perf_counter()
+            self._t0 = time.monotonic()
         self._scan_children(force=True)
         self._fresh.clear()  # everything found so far is primed now, one interval early
         try:
@@ -212,10 +212,7 @@ class ResourceSampler:
         self._thread = None
         # a last sample covers the tail of the run, unless one was just taken: CPU % over
         # a few milliseconds is dominated by clock-tick rounding
-        if (
-            not self._rows
-            or time.perf_counter() - self._t0 - self._rows[-1][0] >= self.interval_s / 2
-        ):
+        if not self._rows or time.monotonic() - self._t0 - self._rows[-1][0] >= self.interval_s / 2:
             self._sample()
         if self._probe is not None:
             self._probe.shutdown()
@@ -229,7 +226,7 @@ class ResourceSampler:
     def _scan_children(self, force: bool = False) -> None:
         import psutil
 
-        now = time.perf_counter()
+        now = time.monotonic()
         if not self.include_children or (
             not force and now - self._last_child_scan < self._CHILD_REFRESH_S
         ):
@@ -273,7 +270,7 @@ class ResourceSampler:
                 n_ok += 1
             except psutil.Error:
                 self._procs.pop(pid, None)
-        t = time.perf_counter() - (self._t0 or 0.0)
+        t = time.monotonic() - (self._t0 or 0.0)
         if n_ok == 0:
             cpu_v, rss_v = math.nan, math.nan
         else:

@@ -29,7 +29,7 @@ NBSTRIP_FLAGS := --keep-count --extra-keys "metadata.papermill cell.metadata.pap
 # Jupyter refuses to run as root without --allow-root (containers, CI machines)
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: install installer test test-fast check-notebooks strip demo demo-table bench lab clean-venv
+.PHONY: install installer git-filter test test-fast check-notebooks strip demo demo-table bench lab clean-venv
 
 installer:  ## print the installer INSTALLER=auto picks: pip or uv
 	@case "$(INSTALLER)" in \
@@ -53,18 +53,19 @@ $(STAMP): pyproject.toml
 	# PyPI builds of these break `import vllm` beside torch 2.13.0+cpu; vLLM does not need them
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 	$(PY) -c "import vllm, ggr_kv; print('vllm', vllm.__version__)"
-	# strip notebook outputs on `git add` (a git filter in this clone's own config)
-	-if git rev-parse --git-dir >/dev/null 2>&1; then \
+	-$(MAKE) -s --no-print-directory git-filter
+	touch $(STAMP)
+
+install: $(STAMP)
+
+git-filter:  ## strip notebook outputs on `git add` (a git filter in this clone's own config)
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
 	  git config filter.nbstripout.clean "'$(abspath $(NBSTRIPOUT))' $(subst ",\",$(NBSTRIP_FLAGS))" && \
 	  git config filter.nbstripout.smudge cat && \
-	  git config filter.nbstripout.required true && \
 	  attrs=$$(git rev-parse --git-path info/attributes) && mkdir -p "$$(dirname "$$attrs")" && \
 	  { grep -qxF '*.ipynb filter=nbstripout' "$$attrs" 2>/dev/null || \
 	    echo '*.ipynb filter=nbstripout' >> "$$attrs"; }; \
 	fi
-	touch $(STAMP)
-
-install: $(STAMP)
 
 strip:  ## strip outputs from the notebooks (keeping the keep_output cells)
 	$(NBSTRIPOUT) $(NBSTRIP_FLAGS) $(NOTEBOOKS)

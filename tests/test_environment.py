@@ -195,7 +195,8 @@ def test_make_test_checks_notebooks_and_install_wires_the_git_filter():
     text = (ROOT / "Makefile").read_text()
     test_rule = next(ln for ln in text.splitlines() if ln.startswith("test:"))
     assert "check-notebooks" in test_rule
-    assert "filter.nbstripout.clean" in text and "*.ipynb filter=nbstripout" in text
+    install = text[text.index("$(STAMP): pyproject.toml"):text.index("install: $(STAMP)")]
+    assert "git-filter" in install
     assert shutil.which("make")
 
 
@@ -259,3 +260,27 @@ def test_verbose_engine_start_shows_vllms_logs(tiny_dir):
     text = _engine_output("verbose", tiny_dir.parent)
     assert "INFO" in text and "Initializing a V1 LLM engine" in text
     assert "incorrect regex pattern" not in text  # our tokenizer.json is not an old Mistral one
+
+
+def test_git_add_strips_outputs_once_make_install_has_wired_the_filter(tmp_path):
+    _nbstripout()
+    wrapper = tmp_path / "nbstripout"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m nbstripout "$@"\n')
+    wrapper.chmod(0o755)
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    res = _make("-f", str(ROOT / "Makefile"), "git-filter", f"NBSTRIPOUT={wrapper}", cwd=repo)
+    assert res.returncode == 0, res.stderr
+    nb = _nb_with_outputs(repo / "x.ipynb", "4\n")
+    on_disk = nb.read_text()
+    subprocess.run(["git", "add", "x.ipynb"], cwd=repo, check=True)
+    staged = subprocess.run(["git", "show", ":x.ipynb"], cwd=repo, check=True,
+                            capture_output=True, text=True).stdout
+    plain, checked = nbformat.reads(staged, 4).cells
+    assert plain.outputs == [] and checked.outputs[0]["text"] == "4\n"
+    assert nb.read_text() == on_disk  # the working copy keeps its outputs
+    # running it again adds nothing twice
+    _make("-f", str(ROOT / "Makefile"), "git-filter", f"NBSTRIPOUT={wrapper}", cwd=repo)
+    attrs = (repo / ".git" / "info" / "attributes").read_text().splitlines()
+    assert attrs.count("*.ipynb filter=nbstripout") == 1

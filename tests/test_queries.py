@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from ggr_kv.datasets.queries import (
     aggregate_scores,
     get_query,
     list_queries,
+    query_types,
 )
 
 EXPECTED_TYPES = {
@@ -50,6 +52,29 @@ def test_query_types_that_make_no_sense_are_refused(name):
             get_query(name, qtype)
         for valid in EXPECTED_TYPES[name]:
             assert repr(valid) in str(e.value)
+
+
+def test_query_types_have_one_home_in_the_templates():
+    """Catalog specs and layouts read `query_types`, which reads `QUERIES`: nothing to
+    keep in sync by hand."""
+    from ggr_kv.datasets.catalog import LAYOUTS
+
+    for fam, templates in QUERIES.items():
+        assert query_types(fam) == tuple(t for t in QUERY_TYPES if t in templates)
+    for spec in DATASETS.values():
+        assert spec.query_types == query_types(spec.kind) == tuple(QUERIES[spec.kind])
+    for layout in LAYOUTS.values():
+        assert layout.query_types == query_types(layout.kind) != ()
+    assert query_types(None) == () and query_types("nope") == ()
+    assert "query_types" not in {f.name for f in fields(type(DATASETS["movies"]))}
+
+
+def test_generated_tables_get_their_familys_queries(tmp_path, monkeypatch):
+    monkeypatch.setenv("GGR_KV_DATA_CACHE", str(tmp_path))
+    ds = load_dataset("shortgroups@40")
+    assert ds.query_types == EXPECTED_TYPES["movies"]
+    q = ds.query("multi_llm")
+    assert q.dataset == "shortgroups@40" and q.stages[0].fields == ("reviewcontent",)
 
 
 def test_stage_shapes_follow_the_query_type():

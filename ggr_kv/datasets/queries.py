@@ -41,6 +41,7 @@ __all__ = [
     "aggregate_scores",
     "get_query",
     "list_queries",
+    "query_types",
 ]
 
 QUERY_TYPES = ("filter", "projection", "multi_llm", "aggregation", "rag")
@@ -432,6 +433,17 @@ QUERIES: dict[str, dict[str, Query]] = {
         )
     },
 }
+
+
+def query_types(family: str | None) -> tuple[str, ...]:
+    """Query types with templates for query family ``family``, in `QUERY_TYPES` order.
+
+    The one home of "which query types make sense for which table": the catalog's
+    ``DatasetSpec.query_types`` and ``Layout.query_types`` read it. ``()`` for ``None`` or
+    a family without templates.
+    """
+    templates = QUERIES.get(family or "", {})
+    return tuple(t for t in QUERY_TYPES if t in templates)
 
 
 def _family(dataset: str | Dataset) -> tuple[str, str, Dataset | None]:

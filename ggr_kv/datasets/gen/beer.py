@@ -9,6 +9,9 @@ order, like the original dump.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from ggr_kv.datasets.gen.grammar import expand, sentence_case, words
 from ggr_kv.datasets.gen.rng import Rng, clamp, zipf_weights
 
@@ -311,27 +314,80 @@ def _score(x: float, top: int) -> str:
     return f"{round(clamp(x, 0.05, 1.0) * top) or 1}/{top}"
 
 
-def generate(seed: int, rows: int = 2000, n_beers: int = 150) -> list[tuple[str, ...]]:
-    """Rows of the ``beer`` table in review-time order (see `COLUMNS`)."""
-    rng = Rng(seed, "beer")
-    brewers = []
+#: the nine fields of the paper's beer.csv (RateBeer without the review text), its order
+PAPER_COLUMNS = (
+    "review/profileName",
+    "review/time",
+    "review/overall",
+    "review/taste",
+    "review/palate",
+    "review/appearance",
+    "beer/name",
+    "beer/style",
+    "beer/beerId",
+)
+
+
+@dataclass(frozen=True)
+class BeerShape:
+    """Knobs of the beer generator; the defaults make the shipped ``data/beer.csv``.
+
+    Attributes
+    ----------
+    skew : Zipf exponent of beer popularity.
+    brewers : number of breweries.
+    users : number of reviewers.
+    user_skew : Zipf exponent of reviewer activity (a few raters write most reviews).
+    paper_layout : rows in the paper's nine fields (`PAPER_COLUMNS`, no review text).
+    """
+
+    skew: float = 0.8
+    brewers: int = 40
+    users: int = 350
+    user_skew: float = 0.9
+    paper_layout: bool = False
+
+
+def _unique(rng: Rng, draw: Callable[[], str], taken: set[str], exact: bool) -> str | None:
+    """A drawn name not in ``taken``; ``exact`` keeps the shipped rule (``None`` if taken),
+    else later tries add a batch number so any number of names fits."""
+    for k in range(1 if exact else 40):
+        name = draw()
+        if k >= 20:
+            name += f" Batch {rng.randint(2, 999)}"
+        if name not in taken:
+            return name
+    return None
+
+
+def _brewers(rng: Rng, shape: BeerShape) -> list[tuple[str, str]]:
+    exact = shape == BeerShape()
+    brewers: list[tuple[str, str]] = []
     seen: set[str] = set()
-    brewer_ids = rng.sample(range(100, 12000), 40)
-    while len(brewers) < 40:
-        name = f"{rng.choice(_BREWER_A)} {rng.choice(_BREWER_B)}"
-        if name not in seen:
+    brewer_ids = rng.sample(range(100, max(12000, 50 * shape.brewers)), shape.brewers)
+    while len(brewers) < shape.brewers:
+        draw = lambda: f"{rng.choice(_BREWER_A)} {rng.choice(_BREWER_B)}"
+        name = _unique(rng, draw, seen, exact)
+        if name is not None:
             seen.add(name)
             brewers.append((name, str(brewer_ids[len(brewers)])))
+    return brewers
+
+
+def _beers(rng: Rng, n_beers: int, brewers: list, exact: bool) -> list[dict]:
     brewer_pop = zipf_weights(len(brewers), 0.7)
-    beers = []
+    beers: list[dict] = []
     names: set[str] = set()
-    ids = rng.sample(range(1000, 150000), n_beers)
+    ids = rng.sample(range(1000, max(150000, 20 * n_beers)), n_beers)
     while len(beers) < n_beers:
         brewer, brewer_id = rng.weighted(brewers, brewer_pop)
         style = rng.weighted(_STYLE_NAMES, _STYLE_POP)
         suffixes, (lo, hi) = _STYLES[style][0], _STYLES[style][1]
-        name = f"{brewer} {rng.choice(_BEER_ADJ)} {rng.choice(suffixes)}"
-        if name in names:
+        def draw(brewer: str = brewer, suffixes: tuple = suffixes) -> str:
+            return f"{brewer} {rng.choice(_BEER_ADJ)} {rng.choice(suffixes)}"
+
+        name = _unique(rng, draw, names, exact)
+        if name is None:
             continue
         names.add(name)
         beers.append(
@@ -344,15 +400,35 @@ def generate(seed: int, rows: int = 2000, n_beers: int = 150) -> list[tuple[str,
                 "q": clamp(rng.gauss(0.66, 0.1), 0.2, 0.95),
             }
         )
-    users = []
+    return beers
+
+
+def _users(rng: Rng, shape: BeerShape) -> list[tuple[str, float]]:
+    exact = shape == BeerShape()
+    users: list[tuple[str, float]] = []
     handles: set[str] = set()
-    while len(users) < 350:
-        h = _handle(rng)
-        if h not in handles:
+    while len(users) < shape.users:
+        h = _unique(rng, lambda: _handle(rng), handles, exact)
+        if h is not None:
             handles.add(h)
             users.append((h, rng.gauss(0.0, 0.05)))
-    user_pop = zipf_weights(len(users), 0.9)
-    beer_pop = zipf_weights(n_beers, 0.8)
+    return users
+
+
+def generate(
+    seed: int,
+    rows: int = 2000,
+    n_beers: int = 150,
+    shape: BeerShape = BeerShape(),
+    progress: Callable[[int], object] | None = None,
+) -> list[tuple[str, ...]]:
+    """Rows of the ``beer`` table in review-time order (`COLUMNS`, or `PAPER_COLUMNS`)."""
+    rng = Rng(seed, "beer")
+    exact = shape == BeerShape()
+    beers = _beers(rng, n_beers, _brewers(rng, shape), exact)
+    users = _users(rng, shape)
+    user_pop = zipf_weights(len(users), shape.user_skew)
+    beer_pop = zipf_weights(n_beers, shape.skew)
     t0, span = 946684800, 12 * 365  # 2000-01-01, in days
     out: list[tuple[int, tuple[str, ...]]] = []
     for _ in range(rows):
@@ -361,21 +437,21 @@ def generate(seed: int, rows: int = 2000, n_beers: int = 150) -> list[tuple[str,
         base = b["q"] + bias
         overall = clamp(base + rng.gauss(0.0, 0.08), 0.05, 1.0)
         t = t0 + 86400 * rng.below(span)
-        row = (
-            b["name"],
-            b["id"],
-            b["brewer"],
-            b["abv"],
-            b["style"],
+        scores = [
             _score(base + rng.gauss(0.0, 0.12), 5),
             _score(base + rng.gauss(0.0, 0.1), 10),
             _score(base + rng.gauss(0.0, 0.12), 5),
             _score(base + rng.gauss(0.0, 0.1), 10),
             _score(overall, 20),
-            str(t),
-            user,
-            _text(rng, b["style"], overall),
-        )
+        ]
+        if shape.paper_layout:
+            row = (user, str(t), scores[4], scores[3], scores[2], scores[0], b["name"],
+                   b["style"], b["id"])  # fmt: skip
+        else:
+            row = (b["name"], b["id"], b["brewer"], b["abv"], b["style"], *scores, str(t), user,
+                   _text(rng, b["style"], overall))  # fmt: skip
         out.append((t, row))
+        if progress is not None:
+            progress(1)
     out.sort(key=lambda r: r[0])  # stable: same-day reviews keep their draw order
     return [r for _, r in out]

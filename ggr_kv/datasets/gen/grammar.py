@@ -178,33 +178,3 @@ def slug(s: str) -> str:
     """Lowercase ``a_b_c`` slug of letters and digits (for links and handles)."""
     return "_".join(re.findall(r"[a-z0-9]+", s.lower()))
 
-
-def fill_to(
-    rng: Rng,
-    parts: Sequence[str],
-    extra: Sequence[str],
-    rules: Mapping[str, Sequence[str]],
-    lo: int,
-    hi: int,
-    **fixed: str,
-) -> str:
-    """Expand ``parts`` in order, then sentences from ``extra`` until ``lo`` words.
-
-    Sentences that would pass ``hi`` words are skipped (up to a few tries), so the text
-    lands in [lo, hi] words for sensible word lists.
-    """
-    out: list[str] = []
-    n = 0
-    for p in parts:
-        s = sentence_case(expand(rng, p, rules, **fixed))
-        out.append(s)
-        n += words(s)
-    tries = 0
-    while n < lo and tries < 40:
-        tries += 1
-        s = sentence_case(expand(rng, rng.choice(extra), rules, **fixed))
-        if n + words(s) > hi:
-            continue
-        out.append(s)
-        n += words(s)
-    return " ".join(out)

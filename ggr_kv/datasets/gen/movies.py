@@ -9,6 +9,8 @@ around its release, so different movies interleave.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ggr_kv.datasets.gen.grammar import (
     FEMALE_NAMES,
@@ -597,7 +599,7 @@ def _title(rng: Rng) -> str:
     return expand(rng, rng.choice(TITLE_PATTERNS), {}, **fixed)
 
 
-def _synopsis(rng: Rng, genre: str) -> tuple[str, str]:
+def _synopsis(rng: Rng, genre: str, span: tuple[int, int] = (60, 120)) -> tuple[str, str]:
     female = rng.chance(0.5)
     first = rng.choice(FEMALE_NAMES if female else MALE_NAMES)
     actor = f"{rng.choice(FEMALE_NAMES if female else MALE_NAMES)} {rng.choice(LAST_NAMES)}"
@@ -623,26 +625,34 @@ def _synopsis(rng: Rng, genre: str) -> tuple[str, str]:
         s = sentence_case(expand(rng, p, rules, **fixed))
         out.append(s)
         n += words(s)
-    target = rng.randint(60, 120)
+    target = rng.randint(*span)
     for _ in range(30):
         if n >= target:
             break
         s = sentence_case(expand(rng, rng.choice(_SYN_EXTRA), rules, **fixed))
-        if s in out or n + words(s) > 120:
+        if s in out or n + words(s) > span[1]:
             continue
         out.append(s)
         n += words(s)
     return " ".join(out), actor.split()[-1]
 
 
-def _review(rng: Rng, title: str, actor_last: str, positive: bool, mixed: bool) -> str:
+def _review(
+    rng: Rng,
+    title: str,
+    actor_last: str,
+    positive: bool,
+    mixed: bool,
+    span: tuple[int, int] = (10, 40),
+) -> str:
     fixed = {"title": title, "actor_last": actor_last}
     if mixed:
         pool, close = _MIX, ()
     else:
         pool = _POS if positive else _NEG
         close = ("{pos_close}",) if positive else ("{neg_close}",)
-    target = rng.randint(10, 40)
+    lo, hi = span
+    target = rng.randint(lo, hi)
     out: list[str] = []
     n = 0
     for _ in range(12):
@@ -652,37 +662,122 @@ def _review(rng: Rng, title: str, actor_last: str, positive: bool, mixed: bool) 
             pool = _POS[:3] if positive else _NEG[:3]
         t = rng.choice(pool if out or not close else pool[:3])
         s = sentence_case(expand(rng, t, _REV, **fixed))
-        if s in out or (out and n + words(s) > 40) or _REPEAT.search(s):
+        if s in out or (out and n + words(s) > hi) or _REPEAT.search(s):
             continue
         out.append(s)
         n += words(s)
         if "{title}" in t:  # name the movie once, then "it"
             fixed["title"] = rng.choice(("It", "The film", "This one"))
-    if n < 10:  # a closing verdict keeps even short reviews at 10+ words
+    if n < lo:  # a closing verdict keeps even short reviews at ``lo``+ words
         out.append(expand(rng, "{pos_close}" if positive else "{neg_close}", _REV, **fixed))
     text = " ".join(out)
-    if rng.chance(0.03) and words(text) <= 36:
+    if rng.chance(0.03) and words(text) <= hi - 4:
         text += " [Full review in Spanish]"
     return text
 
 
-def generate(seed: int, rows: int = 1500, n_movies: int = 90) -> list[tuple[str, ...]]:
-    """Rows of the ``movies`` table in review-time order (see `COLUMNS`)."""
-    rng = Rng(seed, "movies")
+_ROLES = (
+    "the Detective", "the Mayor", "the Teacher", "the Doctor", "the Neighbor", "the Captain",
+    "the Stranger", "the Bartender", "the Lawyer", "the Reporter", "the Pilot", "the Sheriff",
+    "the Landlady", "the Coach", "the Priest", "the Nurse", "the Professor", "the Driver",
+)
+_RATINGS = (
+    ("PG", "thematic elements and brief mild language"),
+    ("PG-13", "some violence, language and thematic material"),
+    ("PG-13", "intense sequences of action and brief strong language"),
+    ("R", "language throughout, some sexual content and brief drug use"),
+    ("R", "strong violence and language"),
+    ("NR", "not rated"),
+)
+_MONTHS = (
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+)
+_CONSENSUS = (
+    "{title} is a {pos_adj} {noun} that {pos_vp}, anchored by a {pos_adj} central performance.",
+    "Though it {neg_vp} at times, {title} is {pos_adj} enough to reward a patient audience.",
+    "{title} {mix} the {noun} {neg_vp}, despite a {pos_adj} cast doing its best.",
+    "A {pos_adj} and {pos_adj} {noun}, {title} {pos_vp}.",
+)
+
+
+def _names(rng: Rng, k: int) -> list[str]:
+    return [f"{rng.choice(FEMALE_NAMES + MALE_NAMES)} {rng.choice(LAST_NAMES)}" for _ in range(k)]
+
+
+def movie_page(rng: Rng, synopsis: str, title: str, genre: str, year: int, studio: str) -> str:
+    """A whole movie page for ``movieinfo``: synopsis, cast, crew, release details, consensus.
+
+    About 300-500 Llama-3 tokens (the synopsis is 60-120 words of it).
+    """
+    cast = ", ".join(f"{n} as {rng.choice(FEMALE_NAMES + MALE_NAMES)}" for n in _names(rng, 6))
+    cast += ", " + ", ".join(f"{n} as {r}" for n, r in zip(_names(rng, 6), rng.sample(_ROLES, 6)))
+    writers, producers = _names(rng, rng.randint(1, 3)), _names(rng, rng.randint(2, 4))
+    rating, reason = rng.choice(_RATINGS)
+    month, day, mins = rng.choice(_MONTHS), rng.randint(1, 28), rng.randint(84, 168)
+    gross = f"${rng.randint(1, 240)}.{rng.below(10)}M"
+    crew = (
+        f"Director: {_names(rng, 1)[0]}. Screenwriter: {', '.join(writers)}. "
+        f"Producer: {', '.join(producers)}. Original music: {_names(rng, 1)[0]}. "
+        f"Cinematography: {_names(rng, 1)[0]}. Film editing: {_names(rng, 1)[0]}."
+    )
+    release = (
+        f"Rating: {rating}" + ("" if rating == "NR" else f" ({reason.capitalize()})") + ". "
+        f"Genre: {genre.capitalize()}. Original language: English. "
+        f"Release date (theaters): {month} {day}, {year}, wide. "
+        f"Release date (streaming): {rng.choice(_MONTHS)} {rng.randint(1, 28)}, {year + 1}. "
+        f"Box office (gross USA): {gross}. Runtime: {mins // 60}h {mins % 60}m. "
+        f"Distributor: {studio}. Production co: {rng.choice(STUDIOS)}, {rng.choice(CITIES)} "
+        f"Films. Sound mix: {rng.choice(('Dolby Digital', 'Dolby Atmos', 'DTS', 'SDDS'))}."
+    )
+    consensus = sentence_case(expand(rng, rng.choice(_CONSENSUS), _REV, title=title))
+    return f"{synopsis} Cast: {cast}. {crew} {release} Critics consensus: {consensus}"
+
+
+@dataclass(frozen=True)
+class MovieShape:
+    """Knobs of the movies generator; the defaults make the shipped ``data/movies.csv``.
+
+    Attributes
+    ----------
+    skew : Zipf exponent of movie popularity (0: every movie equally reviewed).
+    info_words : words of a synopsis, inclusive range.
+    review_words : words of a review, inclusive range.
+    subtitles : when a drawn title is taken, add a subtitle instead of drawing again, so
+        any number of movies gets a unique title.
+    long_info : ``movieinfo`` is a whole movie page (synopsis, cast, crew, release
+        details, critics consensus; 300-500 tokens) instead of the synopsis alone.
+    """
+
+    skew: float = 0.75
+    info_words: tuple[int, int] = (60, 120)
+    review_words: tuple[int, int] = (10, 40)
+    subtitles: bool = False
+    long_info: bool = False
+
+
+def _unique_title(rng: Rng, titles: set[str], shape: MovieShape) -> str | None:
+    title = _title(rng)
+    while shape.subtitles and title in titles:
+        title = f"{title}: {_title(rng)}"
+    return None if title in titles else title
+
+
+def _movies(rng: Rng, n_movies: int, shape: MovieShape) -> list[dict]:
+    """``n_movies`` movies with unique titles, links and infos, in creation order."""
     genres_all = tuple(GENRE_LABELS)
-    movies = []
+    movies: list[dict] = []
     titles: set[str] = set()
     links: set[str] = set()
     while len(movies) < n_movies:
-        title = _title(rng)
-        if title in titles:
+        title = _unique_title(rng, titles, shape)
+        if title is None:
             continue
         titles.add(title)
         genre = rng.weighted(genres_all, GENRE_POP)
         labels = set(GENRE_LABELS[genre])
         for _ in range(rng.weighted((0, 1, 2), cumulative((5, 4, 1)))):
             labels.add(rng.choice(EXTRA_LABELS))
-        info, actor_last = _synopsis(rng, genre)
+        info, actor_last = _synopsis(rng, genre, shape.info_words)
         year = rng.randint(1995, 2019)
         link = "m/" + slug(title)
         if link in links or rng.chance(0.25):
@@ -690,43 +785,101 @@ def generate(seed: int, rows: int = 1500, n_movies: int = 90) -> list[tuple[str,
         if link in links:
             link = f"m/{rng.randint(10000000, 10999999)}-{slug(title)}"
         links.add(link)
+        studio = rng.weighted(STUDIOS, STUDIO_POP)
+        if shape.long_info:
+            info = movie_page(rng, info, title, genre, year, studio)
         movies.append(
             {
                 "title": title,
                 "info": info,
                 "link": link,
                 "genres": ", ".join(sorted(labels)),
-                "studio": rng.weighted(STUDIOS, STUDIO_POP),
+                "studio": studio,
                 "actor_last": actor_last,
                 "quality": clamp(rng.gauss(0.62, 0.22), 0.05, 0.97),
                 "release": rng.uniform(0.0, 1800.0),  # days
             }
         )
-    pop = zipf_weights(n_movies, 0.75)
+    return movies
+
+
+def _review_row(rng: Rng, m: dict, shape: MovieShape) -> tuple[float, tuple[str, ...]]:
+    """One review of movie ``m``: (day written, row)."""
+    mixed = rng.chance(0.12)
+    positive = rng.chance(m["quality"])
+    text = _review(rng, m["title"], m["actor_last"], positive, mixed, shape.review_words)
+    fresh = positive if not mixed else rng.chance(0.5)
+    top = rng.chance(0.2)
+    if rng.chance(0.85):
+        day = m["release"] + rng.expovariate(60.0)
+    else:  # a retrospective review, long after release
+        day = m["release"] + rng.uniform(60.0, 2400.0)
+    row = (
+        text,
+        "Fresh" if fresh else "Rotten",
+        "True" if top else "False",
+        m["link"],
+        m["title"],
+        m["info"],
+        m["genres"],
+        m["studio"],
+    )
+    return day, row
+
+
+def _time_order(out: list[tuple[float, tuple[str, ...]]]) -> list[tuple[str, ...]]:
+    out.sort(key=lambda t: t[0])
+    return [r for _, r in out]
+
+
+def generate(
+    seed: int,
+    rows: int = 1500,
+    n_movies: int = 90,
+    shape: MovieShape = MovieShape(),
+    progress: Callable[[int], object] | None = None,
+) -> list[tuple[str, ...]]:
+    """Rows of the ``movies`` table in review-time order (see `COLUMNS`).
+
+    Each review picks its movie by Zipf popularity (``shape.skew``); ``progress(k)`` is
+    called as rows are made.
+    """
+    rng = Rng(seed, "movies")
+    movies = _movies(rng, n_movies, shape)
+    pop = zipf_weights(n_movies, shape.skew)
     order = list(range(n_movies))
     rng.shuffle(order)  # popularity independent of creation order
     out: list[tuple[float, tuple[str, ...]]] = []
     for _ in range(rows):
         m = movies[order[rng.weighted(range(n_movies), pop)]]
-        mixed = rng.chance(0.12)
-        positive = rng.chance(m["quality"])
-        text = _review(rng, m["title"], m["actor_last"], positive, mixed)
-        fresh = positive if not mixed else rng.chance(0.5)
-        top = rng.chance(0.2)
-        if rng.chance(0.85):
-            day = m["release"] + rng.expovariate(60.0)
-        else:  # a retrospective review, long after release
-            day = m["release"] + rng.uniform(60.0, 2400.0)
-        row = (
-            text,
-            "Fresh" if fresh else "Rotten",
-            "True" if top else "False",
-            m["link"],
-            m["title"],
-            m["info"],
-            m["genres"],
-            m["studio"],
-        )
-        out.append((day, row))
-    out.sort(key=lambda t: t[0])
-    return [r for _, r in out]
+        out.append(_review_row(rng, m, shape))
+        if progress is not None:
+            progress(1)
+    return _time_order(out)
+
+
+def generate_short_groups(
+    seed: int,
+    rows: int,
+    group: tuple[int, int] = (2, 4),
+    shape: MovieShape = MovieShape(long_info=True, subtitles=True),
+    progress: Callable[[int], object] | None = None,
+) -> list[tuple[str, ...]]:
+    """Movies with only ``group`` (inclusive range) reviews each, in review-time order.
+
+    Every movie gets a uniform draw from ``group`` reviews (the last one what is left), so
+    groups are short while ``movieinfo`` (with ``shape.long_info``) is long.
+    """
+    rng = Rng(seed, "movies-short-groups")
+    sizes: list[int] = []
+    total = 0
+    while total < rows:
+        sizes.append(min(rng.randint(*group), rows - total))
+        total += sizes[-1]
+    movies = _movies(rng, len(sizes), shape)
+    out: list[tuple[float, tuple[str, ...]]] = []
+    for m, k in zip(movies, sizes):
+        out += [_review_row(rng, m, shape) for _ in range(k)]
+        if progress is not None:
+            progress(k)
+    return _time_order(out)

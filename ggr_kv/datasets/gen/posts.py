@@ -8,6 +8,8 @@ order the comments were written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ggr_kv.datasets.gen.grammar import FIRST_NAMES, LAST_NAMES, expand, sentence_case, words
@@ -332,17 +334,17 @@ def _body(rng: Rng, topic: dict) -> str:
     return html
 
 
-def _comment(rng: Rng) -> str:
+def _comment(rng: Rng, span: tuple[int, int] = (10, 55)) -> str:
     rules = dict(_COMMENT_RULES)
     rules["remark_l"] = tuple(r[0].lower() + r[1:] for r in _COMMENT_RULES["remark"])
     out: list[str] = []
-    target = rng.randint(10, 55)
+    target = rng.randint(*span)
     n = 0
     for template in rng.sample(_COMMENTS, 6):  # each template at most once per comment
         if n >= target:
             break
         s = sentence_case(expand(rng, template, rules))
-        if out and n + words(s) > 60:
+        if out and n + words(s) > span[1] + 5:
             continue
         out.append(s)
         n += words(s)
@@ -352,35 +354,105 @@ def _comment(rng: Rng) -> str:
     return text
 
 
-def generate(seed: int, rows: int = 1000, n_posts: int = 220) -> list[tuple[str, ...]]:
+@dataclass(frozen=True)
+class PostShape:
+    """Knobs of the posts generator; the defaults make the shipped ``data/posts.csv``.
+
+    Attributes
+    ----------
+    skew : Zipf exponent of how many comments a question draws.
+    output_blocks : mean number of console-output blocks (``<pre>`` tables of numbers, as
+        stats.stackexchange questions paste them) added to a body; the count is geometric,
+        so a few bodies are very long. 0 adds none.
+    comment_words : words of a comment, inclusive range.
+    """
+
+    skew: float = 0.6
+    output_blocks: float = 0.0
+    comment_words: tuple[int, int] = (10, 55)
+
+
+_OUTPUT_NAMES = (
+    "(Intercept)", "x1", "x2", "age", "income", "treatment", "group2", "group3", "time",
+    "dose", "sexM", "log(weight)", "x1:x2", "season2", "baseline", "region4",
+)
+
+
+def _output_block(rng: Rng) -> str:
+    """A console dump: a coefficient table or a data excerpt, 4-30 rows of numbers."""
+    k = min(4 + int(rng.expovariate(6.0)), 30)
+    if rng.chance(0.5):
+        head = "            Estimate Std. Error t value Pr(&gt;|t|)"
+        lines = [
+            f"{rng.choice(_OUTPUT_NAMES):<11s} {rng.gauss(0, 3):9.5f} {rng.uniform(0.01, 2):9.5f}"
+            f" {rng.gauss(0, 4):7.3f} {rng.uniform(0, 1):.2e}"
+            for _ in range(k)
+        ]
+    else:
+        cols = rng.sample(_OUTPUT_NAMES[1:], 4)
+        head = "    id " + " ".join(f"{c:>10s}" for c in cols)
+        lines = [
+            f"{j + 1:>6d} " + " ".join(f"{rng.gauss(50, 20):10.3f}" for _ in cols)
+            for j in range(k)
+        ]
+    return "<pre><code>" + "\n".join([head, *lines]) + "\n</code></pre>"
+
+
+def _long_body(rng: Rng, topic: dict, shape: PostShape) -> str:
+    """`_body` plus console-output blocks, each followed by a sentence about it."""
+    html = _body(rng, topic)
+    extra = []
+    while rng.chance(shape.output_blocks / (1.0 + shape.output_blocks)):
+        rules = dict(topic)
+        rules.update(_BODY_PARTS)
+        fixed = {"n": str(rng.randint(30, 5000)), "d": str(rng.randint(1, 9))}
+        fixed.update(d1=str(rng.randint(1, 9)), m=str(rng.randint(24, 240)))
+        text = expand(rng, rng.choice(("{trouble}", "{tried}", "{why}")), rules, **fixed)
+        extra += [_output_block(rng), f"<p>{sentence_case(text)}</p>"]
+    if not extra:
+        return html
+    blocks = html.rstrip("\n").split("\n\n")
+    return "\n\n".join(blocks[:-1] + extra + blocks[-1:]) + "\n"
+
+
+def generate(
+    seed: int,
+    rows: int = 1000,
+    n_posts: int = 220,
+    shape: PostShape = PostShape(),
+    progress: Callable[[int], object] | None = None,
+) -> list[tuple[str, ...]]:
     """Rows of the ``posts`` table in comment-time order (see `COLUMNS`)."""
     rng = Rng(seed, "posts")
     starts = sorted(rng.uniform(0, _SPAN_S) for _ in range(n_posts))
-    ids = sorted(rng.sample(range(1, 40000), n_posts))  # ids grow with time
+    ids = sorted(rng.sample(range(1, max(40000, 20 * n_posts)), n_posts))  # ids grow with time
     posts = []
     bodies: set[str] = set()
+    make = _body if shape.output_blocks <= 0 else lambda r, t: _long_body(r, t, shape)
     for i in range(n_posts):
         topic = rng.choice(_OFF_TOPIC) if rng.chance(0.12) else rng.choice(_TOPICS)
-        body = _body(rng, topic)
+        body = make(rng, topic)
         while body in bodies:
-            body = _body(rng, topic)
+            body = make(rng, topic)
         bodies.add(body)
         posts.append({"id": str(ids[i]), "t": starts[i], "body": body})
     order = list(range(n_posts))
     rng.shuffle(order)
-    pop = zipf_weights(n_posts, 0.6)
+    pop = zipf_weights(n_posts, shape.skew)
     out: list[tuple[float, tuple[str, ...]]] = []
     texts: set[str] = set()
     for _ in range(rows):
         p = posts[order[rng.weighted(range(n_posts), pop)]]
         t = p["t"] + rng.expovariate(40 * 86400.0)
         date = _fmt(_T0 + timedelta(seconds=int(p["t"])))
-        text = _comment(rng)
+        text = _comment(rng, shape.comment_words)
         for _ in range(50):  # comments are unique, as on the real site
             if text not in texts:
                 break
-            text = _comment(rng)
+            text = _comment(rng, shape.comment_words)
         texts.add(text)
         out.append((t, (text, p["id"], date, p["body"])))
+        if progress is not None:
+            progress(1)
     out.sort(key=lambda r: r[0])
     return [r for _, r in out]

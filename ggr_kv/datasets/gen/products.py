@@ -8,6 +8,9 @@ real table. Reviews appear in the order they were written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from ggr_kv.datasets.gen.grammar import expand, sentence_case, words
 from ggr_kv.datasets.gen.rng import Rng, cumulative, zipf_weights
 
@@ -345,12 +348,17 @@ def _asin(rng: Rng) -> str:
     return "B0" + "".join(rng.choice(_ASIN_CHARS) for _ in range(8))
 
 
-def _description(rng: Rng, cat: dict, brand: str) -> str:
-    paras = rng.sample(cat["copy"], rng.randint(2, 4)) + rng.sample(_GENERIC, rng.randint(1, 4))
+def _description(rng: Rng, cat: dict, brand: str, shape: ProductShape) -> str:
+    paras = rng.sample(cat["copy"], rng.randint(*shape.copy_paras))
+    paras += rng.sample(_GENERIC, rng.randint(*shape.generic_paras))
     rng.shuffle(paras)
-    if rng.chance(0.6):  # seller boilerplate: a caps header and its text
-        i = rng.below(len(_BOILER))
-        paras += [_BOILER[i], expand(rng, rng.choice(_BOILER_TEXT), {}, brand=brand)]
+    if shape.boilerplate is None:
+        if rng.chance(0.6):  # seller boilerplate: a caps header and its text
+            i = rng.below(len(_BOILER))
+            paras += [_BOILER[i], expand(rng, rng.choice(_BOILER_TEXT), {}, brand=brand)]
+    else:
+        for i in rng.sample(range(len(_BOILER)), rng.randint(*shape.boilerplate)):
+            paras += [_BOILER[i], expand(rng, rng.choice(_BOILER_TEXT), {}, brand=brand)]
     paras = [p if p.isupper() else p + "." for p in paras]
     if rng.chance(0.35):
         return repr([" ".join(paras)])  # one long paragraph
@@ -358,18 +366,21 @@ def _description(rng: Rng, cat: dict, brand: str) -> str:
 
 
 _PHRASES = tuple(p for k in ("praise", "meh", "complain") for p in _REV[k])
+#: `_REV` plus sentence-case variants (``praise_c`` ...), built once
+_REV_RULES = {
+    **_REV,
+    **{k + "_c": tuple(sentence_case(x) for x in _REV[k]) for k in ("praise", "meh", "complain")},
+}
 
 
 def _sentences(s: str) -> set[str]:
     return {x.strip(" .!").lower() for x in s.replace("!", ".").split(".") if x.strip()}
 
 
-def _review(rng: Rng, rating: int, part: str) -> str:
+def _review(rng: Rng, rating: int, part: str, span: tuple[int, int] = (10, 40)) -> str:
     pool = _POS if rating >= 4 else _MEH if rating == 3 else _NEG
-    rules = dict(_REV)
-    for k in ("praise", "meh", "complain"):
-        rules[k + "_c"] = tuple(sentence_case(x) for x in _REV[k])
-    target = rng.randint(10, 40)
+    rules = _REV_RULES
+    target = rng.randint(*span)
     out: list[str] = []
     seen: set[str] = set()
     n = 0
@@ -381,7 +392,7 @@ def _review(rng: Rng, rating: int, part: str) -> str:
         if (
             seen.intersection(_sentences(s))
             or any(p in s and p in text for p in _PHRASES)  # no phrase twice
-            or (out and n + words(s) > 40)
+            or (out and n + words(s) > span[1])
         ):
             continue
         seen.update(_sentences(s))
@@ -390,19 +401,95 @@ def _review(rng: Rng, rating: int, part: str) -> str:
     return " ".join(out)
 
 
-def generate(seed: int, rows: int = 1500, n_products: int = 170) -> list[tuple[str, ...]]:
-    """Rows of the ``products`` table in review-time order (see `COLUMNS`)."""
-    rng = Rng(seed, "products")
+@dataclass(frozen=True)
+class ProductShape:
+    """Knobs of the products generator; the defaults make the shipped ``data/products.csv``.
+
+    Attributes
+    ----------
+    skew : Zipf exponent of product popularity.
+    sellers : number of sellers (each owns a brand and one or more descriptions).
+    descriptions : descriptions per seller, inclusive range.
+    copy_paras, generic_paras : category and generic paragraphs of a description.
+    boilerplate : seller boilerplate sections (caps header + text) of a description,
+        inclusive range; ``None`` keeps the shipped rule (one section, 60% of the time).
+    title_bits : extra " - " parts of a product title, inclusive range.
+    title_keywords : search keywords appended to a title (Amazon-style), inclusive range.
+    review_words : words of a review, inclusive range.
+    """
+
+    skew: float = 0.7
+    sellers: int = 45
+    descriptions: tuple[int, int] = (1, 2)
+    copy_paras: tuple[int, int] = (2, 4)
+    generic_paras: tuple[int, int] = (1, 4)
+    boilerplate: tuple[int, int] | None = None
+    title_bits: tuple[int, int] = (1, 3)
+    title_keywords: tuple[int, int] = (0, 0)
+    review_words: tuple[int, int] = (10, 40)
+
+
+_KEYWORDS = (
+    "Wall Art Home Decor",
+    "Boho Style",
+    "Living Room Bedroom Office",
+    "Ready To Frame",
+    "Unique Handmade Gift Idea",
+    "Farmhouse Decoration",
+    "Perfect for Birthday, Anniversary, Christmas",
+    "Made in USA",
+    "Personalized Gift for Her",
+    "Custom Name Keepsake",
+    "Modern Minimalist Design",
+    "Gift Box Included",
+)
+
+
+def _brand(rng: Rng, taken: set[str]) -> str:
+    """A seller brand not in ``taken``: two words, then a third, then a number."""
+    for k in range(60):
+        brand = f"{rng.choice(_BRAND_A)} {rng.choice(_BRAND_B)}"
+        if k >= 20:
+            brand += f" {rng.choice(_BRAND_A)}" if k < 40 else f" {rng.randint(2, 9999)}"
+        if brand not in taken:
+            return brand
+    raise RuntimeError("products: no free brand name")
+
+
+def _sellers(rng: Rng, shape: ProductShape) -> list[dict]:
     sellers = []
     brands: set[str] = set()
-    while len(sellers) < 45:
-        brand = f"{rng.choice(_BRAND_A)} {rng.choice(_BRAND_B)}"
-        if brand in brands:
-            continue
+    shipped = shape == ProductShape()
+    while len(sellers) < shape.sellers:
+        if shipped:  # the shipped table's draws, exactly
+            brand = f"{rng.choice(_BRAND_A)} {rng.choice(_BRAND_B)}"
+            if brand in brands:
+                continue
+        else:
+            brand = _brand(rng, brands)
         brands.add(brand)
         cat = _CATEGORIES[rng.weighted(_CAT_NAMES, _CAT_POP)]
-        descs = [_description(rng, cat, brand) for _ in range(rng.randint(1, 2))]
+        descs = [
+            _description(rng, cat, brand, shape) for _ in range(rng.randint(*shape.descriptions))
+        ]
         sellers.append({"brand": brand, "cat": cat, "descs": descs})
+    return sellers
+
+
+def _product_title(rng: Rng, cat: dict, brand: str, shape: ProductShape) -> str:
+    theme, item = rng.choice(cat["theme"]), rng.choice(cat["item"])
+    bits = [f"{'Personalized ' if rng.chance(0.4) else ''}{theme} {item}"]
+    bits += rng.sample(
+        (rng.choice(cat["spec"]), rng.choice(_GIFT), f"by {brand}", "Handmade"),
+        rng.randint(*shape.title_bits),
+    )
+    title = " - ".join(bits)
+    if shape.title_keywords[1] > 0:
+        title += ", " + ", ".join(rng.sample(_KEYWORDS, rng.randint(*shape.title_keywords)))
+    return title
+
+
+def _products(rng: Rng, n_products: int, sellers: list[dict], shape: ProductShape) -> list[dict]:
     seller_pop = zipf_weights(len(sellers), 0.9)
     products = []
     titles: set[str] = set()
@@ -410,13 +497,7 @@ def generate(seed: int, rows: int = 1500, n_products: int = 170) -> list[tuple[s
     while len(products) < n_products:
         s = rng.weighted(sellers, seller_pop)
         cat = s["cat"]
-        theme, item = rng.choice(cat["theme"]), rng.choice(cat["item"])
-        bits = [f"{'Personalized ' if rng.chance(0.4) else ''}{theme} {item}"]
-        bits += rng.sample(
-            (rng.choice(cat["spec"]), rng.choice(_GIFT), f"by {s['brand']}", "Handmade"),
-            rng.randint(1, 3),
-        )
-        title = " - ".join(bits)
+        title = _product_title(rng, cat, s["brand"], shape)
         asin = _asin(rng)
         if title in titles or asin in asins:
             continue
@@ -431,18 +512,32 @@ def generate(seed: int, rows: int = 1500, n_products: int = 170) -> list[tuple[s
                 "launch": rng.uniform(0.0, 2000.0),
             }
         )
-    pop = zipf_weights(n_products, 0.7)
-    ids = rng.sample(range(1, 100000), rows)
+    return products
+
+
+def generate(
+    seed: int,
+    rows: int = 1500,
+    n_products: int = 170,
+    shape: ProductShape = ProductShape(),
+    progress: Callable[[int], object] | None = None,
+) -> list[tuple[str, ...]]:
+    """Rows of the ``products`` table in review-time order (see `COLUMNS`)."""
+    rng = Rng(seed, "products")
+    sellers = _sellers(rng, shape)
+    products = _products(rng, n_products, sellers, shape)
+    pop = zipf_weights(n_products, shape.skew)
+    ids = rng.sample(range(1, max(100000, 10 * rows)), rows)
     out: list[tuple[float, tuple[str, ...]]] = []
     texts: set[str] = set()
     for i in range(rows):
         p = rng.weighted(products, pop)
         rating = rng.weighted((1, 2, 3, 4, 5), _RATING_POP)
-        text = _review(rng, rating, rng.choice(p["part"]))
+        text = _review(rng, rating, rng.choice(p["part"]), shape.review_words)
         for _ in range(50):  # review texts are unique
             if text not in texts:
                 break
-            text = _review(rng, rating, rng.choice(p["part"]))
+            text = _review(rng, rating, rng.choice(p["part"]), shape.review_words)
         texts.add(text)
         if rng.chance(0.2):  # title = the review's first words, as Amazon fills it in
             first = text.split()
@@ -461,5 +556,7 @@ def generate(seed: int, rows: int = 1500, n_products: int = 170) -> list[tuple[s
             str(ids[i]),
         )
         out.append((day, row))
+        if progress is not None:
+            progress(1)
     out.sort(key=lambda t: t[0])
     return [r for _, r in out]

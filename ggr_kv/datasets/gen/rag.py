@@ -9,6 +9,9 @@ share most of their passages, in varying positions. Rows are in random order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from ggr_kv.datasets.gen.grammar import FIRST_NAMES, LAST_NAMES, expand
 from ggr_kv.datasets.gen.rng import Rng
 
@@ -337,50 +340,164 @@ def _ship(rng: Rng, name: str) -> tuple[dict, list[tuple[str, list[str]]]]:
 _KINDS = (_river, _town, _scientist, _bridge, _ship)
 
 
-def generate(seed: int, rows: int = 700, n_subjects: int = 90) -> list[tuple[str, ...]]:
-    """Rows of the ``rag`` table (see `COLUMNS`), in random order."""
-    rng = Rng(seed, "rag")
+@dataclass(frozen=True)
+class RagShape:
+    """Knobs of the rag generator; the defaults make the shipped ``data/rag.csv``.
+
+    Attributes
+    ----------
+    background : encyclopedic sentences added to each passage, inclusive range (SQuAD
+        paragraphs run to about 150 words; the shipped passages to about 60).
+    paraphrases : wordings of each question template (1: the template as written), so a
+        passage gets about as many questions as a SQuAD paragraph (about 5).
+    compound_names : subject names from two roots, so any number of subjects is unique.
+    neighbors : subjects (of the same kind) whose passages compete with a subject's own
+        in retrieval; fixed per subject, as an embedding index finds the same nearest
+        articles for every question on one article. A passage's score for a question on
+        gold passage g is then fixed per (g, passage) (same subject 0.6-0.8, neighbors
+        0.25-0.45, gold 1.0) plus the noise, so questions on one passage retrieve nearly
+        the same list. ``None``: 4 subjects drawn afresh for each question and flat scores
+        (gold 1.0, same subject 0.7, others 0.35; the shipped table).
+    noise : standard deviation of the retriever's per-question score noise, which swaps
+        passages of close scores from question to question.
+    """
+
+    background: tuple[int, int] = (0, 0)
+    paraphrases: int = 1
+    compound_names: bool = False
+    neighbors: int | None = None
+    noise: float = 0.2
+
+
+_PREFIXES = ("North ", "South ", "Upper ", "Lower ", "Great ", "Little ", "Old ", "New ", "")
+_SUFFIXES = ("", "ford", "wick", "ton", "mere", "stead", "holm", "bridge", "by", "dale")
+_ASK = (
+    "{q}",
+    "According to the passage, {ql}",
+    "Based on the text, {ql}",
+    "From the context, {ql}",
+    "In the article, {ql}",
+)
+_BACKGROUND = (
+    "The {name} appears in the county records of {region} as early as {y1}.",
+    "A survey published in {y2} described the {name} in great detail and is still cited today.",
+    "Local historians, among them {person}, have written several books about the {name}.",
+    "Visitors can learn more about the {name} at the small museum that opened in {y2}.",
+    "During the war of {y1} the area around the {name} was briefly occupied.",
+    "The {name} features on a postage stamp issued in {y3}.",
+    "Since {y3} the {name} has been protected under the heritage laws of {region}.",
+    "A documentary film about the {name}, narrated by {person}, was broadcast in {y3}.",
+    "Several paintings of the {name} hang in the regional gallery of {region}.",
+    "The name {name} is thought to come from an old word meaning a meeting place.",
+    "Maps from {y1} show the {name} under a slightly different spelling.",
+    "An annual festival held each {month} celebrates the history of the {name}.",
+)
+
+
+def _root(rng: Rng, roots: list[str], i: int, shape: RagShape, misses: int) -> str:
+    if not shape.compound_names or i < len(_KINDS) * len(roots):
+        return roots[(i // len(_KINDS)) % len(roots)]
+    name = f"{rng.choice(_PREFIXES)}{rng.choice(_ROOTS)}{rng.choice(_SUFFIXES)}"
+    return name if misses < 20 else f"{name} {rng.randint(2, 999)}"  # all combinations taken
+
+
+def _passage(rng: Rng, text: str, facts: dict, shape: RagShape) -> str:
+    passage = expand(rng, text, {}, **facts)
+    if shape.background[1] == 0:  # no draw at all: the shipped table's stream
+        return passage
+    k = rng.randint(*shape.background)
+    fixed = {
+        "name": facts["name"],
+        "region": rng.choice(_REGIONS),
+        "person": f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}",
+        "y1": str(rng.randint(1500, 1800)),
+        "y2": str(rng.randint(1801, 1950)),
+        "y3": str(rng.randint(1951, 2015)),
+        "month": rng.choice(_MONTHS),
+    }
+    extra = [expand(rng, t, {}, **fixed) for t in rng.sample(_BACKGROUND, k)]
+    return " ".join([passage, *extra])
+
+
+def _subjects(rng: Rng, n_subjects: int, shape: RagShape) -> tuple[list[str], list[tuple]]:
+    """Passages, and per subject (kind index, passage ids, [(passage id, templates)], facts)."""
     roots = rng.sample(_ROOTS, len(_ROOTS))
     passages: list[str] = []
-    subjects = []  # (kind index, passage ids, [(passage id, question templates)], facts)
-    used: set[str] = set()
-    i = 0
+    subjects = []
+    used: set = set()
+    i = misses = 0
     while len(subjects) < n_subjects:
         kind = i % len(_KINDS)
-        root = roots[(i // len(_KINDS)) % len(roots)]
+        root = _root(rng, roots, i, shape, misses)
         i += 1
         if (kind, root) in used:
+            misses += 1
             continue
         used.add((kind, root))
+        misses = 0
         facts, aspects = _KINDS[kind](rng, root)
         pids = []
         qs = []
         for text, questions in aspects:
             pids.append(len(passages))
-            passages.append(expand(rng, text, {}, **facts))
+            passages.append(_passage(rng, text, facts, shape))
             qs.append((pids[-1], questions))
         subjects.append((kind, pids, qs, facts))
+    return passages, subjects
+
+
+def generate(
+    seed: int,
+    rows: int = 700,
+    n_subjects: int = 90,
+    shape: RagShape = RagShape(),
+    progress: Callable[[int], object] | None = None,
+) -> list[tuple[str, ...]]:
+    """Rows of the ``rag`` table (see `COLUMNS`), in random order."""
+    rng = Rng(seed, "rag")
+    passages, subjects = _subjects(rng, n_subjects, shape)
     by_kind: dict[int, list[int]] = {}
     for s, (kind, pids, _, _) in enumerate(subjects):
         by_kind.setdefault(kind, []).append(s)
     cands = [
-        (s, gold, template)
+        (s, gold, template, k)
         for s, (_, _, qs, _) in enumerate(subjects)
         for gold, templates in qs
         for template in templates
+        for k in range(shape.paraphrases)
     ]
     if len(cands) < rows:
         raise ValueError(f"rag: only {len(cands)} distinct questions for {rows} rows")
     rng.shuffle(cands)
+    near = None
+    if shape.neighbors is not None:
+        near = [[o for o in rng.sample(by_kind[kind], shape.neighbors + 1) if o != s][
+                : shape.neighbors] for s, (kind, *_) in enumerate(subjects)]  # fmt: skip
+    sd = shape.noise
+    affinity: dict[tuple[int, int], float] = {}
+
+    def aff(gold: int, p: int) -> float:  # fixed per (gold, passage); flat when shipped
+        if near is None:
+            return 0.0
+        if (gold, p) not in affinity:
+            affinity[gold, p] = rng.uniform(-0.1, 0.1)
+        return affinity[gold, p]
+
     out = []
-    for s, gold, template in cands[:rows]:  # every question once
+    for s, gold, template, k in cands[:rows]:  # every question once
         kind, pids, _, facts = subjects[s]
         question = expand(rng, template, {}, **facts)
-        scored = [(1.0 + rng.gauss(0, 0.2), gold)]
-        scored += [(0.7 + rng.gauss(0, 0.2), p) for p in pids if p != gold]
-        for other in rng.sample(by_kind[kind], 4):
+        if k:
+            question = _ASK[k % len(_ASK)].format(q=question, ql=question[0].lower() + question[1:])
+        scored = [(1.0 + rng.gauss(0, sd), gold)]
+        scored += [(0.7 + aff(gold, p) + rng.gauss(0, sd), p) for p in pids if p != gold]
+        for other in rng.sample(by_kind[kind], 4) if near is None else near[s]:
             if other != s:
-                scored += [(0.35 + rng.gauss(0, 0.2), p) for p in subjects[other][1]]
+                scored += [
+                    (0.35 + aff(gold, p) + rng.gauss(0, sd), p) for p in subjects[other][1]
+                ]
         scored.sort(key=lambda t: -t[0])
         out.append((question,) + tuple(passages[p] for _, p in scored[:K]))
+        if progress is not None:
+            progress(1)
     return out

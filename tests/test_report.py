@@ -391,3 +391,23 @@ def test_readme_block_replacement_keeps_everything_else(tmp_path):
     p.write_text("no markers\n")
     with pytest.raises(ValueError, match="R.md: no '<!-- BEGIN demo-table"):
         replace_block(p, "demo-table", "x")
+
+
+@pytest.mark.vllm
+def test_every_repeat_recorded_in_run_json_counts_in_the_job_time(comparison, tmp_path):
+    from ggr_kv.analysis.report import summary_table
+    from ggr_kv.analysis.summary import job_time_stats
+
+    folder = tmp_path / "cmp"
+    shutil.copytree(comparison, folder, ignore=shutil.ignore_patterns("report-*", "figures"))
+    rj = next(p for p in folder.glob("*/run.json") if json.loads(p.read_text())["method"] == "ggr")
+    meta = json.loads(rj.read_text())
+    job = meta["timings"]["job_s"]
+    meta["repeats"] = {"count": 3, "job_s": [job, 0.5 * job, 2.0 * job]}  # as the run layer writes
+    rj.write_text(json.dumps(meta))
+    runs, _ = load_runs(folder)
+    ggr = job_time_stats(runs).set_index("ordering").loc["ggr"]
+    assert (ggr["n"], ggr["job_s"], ggr["job_min_s"], ggr["job_max_s"]) == (
+        3, job, 0.5 * job, 2.0 * job)
+    row = next(r for r in _table_rows(summary_table(runs), "| dataset |") if r["ordering"] == "ggr")
+    assert row["job s, median [min-max]"] == f"{job:.2f} [{0.5 * job:.2f}-{2 * job:.2f}] (n=3)"

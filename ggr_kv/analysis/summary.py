@@ -57,9 +57,9 @@ def _repeat_times(path: Any, job_s: float) -> list[float]:
         rj = Path(str(path)) / "run.json"
         if rj.is_file():
             reps = (json.loads(rj.read_text()).get("repeats") or {}).get("job_s")
-            if isinstance(reps, list) and reps:
+            if isinstance(reps, list) and len(reps) > 1:
                 return [float(x) for x in reps]
-    return [job_s]
+    return [job_s]  # one job: the runs table's own number
 
 
 def job_samples(runs: pd.DataFrame) -> pd.DataFrame:

@@ -8,6 +8,7 @@ shapes; these tests hold both to the published numbers.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,58 @@ def test_make_model_refuses_a_folder_of_another_shape(tmp_path):
     with pytest.raises(FileExistsError, match="tiny-llama"):
         make_model_dir("llama-3.1-8b", folder)
     assert set(SHAPES) >= {"tiny-llama", "llama-3.2-1b", "llama-3.1-8b"}
+
+
+def _load_hf_tokenizer_logs(folder: Path) -> str:
+    """transformers' log output while loading the folder's tokenizer, as vLLM does."""
+    import io
+    import logging
+
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as tlog
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = tlog.get_logger("transformers")
+    logger.addHandler(handler)
+    old = tlog.get_verbosity()
+    tlog.set_verbosity_warning()
+    try:
+        AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    finally:
+        tlog.set_verbosity(old)
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+def test_loading_our_tokenizer_raises_no_mistral_regex_warning(tiny_dir, tmp_path):
+    # transformers >= 5 took a local folder whose config.json lacks transformers_version
+    # for an old Mistral one and warned "incorrect regex pattern ... incorrect
+    # tokenization"; the ids equal vLLM's (tests above), so the warning was wrong
+    assert "incorrect regex pattern" not in _load_hf_tokenizer_logs(tiny_dir)
+    # a folder made before the fix: the warning comes back ...
+    old = tmp_path / "old"
+    shutil.copytree(tiny_dir, old)
+    cfg = json.loads((old / "config.json").read_text())
+    cfg.pop("transformers_version")
+    (old / "config.json").write_text(json.dumps(cfg))
+    assert "incorrect regex pattern" in _load_hf_tokenizer_logs(old)
+    # ... and make_model_dir brings the folder up to date without rebuilding the tokenizer
+    before = (old / "tokenizer.json").stat().st_mtime_ns
+    make_model_dir("tiny-llama", old)
+    assert "transformers_version" in json.loads((old / "config.json").read_text())
+    assert (old / "tokenizer.json").stat().st_mtime_ns == before
+    assert "incorrect regex pattern" not in _load_hf_tokenizer_logs(old)
+
+
+def test_demo_shape_costs_more_prefill_than_tiny_but_stays_small():
+    # the demo shape: ~25x the tiny shape's per-token compute, far below the 1B shape
+    from ggr_kv.engine.models import model_config
+
+    def layer_params(c: dict) -> int:
+        return _params({**c, "vocab_size": 0, "tie_word_embeddings": True})
+
+    tiny, demo, small = (layer_params(model_config(s)) for s in
+                         ("tiny-llama", "demo-llama", "llama-3.2-1b"))
+    assert 10 < demo / tiny < 50
+    assert demo / small < 0.05

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import COMPARISON_ORDERINGS
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from ggr_kv.analysis.plots import (
     ORDERING_COLORS,
@@ -23,13 +24,16 @@ from ggr_kv.analysis.plots import (
     color_for,
     fig_hit_rate,
     fig_job_time,
+    fig_kv_usage,
     fig_predicted_vs_measured,
     fig_reorder_scores,
     fig_resources,
+    full_window_rates,
     plot_comparison,
     save_figure,
+    windowed_equals_cumulative,
 )
-from ggr_kv.run.runs import load_runs, simulate_run
+from ggr_kv.run.runs import add_windowed_rates, load_runs, simulate_run
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -165,14 +169,18 @@ def test_caption_names_model_weights_vllm_device_and_block_size(comparison, tabl
         f"KV block: {meta['block_size']} tokens",
     ):
         assert part in text
-    svg = save_figure(fig_hit_rate(runs, steps), tmp_path, "hit_rate")[1]
+    svg = save_figure(fig_hit_rate(runs, steps, window=1), tmp_path, "hit_rate")[1]
     texts = _svg_texts(svg)
     assert f"{meta['model']} (dummy weights)" in texts
     assert f"vLLM {meta['vllm_version']}" in texts
     # which hit rate each panel shows, and percent ticks
     assert "cumulative: Σhits / Σqueries since start" in texts
-    assert "windowed: Δhits / Δqueries over last 16 steps" in texts
+    assert "windowed: Δhits / Δqueries over last 1 steps" in texts
     assert "100%" in texts
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in [*ax.texts, *ax.get_xticklabels()]]
 
 
 @pytest.mark.vllm
@@ -182,11 +190,84 @@ def test_job_time_labels_are_the_recorded_speedups(comparison, tables):
         json.loads(p.read_text())["method"]: json.loads(p.read_text())["timings"]["job_s"]
         for p in comparison.glob("*/run.json")
     }
-    fig = fig_job_time(runs)
-    labels = [t.get_text() for ax in fig.axes for t in ax.texts]
-    ggr = next(t for t in labels if t.startswith(f"{job['ggr']:.2f} s"))
+    texts = _texts(fig_job_time(runs))
+    assert f"{job['ggr']:.2f} s" in texts
+    ggr = next(t for t in texts if t.startswith("ggr\n"))
     assert f"{job['original'] / job['ggr']:.2f}× vs original" in ggr
     assert f"{job['no_cache'] / job['ggr']:.2f}× vs no cache" in ggr
+
+
+def _overlaps(fig) -> list[tuple[str, str]]:
+    """Pairs of visible, non-empty texts whose drawn boxes intersect."""
+    fig.canvas = FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    texts = [t for ax in fig.axes for t in [*ax.texts, *ax.get_xticklabels(), ax.title]
+             if t.get_visible() and t.get_text().strip()]
+    boxes = [(t.get_text(), t.get_window_extent(r)) for t in texts]
+    return [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:]
+            if ba.overlaps(bb)]
+
+
+@pytest.mark.vllm
+def test_job_time_with_repeats_shows_median_and_spread_without_overlapping_labels(tables, tmp_path):
+    runs, _ = tables
+    # three jobs per ordering: this run's time, and 0.8x / 1.3x of it (as repeats would)
+    reps = pd.concat([runs.assign(run_id=runs["run_id"] + f"-r{k}", job_s=runs["job_s"] * f)
+                      for k, f in enumerate((1.0, 0.8, 1.3))], ignore_index=True)
+    fig = fig_job_time(reps)
+    svg = save_figure(fig, tmp_path, "job")[1]
+    assert len(_svg_group_colors(svg, "spread")) == len(fig.axes), "no min-max error bars"
+    ggr = runs.set_index("ordering").loc["ggr", "job_s"]
+    assert f"{ggr:.2f} s\n[{0.8 * ggr:.2f}-{1.3 * ggr:.2f}]" in _texts(fig)
+    assert "median of 3 jobs" in fig._supxlabel.get_text()
+    assert _overlaps(fig) == []
+    # five comparison groups side by side: still no overlaps
+    many = pd.concat([reps.assign(group=g, group_label=f"movies, tiny-llama, config {g}",
+                                  run_id=reps["run_id"] + f"-g{g}") for g in range(5)],
+                     ignore_index=True)
+    assert _overlaps(fig_job_time(many)) == []
+
+
+@pytest.mark.vllm
+def test_short_runs_get_no_windowed_panels_that_repeat_the_cumulative_ones(tables, tmp_path):
+    runs, steps = tables
+    longest = int(steps.groupby("run_id").size().max())
+    short = fig_hit_rate(runs, steps, window=longest)  # every window reaches the start
+    assert len([ax for ax in short.axes if ax.get_visible()]) == 2
+    assert "windowed" not in " ".join(ax.get_title() for ax in short.axes)
+    assert windowed_equals_cumulative(add_windowed_rates(steps, longest))
+    per_step = fig_hit_rate(runs, steps, window=1)
+    assert len(per_step.axes) == 4
+    texts = _svg_texts(save_figure(short, tmp_path, "short")[1])
+    assert f"windowed rate (last {longest} steps) not drawn" in texts
+
+
+@pytest.mark.vllm
+def test_kv_usage_axis_is_scaled_to_the_data(tables, tmp_path):
+    runs, steps = tables
+    fig = fig_kv_usage(runs, steps)
+    peak = float(steps["kv_cache_usage"].max())
+    for ax in fig.axes:
+        lo, hi = ax.get_ylim()
+        assert lo == 0 and peak <= hi <= max(1.15 * peak, 0.01) + 1e-9
+    assert peak < 0.5 and fig.axes[0].get_ylim()[1] < 0.6  # not a flat line on 0-100%
+    assert "y axis scaled to the data" in _svg_texts(save_figure(fig, tmp_path, "kv")[1])
+
+
+def test_token_rates_use_full_windows_only():
+    # 40 steps of 100 prompt tokens every 0.5 s; the last step comes 1 ms after the one
+    # before it (the offline loop's last record): a partial window spiked there
+    t = np.r_[np.arange(1, 40) * 0.5, 19.501]
+    steps = pd.DataFrame({"run_id": "r", "step": np.arange(40), "t_s": t,
+                          "prompt_tokens": 100, "generation_tokens": 10,
+                          "prefix_hits_cum": 0, "prefix_queries_cum": 0})
+    rates = full_window_rates(steps, window=8)
+    assert rates["prompt_tok_s_full"].iloc[:8].isna().all()  # no ramp from the start
+    tail = rates["prompt_tok_s_full"].iloc[8:]
+    assert tail.max() < 1.25 * 200 and tail.min() > 0.9 * 200  # 200 tokens/s, no spike
+    per_step = add_windowed_rates(steps, window=1)["prompt_tok_s"]
+    assert per_step.iloc[-1] > 100 * 200  # what a one-step window draws at the end
 
 
 @pytest.mark.vllm

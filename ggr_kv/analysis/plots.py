@@ -55,12 +55,14 @@ __all__ = [
     "fig_reorder_scores",
     "fig_resources",
     "fig_token_rates",
+    "full_window_rates",
     "plot_comparison",
     "save_figure",
+    "windowed_equals_cumulative",
 ]
 
 #: orderings in display order
-ORDERINGS: tuple[str, ...] = ("no_cache", "original", "sorted", "ggr", "ophr")
+ORDERINGS: tuple[str, ...] = ("no_cache", "original", "sorted", "ggr", "blocks", "ophr")
 
 #: one fixed color per ordering in every figure (Okabe-Ito, color-blind safe);
 #: ``simulated`` marks predictions of ``ggr_kv.simulate``
@@ -69,10 +71,11 @@ ORDERING_COLORS: dict[str, str] = {
     "original": "#0072b2",
     "sorted": "#e69f00",
     "ggr": "#009e73",
+    "blocks": "#d55e00",
     "ophr": "#cc79a7",
     "simulated": "#000000",
 }
-_EXTRA_COLORS = ("#d55e00", "#56b4e9", "#f0e442", "#8c564b", "#17becf", "#bcbd22")
+_EXTRA_COLORS = ("#56b4e9", "#f0e442", "#8c564b", "#17becf", "#bcbd22")
 
 #: the one style block of every figure
 RC: dict[str, Any] = {
@@ -169,7 +172,10 @@ def _new_figure(nrows: int, ncols: int, width: float = 4.2, height: float = 2.8)
 
 
 def _finish(fig: Figure, title: str, runs: pd.DataFrame, note: str | None = None) -> Figure:
-    label = _values(runs["group_label"]) if "group_label" in runs else ""
+    # one comparison: its label under the title; several: each panel names its own
+    label = ""
+    if "group_label" in runs and runs["group_label"].nunique() == 1:
+        label = str(runs["group_label"].iloc[0])
     fig.suptitle(f"{title}\n{label}" if label else title)
     text = caption(runs) + (f"\n{note}" if note else "")
     fig.supxlabel(text, fontsize=7.5, color="0.3")
@@ -227,12 +233,25 @@ def _curve_panel(ax, steps, x, y, title, ylabel, pct=False, drawstyle="default")
 
 
 def _steps_for(runs: pd.DataFrame, steps: pd.DataFrame, window: int) -> pd.DataFrame:
-    if "hit_rate_window" not in steps:
-        steps = add_windowed_rates(steps, window)
-    return steps
+    """``steps`` with windowed rates over ``window`` steps (recomputed: a table loaded
+    with another window must not be drawn under this window's label)."""
+    return add_windowed_rates(steps, window)
 
 
 # -- curve figures ------------------------------------------------------------------
+def windowed_equals_cumulative(steps: pd.DataFrame) -> bool:
+    """Whether every run's windowed hit rate equals its cumulative one at every step.
+
+    True for runs no longer than the window (each window reaches back to the start), so
+    a windowed panel would repeat the cumulative one.
+    """
+    if "hit_rate_window" not in steps or steps.empty:
+        return True
+    a = steps["hit_rate_window"].to_numpy(float)
+    b = steps["hit_rate_cum"].to_numpy(float)
+    return bool(np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True))
+
+
 @_styled
 def fig_hit_rate(
     runs: pd.DataFrame,
@@ -241,34 +260,61 @@ def fig_hit_rate(
     group: int | None = None,
     window: int = DEFAULT_WINDOW_STEPS,
 ) -> Figure:
-    """Measured prefix-cache hit rate per ordering: cumulative and windowed, vs time and step."""
+    """Measured prefix-cache hit rate per ordering: cumulative and windowed, vs time and step.
+
+    The windowed row is left out when it would equal the cumulative one (runs of at most
+    ``window`` steps); the caption says so.
+    """
     runs, steps = _one_group(runs, steps, group)
     steps = _steps_for(runs, steps, window)
-    fig = _new_figure(2, 2)
+    same = windowed_equals_cumulative(steps)
+    fig = _new_figure(1 if same else 2, 2)
     axes = fig.axes
     ylabel = "hit rate (% of prompt tokens)"
     cum = "cumulative: Σhits / Σqueries since start"
     win = f"windowed: Δhits / Δqueries over last {window} steps"
     _curve_panel(axes[0], steps, "t_s", "hit_rate_cum", cum, ylabel, pct=True)
     _curve_panel(axes[1], steps, "step", "hit_rate_cum", cum, ylabel, pct=True)
-    _curve_panel(axes[2], steps, "t_s", "hit_rate_window", win, ylabel, pct=True)
-    _curve_panel(axes[3], steps, "step", "hit_rate_window", win, ylabel, pct=True)
-    note = None
+    notes = []
+    if same:
+        looked = steps[steps["hit_rate_cum"].notna()]
+        longest = int(looked.groupby("run_id").size().max()) if len(looked) else 0
+        notes.append(
+            f"windowed rate (last {window} steps) not drawn: these runs have at most "
+            f"{longest} steps, so it equals the cumulative rate"
+        )
+    else:
+        _curve_panel(axes[2], steps, "t_s", "hit_rate_window", win, ylabel, pct=True)
+        _curve_panel(axes[3], steps, "step", "hit_rate_window", win, ylabel, pct=True)
     if (runs["ordering"] == "no_cache").any():
-        note = "no_cache runs have prefix caching off: no lookups, so no hit-rate curve"
-    return _finish(fig, "Prefix-cache hit rate (measured, tokens)", runs, note)
+        notes.append("no_cache runs have prefix caching off: no lookups, so no hit-rate curve")
+    return _finish(fig, "Prefix-cache hit rate (measured, tokens)", runs, "\n".join(notes) or None)
 
 
 @_styled
 def fig_kv_usage(runs: pd.DataFrame, steps: pd.DataFrame, *, group: int | None = None) -> Figure:
-    """KV-cache usage (fraction of KV blocks held by live requests) vs time and step."""
+    """KV-cache usage (fraction of KV blocks held by live requests) vs time and step.
+
+    The y axis spans the data (0 to a little above the peak), not 0-100%, so that a run
+    using a few percent of a large cache shows its shape; the caption gives the peak.
+    """
     runs, steps = _one_group(runs, steps, group)
     fig = _new_figure(1, 2)
-    ylabel = "KV-cache usage (% of blocks)"
-    _curve_panel(fig.axes[0], steps, "t_s", "kv_cache_usage", "vs time", ylabel, pct=True)
-    _curve_panel(fig.axes[1], steps, "step", "kv_cache_usage", "vs engine step", ylabel, pct=True)
+    blocks = _values(runs["num_kv_blocks"], "{:,.0f}") if "num_kv_blocks" in runs else "?"
+    ylabel = f"KV-cache usage (% of {blocks} blocks)"
+    _curve_panel(fig.axes[0], steps, "t_s", "kv_cache_usage", "vs time", ylabel)
+    _curve_panel(fig.axes[1], steps, "step", "kv_cache_usage", "vs engine step", ylabel)
+    usage = steps["kv_cache_usage"] if "kv_cache_usage" in steps else pd.Series(dtype=float)
+    peak = float(usage.max()) if usage.notna().any() else 0.0
+    top = min(1.0, max(peak * 1.15, 0.01))
+    decimals = 0 if top >= 0.1 else 1 if top >= 0.01 else 2
+    for ax in fig.axes:
+        ax.set_ylim(0, top)
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=decimals))
     note = (
-        "usage counts blocks referenced by running requests; cached but free blocks count as free"
+        f"y axis scaled to the data (peak {100 * peak:.{max(decimals, 1)}f}% of the KV blocks), "
+        "not 0-100%; usage counts blocks referenced by running requests (cached but free "
+        "blocks count as free)"
     )
     return _finish(fig, "KV-cache usage (measured)", runs, note)
 
@@ -288,6 +334,24 @@ def fig_queue(runs: pd.DataFrame, steps: pd.DataFrame, *, group: int | None = No
     return _finish(fig, "Scheduler queue (measured)", runs)
 
 
+def full_window_rates(steps: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Token rates over full windows only: Δtokens / Δt over the last ``window`` steps.
+
+    Adds ``prompt_tok_s_full`` and ``generation_tok_s_full`` (tokens/s), NaN for a run's
+    first ``window`` steps (a shorter window would reach back to the collector's start
+    and draw a ramp, or a spike when one step's Δt is tiny). Needs ``run_id``.
+    """
+    out = steps.sort_values(["run_id", "step"], kind="stable").copy()
+    g = out.groupby("run_id", sort=False)
+    t = out["t_s"].astype(float)
+    dt = t - g["t_s"].shift(window).astype(float)
+    for col in ("prompt_tokens", "generation_tokens"):
+        cum = g[col].cumsum().astype(float)
+        d = cum - cum.groupby(out["run_id"], sort=False).shift(window)
+        out[f"{col.split('_')[0]}_tok_s_full"] = (d / dt.where(dt > 0)).astype(float)
+    return out
+
+
 @_styled
 def fig_token_rates(
     runs: pd.DataFrame,
@@ -296,18 +360,30 @@ def fig_token_rates(
     group: int | None = None,
     window: int = DEFAULT_WINDOW_STEPS,
 ) -> Figure:
-    """Prompt and generation token throughput (tokens/s, windowed) vs time."""
+    """Prompt and generated tokens vs time: running totals (the slope is the rate), and
+    rates over full ``window``-step windows for runs long enough to have several."""
     runs, steps = _one_group(runs, steps, group)
-    steps = _steps_for(runs, steps, window)
-    fig = _new_figure(1, 2)
-    win = f"Δtokens / Δt over last {window} steps"
-    _curve_panel(fig.axes[0], steps, "t_s", "prompt_tok_s", f"prompt tokens\n{win}", "tokens/s")
-    _curve_panel(
-        fig.axes[1], steps, "t_s", "generation_tok_s", f"generated tokens\n{win}", "tokens/s"
-    )
-    for ax in fig.axes:
+    s = full_window_rates(steps, window)
+    s["prompt_tokens_total"] = s.groupby("run_id", sort=False)["prompt_tokens"].cumsum()
+    s["generation_tokens_total"] = s.groupby("run_id", sort=False)["generation_tokens"].cumsum()
+    long_enough = len(s) and int(s.groupby("run_id").size().min()) >= 2 * window
+    fig = _new_figure(2 if long_enough else 1, 2)
+    axes = fig.axes
+    _curve_panel(axes[0], s, "t_s", "prompt_tokens_total", "prompt tokens (running total)",
+                 "tokens", drawstyle="steps-post")
+    _curve_panel(axes[1], s, "t_s", "generation_tokens_total",
+                 "generated tokens (running total)", "tokens", drawstyle="steps-post")
+    if long_enough:
+        win = f"Δtokens / Δt over the last {window} steps"
+        _curve_panel(axes[2], s, "t_s", "prompt_tok_s_full", f"prompt tokens/s\n{win}",
+                     "tokens/s")
+        _curve_panel(axes[3], s, "t_s", "generation_tok_s_full", f"generated tokens/s\n{win}",
+                     "tokens/s")
+    for ax in axes:
         ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     note = "prompt tokens are counted when their request first produces output"
+    if not long_enough:
+        note += f"; rates over {window}-step windows need runs of at least {2 * window} steps"
     return _finish(fig, "Token throughput (measured)", runs, note)
 
 
@@ -347,94 +423,127 @@ def fig_resources(runs: pd.DataFrame, steps: pd.DataFrame, *, group: int | None 
 
 
 # -- bar figures ------------------------------------------------------------------
-def _bar_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    agg = (
-        runs.groupby(["group", "group_label", "ordering"], sort=False)
-        .agg(
-            job_s=("job_s", "median"),
-            hit_rate=("hit_rate", "median"),
-            speedup_vs_original=("speedup_vs_original", "median"),
-            speedup_vs_no_cache=("speedup_vs_no_cache", "median"),
-            n=("run_id", "size"),
-        )
-        .reset_index()
-    )
-    return agg
+#: comparison groups per row of a bar figure
+_BAR_COLUMNS = 3
 
 
-def _bars(fig: Figure, runs: pd.DataFrame, y: str, ylabel: str, label_fn, pct=False) -> None:
-    agg = _bar_frame(runs)
-    groups = list(dict.fromkeys(agg.sort_values("group")["group_label"]))
-    axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)[0]
+def _bar_size(n_groups: int, width: float, height: float) -> tuple[float, float]:
+    ncols = min(n_groups, _BAR_COLUMNS)
+    return max(5.2, width * ncols), height * -(-n_groups // ncols) + 0.5
+
+
+def _bars(
+    fig: Figure,
+    agg: pd.DataFrame,
+    y: str,
+    ylabel: str,
+    label_fn,
+    *,
+    tick_fn=None,
+    spread: tuple[str, str] | None = None,
+    pct: bool = False,
+) -> None:
+    """One panel per comparison group, one bar per ordering (gid ``bar:<ordering>``).
+
+    ``label_fn(row)`` is the text above a bar, ``tick_fn(row)`` its x tick label (default:
+    the ordering); ``spread`` names the (min, max) columns drawn as an error bar.
+    """
+    groups = list(dict.fromkeys(agg.sort_values("group", kind="stable")["group_label"]))
+    ncols = min(len(groups), _BAR_COLUMNS)
+    nrows = -(-len(groups) // ncols)
+    grid = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    axes = list(grid.ravel()[: len(groups)])
+    for extra in grid.ravel()[len(groups):]:
+        extra.set_axis_off()
+    top = 0.0
     for ax, g in zip(axes, groups):
         d = agg[agg["group_label"] == g]
         order = _ordered(d["ordering"])
         d = d.set_index("ordering").loc[order].reset_index()
-        sns.barplot(
-            data=d.fillna({y: 0.0}),
-            x="ordering",
-            y=y,
-            hue="ordering",
-            order=order,
-            hue_order=order,
-            palette={o: color_for(o) for o in order},
-            legend=False,
-            ax=ax,
-            saturation=1,
-        )
-        for patch, o in zip(ax.patches, order):
+        vals = d[y].astype(float).fillna(0.0).to_numpy()
+        x = np.arange(len(d))
+        bars = ax.bar(x, vals, color=[color_for(o) for o in order], width=0.7)
+        for patch, o in zip(bars, order):
             patch.set_gid(f"bar:{o}")
-        top = max(float(d[y].max(skipna=True)) if d[y].notna().any() else 0.0, 1e-9)
-        for i, row in d.iterrows():
-            val = 0.0 if pd.isna(row[y]) else float(row[y])
-            ax.annotate(
-                label_fn(row),
-                (i, val),
-                xytext=(0, 3),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=7.5,
-            )
-        ax.set_ylim(0, 1.18 if pct else top * 1.45)
-        ax.set_title(g if len(groups) > 1 else "")
+        heads = vals.copy()
+        if spread is not None:
+            lo = d[spread[0]].astype(float).to_numpy()
+            hi = d[spread[1]].astype(float).to_numpy()
+            has = (d.get("n", pd.Series(1, index=d.index)).to_numpy() > 1) & ~np.isnan(lo)
+            if has.any():
+                err = np.vstack([vals - lo, hi - vals])[:, has]
+                eb = ax.errorbar(x[has], vals[has], yerr=err, fmt="none", ecolor="0.15",
+                                 capsize=4, lw=1)
+                eb.lines[2][0].set_gid(f"spread:{g}")  # the min-max bars of this panel
+                heads[has] = hi[has]
+        for xi, head, (_, row) in zip(x, heads, d.iterrows()):
+            ax.annotate(label_fn(row), (xi, head), xytext=(0, 3), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=7.5)
+        top = max(top, float(np.nanmax(heads)) if len(heads) else 0.0)
+        ax.set_xticks(x, [tick_fn(r) if tick_fn else r["ordering"] for _, r in d.iterrows()],
+                      fontsize=7.5)
+        ax.set_title(textwrap.fill(g, 48) if len(groups) > 1 else "")
+        ax.grid(axis="x", visible=False)
         ax.set_xlabel("ordering")
         ax.set_ylabel(ylabel)
         if pct:
             ax.yaxis.set_major_formatter(_PCT)
+    for ax in axes:
+        ax.set_ylim(0, 1.18 if pct else max(top, 1e-9) * 1.3)
 
 
 @_styled
 def fig_job_time(runs: pd.DataFrame) -> Figure:
-    """Job time (s, wall time of generate) per ordering, labelled with speedups.
+    """Job time (s, wall time of generate) per ordering; speedups under the bars.
 
-    One panel per comparison group; repeated runs of an ordering show their median.
+    One panel per comparison group. With repeats (several jobs of one ordering), the bar
+    is the median and the error bar spans min to max; speedup = median job time of the
+    baseline / median of this ordering.
     """
-    n = runs["group"].nunique()
-    fig = Figure(figsize=(max(4.8, 3.6 * n), 3.9))
+    from ggr_kv.analysis.summary import job_time_stats
+
+    agg = job_time_stats(runs)
+    fig = Figure(figsize=_bar_size(agg["group"].nunique(), 4.6, 3.9))
 
     def label(row):
         text = f"{row['job_s']:.2f} s"
-        if pd.notna(row["speedup_vs_original"]) and row["ordering"] != "original":
-            text += f"\n{row['speedup_vs_original']:.2f}× vs original"
-        if pd.notna(row["speedup_vs_no_cache"]) and row["ordering"] != "no_cache":
-            text += f"\n{row['speedup_vs_no_cache']:.2f}× vs no cache"
+        if row["n"] > 1:
+            text += f"\n[{row['job_min_s']:.2f}-{row['job_max_s']:.2f}]"
         return text
 
-    _bars(fig, runs, "job_s", "job time (s, wall time of generate)", label)
-    return _finish(fig, "Job time per ordering (speedup = baseline time / this time)", runs)
+    def tick(row):
+        lines = [row["ordering"]]
+        if pd.notna(row["speedup_vs_original"]) and row["ordering"] != "original":
+            lines.append(f"{row['speedup_vs_original']:.2f}× vs original")
+        if pd.notna(row["speedup_vs_no_cache"]) and row["ordering"] != "no_cache":
+            lines.append(f"{row['speedup_vs_no_cache']:.2f}× vs no cache")
+        return "\n".join(lines)
+
+    _bars(fig, agg, "job_s", "job time (s, wall time of generate)", label, tick_fn=tick,
+          spread=("job_min_s", "job_max_s"))
+    reps = sorted(set(agg["n"].astype(int)))
+    note = None
+    if max(reps) > 1:
+        note = (f"bars: median of {'/'.join(map(str, reps))} jobs per ordering; "
+                "error bars: min to max")
+    return _finish(fig, "Job time per ordering (speedup = baseline time / this time)", runs,
+                   note)
 
 
 @_styled
 def fig_hit_rate_bars(runs: pd.DataFrame) -> Figure:
     """Measured prefix-cache hit rate per ordering (cumulative over the whole run, %)."""
-    n = runs["group"].nunique()
-    fig = Figure(figsize=(max(4.8, 3.6 * n), 3.6))
+    agg = (
+        runs.groupby(["group", "group_label", "ordering"], sort=False)["hit_rate"]
+        .median()
+        .reset_index()
+    )
+    fig = Figure(figsize=_bar_size(agg["group"].nunique(), 4.2, 3.2))
 
     def label(row):
         return "n/a (cache off)" if pd.isna(row["hit_rate"]) else f"{100 * row['hit_rate']:.1f}%"
 
-    _bars(fig, runs, "hit_rate", "hit rate (% of prompt tokens)", label, pct=True)
+    _bars(fig, agg, "hit_rate", "hit rate (% of prompt tokens)", label, pct=True)
     return _finish(fig, "Prefix-cache hit rate per ordering (cumulative: Σhits / Σqueries)", runs)
 
 

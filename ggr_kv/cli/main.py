@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulate", "predict vLLM's prefix-cache hits and KV usage for a plan"),
     "sweep": ("sweep", "run a grid of datasets x orderings x engines (resumable)"),
     "demo": ("demo", "reorder, run and plot the bundled default dataset on the CPU engine"),
+    "report": ("report", "remake the figures and the Markdown report of run folders"),
     "datasets": ("datasets", "list the bundled datasets"),
     "make-model": ("make_model", "write a local model folder for dummy-weight runs"),
 }

@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["SHAPES", "make_model_dir", "resolve_model", "build_tokenizer_json"]
+__all__ = ["SHAPES", "build_tokenizer_json", "make_model_dir", "model_config", "resolve_model"]
 
 _LLAMA3_BASE = {
     "architectures": ["LlamaForCausalLM"],
@@ -38,12 +38,27 @@ _LLAMA3_BASE = {
 
 #: architecture shapes (HF config fields) by name; all use the Llama-3 vocabulary
 SHAPES: dict[str, dict] = {
-    # 2 layers, tiny hidden size: starts in seconds on a CPU, for tests and the demo
+    # 2 layers, tiny hidden size: starts in seconds on a CPU, for tests (prefill is nearly
+    # free here: job times do not show the prefix cache's effect; see demo-llama)
     "tiny-llama": {
         "hidden_size": 256,
         "intermediate_size": 512,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": True,
+    },
+    # 8 layers, hidden 512 (~30M parameters outside the embeddings): prefill costs ~25x
+    # the tiny shape per token, so on two CPU cores a job's time follows its uncached
+    # prompt tokens, as on a GPU with a real model (benchmarks/bench_demo_shape.py);
+    # the shape of `ggr-kv demo`. Engine start ~30-60 s (eager).
+    "demo-llama": {
+        "hidden_size": 512,
+        "intermediate_size": 2048,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
         "num_key_value_heads": 2,
         "head_dim": 64,
         "max_position_embeddings": 8192,
@@ -143,13 +158,11 @@ def make_model_dir(shape: str, out_dir: str | Path, *, overwrite: bool = False) 
     """Write ``config.json``, ``tokenizer.json``, ``tokenizer_config.json`` and
     ``generation_config.json`` for a dummy-weight run of ``shape`` (see `SHAPES`).
 
-    An existing complete folder is reused as is (the tokenizer takes ~10 s to build);
-    ``overwrite=True`` rebuilds it.
+    An existing complete folder is reused (the tokenizer takes ~10 s to build; an
+    outdated ``config.json`` is rewritten); ``overwrite=True`` rebuilds it.
     """
-    if shape not in SHAPES:
-        raise ValueError(f"unknown model shape {shape!r}; available: {sorted(SHAPES)}")
     out = Path(out_dir)
-    config = {**_LLAMA3_BASE, **SHAPES[shape], "_ggr_kv_shape": shape}
+    config = model_config(shape)
     files = ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]
     if not overwrite and all((out / f).exists() for f in files):
         existing = json.loads((out / "config.json").read_text())
@@ -157,6 +170,8 @@ def make_model_dir(shape: str, out_dir: str | Path, *, overwrite: bool = False) 
             raise FileExistsError(
                 f"{out} holds model shape {existing.get('_ggr_kv_shape')!r}, not {shape!r}"
             )
+        if existing != config:  # e.g. a folder made before transformers_version was written
+            _write_atomic(out / "config.json", json.dumps(config, indent=2))
         return out
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".tokenizer.json.{os.getpid()}"
@@ -179,8 +194,35 @@ def make_model_dir(shape: str, out_dir: str | Path, *, overwrite: bool = False) 
     (out / "generation_config.json").write_text(
         json.dumps({"bos_token_id": 128000, "eos_token_id": config["eos_token_id"]}, indent=2)
     )
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    _write_atomic(out / "config.json", json.dumps(config, indent=2))
     return out
+
+
+def model_config(shape: str) -> dict:
+    """The ``config.json`` of a dummy-weight folder of ``shape`` (see `SHAPES`).
+
+    It records ``transformers_version`` as ``save_pretrained`` does. Without that key,
+    transformers >= 5 takes any local tokenizer folder for an old Mistral one and warns
+    "incorrect regex pattern ... This will lead to incorrect tokenization" on every
+    load; our tokenizer.json carries Llama-3's own pattern (`build_tokenizer_json`, ids
+    equal vLLM's: tests/test_models.py), so that warning was wrong for it.
+    """
+    if shape not in SHAPES:
+        raise ValueError(f"unknown model shape {shape!r}; available: {sorted(SHAPES)}")
+    try:
+        import transformers
+
+        tf_version = transformers.__version__
+    except ImportError:  # pragma: no cover - vLLM brings transformers
+        tf_version = "5.0.0"
+    return {**_LLAMA3_BASE, **SHAPES[shape], "transformers_version": tf_version,
+            "_ggr_kv_shape": shape}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def resolve_model(model: str, models_dir: str | Path = "models") -> tuple[str, bool]:

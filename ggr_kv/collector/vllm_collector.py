@@ -59,6 +59,7 @@ from ggr_kv.collector.frames import empty_steps, rate, steps_frame, window_total
 from ggr_kv.collector.poll import GetMetricsSource, PrometheusSource
 from ggr_kv.collector.requests import requests_frame
 from ggr_kv.collector.seed import internal_stats
+from ggr_kv.collector.fields import VLLMFieldError
 from ggr_kv.collector.sources import (
     TIERS,
     EngineSource,
@@ -106,7 +107,7 @@ def _choose_source(llm: Any, tier: str, poll_interval_s: float) -> Source:
         return EngineSource(llm)
     except StatsDisabledError:
         raise
-    except RuntimeError as e:
+    except (RuntimeError, VLLMFieldError) as e:  # auto: poll instead, saying why
         if tier == "stat_logger":
             raise RuntimeError(f"cannot attach a stat logger to this engine: {e}") from e
         warnings.warn(
@@ -128,8 +129,9 @@ class VLLMMetricsCollector:
         `ggr_kv.engine.resources`) in a thread during the window; they appear in
         `resources` and as extra columns of `steps` (nearest sample in time).
     resource_interval_s : seconds between resource samples.
-    tier : ``"auto"`` (``"stat_logger"``, falling back to ``"get_metrics_poll"`` when no
-        logger can be attached), one of those two, or ``"request_only"``.
+    tier : ``"auto"`` (``"stat_logger"``, falling back to ``"get_metrics_poll"`` with a
+        warning naming the reason when no logger can be attached, e.g. a vLLM release
+        that renamed a stats field), one of those two, or ``"request_only"``.
     poll_interval_s : seconds between ``llm.get_metrics()`` polls (that tier only).
 
     Raises
@@ -137,7 +139,8 @@ class VLLMMetricsCollector:
     StatsDisabledError
         if the engine has statistics off and ``tier`` is not ``"request_only"``.
     ggr_kv.collector.fields.VLLMFieldError
-        if the installed vLLM lacks a stats field the collector reads.
+        with ``tier="stat_logger"``, if the installed vLLM lacks a stats field the
+        collector reads.
     ImportError
         if vLLM is not installed (the message says which extra to install).
     """

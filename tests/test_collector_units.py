@@ -219,7 +219,8 @@ def test_rows_kept_only_while_a_window_is_open():
 
 # -- the KV-offload (connector) tier --------------------------------------------------------
 def _payload(load: int, store: int, usage: float) -> dict:
-    """A step's payload as vLLM 0.32's offloading connector builds it."""
+    """A step's payload as vLLM's scheduler sends it (0.32: ``to_dict()``; 0.26: ``.data``,
+    the same structure)."""
     m = "vllm.distributed.kv_transfer.kv_connector.v1.offloading.metrics"
     p = pytest.importorskip(m).OffloadingConnectorStats()
     usage_name = pytest.importorskip("vllm.v1.kv_offload.cpu.common").CPUOffloadingMetrics
@@ -227,7 +228,7 @@ def _payload(load: int, store: int, usage: float) -> dict:
     p.increase_counter("vllm:kv_offload_load_bytes", load)
     p.increase_counter("vllm:kv_offload_store_bytes", store)
     p.observe_histogram("vllm:kv_offload_load_size", load)
-    return p.to_dict()
+    return p.to_dict() if hasattr(p, "to_dict") else p.data
 
 
 def test_offloading_connector_payload():

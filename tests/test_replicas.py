@@ -18,14 +18,22 @@ pytestmark = pytest.mark.vllm
 
 def test_two_replicas_run_their_shards_and_outputs_map_back(tmp_path, tiny_dir):
     pytest.importorskip("vllm")
-    from ggr_kv.run.replicas import run_sharded
+    from ggr_kv.run.replicas import ShardJob, run_sharded_many
 
     ds = load_dataset("shortgroups@60")
     res_plan = reorder(ds.table(), "ggr", fds=ds.fds)
     query = ds.query("filter")
-    run = run_sharded(ds, res_plan, query, n_replicas=2, how="groups",
-                      engine=EngineConfig(model="tiny-llama", max_num_seqs=8),
-                      out_dir=tmp_path, run_id="sharded", sampling={"max_tokens": 2})
+    jobs = [ShardJob(ds, res_plan, query, how, run_id=how, sampling={"max_tokens": 2})
+            for how in ("groups", "round_robin")]
+    run, rr = run_sharded_many(jobs, n_replicas=2, out_dir=tmp_path,
+                               engine=EngineConfig(model="tiny-llama", max_num_seqs=8))
+    # one engine per replica served both jobs: each replica log shows one engine start
+    for k in range(2):
+        log = (tmp_path / "groups" / f"replica-{k}.log").read_text()
+        assert log.count("Starting to load model") == 1
+    # splitting groups round robin recomputes their shared prefixes on both replicas
+    assert sum(r.uncached_tokens for r in rr.replicas) > sum(r.uncached_tokens
+                                                             for r in run.replicas)
     # every original row ran exactly once, on one replica
     assert run.outputs["row"].tolist() == list(range(60))
     assert set(run.outputs["replica"]) == {0, 1}
@@ -40,8 +48,7 @@ def test_two_replicas_run_their_shards_and_outputs_map_back(tmp_path, tiny_dir):
         import pandas as pd
 
         req = pd.read_csv(f"{r['run_dir']}/requests.csv")
-        original = np.asarray(json.loads(
-            (run.path / f".done-{r['replica']}-1.json").read_text())["original"])
+        original = np.asarray(meta["replica_rows"][r["replica"]])
         rows = original[req["row"].to_numpy()]
         assert req["prompt_tokens"].tolist() == [by_row[int(x)] for x in rows]
     # groups stayed whole and the split's prediction is what the engines computed

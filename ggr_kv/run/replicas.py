@@ -43,7 +43,9 @@ from ggr_kv.reorder.shard import Sharding, shard_order
 from ggr_kv.run.prepare import _as_plan, _as_table, as_query, restrict_plan
 from ggr_kv.run.rundir import new_run_id, reserve_run_dir
 
-__all__ = ["ReplicaRun", "ShardedRun", "replica_devices", "run_sharded"]
+__all__ = [
+    "ReplicaRun", "ShardJob", "ShardedRun", "replica_devices", "run_sharded", "run_sharded_many",
+]
 
 #: seconds a replica may take to start its engine before the run gives up
 START_TIMEOUT_S = 1800.0
@@ -174,24 +176,24 @@ def _replica_rows(sharding: Sharding, plan) -> list[np.ndarray]:
     return [np.sort(plan.row_order[s.slots]) for s in sharding.shards]
 
 
-def run_sharded(
-    table: Any,
-    plan: Any = None,
-    query: Any = "",
-    *,
-    n_replicas: int = 2,
-    how: str = "groups",
-    method: str | None = None,
-    engine: EngineConfig | None = None,
-    devices: list[str] | None = None,
-    out_dir: str | Path = "results",
-    run_id: str | None = None,
-    repeats: int = 1,
-    sampling: dict[str, Any] | None = None,
-    instruction: str = DEFAULT_INSTRUCTION,
-    block_size: int | None = None,
-    timeout_s: float = START_TIMEOUT_S,
-) -> ShardedRun:
+@dataclass
+class ShardJob:
+    """One ordering of one table to split over the replicas (see `run_sharded`)."""
+
+    table: Any
+    plan: Any = None
+    query: Any = ""
+    how: str = "groups"
+    method: str | None = None
+    run_id: str | None = None
+    sampling: dict[str, Any] | None = None
+    instruction: str = DEFAULT_INSTRUCTION
+
+
+def run_sharded(table: Any, plan: Any = None, query: Any = "", *, how: str = "groups",
+                method: str | None = None, run_id: str | None = None,
+                sampling: dict[str, Any] | None = None,
+                instruction: str = DEFAULT_INSTRUCTION, **kw: Any) -> ShardedRun:
     """Run one ordering over ``n_replicas`` engines, each its shard, concurrently.
 
     Parameters
@@ -200,52 +202,91 @@ def run_sharded(
         ready plan or ``reorder()`` result; None runs the input order).
     how : ``"groups"``, ``"round_robin"`` or ``"contiguous"`` (`ggr_kv.reorder.shard`).
     method : ordering label for the records (default: the plan's method).
+    **kw : `run_sharded_many`'s options (``n_replicas``, ``engine``, ``devices``,
+        ``out_dir``, ``repeats``, ``block_size``, ``timeout_s``).
+    """
+    job = ShardJob(table, plan, query, how, method, run_id, sampling, instruction)
+    return run_sharded_many([job], **kw)[0]
+
+
+def run_sharded_many(
+    jobs: list[ShardJob],
+    *,
+    n_replicas: int = 2,
+    engine: EngineConfig | None = None,
+    devices: list[str] | None = None,
+    out_dir: str | Path = "results",
+    repeats: int = 1,
+    block_size: int | None = None,
+    timeout_s: float = START_TIMEOUT_S,
+) -> list[ShardedRun]:
+    """Run several sharded jobs on ONE engine per replica (started once, reused).
+
+    Parameters
+    ----------
+    jobs : the orderings to run, in order; each gets its own run folder.
+    n_replicas : engines, one per device.
     engine : settings of every replica's engine (one GPU each: keep tensor parallelism 1).
     devices : one per replica: GPU indices (``CUDA_VISIBLE_DEVICES``), or CPU core lists
         on a machine without enough GPUs (default: `replica_devices`).
-    repeats : passes; each starts all replicas together after a barrier.
+    repeats : passes over every job (interleaved: job 1, job 2, ..., job 1, ...); each
+        pass starts all replicas together after a barrier.
     block_size : KV block size the split reasons in (default: the engine's setting, else
         16 on GPU and 128 on CPU).
+    timeout_s : longest wait for the replicas at a barrier (engine starts included).
 
     Returns
     -------
-    `ShardedRun`, also written to ``out_dir/run_id/sharded.json``.
+    One `ShardedRun` per job, each also written to ``out_dir/<run_id>/sharded.json``.
     """
     engine = engine or EngineConfig()
-    tbl, name, _, _ = _as_table(table)
-    the_plan, plan_method, _, _ = _as_plan(plan if plan is not None else
-                                           ReorderPlan.identity(tbl), tbl)
-    method = method or plan_method or ("original" if plan is None else "custom")
-    q = as_query(query, (sampling or {}).get("max_tokens"))
     if devices is None:
         devices, kind = replica_devices(n_replicas)
     else:
-        kind = "gpu" if all(d.replace(",", "").isdigit() for d in devices) and _has_gpus() else "cpu"
+        kind = "gpu" if _has_gpus() else "cpu"
     if len(devices) != n_replicas:
         raise ValueError(f"{n_replicas} replicas but {len(devices)} devices: {devices}")
     bs = block_size or engine.block_size or (16 if kind == "gpu" else 128)
-    tokens, offsets = _tokens(tbl, the_plan, q, instruction, engine)
-    sharding = shard_order(tokens, offsets, n_replicas, block_size=bs, how=how)
     out = project_path(out_dir)
-    run_id = run_id or new_run_id(name or "custom", f"{method}-{how}{n_replicas}", out)
-    folder = reserve_run_dir(out, run_id, note=f"sharded run over {n_replicas} replicas")
-    rows = _replica_rows(sharding, the_plan)
+    prepared = [_split(job, engine, n_replicas, bs, out) for job in jobs]  # all before engines
+    folders = [reserve_run_dir(out, p["run_id"], note=f"sharded over {n_replicas} replicas")
+               for p in prepared]
     procs = []
     for k in range(n_replicas):
-        sub, sub_plan, original = restrict_plan(tbl, the_plan, rows[k])
-        spec = {"table": sub, "plan": sub_plan, "original": original, "query": q,
-                "instruction": instruction, "engine": engine, "sampling": sampling,
-                "repeats": repeats, "folder": str(folder), "replica": k, "dataset": name,
-                "method": method, "device": devices[k]}
-        procs.append(_launch(k, folder, spec, devices[k], kind))
+        work = []
+        for p, folder in zip(prepared, folders):
+            sub, sub_plan, original = restrict_plan(p["table"], p["plan"], p["rows"][k])
+            work.append({"table": sub, "plan": sub_plan, "original": original,
+                         "query": p["query"], "instruction": p["instruction"],
+                         "sampling": p["sampling"], "folder": str(folder),
+                         "dataset": p["name"], "method": p["method"]})
+        spec = {"engine": engine, "repeats": repeats, "replica": k, "jobs": work,
+                "barrier": str(folders[0])}
+        procs.append(_launch(k, folders[0], spec, devices[k], kind))
     try:
-        runs, job_s = _drive(folder, procs, n_replicas, repeats, timeout_s)
+        done = _drive(folders[0], procs, n_replicas, repeats, len(jobs), timeout_s)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    return _finish(folder, sharding, rows, runs, job_s, how, devices, kind, engine, method,
-                   name, bs)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return [_finish(folder, p["sharding"], p["rows"], done[j], p["how"], devices, kind, engine,
+                    p["method"], p["name"], bs)
+            for j, (p, folder) in enumerate(zip(prepared, folders))]
+
+
+def _split(job: ShardJob, engine: EngineConfig, n: int, bs: int, out: Path) -> dict:
+    """A job's table, plan, query and split, made before any engine starts."""
+    tbl, name, _, _ = _as_table(job.table)
+    plan, plan_method, _, _ = _as_plan(job.plan if job.plan is not None
+                                       else ReorderPlan.identity(tbl), tbl)
+    method = job.method or plan_method or ("original" if job.plan is None else "custom")
+    q = as_query(job.query, (job.sampling or {}).get("max_tokens"))
+    tokens, offsets = _tokens(tbl, plan, q, job.instruction, engine)
+    sharding = shard_order(tokens, offsets, n, block_size=bs, how=job.how)
+    run_id = job.run_id or new_run_id(name or "custom", f"{method}-{job.how}{n}", out)
+    return {"table": tbl, "plan": plan, "query": q, "instruction": job.instruction,
+            "sampling": job.sampling, "name": name, "method": method, "how": job.how,
+            "sharding": sharding, "rows": _replica_rows(sharding, plan), "run_id": run_id}
 
 
 def _has_gpus() -> bool:
@@ -258,27 +299,29 @@ def _has_gpus() -> bool:
         probe.shutdown()
 
 
-def _drive(folder: Path, procs, n: int, repeats: int, timeout_s: float):
-    """Release the replicas repeat by repeat; collect their ``done`` records."""
-    runs, job_s = [], []
+def _drive(barrier: Path, procs, n: int, repeats: int, n_jobs: int, timeout_s: float):
+    """Release the replicas pass by pass (job by job within a repeat); returns, per job, a
+    list over repeats of ``(go time, the replicas' done records)``."""
+    done: list[list] = [[] for _ in range(n_jobs)]
     for r in range(1, repeats + 1):
-        ready = [folder / f".ready-{k}-{r}" for k in range(n)]
-        _wait_for(ready, procs, folder, timeout_s, f"ready for repeat {r}")
-        go = time.time()
-        (folder / f".go-{r}").write_text(repr(go))
-        done = [folder / f".done-{k}-{r}.json" for k in range(n)]
-        _wait_for(done, procs, folder, timeout_s, f"done with repeat {r}")
-        recs = [json.loads(p.read_text()) for p in done]
-        job_s.append(max(d["end"] for d in recs) - go)
-        runs.append((go, recs))
+        for j in range(n_jobs):
+            tag = f"{j}-{r}"
+            ready = [barrier / f".ready-{k}-{tag}" for k in range(n)]
+            _wait_for(ready, procs, barrier, timeout_s, f"ready for job {j} repeat {r}")
+            go = time.time()
+            (barrier / f".go-{tag}").write_text(repr(go))
+            files = [barrier / f".done-{k}-{tag}.json" for k in range(n)]
+            _wait_for(files, procs, barrier, timeout_s, f"done with job {j} repeat {r}")
+            done[j].append((go, [json.loads(p.read_text()) for p in files]))
     for p in procs:
         p.wait(timeout=600)
-    return runs, job_s
+    return done
 
 
-def _finish(folder, sharding, rows, runs, job_s, how, devices, kind, engine, method, name, bs):
+def _finish(folder, sharding, rows, runs, how, devices, kind, engine, method, name, bs):
     from ggr_kv.run.rundir import read_outputs
 
+    job_s = [max(d["end"] for d in recs) - go for go, recs in runs]
     replicas, balances = [], []
     for r, (go, recs) in enumerate(runs, start=1):
         times = [d["job_s"] for d in recs]
@@ -308,6 +351,7 @@ def _finish(folder, sharding, rows, runs, job_s, how, devices, kind, engine, met
         "predicted_balance": sharding.balance, "repeats": len(job_s), "job_s": job_s,
         "job_s_median": statistics.median(job_s), "balance": statistics.median(balances),
         "replicas": [asdict(x) for x in replicas],
+        "replica_rows": [r.tolist() for r in rows],
     }
     (folder / "sharded.json").write_text(dumps(meta, indent=2) + "\n", encoding="utf-8")
     (folder / "incomplete.json").unlink(missing_ok=True)
@@ -316,38 +360,41 @@ def _finish(folder, sharding, rows, runs, job_s, how, devices, kind, engine, met
 
 
 def _worker(spec_path: str) -> int:
-    """One replica: start its engine, then run its shard once per repeat at the barrier."""
+    """One replica: start its engine once, then run its shard of every job, pass by pass,
+    each at the barrier."""
     from ggr_kv.engine.config import make_llm, shutdown_llm
     from ggr_kv.run.runner import run_table
 
     with open(spec_path, "rb") as f:
         spec = pickle.load(f)
-    folder, k = Path(spec["folder"]), spec["replica"]
+    barrier, k = Path(spec["barrier"]), spec["replica"]
     llm = make_llm(spec["engine"])
     try:
         for r in range(1, spec["repeats"] + 1):
-            (folder / f".ready-{k}-{r}").touch()
-            go = folder / f".go-{r}"
-            while not go.exists():
-                time.sleep(0.005)
-            start = time.time()
-            res = run_table(spec["table"], spec["plan"], spec["query"], llm=llm,
-                            engine=spec["engine"], instruction=spec["instruction"],
-                            sampling=spec["sampling"], dataset=spec["dataset"],
-                            method=spec["method"], out_dir=folder, run_id=f"replica-{k}-r{r}",
-                            progress=False)
-            end = time.time()
-            s = res.summary
-            req = res.requests
-            prompt = int(req["prompt_tokens"].sum())
-            cached = int(req["num_cached_tokens"].sum())
-            rec = {"replica": k, "start": start, "end": end, "job_s": res.timings["job_s"],
-                   "run_dir": str(res.path), "original": spec["original"].tolist(),
-                   "prompt_tokens": prompt, "uncached": prompt - cached,
-                   "hits": s.get("prefix_cache_hits"), "queries": s.get("prefix_cache_queries")}
-            tmp = folder / f".done-{k}-{r}.tmp"
-            tmp.write_text(json.dumps(rec))
-            tmp.rename(folder / f".done-{k}-{r}.json")
+            for j, job in enumerate(spec["jobs"]):
+                tag = f"{j}-{r}"
+                (barrier / f".ready-{k}-{tag}").touch()
+                go = barrier / f".go-{tag}"
+                while not go.exists():
+                    time.sleep(0.005)
+                start = time.time()
+                res = run_table(job["table"], job["plan"], job["query"], llm=llm,
+                                engine=spec["engine"], instruction=job["instruction"],
+                                sampling=job["sampling"], dataset=job["dataset"],
+                                method=job["method"], out_dir=job["folder"],
+                                run_id=f"replica-{k}-r{r}", progress=False)
+                end = time.time()
+                req = res.requests
+                prompt = int(req["prompt_tokens"].sum())
+                rec = {"replica": k, "start": start, "end": end, "job_s": res.timings["job_s"],
+                       "run_dir": str(res.path), "original": job["original"].tolist(),
+                       "prompt_tokens": prompt,
+                       "uncached": prompt - int(req["num_cached_tokens"].sum()),
+                       "hits": res.summary.get("prefix_cache_hits"),
+                       "queries": res.summary.get("prefix_cache_queries")}
+                tmp = barrier / f".done-{k}-{tag}.tmp"
+                tmp.write_text(json.dumps(rec))
+                tmp.rename(barrier / f".done-{k}-{tag}.json")
     finally:
         shutdown_llm(llm)
     return 0

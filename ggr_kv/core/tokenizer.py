@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "KNOWN_PATTERNS",
+    "LLAMA3_PATTERN",
+    "QUICKTOK_ENCODINGS",
+    "QWEN3_PATTERN",
     "Tok",
     "load_tokenizer",
-    "QUICKTOK_ENCODINGS",
-    "LLAMA3_PATTERN",
-    "QWEN3_PATTERN",
-    "KNOWN_PATTERNS",
     "pattern_of_tokenizer_json",
 ]
 

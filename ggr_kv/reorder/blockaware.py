@@ -99,12 +99,55 @@ def _score_rows(
     return out
 
 
-def greedy_fixed_order(scorer: BlockScorer, units: Units, progress: bool = False) -> np.ndarray:
+#: units scored exactly per decision: the best by `token_scores` (the rest are skipped)
+SHORTLIST = 8
+
+
+def token_scores(
+    scorer: BlockScorer, units: Units, rows: np.ndarray, group: np.ndarray, cand: list[int]
+) -> np.ndarray:
+    """Tokens each unit would share if placed next in every group: GGR's value score in
+    tokens, ``sum over shared values of (count - 1) * tokens(key + value)``.
+
+    Parameters
+    ----------
+    rows : original row ids; group : ``(len(rows),)`` dense group ids; cand : units.
+
+    Returns
+    -------
+    ``(len(cand),)`` int64 tokens (0 for a unit with no value shared in any group).
+    """
+    out = np.zeros(len(cand), dtype=np.int64)
+    klen = scorer.k_len[0]
+    for i, k in enumerate(cand):
+        cols = list(units.members[k])
+        tl = scorer.v_len[0][rows][:, cols].sum(axis=1) + int(klen[cols].sum())
+        key = group * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
+        kid, _ = pd.factorize(key)
+        cnt = np.bincount(kid)
+        first = np.zeros(len(cnt), dtype=np.int64)
+        first[kid] = tl  # equal value in a group: equal tokens
+        out[i] = int(((cnt - 1) * first).sum())
+    return out
+
+
+def _shortlist(scores: np.ndarray, cand: list[int], k: int) -> list[int]:
+    """The ``k`` candidates with the highest positive scores (ties: earlier first)."""
+    order = np.argsort(-scores, kind="stable")
+    return [cand[i] for i in order[:k] if scores[i] > 0]
+
+
+def greedy_fixed_order(
+    scorer: BlockScorer, units: Units, progress: bool = False, shortlist: int = SHORTLIST
+) -> np.ndarray:
     """One field order for every row, built position by position under the block metric.
 
-    At each position, every remaining unit is tried there with the others after it in
-    statistics order; the one with the most block hits over the whole table (rows in
-    token order) is kept. Ties keep the statistics order.
+    At each position, the ``shortlist`` remaining units that would share the most tokens
+    there (`token_scores` within the groups the chosen prefix forms) are tried, the
+    others after them in statistics order; the one with the most block hits over the
+    whole table (rows in token order within each prefix group; prompts of two groups
+    share the same tokens whichever rows meet) is kept. Ties keep the statistics order. Once no
+    remaining unit shares a value, the rest keep the statistics order.
 
     Returns
     -------
@@ -113,19 +156,27 @@ def greedy_fixed_order(scorer: BlockScorer, units: Units, progress: bool = False
     n, u = units.codes.shape
     rest = [int(k) for k in fixed_order(column_scores(units))]
     chosen: list[int] = []
-    bar = _bar(progress, u * (u + 1) // 2, "blocks: fixed order")
+    rows = np.arange(n, dtype=np.int64)
+    group = np.zeros(n, dtype=np.int64)
+    bar = _bar(progress, u, "blocks: fixed order")
     while len(rest) > 1:
-        best, best_k = -1, rest[0]
-        for k in rest:
+        tries = _shortlist(token_scores(scorer, units, rows, group, rest), rest, shortlist)
+        if not tries:
+            break
+        best, best_k = -1, tries[0]
+        start = sum(len(units.members[c]) for c in chosen)  # equal within a prefix group
+        for k in tries:
             order = chosen + [k] + [x for x in rest if x != k]
             perm = np.broadcast_to(np.asarray(order, dtype=np.int32), (n, u))
-            h = scorer.total_hits(None, expand_perm(units, perm))
+            h = int(scorer.sorted_hits(None, expand_perm(units, perm), group, start)[3].sum())
             if h > best:
                 best, best_k = h, k
-            if bar is not None:
-                bar.update(1)
         chosen.append(best_k)
         rest.remove(best_k)
+        nd = int(units.n_distinct[best_k]) + 1
+        group = pd.factorize(group * nd + units.codes[:, best_k])[0].astype(np.int64)
+        if bar is not None:
+            bar.update(1)
     if bar is not None:
         bar.close()
     return np.asarray(chosen + rest, dtype=np.int32)
@@ -136,7 +187,7 @@ def _move_to(perm: np.ndarray, unit: int, j: int) -> np.ndarray:
 
     Rows must hold ``unit`` at a position >= j.
     """
-    r, u = perm.shape
+    u = perm.shape[1]
     p = np.argmax(perm == unit, axis=1)[:, None]
     k = np.arange(u)[None, :]
     src = np.where(k < j, k, np.where(k == j, p, np.where(k <= p, k - 1, k)))
@@ -149,6 +200,7 @@ def refine(
     seed: np.ndarray,
     progress: bool = False,
     desc: str = "blocks: refine",
+    shortlist: int = SHORTLIST,
 ) -> BlockSearch:
     """Improve per-row unit orders node by node, accepting only moves that add block hits.
 
@@ -158,6 +210,9 @@ def refine(
     units : the table as units (FD groups merged).
     seed : ``(n, u)`` starting unit orders (original row ids).
     progress : show a tqdm bar over the levels.
+    shortlist : units scored exactly per level: those that would share the most tokens
+        at that position (`token_scores` over the level's nodes); units that share no
+        value in any node are not tried.
 
     Returns
     -------
@@ -189,16 +244,17 @@ def refine(
         cur = perm[rows]
         # columns before position j: equal within a node; the sort skips them
         start = int(width[cur[:, :j]].sum(axis=1).min()) if j else 0
-        score = lambda up: _score_rows(scorer, units, rows, up, nidx, start)  # noqa: E731
-        base_rows = score(cur)
+        base_rows = _score_rows(scorer, units, rows, cur, nidx, start)
         best = np.bincount(nidx, weights=base_rows, minlength=N)
         choice = np.full(N, -1, dtype=np.int64)  # candidate index that won, -1 = keep
         cands: list[tuple[int, str, np.ndarray]] = []  # (unit, variant, rows that move)
         pos = np.argsort(cur, axis=1)  # pos[r, k] = position of unit k in row r
-        for k in range(u):
+        open_units = [k for k in range(u) if (pos[:, k] > j).any()]
+        tries = _shortlist(
+            token_scores(scorer, units, rows, nidx, open_units), open_units, shortlist
+        )
+        for k in tries:
             movable = pos[:, k] > j  # == j: already there, nothing to try
-            if not movable.any():
-                continue
             key = nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
             kid, _ = pd.factorize(key)
             shared = np.bincount(kid)[kid] >= 2
@@ -207,7 +263,7 @@ def refine(
                     continue
                 trial = cur.copy()
                 trial[mask] = _move_to(cur[mask], k, j)
-                h = score(trial)
+                h = _score_rows(scorer, units, rows, trial, nidx, start)
                 tot = np.bincount(nidx, weights=h, minlength=N)
                 better = tot > best
                 best = np.where(better, tot, best)
@@ -234,7 +290,7 @@ def refine(
             {
                 "level": j,
                 "nodes": N,
-                "rows": int(len(rows)),
+                "rows": len(rows),
                 "nodes_changed": int(moved.sum()),
                 "moves": taken,
                 "hits": total,
@@ -251,7 +307,6 @@ def plan_in_token_order(
     scorer: BlockScorer, units: Units, unit_perm: np.ndarray, columns: tuple[str, ...]
 ) -> ReorderPlan:
     """The plan of ``unit_perm`` with rows in token order (the unbounded-cache optimum)."""
-    n = unit_perm.shape[0]
     colperm = expand_perm(units, np.ascontiguousarray(unit_perm))
     order = scorer.sorted_hits(None, colperm)[0]
     m = colperm.shape[1]

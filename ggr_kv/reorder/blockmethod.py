@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from ggr_kv.core.plan import ReorderPlan
-from ggr_kv.core.prompts import DEFAULT_INSTRUCTION, resolve_tokenizer
+from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
 from ggr_kv.core.table import Table
 from ggr_kv.reorder.blockaware import greedy_fixed_order, plan_in_token_order, refine
 from ggr_kv.reorder.blockscore import BlockScorer
-from ggr_kv.reorder.fragments import PromptPieces
+from ggr_kv.reorder.fragments import PromptPieces, as_tokenizer
 from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
 from ggr_kv.reorder.units import Units, column_scores, expand_perm, fixed_order, sort_rows
 
@@ -53,7 +53,8 @@ class BlocksConfig:
     max_num_seqs : most requests running at once (simulated with ``kv_blocks``).
     output_len : tokens generated per request (simulated with ``kv_blocks``).
     max_num_batched_tokens : per-step token budget (simulated with ``kv_blocks``).
-    refine_seeds : how many of the best seeds the refinement starts from.
+    refine_seeds : how many of the best seeds the refinement starts from (None: 2 up
+        to 60,000 cells, else 1).
     progress : tqdm bars for stages over ~2 s.
     """
 
@@ -65,7 +66,7 @@ class BlocksConfig:
     max_num_seqs: int = 256
     output_len: int = 1
     max_num_batched_tokens: int = 8192
-    refine_seeds: int = 2
+    refine_seeds: int | None = None
     progress: bool = False
 
 
@@ -88,16 +89,20 @@ def blocks_config(**knobs: Any) -> BlocksConfig:
     given = {k: v for k, v in knobs.items() if v is not None}
     cfg = BlocksConfig(**given)
     _positive_int("block_size", cfg.block_size)
-    for name in ("max_num_seqs", "output_len", "max_num_batched_tokens", "refine_seeds"):
+    for name in ("max_num_seqs", "output_len", "max_num_batched_tokens"):
         _positive_int(name, getattr(cfg, name))
+    if cfg.refine_seeds is not None:
+        _positive_int("refine_seeds", cfg.refine_seeds)
     if cfg.kv_blocks is None:
         extra = [k for k in ("max_num_seqs", "output_len", "max_num_batched_tokens") if k in given]
         if extra:
-            raise ValueError(f"{extra} only matter with kv_blocks (a finite KV cache); give kv_blocks")
+            raise ValueError(
+                f"{extra} only matter with kv_blocks (a finite KV cache); give kv_blocks"
+            )
     elif _positive_int("kv_blocks", cfg.kv_blocks) < 2:
         raise ValueError(f"kv_blocks must be >= 2 (one is vLLM's null block), got {cfg.kv_blocks}")
     if not isinstance(cfg.query, str) or not isinstance(cfg.instruction, str):
-        raise ValueError("query and instruction must be strings")
+        raise TypeError("query and instruction must be strings")
     return cfg
 
 
@@ -165,15 +170,15 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
     """Run ``blocks`` on ``t`` (as ``units``) with ``cfg``; return the plan and its info.
 
     ``info`` holds: ``knobs``; ``tokenizer``; ``candidates`` (block hit rate, hits and
-    prompt tokens of every seed as given, every seed in token order and every refined
-    result, all scored exactly in their own row order); ``winner``; ``refinement`` (per
+    prompt tokens of every seed as its method outputs it and of every refined result in
+    token order, all scored exactly in their own row order); ``winner``; ``refinement`` (per
     refined seed: levels, nodes changed, moves taken); ``finite_cache`` (with
     ``kv_blocks``: the simulator's numbers of each row order tried and the chosen one);
     ``timings`` (seconds per stage).
     """
     tim: dict[str, float] = {}
     info: dict[str, Any] = {"candidates": {}, "timings": tim}
-    tok = resolve_tokenizer(cfg.tokenizer)
+    tok = as_tokenizer(cfg.tokenizer)
     info["knobs"] = {
         "tokenizer": str(getattr(tok, "name", cfg.tokenizer)),
         "block_size": cfg.block_size,
@@ -215,18 +220,22 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
     info["fixed_order"] = [t.columns[c] for k in fixed for c in units.members[k]]
 
     plans: dict[str, ReorderPlan] = _seed_plans_from(t, units, seeds_u)
-    for k in list(plans):
-        plans[f"{k} (token order)"] = _token_order(scorer, plans[k])
     seed_hits = {
         k: scorer.total_hits(None, expand_perm(units, np.ascontiguousarray(v)))
         for k, v in seeds_u.items()
     }
     t1 = time.perf_counter()
     info["refinement"] = {}
-    for k in sorted(seed_hits, key=lambda s: -seed_hits[s])[: cfg.refine_seeds]:
+    k_seeds = cfg.refine_seeds or (2 if n * t.n_cols <= 60_000 else 1)
+    info["knobs"]["refine_seeds"] = k_seeds
+    for k in sorted(seed_hits, key=lambda s: -seed_hits[s])[:k_seeds]:
         res = refine(scorer, units, seeds_u[k], progress=cfg.progress, desc=f"blocks: refine {k}")
         plans[f"{k} + refine"] = plan_in_token_order(scorer, units, res.unit_perm, t.columns)
-        info["refinement"][k] = {"hits_before": seed_hits[k], "hits_after": res.hits, "levels": res.levels}
+        info["refinement"][k] = {
+            "hits_before": seed_hits[k],
+            "hits_after": res.hits,
+            "levels": res.levels,
+        }
     tim["refine"] = time.perf_counter() - t1
 
     t1 = time.perf_counter()
@@ -244,17 +253,14 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
     return plan, info
 
 
-def _seed_plans_from(t: Table, units: Units, seeds_u: dict[str, np.ndarray]) -> dict[str, ReorderPlan]:
-    """Every seed as its method outputs it, plus sorted/ggr/fixed in token order."""
+def _seed_plans_from(
+    t: Table, units: Units, seeds_u: dict[str, np.ndarray]
+) -> dict[str, ReorderPlan]:
+    """``original`` and every seed as its method outputs it (rows by value codes)."""
     plans = {"original": _original_plan(t, units)}
     for k, up in seeds_u.items():
         plans[k] = _code_order_plan(t, units, up)
     return plans
-
-
-def _token_order(scorer: BlockScorer, plan: ReorderPlan) -> ReorderPlan:
-    order = scorer.sorted_hits(plan.row_order, plan.field_perm)[0]
-    return ReorderPlan(plan.columns, plan.row_order[order], plan.field_perm[order])
 
 
 def _check_pool(pieces: PromptPieces, t: Table, cfg: BlocksConfig) -> None:
@@ -269,14 +275,12 @@ def _check_pool(pieces: PromptPieces, t: Table, cfg: BlocksConfig) -> None:
         )
 
 
-def _finite(pieces: PromptPieces, scorer: BlockScorer, plan: ReorderPlan, cfg: BlocksConfig, info: dict) -> ReorderPlan:
+def _finite(
+    pieces: PromptPieces, scorer: BlockScorer, plan: ReorderPlan, cfg: BlocksConfig, info: dict
+) -> ReorderPlan:
     from ggr_kv.reorder.cacheaware import order_for_cache
 
     t1 = time.perf_counter()
-    # a finite cache keeps every hit only in token order (see cacheaware)
-    tok_plan = _token_order(scorer, plan)
-    if scorer.plan_hits(tok_plan).block_hits.sum() >= scorer.plan_hits(plan).block_hits.sum():
-        plan = tok_plan
     choice = order_for_cache(
         pieces,
         plan,
@@ -285,6 +289,7 @@ def _finite(pieces: PromptPieces, scorer: BlockScorer, plan: ReorderPlan, cfg: B
         max_num_seqs=cfg.max_num_seqs,
         output_len=cfg.output_len,
         max_num_batched_tokens=cfg.max_num_batched_tokens,
+        scorer=scorer,
     )
     info["finite_cache"] = {
         "engine": choice.engine,

@@ -35,6 +35,36 @@ from ggr_kv.reorder.fragments import PieceSet, PromptPieces
 __all__ = ["BlockScorer", "PlanHits", "lex_order"]
 
 
+def _nearest_earlier_lcp(idx: list[int] | np.ndarray, adj: list[int] | np.ndarray) -> np.ndarray:
+    """For each sorted position p: LCP with the nearest q < p whose prompt index is smaller.
+
+    ``adj[p]`` is the LCP of sorted neighbours p-1 and p; the LCP of q and p is the minimum
+    of ``adj[q+1..p]``. Vectorized pointer jumping: every position keeps a candidate q
+    (all positions strictly between q and p hold larger indices) and the minimum ``adj``
+    over ``(q, p]``; while the candidate's index is larger, it jumps to the candidate's own
+    candidate. Returns ``(n,)`` int64 (0 where no such q exists).
+    """
+    idx = np.asarray(idx, dtype=np.int64)
+    adj = np.asarray(adj, dtype=np.int64)
+    n = len(idx)
+    out = np.zeros(n, dtype=np.int64)
+    if n < 2:
+        return out
+    cand = np.arange(-1, n - 1, dtype=np.int64)  # q = p - 1
+    low = adj.copy()  # min adj over (q, p]
+    act = np.arange(1, n, dtype=np.int64)
+    while len(act):
+        c = cand[act]
+        ok = c < 0
+        ok[~ok] = idx[c[~ok]] < idx[act[~ok]]
+        done, act = act[ok], act[~ok]
+        out[done] = np.where(cand[done] >= 0, low[done], 0)
+        c = cand[act]
+        low[act] = np.minimum(low[act], low[c])
+        cand[act] = cand[c]
+    return out
+
+
 def lex_order(ps: PieceSet) -> tuple[np.ndarray, np.ndarray]:
     """Token-lexicographic order of the pieces of ``ps`` (a shorter prefix sorts first).
 
@@ -178,13 +208,16 @@ class BlockScorer:
         self, rows: np.ndarray | None, cp: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sort keys ``(r, m)``, piece lengths ``(r, 2m)`` and value piece ids helper."""
-        m = cp.shape[1]
-        sub = (lambda a: a) if rows is None else (lambda a: a[rows])
-        rank = np.take_along_axis(sub(self.v_rank[0]), cp, 1)
-        vlen = np.take_along_axis(sub(self.v_len[0]), cp, 1)
-        last = cp[:, m - 1 : m]
-        rank[:, m - 1 :] = np.take_along_axis(sub(self.v_rank[1]), last, 1)
-        vlen[:, m - 1 :] = np.take_along_axis(sub(self.v_len[1]), last, 1)
+        r, m = cp.shape
+        base = (
+            np.arange(r, dtype=np.intp) if rows is None else np.asarray(rows, dtype=np.intp)
+        ) * m
+        flat = cp + base[:, None]  # index of each (row, field) cell in the (n, m) arrays
+        rank = self.v_rank[0].ravel()[flat]
+        vlen = self.v_len[0].ravel()[flat]
+        last = flat[:, m - 1]
+        rank[:, m - 1] = self.v_rank[1].ravel()[last]
+        vlen[:, m - 1] = self.v_len[1].ravel()[last]
         krank = self.k_rank[0][cp]
         klen = self.k_len[0][cp]
         krank[:, 0] = self.k_rank[1][cp[:, 0]]
@@ -253,7 +286,9 @@ class BlockScorer:
             dk = dd[ik]
             # key piece ids in ``pieces.keys``: column + m, or column for the first field
             off = np.where(dk == 0, 0, m)
-            lcp[b[ik]] = p + cum[ob[ik], 2 * dk] + self.klcp[cp[oa[ik], dk] + off, cp[ob[ik], dk] + off]
+            lcp[b[ik]] = (
+                p + cum[ob[ik], 2 * dk] + self.klcp[cp[oa[ik], dk] + off, cp[ob[ik], dk] + off]
+            )
             dv = dd[iv]
             rr = np.arange(r) if rows is None else np.asarray(rows)
             lastv = np.where(dv == m - 1, self.n_values, 0)
@@ -271,8 +306,6 @@ class BlockScorer:
     # -- any plan ---------------------------------------------------------------------
     def plan_hits(self, plan: ReorderPlan) -> PlanHits:
         """Exact per-prompt hits of ``plan`` in ITS row order (unbounded cache)."""
-        from ggr_kv.reorder.metrics import _nearest_earlier_lcp
-
         plan.check(self.pieces.table)
         n = plan.n_rows
         order, lcp, lengths, _ = self.sorted_hits(plan.row_order, plan.field_perm)
@@ -280,11 +313,9 @@ class BlockScorer:
         if np.array_equal(order, np.arange(n)):  # already in token order: the previous
             best = lcp  # prompt shares the longest prefix of all earlier ones
         else:
-            slots = order.tolist()
-            adj = lcp.tolist()
-            left = _nearest_earlier_lcp(slots, adj)
-            right = _nearest_earlier_lcp(slots[::-1], [0] + adj[:0:-1])[::-1]
-            best = np.maximum(np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64))
+            left = _nearest_earlier_lcp(order, lcp)
+            right = _nearest_earlier_lcp(order[::-1], np.r_[0, lcp[:0:-1]])[::-1]
+            best = np.maximum(left, right)
         token_hits = np.empty(n, dtype=np.int64)
         token_hits[order] = best
         run_len = np.empty(n, dtype=np.int64)

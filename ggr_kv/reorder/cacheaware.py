@@ -20,10 +20,11 @@ adjacent when rows are sorted by value codes).
 
 What a finite cache still costs is recomputation: preempted requests come back and
 prefill again whatever of theirs was evicted. `order_for_cache` therefore simulates the
-loss-free row orders (token order and its reverse; both keep every prefix contiguous)
-with the given engine settings and keeps the one that computes the fewest prompt tokens
-(first admissions plus re-admissions after preemption), first-admission hits breaking
-ties. The token order wins ties, so the result is never worse than it in the simulator.
+loss-free row orders (token order and its reverse; both keep every prefix contiguous),
+and the plan's own row order if it is another one, with the given engine settings and
+keeps the one that computes the fewest prompt tokens (first admissions plus
+re-admissions after preemption), first-admission hits breaking ties. The token order
+wins ties, so the result is never worse than it in the simulator.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ggr_kv.core.plan import ReorderPlan
+from ggr_kv.reorder.blockscore import BlockScorer
 from ggr_kv.reorder.fragments import PromptPieces
 from ggr_kv.simulate import simulate
 
@@ -118,18 +120,23 @@ def order_for_cache(
     max_num_seqs: int = 256,
     output_len: int = 1,
     max_num_batched_tokens: int = 8192,
+    scorer: BlockScorer | None = None,
 ) -> CacheChoice:
-    """Pick the loss-free row order of ``plan`` that prefills the fewest prompt tokens.
+    """Pick the row order of ``plan`` that prefills the fewest prompt tokens.
+
+    Tried: ``plan``'s rows in token order and in reverse token order (both loss-free),
+    and ``plan`` as given when its rows are not in token order.
 
     Parameters
     ----------
-    pieces : the table's prompt pieces (tokens of any plan).
-    plan : a plan whose rows run in token order (``blocks``' unbounded-cache plan).
+    pieces : the table's prompt pieces (tokens of any plan; must be exact).
+    plan : the field orders (and a row order) to run.
     block_size : tokens per KV block.
     kv_blocks : KV blocks in the pool as vLLM counts them (``num_gpu_blocks``).
     max_num_seqs : most requests running at once.
     output_len : tokens generated per request.
     max_num_batched_tokens : per-step token budget.
+    scorer : a `BlockScorer` of ``pieces`` to reuse (sorting rows in token order).
 
     Returns
     -------
@@ -143,13 +150,18 @@ def order_for_cache(
         "output_len": int(output_len),
         "max_num_batched_tokens": int(max_num_batched_tokens),
     }
-    sim = {k: v for k, v in engine.items()}
+    sim = dict(engine)
+    scorer = scorer or BlockScorer(pieces, block_size)
+    order = scorer.sorted_hits(plan.row_order, plan.field_perm)[0]
+    tok = ReorderPlan(plan.columns, plan.row_order[order], plan.field_perm[order])
     orders = {
-        "token order": plan,
+        "token order": tok,
         "reverse token order": ReorderPlan(
-            plan.columns, plan.row_order[::-1].copy(), plan.field_perm[::-1].copy()
+            plan.columns, tok.row_order[::-1].copy(), tok.field_perm[::-1].copy()
         ),
     }
+    if not np.array_equal(order, np.arange(len(order))):
+        orders["as planned"] = plan
     cands: dict[str, dict[str, Any]] = {}
     best_name, best_key = "token order", None
     for name, p in orders.items():

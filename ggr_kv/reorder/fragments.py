@@ -38,7 +38,7 @@ a serializer whose layout no longer matches, fall back to whole-prompt tokenizat
 from __future__ import annotations
 
 import json
-import unicodedata
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,11 +54,19 @@ from ggr_kv.core.prompts import (
     resolve_tokenizer,
 )
 from ggr_kv.core.table import Table
-from ggr_kv.core.tokenizer import KNOWN_PATTERNS
+from ggr_kv.core.tokenizer import KNOWN_PATTERNS, load_tokenizer
 
-__all__ = ["PieceSet", "PromptPieces", "csr_concat", "csr_gather"]
+__all__ = ["PieceSet", "PromptPieces", "as_tokenizer"]
 
 _ROWS_PER_CHUNK = 65536  # prompts materialized per numpy pass in `encode`
+_json_str = json.encoder.encode_basestring  # json.dumps(str, ensure_ascii=False), in C
+
+
+def as_tokenizer(tokenizer: Any) -> Any:
+    """A tokenizer object from a name, a path (str or `os.PathLike`) or an object."""
+    if isinstance(tokenizer, os.PathLike):
+        return load_tokenizer(tokenizer)
+    return resolve_tokenizer(tokenizer)
 
 
 @dataclass(frozen=True)
@@ -86,37 +94,13 @@ class PieceSet:
         return self.tokens[self.offsets[i] : self.offsets[i + 1]]
 
 
-def csr_gather(tokens: np.ndarray, offsets: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pieces ``ids`` of a CSR list, as a new CSR list (vectorized)."""
-    ids = np.asarray(ids, dtype=np.int64)
-    lens = offsets[ids + 1] - offsets[ids]
-    out_off = np.zeros(len(ids) + 1, dtype=np.int64)
-    np.cumsum(lens, out=out_off[1:])
-    src = np.repeat(offsets[ids] - out_off[:-1], lens) + np.arange(int(out_off[-1]))
-    return tokens[src], out_off
-
-
-def csr_concat(
-    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Element-wise concatenation of two CSR lists of the same length: ``a[i] + b[i]``."""
-    (ta, oa), (tb, ob) = a, b
-    la, lb = np.diff(oa), np.diff(ob)
-    out_off = np.zeros(len(la) + 1, dtype=np.int64)
-    np.cumsum(la + lb, out=out_off[1:])
-    out = np.empty(int(out_off[-1]), dtype=np.result_type(ta.dtype, tb.dtype))
-    start = out_off[:-1]
-    out[np.repeat(start - oa[:-1], la) + np.arange(len(ta))] = ta
-    out[np.repeat(start + la - ob[:-1], lb) + np.arange(len(tb))] = tb
-    return out, out_off
-
-
 def _ends_alnum(s: str) -> bool:
-    """True when the last character is a letter or a digit (``\\p{L}`` or ``\\p{N}``)."""
-    if not s:
-        return False
-    c = s[-1]
-    return c.isalpha() or unicodedata.category(c)[0] == "N"
+    """True when the last character is a letter or a number (``\\p{L}`` or ``\\p{N}``).
+
+    ``str.isalnum`` is exactly that: ``isalpha`` = categories L*, and the numeric
+    characters (``isdecimal``/``isdigit``/``isnumeric``) are the N* ones.
+    """
+    return s[-1:].isalnum()
 
 
 def _layout(instruction: str, query: str) -> tuple[str, str] | None:
@@ -190,7 +174,7 @@ class PromptPieces:
         query: str = "",
         instruction: str = DEFAULT_INSTRUCTION,
         progress: bool = False,
-    ) -> "PromptPieces":
+    ) -> PromptPieces:
         """Tokenize the head, every column's key and every distinct cell once.
 
         Parameters
@@ -203,12 +187,20 @@ class PromptPieces:
         import time
 
         t0 = time.perf_counter()
-        tok = resolve_tokenizer(tokenizer)
+        tok = as_tokenizer(tokenizer)
         layout = _layout(instruction, query)
         if getattr(tok, "pattern", None) not in KNOWN_PATTERNS or layout is None:
             return cls(
-                table, tok, query, instruction, exact=False, prefix=np.zeros(0, np.int32),
-                keys=None, values=None, value_id=(), seconds=time.perf_counter() - t0,
+                table,
+                tok,
+                query,
+                instruction,
+                exact=False,
+                prefix=np.zeros(0, np.int32),
+                keys=None,
+                values=None,
+                value_id=(),
+                seconds=time.perf_counter() - t0,
             )
         head, tail = layout
         bos = getattr(tok, "bos_id", None)
@@ -223,11 +215,21 @@ class PromptPieces:
         allv = np.concatenate([np.asarray(u, dtype=object) for u in table.uniques])
         gid, uniq = pd.factorize(allv)
         starts = np.cumsum([0] + [len(u) for u in table.uniques])
-        value_id = tuple(gid[starts[j] : starts[j + 1]].astype(np.int64) for j in range(table.n_cols))
+        value_id = tuple(
+            gid[starts[j] : starts[j + 1]].astype(np.int64) for j in range(table.n_cols)
+        )
         values = _tokenize_values(list(uniq), tok, tail, progress)
         return cls(
-            table, tok, query, instruction, exact=True, prefix=prefix, keys=keys,
-            values=values, value_id=value_id, seconds=time.perf_counter() - t0,
+            table,
+            tok,
+            query,
+            instruction,
+            exact=True,
+            prefix=prefix,
+            keys=keys,
+            values=values,
+            value_id=value_id,
+            seconds=time.perf_counter() - t0,
         )
 
     # -- per-row views ----------------------------------------------------------------
@@ -321,48 +323,63 @@ def _bar(progress: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="row")
 
 
+def _scatter(dst: np.ndarray, starts: np.ndarray, src: tuple[np.ndarray, np.ndarray]) -> None:
+    """Write CSR pieces ``src`` into ``dst`` at ``starts`` (bounded temporaries)."""
+    toks, offs = src
+    step = 1 << 18
+    for a in range(0, len(starts), step):
+        b = min(len(starts), a + step)
+        lo, hi = int(offs[a]), int(offs[b])
+        lens = np.diff(offs[a : b + 1])
+        dst[np.repeat(starts[a:b] - offs[a:b], lens) + np.arange(lo, hi)] = toks[lo:hi]
+
+
 def _tokenize_values(uniq: list[str], tok: Any, tail: str, progress: bool) -> PieceSet:
     """Value pieces: ``g`` = ``' "v",'``, ``V + g`` = ``' "v"' + tail``, for every text."""
     V = len(uniq)
-    enc = [json.dumps(v, ensure_ascii=False) for v in uniq]
-    stem_ok = np.fromiter((_ends_alnum(v) for v in uniq), dtype=bool, count=V)
-    comma = tok.encode_batch(['",'], add_special_tokens=False)[0]
-    close = tok.encode_batch(['"' + tail], add_special_tokens=False)[0]
+    # what json.dumps(v, ensure_ascii=False) returns for a str, as the serializer does
+    enc = list(map(_json_str, uniq))
+    stem_ok = np.fromiter(map(_ends_alnum, uniq), dtype=bool, count=V)
+    comma = tok.encode_batch(['",'], add_special_tokens=False)[0].astype(np.int32)
+    close = tok.encode_batch(['"' + tail], add_special_tokens=False)[0].astype(np.int32)
     idx_s, idx_f = np.flatnonzero(stem_ok), np.flatnonzero(~stem_ok)
     stems = _encode_many([" " + enc[i][:-1] for i in idx_s], tok, progress, "tokenize cells")
-    fulls_mid = _encode_many([" " + enc[i] + "," for i in idx_f], tok, False, "")
-    fulls_last = _encode_many([" " + enc[i] + tail for i in idx_f], tok, False, "")
+    full_mid = _encode_many([" " + enc[i] + "," for i in idx_f], tok, False, "")
+    full_last = _encode_many([" " + enc[i] + tail for i in idx_f], tok, False, "")
+    del enc
+    stem_len = np.diff(stems[1])
+    lens = np.empty(2 * V, dtype=np.int64)
+    lens[idx_s] = stem_len + len(comma)
+    lens[V + idx_s] = stem_len + len(close)
+    lens[idx_f] = np.diff(full_mid[1])
+    lens[V + idx_f] = np.diff(full_last[1])
+    offsets = np.zeros(2 * V + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    pool = np.empty(int(offsets[-1]), dtype=np.int32)
+    for starts, suffix in ((offsets[idx_s], comma), (offsets[V + idx_s], close)):
+        _scatter(pool, starts, stems)
+        for i, t in enumerate(suffix):
+            pool[starts + stem_len + i] = t
+    _scatter(pool, offsets[idx_f], full_mid)
+    _scatter(pool, offsets[V + idx_f], full_last)
+    return PieceSet(pool, offsets)
 
-    def const(tokens: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return np.tile(tokens, k), np.arange(k + 1, dtype=np.int64) * len(tokens)
 
-    mid_s = csr_concat(stems, const(comma, len(idx_s)))
-    last_s = csr_concat(stems, const(close, len(idx_s)))
-    # order: all mid pieces by global id, then all last pieces
-    order = np.empty(2 * V, dtype=np.int64)  # position of piece g in the concatenation
-    parts = [mid_s, fulls_mid, last_s, fulls_last]
-    ids = [idx_s, idx_f, V + idx_s, V + idx_f]
-    toks = np.concatenate([p[0] for p in parts]).astype(np.int32)
-    lens = np.concatenate([np.diff(p[1]) for p in parts])
-    cat_ids = np.concatenate(ids)
-    order[cat_ids] = np.arange(2 * V)
-    cat_off = np.zeros(2 * V + 1, dtype=np.int64)
-    np.cumsum(lens, out=cat_off[1:])
-    t, o = csr_gather(toks, cat_off, order)
-    return PieceSet(t.astype(np.int32), o)
-
-
-def _encode_many(texts: list[str], tok: Any, progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
+def _encode_many(
+    texts: list[str], tok: Any, progress: bool, desc: str
+) -> tuple[np.ndarray, np.ndarray]:
     """``tok.encode_batch`` without special tokens, in batches with an optional bar."""
     if not texts:
-        return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
+        return np.zeros(0, dtype=np.int32), np.zeros(1, dtype=np.int64)
     step = 200_000
     if len(texts) <= step:
-        return tok.encode_batch(texts, add_special_tokens=False)
+        t, o = tok.encode_batch(texts, add_special_tokens=False)
+        return t.astype(np.int32), o
     bar = _bar(progress, len(texts), desc)
     parts = []
     for a in range(0, len(texts), step):
-        parts.append(tok.encode_batch(texts[a : a + step], add_special_tokens=False))
+        t, o = tok.encode_batch(texts[a : a + step], add_special_tokens=False)
+        parts.append((t.astype(np.int32), o))
         if bar is not None:
             bar.update(min(step, len(texts) - a))
     if bar is not None:

@@ -180,7 +180,7 @@ def vllm_point() -> list[dict]:
         EngineConfig(
             model="tiny-llama",
             enforce_eager=True,
-            max_model_len=2048,
+            max_model_len=1024,
             max_num_seqs=seqs,
             max_num_batched_tokens=batch,
             num_gpu_blocks_override=pool,

@@ -87,7 +87,7 @@ def runs(movies, tiny_dir, tmp_path_factory):
         EngineConfig(
             model="tiny-llama",
             enforce_eager=True,
-            max_model_len=2048,
+            max_model_len=1024,
             max_num_seqs=SEQS,
             max_num_batched_tokens=BATCH,
             num_gpu_blocks_override=POOL,

@@ -28,14 +28,16 @@ orders decided group by group) but decides with the exact metric:
 1. Seeds: ``original``, ``sorted`` and ``ggr`` (same FD groups), and a greedy fixed
    field order: position by position, the unit whose placement (rest in statistics
    order) gives the most block hits over the whole table.
-2. Refinement (a local search that only accepts improvements), level by level: rows
-   that share the same first ``j`` fields and values form a node (a prefix shared in
-   tokens). For every node and every unit not yet placed, two moves are scored exactly:
-   put the unit at position ``j`` in ALL the node's rows, or only in the rows whose value
-   of it is shared inside the node (GGR's group step). A node takes its best move only if
-   it raises the node's block hits; hits of different nodes are independent (rows of two
-   nodes diverge inside the shared prefix), so all nodes are scored in one pass per move.
-   Each level therefore never lowers the total.
+2. Refinement (a local search that only accepts improvements), level by level, from the
+   best seed(s): rows that share the same first ``j`` fields and values form a node (a
+   prefix shared in tokens). For the units not yet placed that would share the most
+   tokens at position ``j`` (GGR's value score in tokens, `token_scores`; the best
+   `SHORTLIST`), two moves are scored exactly: put the unit at position ``j`` in ALL the
+   node's rows, or only in the rows whose value of it is shared inside the node (GGR's
+   group step). A node takes its best move only if it raises the node's block hits;
+   hits of different nodes are independent (rows of two nodes diverge inside the shared
+   prefix), so all nodes are scored in one pass per move. Each level therefore never
+   lowers the total (checked exactly after each level).
 3. The result, in token order (the unbounded-cache optimum for its field orders), and
    every seed as given are scored exactly; the best one is returned. So ``blocks`` is
    never below ``original``, ``sorted`` or ``ggr`` under the same tokenizer, block size

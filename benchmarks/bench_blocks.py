@@ -25,9 +25,11 @@ What it measures
 The machine is shared (see the load averages printed with each run): compare times as
 ratios within one run; CPU seconds are less disturbed by other jobs than wall seconds.
 
-Output: the generated part of ``benchmarks/RESULTS-blocks.md`` (between the
-``bench:begin``/``bench:end`` markers; the analysis outside them stays). ``--out PATH``
-writes elsewhere (never over an existing file).
+Output: the generated parts of ``benchmarks/RESULTS-blocks.md``: the quality table
+between the ``bench:quality:begin``/``end`` markers, the speed table between the
+``bench:speed:begin``/``end`` markers (a run with ``--skip-speed`` or ``--skip-quality``
+replaces only its own part; the analysis outside them stays). ``--out PATH`` writes
+elsewhere (never over an existing file).
 """
 
 from __future__ import annotations
@@ -58,7 +60,14 @@ from ggr_kv.reorder.metrics import plan_hits
 
 SHARED = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "benchmarks" / "RESULTS-blocks.md"
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"  # finite_cache.py's markers
+
+
+def markers(part: str) -> tuple[str, str]:
+    """Begin/end markers of a generated part (``"quality"`` or ``"speed"``)."""
+    return f"<!-- bench:{part}:begin -->", f"<!-- bench:{part}:end -->"
+
+
 METHODS = ("original", "sorted", "ggr", "blocks")
 BLOCK_SIZES = (16, 128)
 TOKENIZER = "llama3"
@@ -152,6 +161,14 @@ def speed_rows(sizes: list[int], repeats: int) -> list[dict]:
             "load": os.getloadavg(),
         }
         if n >= 1_000_000:
+            from ggr_kv.reorder.metrics import score
+
+            _, sw, sc = _timed(
+                lambda table=table, res=res: score(
+                    table, res.plan, query=SPEED_QUERY, tokenizer=TOKENIZER, block_size=16
+                )
+            )
+            row.update(score_wall=sw, score_cpu=sc)
             ph, mw, mc = _timed(
                 lambda table=table, res=res: plan_hits(table, res.plan, TOKENIZER, 16, SPEED_QUERY)
             )
@@ -177,9 +194,25 @@ def _whole_prompt_ratio(table, plan, mw: float, mc: float, k: int = 100_000) -> 
         token_prefix_hits(tokens, offsets)
         return unbounded_prefix_hits(block_hashes(tokens, offsets, 16))
 
+    import quicktok
+
+    from ggr_kv.core.prompts import build_prompts
+
     _, w, c = _timed(whole)
     _, fw, fc = _timed(lambda: plan_hits(sub, sp, TOKENIZER, 16, SPEED_QUERY))
-    return {"whole_k": k, "whole_wall": w, "whole_cpu": c, "frag_k_wall": fw, "frag_k_cpu": fc}
+    texts = build_prompts(sub, sp, SPEED_QUERY)
+    enc = quicktok.get_encoding(TOKENIZER)
+    _, _, scan = _timed(lambda: enc.encode_batch(texts, 0, True))  # before: always scanned
+    _, _, plain = _timed(lambda: enc.encode_batch(texts, 0, False))
+    return {
+        "whole_k": k,
+        "whole_wall": w,
+        "whole_cpu": c,
+        "frag_k_wall": fw,
+        "frag_k_cpu": fc,
+        "scan_cpu": scan,
+        "plain_cpu": plain,
+    }
 
 
 def render(quality: list[dict], speed: list[dict], cmd: str, seconds: float, load0) -> str:
@@ -258,19 +291,36 @@ def render(quality: list[dict], speed: list[dict], cmd: str, seconds: float, loa
                         f"{r['frag_k_cpu']:.1f} s CPU, whole prompts (build, tokenize, hash) "
                         f"{r['whole_cpu']:.1f} s CPU ({r['whole_cpu'] / max(r['frag_k_cpu'], 1e-9):.1f}x)."
                     ),
+                    "",
+                    (
+                        f"`score()` of that plan (PHC, character, token and block rates: what "
+                        f"`ggr-kv reorder --tokenizer` prints after the solver): "
+                        f"{r['score_wall']:.1f} s wall, {r['score_cpu']:.1f} s CPU."
+                    ),
+                    "",
+                    (
+                        f"quicktok on the first {k:,} whole prompts: {r['scan_cpu']:.1f} s CPU with "
+                        "its special-token scan (what `load_tokenizer('llama3')` always did "
+                        f"before), {r['plain_cpu']:.1f} s without "
+                        f"({r['scan_cpu'] / max(r['plain_cpu'], 1e-9):.0f}x); the tokenizer now "
+                        "skips the scan for texts without `<`."
+                    ),
                 ]
     return "\n".join(lines) + "\n"
 
 
-def write(text: str, out: Path | None) -> Path:
+def write(text: str, part: str, out: Path | None) -> Path:
     if out is not None:
         path = Path(out)
         if path.exists():
             path = path.with_name(f"{path.stem}-{_dt.datetime.now():%Y%m%d-%H%M%S}{path.suffix}")
         path.write_text(text)
         return path
-    doc = RESULTS.read_text() if RESULTS.exists() else f"# blocks benchmark\n\n{BEGIN}\n{END}\n"
-    a, b = doc.index(BEGIN) + len(BEGIN), doc.index(END)
+    begin, end = markers(part)
+    doc = RESULTS.read_text() if RESULTS.exists() else "# blocks benchmark\n"
+    if begin not in doc:
+        doc += f"\n{begin}\n{end}\n"
+    a, b = doc.index(begin) + len(begin), doc.index(end)
     RESULTS.write_text(doc[:a] + "\n" + text + doc[b:])
     return RESULTS
 
@@ -288,11 +338,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    quality = [] if args.skip_quality else quality_rows()
-    speed = [] if args.skip_speed else speed_rows(args.sizes, args.repeats)
-    text = render(quality, speed, cmd.strip(), time.perf_counter() - t0, load0)
-    print(text)
-    print("written to", write(text, args.out))
+    if not args.skip_quality:
+        quality = quality_rows()
+        text = render(quality, [], cmd.strip(), time.perf_counter() - t0, load0)
+        print(text)
+        print("written to", write(text, "quality", args.out))
+    if not args.skip_speed:
+        t1, load1 = time.perf_counter(), os.getloadavg()
+        speed = speed_rows(args.sizes, args.repeats)
+        text = render([], speed, cmd.strip(), time.perf_counter() - t1, load1)
+        print(text)
+        print("written to", write(text, "speed", args.out))
     return 0
 
 

@@ -231,6 +231,7 @@ def vllm_point() -> list[dict]:
 
 def figure(rows: list[dict], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -254,6 +255,7 @@ def figure(rows: list[dict], path: Path) -> None:
                 label=m,
             )
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(f"{label} ({sub[0]['rows']} rows)", fontsize=9)
         ax.set_xlabel("KV blocks of 16 tokens")
         ax.set_ylabel("prefix-cache hit rate (%)")

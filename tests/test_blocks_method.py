@@ -27,7 +27,6 @@ from ggr_kv.reorder.fragments import PromptPieces
 from ggr_kv.reorder.metrics import block_hit_rate
 from ggr_kv.reorder.units import build_units, column_scores, expand_perm, fixed_order
 
-LABELS = ["manual_labels", "gpt4o", "llama3-8b", "llama3-70b", "Unnamed: 0"]
 # cells of very different token lengths, some sharing leading words, so block
 # boundaries fall in different places for different field orders
 VALUES = [
@@ -81,19 +80,27 @@ def test_blocks_is_never_below_original_sorted_ggr(table, bs, query, llama3):
 
 
 @pytest.mark.parametrize(
-    "name,fds",
+    "name,block_size,strict",
     [
-        ("movies_sampled_labelled.csv", [("movieinfo", "movietitle", "rottentomatoeslink")]),
-        ("products_sampled_labelled.csv", [("product_title", "parent_asin")]),
-        ("contributions.csv", None),
+        ("movies_sampled_labelled.csv", 16, True),
+        ("products_sampled_labelled.csv", 16, True),
+        ("contributions.csv", 16, True),
+        ("contributions.csv", 128, True),
+        ("posts_sampled_labelled.csv", 16, False),  # sorted and ggr already reach it
     ],
 )
-def test_blocks_beats_every_other_method_on_real_samples(name, fds, llama3):
-    df = pd.read_csv(shared_path(name), dtype=str, keep_default_na=False)
-    table = Table.from_frame(df.drop(columns=[c for c in LABELS if c in df.columns]))
-    for bs in (16, 128):
-        rates, got, _ = _rates(table, llama3, bs, "Is this row relevant?", fds)
-        assert got > max(rates.values())  # strictly: these tables leave room
+def test_blocks_on_real_samples(name, block_size, strict, llama3):
+    # loaded as the benchmark loads them: declared FD groups, labels dropped, the first
+    # query of the table's layout (benchmarks/RESULTS-blocks.md)
+    from ggr_kv.datasets import load_dataset
+
+    ds = load_dataset(shared_path(name))
+    query = ds.query(ds.query_types[0]).text if ds.query_types else "Is this row relevant?"
+    rates, got, _ = _rates(ds.table(), llama3, block_size, query, list(ds.fds) or None)
+    if strict:
+        assert got > max(rates.values())
+    else:
+        assert got >= max(rates.values()) - 1e-12
 
 
 def test_fd_groups_stay_together(llama3):

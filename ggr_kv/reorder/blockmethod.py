@@ -203,14 +203,14 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
         return plan, info
 
     t1 = time.perf_counter()
-    scorer = BlockScorer(pieces, cfg.block_size)
+    scorer = BlockScorer(pieces, cfg.block_size, progress=cfg.progress)
     tim["rank_pieces"] = time.perf_counter() - t1
     n, u = units.codes.shape
 
     t1 = time.perf_counter()
     seeds_u = {
         "sorted": np.broadcast_to(fixed_order(column_scores(units)).astype(np.int32), (n, u)),
-        "ggr": ggr_unit_order(units, ggr_config())[0],
+        "ggr": ggr_unit_order(units, ggr_config(), progress=cfg.progress)[0],
     }
     tim["ggr"] = time.perf_counter() - t1
     t1 = time.perf_counter()
@@ -240,7 +240,12 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
 
     t1 = time.perf_counter()
     best_name, best_rate = None, -1.0
-    for name in sorted(plans, key=lambda s: (" + refine" not in s, s)):  # refined win ties
+    names = sorted(plans, key=lambda s: (" + refine" not in s, s))  # refined win ties
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        names = tqdm(names, desc="blocks: score candidates", unit="plan")
+    for name in names:
         rate, hits, total = _rate(scorer, plans[name])
         info["candidates"][name] = {"block_hit_rate": rate, "hits": hits, "prompt_tokens": total}
         if rate > best_rate:
@@ -290,6 +295,7 @@ def _finite(
         output_len=cfg.output_len,
         max_num_batched_tokens=cfg.max_num_batched_tokens,
         scorer=scorer,
+        progress=True if cfg.progress else None,
     )
     info["finite_cache"] = {
         "engine": choice.engine,

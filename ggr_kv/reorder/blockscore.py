@@ -65,11 +65,13 @@ def _nearest_earlier_lcp(idx: list[int] | np.ndarray, adj: list[int] | np.ndarra
     return out
 
 
-def lex_order(ps: PieceSet) -> tuple[np.ndarray, np.ndarray]:
+def lex_order(ps: PieceSet, bar=None) -> tuple[np.ndarray, np.ndarray]:
     """Token-lexicographic order of the pieces of ``ps`` (a shorter prefix sorts first).
 
     Most-significant-digit radix refinement: each pass sorts the still-tied pieces by
     their next few tokens packed into one int64 (token + 1, 0 once a piece has ended).
+
+    ``bar``: an optional tqdm bar, advanced by the pieces whose rank is settled.
 
     Returns
     -------
@@ -79,6 +81,8 @@ def lex_order(ps: PieceSet) -> tuple[np.ndarray, np.ndarray]:
     k = len(ps)
     order = np.arange(k, dtype=np.int64)
     if k < 2:
+        if bar is not None:
+            bar.update(k)
         return order, np.zeros(k, dtype=np.int64)
     lens = ps.lengths
     offs = ps.offsets[:-1]
@@ -104,6 +108,8 @@ def lex_order(ps: PieceSet) -> tuple[np.ndarray, np.ndarray]:
         nseg = np.cumsum(start) - 1
         size = np.bincount(nseg)
         keep = (size[nseg] >= 2) & (lens[items] > t + per)  # ended together = equal
+        if bar is not None:
+            bar.update(len(pos) - int(keep.sum()))
         pos, seg = pos[keep], nseg[keep]
         t += per
     adj = np.zeros(k, dtype=np.int64)
@@ -169,9 +175,10 @@ class BlockScorer:
     ----------
     pieces : the table's prompt pieces (`PromptPieces.build`).
     block_size : tokens per KV block (16 on GPU, 128 on the CPU backend).
+    progress : show a tqdm bar while the pieces are ranked in token order.
     """
 
-    def __init__(self, pieces: PromptPieces, block_size: int) -> None:
+    def __init__(self, pieces: PromptPieces, block_size: int, progress: bool = False) -> None:
         if not pieces.exact:
             raise ValueError(
                 f"tokenizer {pieces.tokenizer_name!r} is not known to split at the piece "
@@ -191,7 +198,14 @@ class BlockScorer:
         self.k_len = (klen[m:], klen[:m])
         ka, kb = np.divmod(np.arange(4 * m * m), 2 * m)
         self.klcp = _pair_lcp(pieces.keys, ka, kb).reshape(2 * m, 2 * m)
-        vorder, _ = lex_order(pieces.values)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(pieces.values), desc="blocks: rank pieces", unit="piece")
+        vorder, _ = lex_order(pieces.values, bar)
+        if bar is not None:
+            bar.close()
         vrank = np.empty(len(vorder), dtype=np.int64)
         vrank[vorder] = np.arange(len(vorder))
         vlen = pieces.values.lengths

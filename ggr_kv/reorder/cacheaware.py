@@ -85,8 +85,12 @@ def simulate_pieces(
     max_num_seqs: int,
     output_len: int,
     max_num_batched_tokens: int,
+    progress: bool | None = False,
 ) -> dict[str, Any]:
-    """Simulate ``plan``'s prompts (tokens from ``pieces``) and return the summary numbers."""
+    """Simulate ``plan``'s prompts (tokens from ``pieces``) and return the summary numbers.
+
+    ``progress``: the simulator's tqdm bar (None: only above 20,000 prompts).
+    """
     tokens, offsets = pieces.encode(plan)
     res = simulate(
         tokens,
@@ -96,7 +100,7 @@ def simulate_pieces(
         num_blocks=int(kv_blocks),
         max_num_seqs=int(max_num_seqs),
         max_num_batched_tokens=int(max_num_batched_tokens),
-        progress=False,
+        progress=progress,
     )
     s = res.summary
     return {
@@ -121,6 +125,7 @@ def order_for_cache(
     output_len: int = 1,
     max_num_batched_tokens: int = 8192,
     scorer: BlockScorer | None = None,
+    progress: bool | None = False,
 ) -> CacheChoice:
     """Pick the row order of ``plan`` that prefills the fewest prompt tokens.
 
@@ -137,6 +142,7 @@ def order_for_cache(
     output_len : tokens generated per request.
     max_num_batched_tokens : per-step token budget.
     scorer : a `BlockScorer` of ``pieces`` to reuse (sorting rows in token order).
+    progress : the simulator's tqdm bars (None: only above 20,000 prompts).
 
     Returns
     -------
@@ -165,7 +171,7 @@ def order_for_cache(
     cands: dict[str, dict[str, Any]] = {}
     best_name, best_key = "token order", None
     for name, p in orders.items():
-        s = simulate_pieces(pieces, p, **sim)
+        s = simulate_pieces(pieces, p, progress=progress, **sim)
         cands[name] = s
         key = (s["computed_tokens"], -s["hits"])
         if best_key is None or key < best_key:

@@ -170,7 +170,7 @@ def test_unknown_tokenizer_still_never_below_the_seeds(llama3):
         ({"output_len": 5}, r"\['output_len'\] only matter with kv_blocks"),
         ({"kv_blocks": 1}, "kv_blocks must be >= 2"),
         ({"kv_blocks": 3, "block_size": 4}, r"kv_blocks=3: the longest prompt \(\d+ tokens"),
-        ({"refine_seeds": -1}, "refine_seeds must be a positive integer"),
+        ({"refine_seeds": -1}, "refine_seeds must be an integer >= 0"),
         ({"tokenizer": "no-such-tokenizer"}, "unknown tokenizer 'no-such-tokenizer'"),
     ],
 )

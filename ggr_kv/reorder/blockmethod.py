@@ -128,8 +128,8 @@ def _original_plan(t: Table, units: Units) -> ReorderPlan:
     """The input order; the identity field order unless it splits an FD group."""
     n = t.n_rows
     ident = ReorderPlan.identity(t)
-    if all(list(mm) == list(range(mm[0], mm[0] + len(mm))) for mm in units.members):
-        return ident
+    if all(sorted(mm) == list(range(min(mm), min(mm) + len(mm))) for mm in units.members):
+        return ident  # every FD group is already adjacent in the table
     perm = np.broadcast_to(np.arange(units.n_units, dtype=np.int32), (n, units.n_units))
     return _plan(t.columns, np.arange(n, dtype=np.int64), expand_perm(units, perm))
 
@@ -156,6 +156,7 @@ def _fallback(t: Table, units: Units, pieces: PromptPieces, cfg: BlocksConfig, i
     info["note"] = (
         f"tokenizer {pieces.tokenizer_name!r} is not known to split at field boundaries: "
         "scored original, sorted and ggr on whole prompts, no refinement"
+        + ("; no finite-cache row order either" if cfg.kv_blocks is not None else "")
     )
     return cands[best]
 
@@ -174,7 +175,8 @@ def _seed_plans(t: Table, units: Units) -> dict[str, ReorderPlan]:
 def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan, dict]:
     """Run ``blocks`` on ``t`` (as ``units``) with ``cfg``; return the plan and its info.
 
-    ``info`` holds: ``knobs``; ``tokenizer``; ``candidates`` (block hit rate, hits and
+    ``info`` holds: ``knobs``; ``fragment_tokenization`` (exact pieces or whole prompts);
+    ``fixed_order`` (the greedy fixed field order); ``candidates`` (block hit rate, hits and
     prompt tokens of every seed as its method outputs it and of every refined result in
     token order, all scored exactly in their own row order); ``winner``; ``refinement`` (per
     refined seed: levels, nodes changed, moves taken); ``finite_cache`` (with

@@ -23,8 +23,8 @@ prefill again whatever of theirs was evicted. `order_for_cache` therefore simula
 loss-free row orders (token order and its reverse; both keep every prefix contiguous),
 and the plan's own row order if it is another one, with the given engine settings and
 keeps the one that computes the fewest prompt tokens (first admissions plus
-re-admissions after preemption), first-admission hits breaking ties. The token order
-wins ties, so the result is never worse than it in the simulator.
+re-admissions after preemption), first-admission hits breaking ties; the token order
+wins ties, so the result never prefills more than the token order in the simulator.
 """
 
 from __future__ import annotations

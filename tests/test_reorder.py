@@ -331,6 +331,7 @@ def test_declared_fd_group_is_contiguous_in_every_method(table):
             ("ggr", {}),
             ("ggr", {"preset": "paper"}),
             ("ophr", {"max_cells": 40}),
+            ("blocks", {"block_size": 4}),
         ]:
             plan = reorder(table, method, fds=[group], **knobs).plan
             for row in plan.field_perm.tolist():

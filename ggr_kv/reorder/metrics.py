@@ -14,6 +14,12 @@
 Prompts always come from `ggr_kv.core.prompts.build_prompts`, the one serializer. All rates are
 0-1 fractions.
 
+Speed: with a tokenizer whose split pattern is known (llama3, qwen3, model folders with
+their tokenizer.json), the token and block rates come from fragment tokens
+(`ggr_kv.reorder.fragments`: each distinct cell tokenized once) and the piece scorer
+(`ggr_kv.reorder.blockscore`), without building or tokenizing a prompt; they equal the
+whole-prompt computation (tested). Other tokenizers tokenize whole prompts.
+
 With an unbounded cache the token rate does not depend on the ROW order (each distinct
 prefix is computed once, whichever prompt brings it first), and the block rate only
 through the last-token rule; both reward the per-row field orders. Row order matters for
@@ -38,9 +44,10 @@ from ggr_kv.core.prompts import (
     encode_prompts,
     prompt_head,
     prompt_parts,
-    resolve_tokenizer,
 )
 from ggr_kv.core.table import Table, load_table
+from ggr_kv.reorder.blockscore import BlockScorer, PlanHits, _nearest_earlier_lcp
+from ggr_kv.reorder.fragments import PromptPieces, as_tokenizer
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
@@ -50,6 +57,7 @@ __all__ = [
     "char_prefix_hits",
     "phc",
     "phc_per_row",
+    "plan_hits",
     "score",
     "token_hit_rate",
     "token_prefix_hits",
@@ -182,33 +190,6 @@ def char_hit_rate(
 
 
 # -- tokens and blocks --------------------------------------------------------------------
-def _nearest_earlier_lcp(idx: list[int], adj: list[int]) -> list[int]:
-    """For each sorted position p: LCP with the nearest q < p whose prompt index is smaller.
-
-    ``adj[p]`` is the LCP of sorted neighbours p-1 and p; the LCP of q and p is the minimum
-    of ``adj[q+1..p]``. One monotonic-stack pass, O(n).
-    """
-    n = len(idx)
-    out = [0] * n
-    stack: list[int] = []  # sorted positions, their prompt indices increasing
-    gaps: list[int] = []  # gaps[j] = min adj strictly after stack[j] up to stack[j+1]
-    run = 1 << 62  # min adj after the stack top up to p
-    for p in range(n):
-        if p:
-            run = min(run, adj[p])
-        v = idx[p]
-        while stack and idx[stack[-1]] > v:
-            stack.pop()
-            if gaps:
-                run = min(run, gaps.pop())
-        if stack:
-            out[p] = run
-            gaps.append(run)
-        stack.append(p)
-        run = 1 << 62
-    return out
-
-
 def token_prefix_hits(tokens: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Tokens each prompt shares as a prefix with ANY earlier prompt (no cap, no blocks).
 
@@ -238,10 +219,49 @@ def token_prefix_hits(tokens: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     adj = [0] + [_lcp(skeys[p - 1], skeys[p]) // 4 for p in range(1, n)]
     left = _nearest_earlier_lcp(order, adj)
     right = _nearest_earlier_lcp(order[::-1], [0] + adj[:0:-1])[::-1]
-    best = np.maximum(np.asarray(left, dtype=np.int64), np.asarray(right, dtype=np.int64))
+    best = np.maximum(left, right)
     hits = np.empty(n, dtype=np.int64)
     hits[np.asarray(order)] = best
     return hits
+
+
+def plan_hits(
+    table: Table,
+    plan: ReorderPlan,
+    tokenizer: Any,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    query: str = "",
+    instruction: str = DEFAULT_INSTRUCTION,
+    *,
+    texts: list[str] | None = None,
+) -> PlanHits:
+    """Per-prompt token and block prefix hits of ``plan`` (run order), unbounded cache.
+
+    Parameters
+    ----------
+    tokenizer : a name for `ggr_kv.core.tokenizer.load_tokenizer` or a tokenizer object.
+    block_size : tokens per KV block.
+    texts : the built prompts, used only when the tokenizer needs whole prompts.
+
+    Returns
+    -------
+    `ggr_kv.reorder.blockscore.PlanHits`: lengths, token hits (prefix shared with any
+    earlier prompt) and block hits (whole blocks, last token recomputed), in tokens.
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    tok = as_tokenizer(tokenizer)
+    plan.check(table)
+    pieces = PromptPieces.build(table, tok, query, instruction)
+    if pieces.exact:
+        return BlockScorer(pieces, block_size).plan_hits(plan)
+    tokens, offsets = encode_prompts(table, plan, tok, query, instruction, texts=texts)
+    return PlanHits(
+        np.diff(offsets),
+        token_prefix_hits(tokens, offsets),
+        unbounded_prefix_hits(block_hashes(tokens, offsets, block_size)),
+        int(block_size),
+    )
 
 
 def token_hit_rate(
@@ -252,9 +272,7 @@ def token_hit_rate(
     instruction: str = DEFAULT_INSTRUCTION,
 ) -> float:
     """Token-level prefix hit rate (0-1): `token_prefix_hits` summed over all prompt tokens."""
-    tokens, offsets = encode_prompts(table, plan, tokenizer, query, instruction)
-    total = int(offsets[-1] - offsets[0])
-    return float(token_prefix_hits(tokens, offsets).sum() / total) if total else 0.0
+    return plan_hits(table, plan, tokenizer, 1, query, instruction).token_hit_rate
 
 
 def block_hit_rate(
@@ -271,10 +289,7 @@ def block_hit_rate(
     prompt produced, at most ``(n_tokens - 1) // block_size`` blocks per prompt) over all
     prompt tokens.
     """
-    tokens, offsets = encode_prompts(table, plan, tokenizer, query, instruction)
-    total = int(offsets[-1] - offsets[0])
-    hits = unbounded_prefix_hits(block_hashes(tokens, offsets, block_size))
-    return float(hits.sum() / total) if total else 0.0
+    return plan_hits(table, plan, tokenizer, block_size, query, instruction).block_hit_rate
 
 
 # -- all together -------------------------------------------------------------------------
@@ -334,6 +349,11 @@ def score(
     """
     table = load_table(table)
     plan.check(table)
+    if tokenizer is not None:  # bad options fail before the slow work
+        tok = as_tokenizer(tokenizer)
+        bs = DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
+        if bs < 1:
+            raise ValueError(f"block_size must be >= 1, got {bs}")
     texts = build_prompts(table, plan, query, instruction)
     hits, lengths = char_prefix_hits(table, plan, query, instruction, texts=texts)
     total_chars = int(lengths.sum())
@@ -345,19 +365,12 @@ def score(
         "total_chars": total_chars,
     }
     if tokenizer is not None:
-        tok = resolve_tokenizer(tokenizer)
-        bs = DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
-        if bs < 1:
-            raise ValueError(f"block_size must be >= 1, got {bs}")
-        tokens, offsets = encode_prompts(table, plan, tok, texts=texts)
-        total = int(offsets[-1] - offsets[0])
-        thits = token_prefix_hits(tokens, offsets)
-        bhits = unbounded_prefix_hits(block_hashes(tokens, offsets, bs))
+        ph = plan_hits(table, plan, tok, bs, query, instruction, texts=texts)
         out.update(
             tokenizer=str(getattr(tok, "name", type(tok).__name__)),
-            prompt_tokens=total,
-            token_hit_rate=float(thits.sum() / total) if total else 0.0,
+            prompt_tokens=int(ph.lengths.sum()),
+            token_hit_rate=ph.token_hit_rate,
             block_size=bs,
-            block_hit_rate=float(bhits.sum() / total) if total else 0.0,
+            block_hit_rate=ph.block_hit_rate,
         )
     return Score(**out)

@@ -1,0 +1,355 @@
+"""Exact prefix-cache hits of a plan from its token pieces, without building a prompt.
+
+vLLM with an unbounded prefix cache serves prompt p ``B * min(L_p // B, (len_p - 1) // B)``
+tokens, where ``L_p`` is the longest token prefix p shares with ANY earlier prompt, ``B``
+the block size, and ``(len_p - 1) // B`` the last-token rule (whole blocks only, the last
+token is always recomputed). Chained block hashes make "block k hits" equivalent to "an
+earlier prompt has the same first ``(k + 1) B`` tokens", hence this formula
+(``tests/test_blocks_score.py`` checks it against `ggr_kv.core.blocks`).
+
+``L_p`` comes from the pieces of `ggr_kv.reorder.fragments.PromptPieces`: pieces at one
+position of two prompts are *prefix-free* (a key piece ends in ``":``, a value piece in
+``",`` or the prompt's tail, and JSON quoting keeps those out of the text), so
+
+- prompts sort in token order when sorted by the token-order ranks of their pieces;
+- the common prefix of two prompts is the length of their equal leading pieces plus the
+  common prefix of the first two pieces that differ (looked up for keys, compared token
+  by token for values).
+
+In token order the longest prefix shared with any earlier prompt is the one shared with
+the previous prompt, so a plan whose rows run in token order (what ``blocks`` outputs)
+is scored in one sort; any other row order goes through the nearest-earlier scan of
+`ggr_kv.reorder.metrics`. Everything is numpy over rows; nothing loops per row or
+token in Python except that O(n) scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ggr_kv.core.plan import ReorderPlan
+from ggr_kv.reorder.fragments import PieceSet, PromptPieces
+
+__all__ = ["BlockScorer", "PlanHits", "lex_order"]
+
+
+def _nearest_earlier_lcp(idx: list[int] | np.ndarray, adj: list[int] | np.ndarray) -> np.ndarray:
+    """For each sorted position p: LCP with the nearest q < p whose prompt index is smaller.
+
+    ``adj[p]`` is the LCP of sorted neighbours p-1 and p; the LCP of q and p is the minimum
+    of ``adj[q+1..p]``. Vectorized pointer jumping: every position keeps a candidate q
+    (all positions strictly between q and p hold larger indices) and the minimum ``adj``
+    over ``(q, p]``; while the candidate's index is larger, it jumps to the candidate's own
+    candidate. Returns ``(n,)`` int64 (0 where no such q exists).
+    """
+    idx = np.asarray(idx, dtype=np.int64)
+    adj = np.asarray(adj, dtype=np.int64)
+    n = len(idx)
+    out = np.zeros(n, dtype=np.int64)
+    if n < 2:
+        return out
+    cand = np.arange(-1, n - 1, dtype=np.int64)  # q = p - 1
+    low = adj.copy()  # min adj over (q, p]
+    act = np.arange(1, n, dtype=np.int64)
+    while len(act):
+        c = cand[act]
+        ok = c < 0
+        ok[~ok] = idx[c[~ok]] < idx[act[~ok]]
+        done, act = act[ok], act[~ok]
+        out[done] = np.where(cand[done] >= 0, low[done], 0)
+        c = cand[act]
+        low[act] = np.minimum(low[act], low[c])
+        cand[act] = cand[c]
+    return out
+
+
+def lex_order(ps: PieceSet, bar=None) -> tuple[np.ndarray, np.ndarray]:
+    """Token-lexicographic order of the pieces of ``ps`` (a shorter prefix sorts first).
+
+    Most-significant-digit radix refinement: each pass sorts the still-tied pieces by
+    their next few tokens packed into one int64 (token + 1, 0 once a piece has ended).
+
+    ``bar``: an optional tqdm bar, advanced by the pieces whose rank is settled.
+
+    Returns
+    -------
+    order : ``(k,)`` piece indices in token order.
+    adj_lcp : ``(k,)`` tokens shared by ``order[i]`` and ``order[i - 1]`` (0 at i = 0).
+    """
+    k = len(ps)
+    order = np.arange(k, dtype=np.int64)
+    if k < 2:
+        if bar is not None:
+            bar.update(k)
+        return order, np.zeros(k, dtype=np.int64)
+    lens = ps.lengths
+    offs = ps.offsets[:-1]
+    top = int(ps.tokens.max()) + 2 if len(ps.tokens) else 2
+    bits = top.bit_length()
+    per = max(1, 63 // bits)
+    pos = np.arange(k, dtype=np.int64)  # positions still tied with a neighbour
+    seg = np.zeros(k, dtype=np.int64)  # their tie group (contiguous, increasing)
+    t = 0
+    while len(pos):
+        items = order[pos]
+        ln, st = lens[items], offs[items]
+        key = np.zeros(len(items), dtype=np.int64)
+        for i in range(t, t + per):
+            live = ln > i
+            tok = np.zeros(len(items), dtype=np.int64)
+            tok[live] = ps.tokens[st[live] + i].astype(np.int64) + 1
+            key = (key << bits) | tok
+        o = np.lexsort((key, seg))
+        items, key, s = items[o], key[o], seg[o]
+        order[pos] = items
+        start = np.r_[True, (s[1:] != s[:-1]) | (key[1:] != key[:-1])]
+        nseg = np.cumsum(start) - 1
+        size = np.bincount(nseg)
+        keep = (size[nseg] >= 2) & (lens[items] > t + per)  # ended together = equal
+        if bar is not None:
+            bar.update(len(pos) - int(keep.sum()))
+        pos, seg = pos[keep], nseg[keep]
+        t += per
+    adj = np.zeros(k, dtype=np.int64)
+    adj[1:] = _pair_lcp(ps, order[:-1], order[1:])
+    return order, adj
+
+
+def _pair_lcp(ps: PieceSet, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Tokens shared at the start of pieces ``a[i]`` and ``b[i]`` (vectorized compare)."""
+    lens = ps.lengths
+    lim = np.minimum(lens[a], lens[b])
+    out = np.zeros(len(a), dtype=np.int64)
+    act = np.flatnonzero(lim > 0)
+    oa, ob = ps.offsets[a], ps.offsets[b]
+    t = 0
+    while len(act):
+        eq = ps.tokens[oa[act] + t] == ps.tokens[ob[act] + t]
+        act = act[eq]
+        out[act] += 1
+        t += 1
+        act = act[lim[act] > t]
+    return out
+
+
+@dataclass(frozen=True)
+class PlanHits:
+    """Per-prompt prefix sharing of a plan, in run order.
+
+    Attributes
+    ----------
+    lengths : ``(n,)`` prompt tokens (BOS included).
+    token_hits : ``(n,)`` tokens shared as a prefix with any earlier prompt.
+    block_hits : ``(n,)`` tokens vLLM serves from an unbounded prefix cache.
+    block_size : tokens per KV block.
+    """
+
+    lengths: np.ndarray
+    token_hits: np.ndarray
+    block_hits: np.ndarray
+    block_size: int
+
+    @property
+    def block_hit_rate(self) -> float:
+        """0-1: block hits over all prompt tokens."""
+        total = int(self.lengths.sum())
+        return float(self.block_hits.sum() / total) if total else 0.0
+
+    @property
+    def token_hit_rate(self) -> float:
+        """0-1: token prefix hits over all prompt tokens."""
+        total = int(self.lengths.sum())
+        return float(self.token_hits.sum() / total) if total else 0.0
+
+
+class BlockScorer:
+    """Exact unbounded-cache hits of field orders, from `PromptPieces` (must be exact).
+
+    Per cell it keeps the token-order rank and the length of the cell's value piece in
+    both forms (followed by another field, or last), so scoring a set of field orders is
+    a few gathers over ``(rows, m)`` int32 arrays, one sort and one comparison pass.
+
+    Parameters
+    ----------
+    pieces : the table's prompt pieces (`PromptPieces.build`).
+    block_size : tokens per KV block (16 on GPU, 128 on the CPU backend).
+    progress : show a tqdm bar while the pieces are ranked in token order.
+    """
+
+    def __init__(self, pieces: PromptPieces, block_size: int, progress: bool = False) -> None:
+        if not pieces.exact:
+            raise ValueError(
+                f"tokenizer {pieces.tokenizer_name!r} is not known to split at the piece "
+                "boundaries; BlockScorer needs exact pieces"
+            )
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1 token, got {block_size}")
+        self.pieces = pieces
+        self.block_size = int(block_size)
+        table = pieces.table
+        m, V = table.n_cols, pieces.n_values
+        korder, _ = lex_order(pieces.keys)
+        krank = np.empty(len(korder), dtype=np.int64)
+        krank[korder] = np.arange(len(korder))
+        klen = pieces.keys.lengths
+        self.k_rank = (krank[m:], krank[:m])  # (after another field, first field)
+        self.k_len = (klen[m:], klen[:m])
+        ka, kb = np.divmod(np.arange(4 * m * m), 2 * m)
+        self.klcp = _pair_lcp(pieces.keys, ka, kb).reshape(2 * m, 2 * m)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(pieces.values), desc="blocks: rank pieces", unit="piece")
+        vorder, _ = lex_order(pieces.values, bar)
+        if bar is not None:
+            bar.close()
+        vrank = np.empty(len(vorder), dtype=np.int64)
+        vrank[vorder] = np.arange(len(vorder))
+        vlen = pieces.values.lengths
+        g = np.empty(table.codes.shape, dtype=np.int64)
+        for c in range(m):
+            g[:, c] = pieces.value_id[c][table.codes[:, c]]
+        self.gid = g  # (n, m) global value id of each cell (its "followed by a field" piece)
+        self.v_rank = (vrank[g].astype(np.int32), vrank[g + V].astype(np.int32))  # (mid, last)
+        self.v_len = (vlen[g].astype(np.int32), vlen[g + V].astype(np.int32))
+        self.width = max(1, len(vorder))
+        self.n_values = V
+
+    def _row_arrays(
+        self, rows: np.ndarray | None, cp: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sort keys ``(r, m)``, piece lengths ``(r, 2m)`` and value piece ids helper."""
+        r, m = cp.shape
+        base = (
+            np.arange(r, dtype=np.intp) if rows is None else np.asarray(rows, dtype=np.intp)
+        ) * m
+        flat = cp + base[:, None]  # index of each (row, field) cell in the (n, m) arrays
+        rank = self.v_rank[0].ravel()[flat]
+        vlen = self.v_len[0].ravel()[flat]
+        last = flat[:, m - 1]
+        rank[:, m - 1] = self.v_rank[1].ravel()[last]
+        vlen[:, m - 1] = self.v_len[1].ravel()[last]
+        krank = self.k_rank[0][cp]
+        klen = self.k_len[0][cp]
+        krank[:, 0] = self.k_rank[1][cp[:, 0]]
+        klen[:, 0] = self.k_len[1][cp[:, 0]]
+        comb = krank * self.width + rank
+        if self.width * 2 * m < 2**31:
+            comb = comb.astype(np.int32)
+        plen = np.empty((cp.shape[0], 2 * m), dtype=np.int64)
+        plen[:, 0::2] = klen
+        plen[:, 1::2] = vlen
+        return comb, plen, krank
+
+    # -- rows in token order ----------------------------------------------------------
+    def sorted_hits(
+        self,
+        rows: np.ndarray | None,
+        colperm: np.ndarray,
+        group: np.ndarray | None = None,
+        start: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Sort prompts in token order and count their hits.
+
+        Parameters
+        ----------
+        rows : original row ids of the prompts, or None for every row in table order.
+        colperm : ``(r, m)`` field order of each of them.
+        group : optional ``(r,)`` non-negative group ids sorted on first (rows of one
+            group must share their first ``start`` fields and values); prompts are then
+            in token order within each group.
+        start : with ``group``, the first field position that may differ in a group.
+
+        Returns
+        -------
+        order : ``(r,)`` positions into ``rows`` in sorted order.
+        lcp : ``(r,)`` tokens each sorted prompt shares with the previous one (0 first).
+        lengths : ``(r,)`` prompt tokens, in sorted order.
+        hits : ``(r,)`` block hits (tokens) in sorted order: what vLLM serves each
+            prompt from an unbounded cache when they run in this order.
+        """
+        pp = self.pieces
+        cp = np.asarray(colperm, dtype=np.intp)
+        r, m = cp.shape
+        comb, plen, krank = self._row_arrays(rows, cp)
+        rng = self.width * len(pp.keys)
+        if group is None:
+            order = _lexsort_rows(comb, rng)
+        else:
+            keys = np.concatenate([np.asarray(group, dtype=np.int64)[:, None], comb[:, start:]], 1)
+            order = _lexsort_rows(keys, max(rng, int(keys[:, 0].max()) + 1 if r else 1))
+        p = len(pp.prefix)
+        cum = np.zeros((r, 2 * m + 1), dtype=np.int64)
+        np.cumsum(plen, axis=1, out=cum[:, 1:])
+        lengths = (p + cum[:, -1])[order]
+        lcp = np.zeros(r, dtype=np.int64)
+        if r > 1:
+            cs = comb[order]
+            eq = cs[1:] == cs[:-1]
+            same = eq.all(axis=1)
+            lcp[1:][same] = lengths[1:][same]
+            diff = np.flatnonzero(~same)
+            dd = np.argmin(eq[diff], axis=1)
+            b = diff + 1
+            ob, oa = order[b], order[b - 1]  # rows of the pair, in ``rows`` positions
+            kdiff = krank[ob, dd] != krank[oa, dd]
+            ik, iv = np.flatnonzero(kdiff), np.flatnonzero(~kdiff)
+            dk = dd[ik]
+            # key piece ids in ``pieces.keys``: column + m, or column for the first field
+            off = np.where(dk == 0, 0, m)
+            lcp[b[ik]] = (
+                p + cum[ob[ik], 2 * dk] + self.klcp[cp[oa[ik], dk] + off, cp[ob[ik], dk] + off]
+            )
+            dv = dd[iv]
+            rr = np.arange(r) if rows is None else np.asarray(rows)
+            lastv = np.where(dv == m - 1, self.n_values, 0)
+            va = self.gid[rr[oa[iv]], cp[oa[iv], dv]] + lastv
+            vb = self.gid[rr[ob[iv]], cp[ob[iv], dv]] + lastv
+            lcp[b[iv]] = p + cum[ob[iv], 2 * dv + 1] + _pair_lcp(pp.values, va, vb)
+        B = self.block_size
+        hits = B * np.minimum(lcp // B, np.maximum(lengths - 1, 0) // B)
+        return order, lcp, lengths, hits
+
+    def total_hits(self, rows: np.ndarray | None, colperm: np.ndarray) -> int:
+        """Block hits (tokens) of ``rows`` (None = all) run in token order."""
+        return int(self.sorted_hits(rows, colperm)[3].sum())
+
+    # -- any plan ---------------------------------------------------------------------
+    def plan_hits(self, plan: ReorderPlan) -> PlanHits:
+        """Exact per-prompt hits of ``plan`` in ITS row order (unbounded cache)."""
+        plan.check(self.pieces.table)
+        n = plan.n_rows
+        order, lcp, lengths, _ = self.sorted_hits(plan.row_order, plan.field_perm)
+        # order[p] = run slot of the p-th prompt in token order
+        if np.array_equal(order, np.arange(n)):  # already in token order: the previous
+            best = lcp  # prompt shares the longest prefix of all earlier ones
+        else:
+            left = _nearest_earlier_lcp(order, lcp)
+            right = _nearest_earlier_lcp(order[::-1], np.r_[0, lcp[:0:-1]])[::-1]
+            best = np.maximum(left, right)
+        token_hits = np.empty(n, dtype=np.int64)
+        token_hits[order] = best
+        run_len = np.empty(n, dtype=np.int64)
+        run_len[order] = lengths
+        B = self.block_size
+        block = B * np.minimum(token_hits // B, np.maximum(run_len - 1, 0) // B)
+        return PlanHits(run_len, token_hits, block, B)
+
+
+def _lexsort_rows(keys: np.ndarray, key_range: int) -> np.ndarray:
+    """Row order sorting ``keys`` (``(r, m)`` non-negative ints < key_range) lexicographically."""
+    r, m = keys.shape
+    if r <= 1:
+        return np.arange(r, dtype=np.int64)
+    bits = max(1, int(key_range - 1).bit_length())
+    per = max(1, 63 // bits)
+    packed = []
+    for a in range(0, m, per):
+        k = np.zeros(r, dtype=np.int64)
+        for p in range(a, min(m, a + per)):
+            k = (k << bits) | keys[:, p]
+        packed.append(k)
+    return np.lexsort(packed[::-1]).astype(np.int64)

@@ -276,7 +276,7 @@ def test_wrong_model_fails_before_any_engine_names_the_shapes(tmp_path):
 
 def test_bad_knob_value_is_one_line(tmp_path):
     one_line_error(ggr_kv("reorder", "movies", "--method", "ophr", "--knob", "max_rows=abc",
-                          cwd=tmp_path))
+                          cwd=tmp_path), "max_rows", "'abc'")
 
 
 def test_simulate_predicts_job_time_and_speedup_from_engine_speeds(tmp_path):
@@ -297,3 +297,16 @@ def test_simulate_predicts_job_time_and_speedup_from_engine_speeds(tmp_path):
         out["baseline_predicted_job_s"] / out["predicted_job_s"])
     assert 1 < out["predicted_speedup"] <= out["ideal_speedup"]  # prefill-bound, below ideal
     one_line_error(ggr_kv(*args, "--prefill-tok-s", "40000", cwd=tmp_path), "--decode-tok-s")
+
+
+def test_reorder_blocks_scores_the_described_prompts_and_says_what_it_optimizes(tmp_path):
+    args = ["reorder", "beer", "--method", "blocks", "--tokenizer", "llama3", "--block-size",
+            "16", "--query", "Is it good?", "--json"]
+    out = json.loads(ok(ggr_kv(*args, cwd=tmp_path)))
+    assert out["method"] == "blocks" and "KV blocks" in out["optimizes"]
+    others = {m: json.loads(ok(ggr_kv(*args[:3], m, *args[4:], cwd=tmp_path)))
+              for m in ("original", "sorted", "ggr")}
+    assert out["block_hit_rate"] >= max(o["block_hit_rate"] for o in others.values())
+    assert others["ggr"]["optimizes"].startswith("PHC")
+    one_line_error(ggr_kv("reorder", "beer", "--method", "ggr", "--kv-blocks", "100",
+                          cwd=tmp_path), "--kv-blocks", "blocks")

@@ -44,11 +44,12 @@ from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
 from ggr_kv.reorder.ophr import DEFAULT_MAX_CELLS, DEFAULT_MAX_ROWS, OPHRTooLarge, ophr_unit_order
 from ggr_kv.reorder.units import build_units, column_scores, expand_perm, fixed_order, sort_rows
 
-__all__ = ["METHODS", "OPHRTooLarge", "ReorderResult", "reorder"]
+__all__ = ["KNOBS", "METHODS", "OPHRTooLarge", "ReorderResult", "reorder"]
 
 METHODS: tuple[str, ...] = ("original", "sorted", "ggr", "ophr", "blocks")
 
-_KNOBS: dict[str, tuple[str, ...]] = {
+#: knobs each method takes (`reorder`'s ``**knobs``)
+KNOBS: dict[str, tuple[str, ...]] = {
     "original": (),
     "sorted": (),
     "ggr": ("preset", "progress", *GGR_KNOBS),
@@ -76,8 +77,20 @@ class ReorderResult:
     info: dict = field(default_factory=dict)
 
 
+def _int_knob(knobs: dict[str, Any], name: str, default: int) -> int:
+    """A positive integer knob, or a ValueError naming it and its value."""
+    value = knobs.get(name, default)
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        out = 0
+    if out < 1 or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"knob {name}={value!r}: expected a positive integer")
+    return out
+
+
 def _check_knobs(method: str, knobs: dict[str, Any]) -> None:
-    allowed = _KNOBS[method]
+    allowed = KNOBS[method]
     unknown = [k for k in knobs if k not in allowed]
     if unknown:
         valid = ", ".join(allowed) if allowed else "none"
@@ -175,8 +188,8 @@ def reorder(
         info["solver_seconds"] = seconds
         return ReorderResult(plan, method, seconds, info)
     else:  # ophr
-        max_cells = int(knobs.get("max_cells", DEFAULT_MAX_CELLS))
-        max_rows = int(knobs.get("max_rows", DEFAULT_MAX_ROWS))
+        max_cells = _int_knob(knobs, "max_cells", DEFAULT_MAX_CELLS)
+        max_rows = _int_knob(knobs, "max_rows", DEFAULT_MAX_ROWS)
         unit_perm, best, oinfo = ophr_unit_order(units, max_cells, max_rows)
         info["knobs"] = {"max_cells": max_cells, "max_rows": max_rows}
         info["optimal_phc"] = best

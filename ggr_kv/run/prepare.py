@@ -306,8 +306,7 @@ def _method_knobs(method: str) -> tuple[str, ...]:
     """Knobs ``reorder(table, method, ...)`` declares (empty for an unknown method)."""
     from ggr_kv.reorder import methods
 
-    table = getattr(methods, "KNOBS", None) or getattr(methods, "_KNOBS", {})
-    return tuple(table.get(method, ()))
+    return tuple(methods.KNOBS.get(method, ()))
 
 
 def context_knobs(

@@ -13,7 +13,17 @@ from ggr_kv.cli.commands.score import (
     load_score_tokenizer,
     run_metadata,
 )
-from ggr_kv.cli.common import add_input_arguments, check_out_path, emit, key_value, load_input
+from ggr_kv.cli.common import (
+    add_input_arguments,
+    check_out_path,
+    emit,
+    key_value,
+    load_input,
+    positive_int,
+)
+
+#: options that only ``--method blocks`` reads
+_CACHE_OPTIONS = ("kv_blocks", "max_num_seqs", "output_len", "max_num_batched_tokens")
 
 
 def _methods() -> tuple[str, ...]:
@@ -56,6 +66,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a method setting passed to ggr_kv.reorder.reorder (VALUE parsed as JSON)",
     )
+    cache = parser.add_argument_group(
+        "blocks (the method optimizing vLLM's block hits: --tokenizer, --block-size, --query "
+        "and --instruction describe the prompts; these order rows for a finite KV cache)"
+    )
+    cache.add_argument("--kv-blocks", type=positive_int, default=None, metavar="N",
+                       help="the engine's KV blocks (num_gpu_blocks); default: unbounded")
+    cache.add_argument("--max-num-seqs", type=positive_int, default=None, metavar="N")
+    cache.add_argument("--output-len", type=positive_int, default=None, metavar="TOKENS")
+    cache.add_argument("--max-num-batched-tokens", type=positive_int, default=None,
+                       metavar="TOKENS")
     parser.add_argument("--out", default=None, metavar="PLAN.json", help="write the plan here")
     parser.add_argument("--force", action="store_true", help="let --out replace an existing file")
     add_score_arguments(parser)
@@ -81,20 +101,35 @@ def main(args: argparse.Namespace) -> int:
     elif fds == "none":
         fds = None
     knobs = dict(args.knob)
-    if args.method == "ggr":
+    given = [o for o in _CACHE_OPTIONS if getattr(args, o) is not None]
+    if given and args.method != "blocks":
+        raise ValueError(f"--{given[0].replace('_', '-')} orders rows for a finite cache: "
+                         "only --method blocks reads it")
+    if args.method == "blocks":  # score exactly the prompts the options describe
+        knobs.setdefault("tokenizer", tokenizer if tokenizer is not None else "llama3")
+        knobs.setdefault("block_size", args.block_size or 16)
+        knobs.setdefault("query", args.query)
+        knobs.setdefault("instruction", args.instruction)
+        knobs.update({o: getattr(args, o) for o in given})
+    if args.method in ("ggr", "blocks"):
         knobs.setdefault("progress", sys.stderr.isatty())  # a tqdm bar on a terminal
     res = reorder(table, args.method, fds=fds, **knobs)
     if out is not None:
         text = res.plan.to_json()
         with open(out, "w" if args.force else "x", encoding="utf-8") as f:
             f.write(text)
-    result: dict[str, Any] = {"table": str(args.table), "method": res.method}
+    from ggr_kv.analysis.summary import objective_of
+
+    result: dict[str, Any] = {"table": str(args.table), "method": res.method,
+                              "optimizes": objective_of(res.method)}
+    if res.info.get("winner"):
+        result["winner"] = res.info["winner"]
     result["seconds"] = float(res.seconds)
     result["plan"] = str(out) if out is not None else None
     result.update(compute_score(table, res.plan, args, tokenizer))
     if args.json:
         result["fds"] = fds if isinstance(fds, str) else [list(g) for g in fds or []] or None
-        result["knobs"] = dict(args.knob)
+        result["knobs"] = {k: v for k, v in knobs.items() if k not in ("tokenizer", "progress")}
         result["info"] = res.info
         result.update(run_metadata(args))
     emit(result, args.json, LABELS)

@@ -20,6 +20,8 @@ LABELS = {
     "rows": "rows",
     "columns": "columns",
     "method": "method",
+    "winner": "blocks: winning candidate",
+    "optimizes": "optimizes",
     "seconds": "seconds (solver)",
     "phc": "PHC (chars^2)",
     "char_hit_rate": "char hit rate",

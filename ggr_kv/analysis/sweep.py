@@ -95,6 +95,7 @@ POINT_DEFAULTS: dict[str, Any] = {
     "comparison": "auto",
     "run_id": "",
     "repeats": 1,
+    "verbose": False,  # the notebook's vLLM/transformers logs; in-process runs keep them quiet
 }
 _DEFAULT_NOTEBOOK = "notebooks/02_inference.ipynb"
 

@@ -134,13 +134,13 @@ class RepeatRecord:
     prefix_cache_hits: int | None = None
     prefix_cache_queries: int | None = None
     prefix_cache_hit_rate: float | None = None
-    connector_hits: int | None = None
     request_cached_tokens: int | None = None
     request_prompt_tokens: int | None = None
     num_preemptions: int | None = None
     num_steps: int | None = None
     max_kv_cache_usage: float | None = None
     output_tokens: int | None = None
+    connector_hits: int | None = None
 
 
 @dataclass

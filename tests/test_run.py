@@ -33,7 +33,13 @@ from ggr_kv.core.prompts import build_prompts
 from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS
 from ggr_kv.core.table import Table, load_table
 from ggr_kv.core.tokenizer import load_tokenizer
-from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm, started_engine
+from ggr_kv.engine.config import (
+    EngineConfig,
+    engine_starts,
+    make_llm,
+    shutdown_llm,
+    started_engine,
+)
 from ggr_kv.run import RunSpec, read_record, restrict_plan, run_batch, run_orderings, run_table
 from ggr_kv.run.rundir import (
     ERROR_FILE,
@@ -398,3 +404,23 @@ def test_the_folder_is_reserved_when_the_run_starts_and_kept_when_it_fails(
     outs = run_batch([bad, good], llm=llm, out_dir=results, on_error="continue", progress=False)
     assert [o.status for o in outs] == ["failed", "done"]
     assert "logprobs" in outs[0].error and (results / "broken-2" / ERROR_FILE).is_file()
+
+
+def test_a_salted_no_cache_run_shares_nothing_on_the_caching_engine(llm, table, results):
+    # the input order twice in one generate: a caching run hits on the second copy, the
+    # salted no_cache run (every request its own cache_salt) hits nothing, on the same
+    # engine, with no second engine start
+    doubled = Table.from_frame(pd.concat([table.to_frame()] * 2, ignore_index=True), "x2")
+    starts = engine_starts()
+    cached, salted = run_batch(
+        [RunSpec(doubled, "original", QUERY, sampling={"max_tokens": MAX_TOKENS}),
+         RunSpec(doubled, "no_cache", QUERY, sampling={"max_tokens": MAX_TOKENS},
+                 no_cache_by="salt")],
+        llm=llm, out_dir=results, progress=False)
+    assert engine_starts() == starts
+    assert cached.result.summary["prefix_cache_hits"] > 0
+    assert salted.result.summary["prefix_cache_hits"] == 0
+    assert salted.result.requests["num_cached_tokens"].sum() == 0
+    meta = salted.result.meta
+    assert meta["method"] == "no_cache" and meta["enable_prefix_caching"] is True
+    assert meta["reorder"]["no_cache_by"] == "salt"

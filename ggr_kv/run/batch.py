@@ -412,8 +412,13 @@ class _Batch:
         t0 = time.perf_counter()
         try:
             reset = handle.reset() if self.opt["reset"] else False
-            staged = run_stages(prep.table, prep.plan, prep.query, prep.instruction, handle,
-                                sampling_for(prep, em))
+            salted = prep.method == "no_cache" and prep.spec.no_cache_by == "salt"
+            handle.salt = f"{prep.run_id}-r{r}" if salted else None
+            try:
+                staged = run_stages(prep.table, prep.plan, prep.query, prep.instruction, handle,
+                                    sampling_for(prep, em))
+            finally:
+                handle.salt = None
             self.repeats.setdefault(i, []).append(
                 RepeatOutcome(r, position, staged, reset, time.perf_counter() - t0))
             self.outcomes[i].seconds += time.perf_counter() - t0

@@ -47,7 +47,8 @@ class Pass:
 
 
 def _offline_pass(
-    llm: Any, prompts: list[str], rows: np.ndarray, sampling: dict, progress: bool
+    llm: Any, prompts: list[str], rows: np.ndarray, sampling: dict, progress: bool,
+    salt: str | None = None,
 ) -> Pass:
     from vllm import SamplingParams
 
@@ -56,7 +57,9 @@ def _offline_pass(
     params = SamplingParams(**sampling)
     with VLLMMetricsCollector(llm, sample_resources=True) as col:
         t0 = time.perf_counter()
-        outs = llm.generate(prompts, params, use_tqdm=progress)  # one call: vLLM batches
+        inputs: list[Any] = prompts if salt is None else [  # nothing shared across requests
+            {"prompt": p, "cache_salt": f"{salt}-{i}"} for i, p in enumerate(prompts)]
+        outs = llm.generate(inputs, params, use_tqdm=progress)  # one call: vLLM batches
         job_s = time.perf_counter() - t0
     texts = [o.outputs[0].text if o.outputs else "" for o in outs]
     ptoks = np.array([len(o.prompt_token_ids or ()) for o in outs], dtype=np.int64)
@@ -183,13 +186,18 @@ class EngineHandle:
                  max_concurrency: int = 32, progress: bool = True) -> None:
         self.llm, self.url, self.model = llm, url, served_model
         self.max_concurrency, self.progress = max_concurrency, progress
+        #: set per run: every request gets its own ``cache_salt`` (a ``no_cache`` run on a
+        #: caching engine); None shares the cache as usual
+        self.salt: str | None = None
 
     def run_pass(self, prompts: list[str], rows: np.ndarray, sampling: dict) -> Pass:
         """One batch of prompts (run order) through the engine, collector on."""
         if self.url:
             return _server_pass(self.url, self.model, prompts, rows, sampling,
                                 self.max_concurrency, self.progress)
-        return _offline_pass(self.llm, prompts, rows, sampling, self.progress)
+        if self.salt is not None and self.url:
+            raise ValueError("a salted no_cache run needs an offline engine, not a server")
+        return _offline_pass(self.llm, prompts, rows, sampling, self.progress, self.salt)
 
     def reset(self) -> bool:
         """Empty the prefix cache; False (with a warning) when it could not be emptied."""

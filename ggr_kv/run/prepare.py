@@ -81,6 +81,10 @@ class RunSpec:
     fds, knobs : passed to ``reorder()`` (FD groups default to the dataset's).
     instruction : the text every prompt starts with.
     sampling : ``SamplingParams`` fields; ``max_tokens`` here overrides every stage's.
+    no_cache_by : how a ``no_cache`` run avoids the cache: ``"engine"`` (its own engine
+        with prefix caching off, as the GGR paper's baseline) or ``"salt"`` (the caching
+        engine, every request its own ``cache_salt`` so no prompt reuses another's blocks:
+        the same prefill work without a second engine start).
     """
 
     table: Any
@@ -95,8 +99,11 @@ class RunSpec:
     knobs: dict[str, Any] | None = None
     instruction: str = DEFAULT_INSTRUCTION
     sampling: dict[str, Any] | None = None
+    no_cache_by: str = "engine"
 
     def __post_init__(self) -> None:
+        if self.no_cache_by not in ("engine", "salt"):
+            raise ValueError(f"no_cache_by must be 'engine' or 'salt', got {self.no_cache_by!r}")
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, (int, np.integer)) or (
             self.repeats < 1
         ):
@@ -106,7 +113,7 @@ class RunSpec:
     @property
     def caching_off(self) -> bool:
         """Whether this run needs an engine with prefix caching off (``no_cache``)."""
-        return self.method == "no_cache"
+        return self.method == "no_cache" and self.no_cache_by == "engine"
 
     def engine_settings(self) -> EngineConfig:
         """The engine settings this run asks for (caching off for ``no_cache``)."""
@@ -429,6 +436,7 @@ def prepare_run(spec: RunSpec, ctx: EngineContext, index: int = 0) -> PreparedRu
         prep.plan, _, prep.reorder_s, prep.reorder_info = _as_plan(spec.plan, tbl)
     elif spec.method == "no_cache":
         prep.plan = ReorderPlan.identity(tbl)
+        prep.reorder_info = {"no_cache_by": spec.no_cache_by}
     else:
         wants_block = "block_size" in context_knobs(
             spec.method, tokenizer=None, block_size=None, query="", instruction="")

@@ -201,7 +201,10 @@ def build_record(
     facts = em.facts
     multi = len(prep.query.stages) > 1
     if predict and server_url is None and not multi:
-        sim = simulate_counts(prep.tokens, med.requests, facts, progress=progress)
+        salted = (prep.reorder_info or {}).get("no_cache_by") == "salt"  # nothing shared
+        sim = simulate_counts(prep.tokens, med.requests,
+                              {**facts, "enable_prefix_caching": False} if salted else facts,
+                              progress=progress)
     else:
         from ggr_kv.run.counters import SimCounts
 

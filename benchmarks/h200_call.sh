@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One device call of the H200 campaign (benchmarks/h200_campaign.py), run from the repo
+# root on the GPU machine after the vLLM parts were staged (DEVELOPERS.md, "GPU runs"):
+#   bash benchmarks/h200_call.sh singles|sharded|cache BUDGET_S
+# Installs vLLM 0.26 into /tmp/site if needed, unpacks the model folder, runs the step on
+# both GPUs (one process per GPU where the step uses one), and leaves the new run folders
+# and logs as tarballs in $OUT. Everything it runs is bounded by BUDGET_S.
+set -u
+step=$1; budget=$2
+out=${OUT:-/tmp/out}; mkdir -p "$out" /tmp/stage
+cp -n .gpu/part_* /tmp/stage/ 2>/dev/null
+bash .gpu/install.sh > "$out/install.log" 2>&1 || { tail -5 "$out/install.log"; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 PYTHONUNBUFFERED=1
+[ -f /tmp/site/quicktok/__init__.py ] || python3 -m pip install -q --no-index --no-deps \
+  --no-compile --target /tmp/site .gpu/wheels/*.whl
+[ -d models/llama-3.1-8b ] || tar xzf .gpu/model.tgz
+nvidia-smi --query-gpu=index,name,memory.used --format=csv,noheader
+t0=$(date +%s)
+run() {  # run GPU_LIST NAME ARGS...: one campaign process, bounded by the budget
+  local gpus=$1 name=$2; shift 2
+  CUDA_VISIBLE_DEVICES=$gpus timeout $((budget - 15)) \
+    python3 benchmarks/h200_campaign.py "$@" --budget-s $((budget - 25)) \
+    > "$out/$name.log" 2>&1
+  echo "$name exit $?"; grep -E '^\[|^\{' "$out/$name.log" | tail -40
+}
+case $step in
+  singles) keep="results/h200/p12-* results/h200/predictions-*" run 0 singlesA singles --plan A --prefix p12- --out results/h200 &
+           run 1 singlesB singles --plan B --prefix p12- --out results/h200 &
+           wait;;
+  sharded) keep="results/h200x2"
+           run 0,1 sharded sharded --plan full --prefix p13- --out results/h200x2;;
+  cache)   keep="results/h200/p1[23]-kv*"
+           run 0 offload cache --plan offload --prefix p13- --out results/h200 --enforce-eager &
+           run 1 kvsweep cache --plan kvsweep --prefix p12- --out results/h200 --enforce-eager \
+             --blocks 6000 2500 1200 --repeats 1 &
+           wait;;
+esac
+echo "step $step took $(( $(date +%s) - t0 )) s"
+# parquet holds the same tables as steps.csv / requests.csv: bring back the smaller copy
+tar czf /tmp/runs-$step.tgz --exclude=steps.csv --exclude=requests.csv $keep 2>/dev/null
+split -b 15m /tmp/runs-$step.tgz "$out/runs-$step.tgz.part-"
+ls -la "$out"

@@ -24,7 +24,8 @@ run() {  # run GPU_LIST NAME ARGS...: one campaign process, bounded by the budge
   echo "$name exit $?"; grep -E '^\[|^\{' "$out/$name.log" | tail -40
 }
 case $step in
-  singles) keep="results/h200/p12-* results/h200/predictions-*" run 0 singlesA singles --plan A --prefix p12- --out results/h200 &
+  singles) keep="results/h200/p12-* results/h200/predictions-*"
+           run 0 singlesA singles --plan A --prefix p12- --out results/h200 &
            run 1 singlesB singles --plan B --prefix p12- --out results/h200 &
            wait;;
   sharded) keep="results/h200x2"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call of the H200 campaign (benchmarks/h200_campaign.py), run from the repo
 # root on the GPU machine after the vLLM parts were staged (DEVELOPERS.md, "GPU runs"):
-#   bash benchmarks/h200_call.sh singles|sharded|cache BUDGET_S
+#   bash benchmarks/h200_call.sh singles|sharded|cache|mixed|queries|types BUDGET_S
 # Installs vLLM 0.26 into /tmp/site if needed, unpacks the model folder, runs the step on
 # both GPUs (one process per GPU where the step uses one), and leaves the new run folders
 # and logs as tarballs in $OUT. Everything it runs is bounded by BUDGET_S.
@@ -16,10 +16,11 @@ export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 PYTHONUN
 [ -d models/llama-3.1-8b ] || tar xzf .gpu/model.tgz
 nvidia-smi --query-gpu=index,name,memory.used --format=csv,noheader
 t0=$(date +%s)
-run() {  # run GPU_LIST NAME ARGS...: one campaign process, bounded by the budget
+run() {  # run GPU_LIST NAME ARGS...: one campaign process, bounded by what is left
   local gpus=$1 name=$2; shift 2
-  CUDA_VISIBLE_DEVICES=$gpus timeout $((budget - 15)) \
-    python3 benchmarks/h200_campaign.py "$@" --budget-s $((budget - 25)) \
+  local left=$((budget - ($(date +%s) - t0)))
+  CUDA_VISIBLE_DEVICES=$gpus timeout $((left - 15)) \
+    python3 benchmarks/h200_campaign.py "$@" --budget-s $((left - 25)) \
     > "$out/$name.log" 2>&1
   echo "$name exit $?"; grep -E '^\[|^\{' "$out/$name.log" | tail -40
 }
@@ -29,11 +30,28 @@ case $step in
            run 1 singlesB singles --plan B --prefix p12- --out results/h200 &
            wait;;
   sharded) keep="results/h200x2"
-           run 0,1 sharded sharded --plan full --prefix p13- --out results/h200x2;;
+           run 0,1 sharded sharded --plan full --prefix p13- --out results/h200x2 \
+             --enforce-eager --repeats 3;;
   cache)   keep="results/h200/p1[23]-kv*"
            run 0 offload cache --plan offload --prefix p13- --out results/h200 --enforce-eager &
            run 1 kvsweep cache --plan kvsweep --prefix p12- --out results/h200 --enforce-eager \
              --blocks 6000 2500 1200 --repeats 1 &
+           wait;;
+  mixed)   keep="results/h200/p1[23]-kv* results/h200/p12r-* results/h200/predictions-*"
+           { run 0 offload cache --plan offload --prefix p13- --out results/h200 --enforce-eager
+             run 0 kvsweep cache --plan kvsweep --prefix p12- --out results/h200 \
+               --enforce-eager --blocks 1200 6000 --repeats 1; } &
+           run 1 repeats singles --plan R --prefix p12r- --out results/h200 &
+           wait;;
+  types)   keep="results/h200/p12-*-projection-* results/h200/p12-*-aggregation-* \
+             results/h200/predictions-* results/h200x2/p13-1gpu-* results/h200x2/predictions-*"
+           run 0 types singles --plan types --prefix p12- --out results/h200 &
+           run 1 onegpu singles --plan onegpu --prefix p13-1gpu- --out results/h200x2 \
+             --enforce-eager &
+           wait;;
+  queries) keep="results/h200/p12-rag-* results/h200/p12-posts-* results/h200/predictions-*"
+           run 0 rag singles --plan rag --prefix p12- --out results/h200 &
+           run 1 posts singles --plan posts --prefix p12- --out results/h200 &
            wait;;
 esac
 echo "step $step took $(( $(date +%s) - t0 )) s"

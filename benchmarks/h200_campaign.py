@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT))
 T0 = time.monotonic()
 METHODS = ("original", "sorted", "ggr", "blocks")
 
-#: per GPU: (dataset, query type, repeats)
 #: per GPU: (dataset, query type, repeats, orderings); the most important first: a
 #: budget that runs out stops later runs (repeat 1 of every run comes before repeat 2)
 ALL = (*METHODS, "no_cache")
@@ -46,6 +45,18 @@ PLANS = {
                                                   ("ggr", "blocks")),
           ("movies@4000", "filter", 1, ("blocks",)), ("rag@1500", "rag", 1, ALL),
           ("posts@2000", "filter", 1, ALL)],
+    # the key comparisons again, 3 interleaved repeats each (plans A and B ran them once)
+    "R": [("movies@10000", "filter", 3, ("sorted", "ggr", "blocks")),
+          ("beer@10000", "filter", 3, ("sorted", "ggr", "blocks"))],
+    "rag": [("rag@1500", "rag", 1, ALL)],
+    "posts": [("posts@2000", "filter", 1, ALL)],
+    # the paper's other single-stage query types (multi_llm's second stage depends on the
+    # first stage's answers, which dummy weights make arbitrary)
+    "types": [("movies@4000", "projection", 1, ALL), ("products@4000", "projection", 1, ALL),
+              ("movies@4000", "aggregation", 1, ("original", "ggr", "blocks"))],
+    # one GPU, the sharded runs' eager engine: the baseline of results/h200x2
+    "onegpu": [("shortgroups@6000", "filter", 3, ("blocks",)),
+               ("movies@4000", "filter", 3, ("blocks",))],
     "smoke": [("movies@60", "filter", 2, ALL), ("rag@30", "rag", 1, ("ggr", "no_cache"))],
 }
 SHARDED_TABLES = {"full": ["shortgroups@6000", "movies@4000"], "smoke": ["shortgroups@60"]}
@@ -148,14 +159,14 @@ def cmd_singles(args) -> None:
     work = list(tables(PLANS[args.plan]))
     model_dir = str(engine_config(args).resolve_model()[0])
     specs = []
-    for name, ds, q, repeats, methods in work:
+    for (name, ds, q, repeats, methods), (_, qtype, *_) in zip(work, PLANS[args.plan]):
         plans = plans_for(ds, q, model_dir, methods)
+        tag = name.replace("@", "-") + ("" if qtype == "filter" else f"-{qtype}")
         log(f"planned {name}: " + ", ".join(f"{m} {r.seconds:.1f} s" for m, r in plans.items()))
         for m in methods:  # no_cache: the caching engine, every request its own cache_salt
             specs.append(RunSpec(ds, m, q, plan=plans.get(m), repeats=1 if m == "no_cache"
                                  else repeats, engine=engine_config(args), dataset=name,
-                                 run_id=f"{args.prefix}{name.replace('@', '-')}-{m}",
-                                 no_cache_by="salt"))
+                                 run_id=f"{args.prefix}{tag}-{m}", no_cache_by="salt"))
     t = time.monotonic()
     llm = make_llm(engine_config(args))
     start_s = time.monotonic() - t

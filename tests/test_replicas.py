@@ -55,3 +55,5 @@ def test_two_replicas_run_their_shards_and_outputs_map_back(tmp_path, tiny_dir):
     for r in run.replicas:
         assert r.uncached_tokens == r.predicted_uncached_tokens
     assert run.job_s[0] > 0 and 1.0 <= run.balance < 3.0
+    # the run folders hold results, not the barrier's bookkeeping
+    assert not [p.name for p in (tmp_path / "groups").iterdir() if p.name.startswith(".")]

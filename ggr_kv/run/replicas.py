@@ -265,6 +265,9 @@ def run_sharded_many(
         procs.append(_launch(k, folders[0], spec, devices[k], kind))
     try:
         done = _drive(folders[0], procs, n_replicas, repeats, len(jobs), timeout_s)
+        for f in folders[0].glob(".*-*"):  # barrier files and replica specs: done with
+            if f.name.startswith((".ready-", ".go-", ".done-", ".replica-")):
+                f.unlink()
     finally:
         for proc in procs:
             if proc.poll() is None:

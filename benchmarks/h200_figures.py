@@ -17,11 +17,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from ggr_kv.analysis.plots import RC, caption, color_for, plot_comparison, save_figure  # noqa: E402
-from ggr_kv.analysis.report import markdown_table, summary_table, write_report  # noqa: E402
-from ggr_kv.run.runs import load_run, load_runs, simulate_run  # noqa: E402
+from ggr_kv.analysis.plots import RC, caption, color_for, plot_comparison, save_figure
+from ggr_kv.analysis.report import markdown_table, summary_table, write_report
+from ggr_kv.run.runs import load_run, load_runs, simulate_run
 
 
 def main(folder: str) -> None:
@@ -53,7 +53,7 @@ def main(folder: str) -> None:
     with plt.rc_context(RC):
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
         for m, g in runs.sort_values("kv_blocks").groupby("method"):
-            kw = dict(color=color_for(m), marker="o", label=m)
+            kw = {"color": color_for(m), "marker": "o", "label": m}
             axes[0].plot(g["kv_blocks"], g["job_s"], **kw)
             axes[1].plot(g["kv_blocks"], 100 * g["hit_rate"], **kw)
             axes[2].plot(g["kv_blocks"], g["preemptions"], **kw)

@@ -396,7 +396,7 @@ INSTRUCTION = (
 QUERY = "Is the review positive?"
 FIELD_ORDER = ["movie_title", "movie_info", "rotten_tomatoes_link", "review_content", "id"]
 CPU_BLOCK = 128
-ENGINE = dict(max_num_seqs=16, max_num_batched_tokens=1024, max_model_len=2048)
+ENGINE = {"max_num_seqs": 16, "max_num_batched_tokens": 1024, "max_model_len": 2048}
 BIG_POOL, SMALL_POOL = 512, 20
 
 

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ggr-kv {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - every error becomes one line (--debug: traceback)
+    except Exception as e:
         if args.debug:
             raise
         hint = "" if _expected(e) else " (--debug shows the traceback)"

@@ -55,11 +55,11 @@ import numpy as np
 import pandas as pd
 
 from ggr_kv.collector.checks import DEFAULT_REL_TOL, CounterCheck, counter_check
+from ggr_kv.collector.fields import VLLMFieldError
 from ggr_kv.collector.frames import empty_steps, rate, steps_frame, window_totals
 from ggr_kv.collector.poll import GetMetricsSource, PrometheusSource
 from ggr_kv.collector.requests import requests_frame
 from ggr_kv.collector.seed import internal_stats
-from ggr_kv.collector.fields import VLLMFieldError
 from ggr_kv.collector.sources import (
     TIERS,
     EngineSource,

@@ -21,7 +21,7 @@ import numpy as np
 
 from ggr_kv.core.table import Table
 
-__all__ = ["ReorderPlan", "PlanError"]
+__all__ = ["PlanError", "ReorderPlan"]
 
 
 class PlanError(ValueError):
@@ -63,7 +63,7 @@ class ReorderPlan:
 
     # -- construction -------------------------------------------------------------
     @classmethod
-    def identity(cls, table: Table) -> "ReorderPlan":
+    def identity(cls, table: Table) -> ReorderPlan:
         """The input order with columns as given (the ``original`` method)."""
         n, m = table.n_rows, table.n_cols
         perm = np.broadcast_to(np.arange(m, dtype=np.int16), (n, m)).copy()
@@ -148,7 +148,7 @@ class ReorderPlan:
         return text
 
     @classmethod
-    def from_dict(cls, data: dict, table: Table | None = None) -> "ReorderPlan":
+    def from_dict(cls, data: dict, table: Table | None = None) -> ReorderPlan:
         """Rebuild a plan; column names come from ``table`` (or the first field order)."""
         if not isinstance(data, dict) or "row_order" not in data or "field_orders" not in data:
             raise PlanError("plan JSON needs the keys 'row_order' and 'field_orders'")
@@ -183,7 +183,7 @@ class ReorderPlan:
         return plan
 
     @classmethod
-    def from_json(cls, text_or_path: str | Path, table: Table | None = None) -> "ReorderPlan":
+    def from_json(cls, text_or_path: str | Path, table: Table | None = None) -> ReorderPlan:
         """Read a plan from JSON text or a ``.json`` file path."""
         is_text = not isinstance(text_or_path, Path) and str(text_or_path).lstrip()[:1] in "{["
         p = None if is_text else Path(text_or_path)

@@ -28,14 +28,14 @@ from ggr_kv.core.table import Table
 from ggr_kv.core.tokenizer import load_tokenizer
 
 __all__ = [
-    "encode_prompts",
-    "resolve_tokenizer",
     "DEFAULT_INSTRUCTION",
     "PROMPT_TEMPLATE",
     "build_prompt",
     "build_prompts",
+    "encode_prompts",
     "prompt_head",
     "prompt_parts",
+    "resolve_tokenizer",
     "serialize_row",
 ]
 

@@ -148,7 +148,7 @@ class Table:
         return pd.DataFrame(self.cells, columns=list(self.columns))
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame, source: str = "<DataFrame>") -> "Table":
+    def from_frame(cls, df: pd.DataFrame, source: str = "<DataFrame>") -> Table:
         """Build a `Table` from a DataFrame without modifying it."""
         if not isinstance(df, pd.DataFrame):
             raise TableError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}")
@@ -181,7 +181,7 @@ class Table:
         return cls(tuple(names), cells, codes, lengths, source, tuple(uniques))
 
 
-def load_table(table: "str | Path | pd.DataFrame | Table", sep: str | None = None) -> Table:
+def load_table(table: str | Path | pd.DataFrame | Table, sep: str | None = None) -> Table:
     """Load a CSV or Parquet file (or wrap a DataFrame) as a `Table`.
 
     CSV cells are read as text (``dtype=str``) so that ``007`` stays ``"007"``; empty

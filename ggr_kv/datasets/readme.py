@@ -129,8 +129,8 @@ def _presets_section(presets: dict[str, TableStats]) -> list[str]:
     lines += [
         "",
         "`shortgroups` is the table for group-aware sharding over several GPUs (issue 13):",
-        f"{sg.rows_per_key:.1f} rows per movie on average, each under a `movieinfo` of "
-        f"{sg.field_tokens['movieinfo']:.0f} tokens",
+        (f"{sg.rows_per_key:.1f} rows per movie on average, each under a `movieinfo` of "
+         f"{sg.field_tokens['movieinfo']:.0f} tokens"),
         f"on average ({sg.prompt_tokens:.0f}-token prompts), so a group split across replicas",
         "recomputes a long prefix on each, while `movies@paper` (200 rows per movie) barely",
         "notices a split. `data/ORDERINGS.md` predicts the cost of a round-robin split.",

@@ -23,6 +23,7 @@ consecutive chunks), the splits a count-based balancer gives.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,7 +138,7 @@ def _groups(depth: np.ndarray, level: int, lo: int, hi: int) -> list[tuple[int, 
     """Runs ``[a, b)`` of slots in ``[lo, hi)`` whose internal boundaries share > level blocks."""
     cut = np.flatnonzero(depth[lo + 1 : hi] <= level) + lo + 1
     edges = [lo, *cut.tolist(), hi]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(itertools.pairwise(edges))
 
 
 def _atoms(depth: np.ndarray, cost: np.ndarray, head: int, target: float):

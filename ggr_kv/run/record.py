@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ggr_kv.collector import counter_check as collector_counter_check
 from ggr_kv.engine.config import (
     EngineConfig,
     engine_facts,
@@ -19,7 +20,6 @@ from ggr_kv.engine.config import (
     server_facts,
     started_engine,
 )
-from ggr_kv.collector import counter_check as collector_counter_check
 from ggr_kv.run.counters import counter_check, simulate_counts
 from ggr_kv.run.execute import Staged, aggregate
 from ggr_kv.run.prepare import PreparedRun

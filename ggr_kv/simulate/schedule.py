@@ -37,6 +37,7 @@ takes 1.00-1.06x the CPU time (medians of 3, 100,000 prompts, five cases, identi
 results; `benchmarks/RESULTS-simulate.md`), counting decode tokens per step included.
 """
 
+# ruff: noqa: PLR1730, FURB136 - the step loop is per request: inline compares beat min()/max() calls
 from __future__ import annotations
 
 from collections import OrderedDict, deque

@@ -8,7 +8,8 @@ Run here, no GPU needed, after `benchmarks/h200_campaign.py` filled ``results/h2
 Rewrites the generated blocks of ``results/h200/README.md`` (``scale-orderings``,
 ``scale-repeats``, ``kv-sweep-scale``, ``offload``) and ``results/h200x2/README.md``
 (``two-gpus``), leaving their prose alone, and writes ``figures/offload_two_tier.png`` and
-``results/h200x2/figures/replicas.png`` (replaced: they are derived from the run folders).
+``results/h200x2/figures/replicas.png`` and the comparison figures of a few groups under
+``figures/scale-*/`` (replaced: they are derived from the run folders).
 The predictions in the tables were written by the campaign BEFORE each run started
 (``predictions-*.json``); the two-GPU predictions are made here from the split and the
 one-GPU engine's measured throughputs, with the same simulator.
@@ -30,7 +31,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ggr_kv.analysis.plots import RC, color_for
+from ggr_kv.analysis.plots import RC, color_for, plot_comparison
 from ggr_kv.analysis.readme import replace_block
 from ggr_kv.analysis.report import markdown_table
 
@@ -352,6 +353,24 @@ def replicas_figure(out: Path) -> None:
         plt.close(fig)
 
 
+#: comparison figures (every curve per engine step) of some single-engine groups
+CURVES = {"scale-movies-filter": "p12-movies-10000-*",
+          "scale-products-projection": "p12-products-4000-projection-*",
+          "scale-rag": "p12-rag-1500-*"}
+
+
+def curve_figures() -> None:
+    """The standard comparison figures (hit rate, KV usage, queue, token rates, job time)
+    of a few groups, as PNG (replaced on every run: derived from the run folders)."""
+    for name, pattern in CURVES.items():
+        figs = plot_comparison(sorted(H200.glob(pattern)), save=False)
+        out = H200 / "figures" / name
+        out.mkdir(parents=True, exist_ok=True)
+        for fig_name, fig in figs.figures.items():
+            fig.savefig(out / f"{fig_name}.png", dpi=100)
+            plt.close(fig)
+
+
 def main() -> None:
     single = singles("p12-")
     readme = H200 / "README.md"
@@ -361,6 +380,7 @@ def main() -> None:
     replace_block(readme, "offload", offload_table() + "\n")
     (H200 / "figures").mkdir(exist_ok=True)
     offload_figure(H200 / "figures" / "offload_two_tier.png")
+    curve_figures()
     busy = single[single["method"] != "no_cache"]
     print(f"prediction / measurement over {len(busy)} caching runs: median "
           f"{(busy['pred_err'] + 1).median():.2f}, range {(busy['pred_err'] + 1).min():.2f}-"

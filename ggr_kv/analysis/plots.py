@@ -286,8 +286,12 @@ def fig_hit_rate(
     else:
         _curve_panel(axes[2], steps, "t_s", "hit_rate_window", win, ylabel, pct=True)
         _curve_panel(axes[3], steps, "step", "hit_rate_window", win, ylabel, pct=True)
-    if (runs["ordering"] == "no_cache").any():
-        notes.append("no_cache runs have prefix caching off: no lookups, so no hit-rate curve")
+    nc = runs[runs["ordering"] == "no_cache"]
+    if len(nc):  # prefix caching off: no lookups; a fresh cache_salt per request: 0% hits
+        off = ~nc["enable_prefix_caching"].fillna(False).astype(bool)
+        notes.append("no_cache: " + ("prefix caching off, no lookups, so no hit-rate curve"
+                                     if off.all() else "a fresh cache_salt per request, "
+                                     "so nothing can hit (0%)"))
     return _finish(fig, "Prefix-cache hit rate (measured, tokens)", runs, "\n".join(notes) or None)
 
 

@@ -274,8 +274,7 @@ class RunRecord:
     repeat_runs : one `RepeatRecord` per repeat.
     counters : `CounterCheck` (collector vs requests vs simulator).
     counter_check : ``ggr_kv.collector.counter_check(summary, requests)`` of the median
-    repeat: the collector's counters (offload-tier hits included) against the requests
-        (the collector's own cross-check, coming); None until it lands.
+    repeat: the collector's counters (offload-tier hits included) against the requests.
     engine : `EngineUse`.
     record_format : `RECORD_FORMAT`.
     extra : keys of the file that this version does not know (kept when rewritten).

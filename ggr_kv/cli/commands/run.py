@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     order.add_argument(
         "--method",
         default=None,
-        help="reorder first: original, sorted, ggr, ophr (default: original)",
+        help="reorder first: original, sorted, ggr, ophr, blocks, or no_cache (input order, "
+        "prefix caching off) (default: original)",
     )
     q = parser.add_mutually_exclusive_group()
     q.add_argument("--query", default=None, help="query text of every prompt")

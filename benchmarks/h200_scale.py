@@ -227,17 +227,23 @@ def offload_figure(out: Path) -> None:
             axes[1].plot(st["t_s"], 100 * st["kv_cache_usage"], label=f"{m} GPU", **kw)
             axes[1].plot(st["t_s"], 100 * st["cpu_cache_usage"], ls=":", label=f"{m} CPU", **kw)
             axes[2].plot(st["t_s"], st["num_preemptions"].cumsum(), label=m, **kw)
-        titles = ["prefix-cache hits, cumulative (k tokens)", "KV cache usage (%)",
-                  "preemptions, cumulative"]
-        for ax, t in zip(axes, titles):
-            ax.set_title(t)
-            ax.set_xlabel("time in job (s)")
-            ax.legend(fontsize=7)
-        fig.suptitle("H200, movies@4000, 3,000 GPU KV blocks + 16 GiB CPU offload (vLLM 0.26, "
-                     "Llama-3.1-8B shape, eager): the two tiers per step", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(out, dpi=120)
-        plt.close(fig)
+        _finish_time_panels(fig, axes, out, [
+            "prefix-cache hits, cumulative (k tokens)", "KV cache usage (%)",
+            "preemptions, cumulative"],
+            "H200, movies@4000, 3,000 GPU KV blocks + 16 GiB CPU offload (vLLM 0.26, "
+            "Llama-3.1-8B shape, eager): the two tiers per step")
+
+
+def _finish_time_panels(fig, axes, out: Path, titles: list[str], suptitle: str) -> None:
+    """Titles, time axes and legends of curve panels; the figure saved as PNG and closed."""
+    for ax, t in zip(axes, titles):
+        ax.set_title(t)
+        ax.set_xlabel("time in job (s)")
+        ax.legend(fontsize=7)
+    fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
 
 
 # ----------------------------------------------------------------------- two GPUs
@@ -342,15 +348,10 @@ def replicas_figure(out: Path) -> None:
                 axes[0].plot(st["t_s"], 100 * st["hit_rate_cum"], ls=ls, color=color, label=lab)
                 axes[1].plot(st["t_s"], 100 * st["kv_cache_usage"], ls=ls, color=color,
                              label=lab)
-        for ax, t in zip(axes, ["prefix-cache hit rate, cumulative (%)", "KV cache usage (%)"]):
-            ax.set_title(t)
-            ax.set_xlabel("time in job (s)")
-            ax.legend(fontsize=7)
-        fig.suptitle("2x H200, shortgroups@6000 (blocks order): a replica per GPU, split by "
-                     "prefix group or round robin (median repeat)", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(out, dpi=120)
-        plt.close(fig)
+        _finish_time_panels(fig, axes, out, [
+            "prefix-cache hit rate, cumulative (%)", "KV cache usage (%)"],
+            "2x H200, shortgroups@6000 (blocks order): a replica per GPU, split by prefix "
+            "group or round robin (median repeat)")
 
 
 def cached_term_check(train: str = "predictions-p12-A") -> str:

@@ -69,16 +69,8 @@ def _jobs(args, names):
 
 def _report(o) -> None:
     """Log a run as it finishes (run_batch's on_update)."""
-    if o.status == "done":
-        m = o.result.meta
-        rep, c = m["repeats"], m["counters"]
-        _log(f"{m['dataset']:9s} {m['method']:9s} job {rep['job_s_median']:7.2f} s "
-             f"[{rep['job_s_min']:.2f}-{rep['job_s_max']:.2f}] x{rep['count']}  "
-             f"hit {m['summary'].get('prefix_cache_hit_rate')}  "
-             f"requests {c['request_cached_tokens']} sim {c['simulated_hits']}  "
-             f"engine start {m['timings']['engine_start_s']:.1f} s")
-    elif o.status in ("failed", "interrupted", "not_run"):
-        _log(f"{o.status}: {o.run_id or o.spec.method}: {o.error}")
+    if (line := o.line()) is not None:
+        _log(line)
 
 
 def cmd_main(args) -> list:

@@ -105,15 +105,9 @@ def plans_for(ds, query, model_dir: str, methods=METHODS):
 
 
 def on_update(o) -> None:
-    if o.status == "done":
-        m = o.result.meta
-        rep, c = m["repeats"], m["counters"]
-        log(f"{m['dataset']:16s} {m['method']:9s} job {rep['job_s_median']:7.2f} s "
-            f"[{rep['job_s_min']:.2f}-{rep['job_s_max']:.2f}] x{rep['count']} "
-            f"hit {m['summary'].get('prefix_cache_hit_rate')} requests "
-            f"{c['request_cached_tokens']} sim {c['simulated_hits']} mismatch {c['mismatch']}")
-    elif o.status in ("failed", "interrupted", "not_run"):
-        log(f"{o.status}: {o.run_id or o.spec.method}: {o.error}")
+    """Log a run as it finishes (run_batch's on_update)."""
+    if (line := o.line()) is not None:
+        log(line)
 
 
 def predict_all(llm, specs, tp, path: Path) -> None:

@@ -404,6 +404,9 @@ def test_the_folder_is_reserved_when_the_run_starts_and_kept_when_it_fails(
     outs = run_batch([bad, good], llm=llm, out_dir=results, on_error="continue", progress=False)
     assert [o.status for o in outs] == ["failed", "done"]
     assert "logprobs" in outs[0].error and (results / "broken-2" / ERROR_FILE).is_file()
+    # the log line a batch's on_update prints: why a run failed, what a done run measured
+    assert outs[0].line() == f"failed: broken-2: {outs[0].error}"
+    assert "custom" in outs[1].line() and "mismatch False" in outs[1].line()
 
 
 def test_a_salted_no_cache_run_shares_nothing_on_the_caching_engine(llm, table, results):

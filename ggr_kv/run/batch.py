@@ -131,6 +131,21 @@ class RunOutcome:
     error: str | None = None
     seconds: float = 0.0
 
+    def line(self) -> str | None:
+        """One log line for a finished spec (done: job time, hits, the counter cross-check;
+        failed, interrupted or not run: why); None while pending or running."""
+        if self.status == "done" and self.result is not None:
+            m = self.result.meta
+            rep, c = m["repeats"], m["counters"]
+            return (f"{m['dataset']:16s} {m['method']:9s} job {rep['job_s_median']:7.2f} s "
+                    f"[{rep['job_s_min']:.2f}-{rep['job_s_max']:.2f}] x{rep['count']} "
+                    f"hit {m['summary'].get('prefix_cache_hit_rate')} requests "
+                    f"{c['request_cached_tokens']} sim {c['simulated_hits']} mismatch "
+                    f"{c['mismatch']} engine start {m['timings']['engine_start_s']:.1f} s")
+        if self.status in ("failed", "interrupted", "not_run"):
+            return f"{self.status}: {self.run_id or self.spec.method}: {self.error}"
+        return None
+
 
 @dataclass
 class EngineGroup:

@@ -17,6 +17,7 @@ one-GPU engine's measured throughputs, with the same simulator.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -80,8 +81,10 @@ def singles(prefix: str) -> pd.DataFrame:
             if not (folder / "run.json").exists():
                 continue  # planned, not run (the call's budget ran out)
             r = _run_row(folder)
+            w = p["work"]["work"]
             r.update(engine=pf.stem, predicted_s=p["predicted_job_s"],
-                     predicted_hit_rate=p["predicted_hit_rate"])
+                     predicted_hit_rate=p["predicted_hit_rate"],
+                     predicted_cached=w["prompt_tokens"] * w["hit_rate"])
             rows.append(r)
     # a run planned by one call and run by a later one: the later call's prediction
     df = pd.DataFrame(rows).drop_duplicates("run_id", keep="last")
@@ -251,20 +254,27 @@ WAYS = {"1gpu": "one GPU", "tp2": "tensor parallel 2", "groups2": "2 replicas, g
         "contiguous2": "2 replicas, contiguous", "round_robin2": "2 replicas, round robin"}
 
 
-def _predict_sharded(meta: dict, tp, tok) -> float:
-    """The slowest replica's predicted job time, s (simulator on its rows, measured
-    one-GPU throughputs of the same engine settings)."""
+@functools.cache
+def _blocks_plan(dataset: str, tokenizer: str):
+    """(table, filter stage, `blocks` plan) of a table, as the sharded runs split it."""
     from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
     from ggr_kv.datasets import load_dataset
     from ggr_kv.reorder import reorder
+
+    ds = load_dataset(dataset)
+    q = ds.query("filter").stages[0]
+    table = ds.table()
+    return table, q, reorder(table, "blocks", fds=ds.fds, tokenizer=tokenizer, block_size=16,
+                             query=q.text, instruction=DEFAULT_INSTRUCTION).plan
+
+
+def _predict_sharded(meta: dict, tp, tok) -> float:
+    """The slowest replica's predicted job time, s (simulator on its rows, measured
+    one-GPU throughputs of the same engine settings)."""
     from ggr_kv.run.prepare import restrict_plan
     from ggr_kv.simulate import predict_job_time, simulate_plan
 
-    ds = load_dataset(meta["dataset"])
-    q = ds.query("filter").stages[0]
-    table = ds.table()
-    plan = reorder(table, "blocks", fds=ds.fds, tokenizer=tok.name, block_size=16,
-                   query=q.text, instruction=DEFAULT_INSTRUCTION).plan
+    table, q, plan = _blocks_plan(meta["dataset"], tok.name)
     times = []
     for k, rows in enumerate(meta["replica_rows"]):
         sub, sub_plan, _ = restrict_plan(table, plan, np.asarray(rows))
@@ -354,26 +364,18 @@ def replicas_figure(out: Path) -> None:
             "group or round robin (median repeat)")
 
 
-def cached_term_check(train: str = "predictions-p12-A") -> str:
+def cached_term_check(runs: pd.DataFrame, train: str = "predictions-p12-A") -> str:
     """What the job-time model misses, tested out of sample: a cost per cached prompt token
     (attention over the cached context), fitted on one call's runs (relative least
-    squares of measured - predicted), added to every other run's prediction."""
-    rows = []
-    for pf in sorted(H200.glob("predictions-p12*.json")):
-        for p in _json(pf)["runs"]:
-            if not (H200 / p["run_id"] / "run.json").exists():
-                continue
-            w = p["work"]["work"]
-            rows.append({"file": pf.stem, "run_id": p["run_id"], "predicted": p["predicted_job_s"],
-                         "measured": _run_row(H200 / p["run_id"])["job_s"],
-                         "cached": w["prompt_tokens"] * w["hit_rate"]})
-    df = pd.DataFrame(rows).drop_duplicates("run_id", keep="last")
-    fit, test = df[df["file"] == train], df[df["file"] != train]
-    x = (fit["cached"] / fit["measured"]).to_numpy()
-    y = ((fit["measured"] - fit["predicted"]) / fit["measured"]).to_numpy()
+    squares of measured - predicted), added to every other run's prediction.
+
+    ``runs``: `singles` rows (their predictions and measured job times)."""
+    fit, test = runs[runs["engine"] == train], runs[runs["engine"] != train]
+    x = (fit["predicted_cached"] / fit["job_s"]).to_numpy()
+    y = ((fit["job_s"] - fit["predicted_s"]) / fit["job_s"]).to_numpy()
     c = float(x @ y / (x @ x))
-    before = test["predicted"] / test["measured"]
-    after = (test["predicted"] + c * test["cached"]) / test["measured"]
+    before = test["predicted_s"] / test["job_s"]
+    after = (test["predicted_s"] + c * test["predicted_cached"]) / test["job_s"]
     within = lambda r: f"{(abs(r - 1) <= 0.1).sum()} of {len(r)} within 10%"
     return (f"a cached-token cost of {c * 1e6:.2f} us/token fitted on the {len(fit)} runs of "
             f"{train}, on the other {len(test)}: predicted / measured median "
@@ -401,10 +403,10 @@ def curve_figures() -> None:
 
 
 def main() -> None:
-    single = singles("p12-")
+    single, repeats = singles("p12-"), singles("p12r-")
     readme = H200 / "README.md"
     replace_block(readme, "scale-orderings", paper_scale_table(single) + "\n")
-    replace_block(readme, "scale-repeats", repeats_table(singles("p12r-")) + "\n")
+    replace_block(readme, "scale-repeats", repeats_table(repeats) + "\n")
     replace_block(readme, "kv-sweep-scale", kv_sweep_table() + "\n")
     replace_block(readme, "offload", offload_table() + "\n")
     (H200 / "figures").mkdir(exist_ok=True)
@@ -414,7 +416,7 @@ def main() -> None:
     print(f"prediction / measurement over {len(busy)} caching runs: median "
           f"{(busy['pred_err'] + 1).median():.2f}, range {(busy['pred_err'] + 1).min():.2f}-"
           f"{(busy['pred_err'] + 1).max():.2f}")
-    print(cached_term_check())
+    print(cached_term_check(pd.concat([single, repeats], ignore_index=True)))
     two = two_gpu_rows()
     replace_block(X2 / "README.md", "two-gpus", two_gpu_table(two) + "\n")
     (X2 / "figures").mkdir(exist_ok=True)

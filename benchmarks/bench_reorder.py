@@ -4,7 +4,7 @@ Run::
 
     .venv/bin/python benchmarks/bench_reorder.py                  # 1k .. 1M rows
     .venv/bin/python benchmarks/bench_reorder.py --sizes 1000 10000 --random 50
-    .venv/bin/python benchmarks/bench_reorder.py --out /tmp/r.md   # another output file
+    .venv/bin/python benchmarks/bench_reorder.py --out r.md        # another output file
 
 What it measures
 

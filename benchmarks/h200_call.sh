@@ -7,7 +7,7 @@
 # and logs as tarballs in $OUT. Everything it runs is bounded by BUDGET_S.
 set -u
 step=$1; budget=$2
-out=${OUT:-/tmp/out}; mkdir -p "$out" /tmp/stage
+out=${OUT:?run it through the device tool, which sets OUT}; mkdir -p "$out" /tmp/stage
 cp -n .gpu/part_* /tmp/stage/ 2>/dev/null
 bash .gpu/install.sh > "$out/install.log" 2>&1 || { tail -5 "$out/install.log"; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 PYTHONUNBUFFERED=1

@@ -55,6 +55,7 @@ from bench_blocks import BEGIN, END, TOKENIZER, _query, tables
 
 from ggr_kv import __version__
 from ggr_kv.core.table import Table
+from ggr_kv.analysis.plots import color_for
 from ggr_kv.reorder import reorder
 from ggr_kv.reorder.blockscore import BlockScorer
 from ggr_kv.reorder.cacheaware import order_for_cache, simulate_pieces
@@ -63,13 +64,9 @@ from ggr_kv.reorder.fragments import PromptPieces
 RESULTS = ROOT / "benchmarks" / "RESULTS-finite-cache.md"
 FIGURE = ROOT / "benchmarks" / "finite_cache.png"
 ORDERINGS = ("original", "sorted", "ggr", "blocks", "blocks+kv")
-COLORS = {
-    "original": "#7f7f7f",
-    "sorted": "#1f77b4",
-    "ggr": "#ff7f0e",
-    "blocks": "#2ca02c",
-    "blocks+kv": "#d62728",
-}
+#: the package's color per ordering; ``blocks+kv`` (blocks chosen for the finite pool)
+#: is this study's own label
+COLORS = {**{m: color_for(m) for m in ORDERINGS[:4]}, "blocks+kv": "#000000"}
 BLOCK = 16
 MAX_ROWS = 2000
 ENGINE = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}

@@ -19,7 +19,7 @@ from conftest import COMPARISON_ORDERINGS
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from ggr_kv.analysis.plots import (
-    ORDERING_COLORS,
+    SIMULATED_COLOR,
     caption,
     color_for,
     fig_hit_rate,
@@ -33,6 +33,7 @@ from ggr_kv.analysis.plots import (
     save_figure,
     windowed_equals_cumulative,
 )
+from ggr_kv.reorder.registry import color_of, orderings
 from ggr_kv.run.runs import add_windowed_rates, load_runs, simulate_run
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -121,7 +122,7 @@ def test_reorder_score_bars_use_the_ordering_colors(reorder_scores_table, tmp_pa
     patches = [p for ax in fig.axes for p in ax.patches if (p.get_gid() or "").startswith("bar:")]
     assert len(patches) == 4 * 3  # PHC + three hit rates, three methods each
     for p in patches:
-        assert mcolors.to_hex(p.get_facecolor()) == ORDERING_COLORS[p.get_gid()[4:]]
+        assert mcolors.to_hex(p.get_facecolor()) == color_of(p.get_gid()[4:])
     texts = _svg_texts(save_figure(fig, tmp_path, "r")[1])
     assert "tokenizer: llama3" in texts and "KV block: 16 tokens" in texts
     ggr = reorder_scores_table.set_index("method").loc["ggr", "block_hit_rate"]
@@ -140,21 +141,21 @@ def test_each_ordering_keeps_its_color_in_lines_bars_and_svg(comparison, tables,
     for ln in lines:
         ordering = ln.get_gid().split(":")[1]
         seen.add(ordering)
-        assert mcolors.to_hex(ln.get_color()) == ORDERING_COLORS[ordering]
+        assert mcolors.to_hex(ln.get_color()) == color_of(ordering)
     assert seen == {"original", "ggr"}  # no_cache has no lookups, so no hit-rate curve
     bars = fig_job_time(runs)
     patches = [p for ax in bars.axes for p in ax.patches if (p.get_gid() or "").startswith("bar:")]
     assert {p.get_gid() for p in patches} == {f"bar:{o}" for o in COMPARISON_ORDERINGS}
     for p in patches:
-        assert mcolors.to_hex(p.get_facecolor()) == ORDERING_COLORS[p.get_gid()[4:]]
+        assert mcolors.to_hex(p.get_facecolor()) == color_of(p.get_gid()[4:])
     # and in the written SVG
     svg = save_figure(fig, tmp_path, "hit_rate")[1]
     groups = _svg_group_colors(svg, "line:")
     assert groups
     for gid, colors in groups.items():
-        assert ORDERING_COLORS[gid.split(":")[1]] in colors
+        assert color_of(gid.split(":")[1]) in colors
     assert color_for("some-new-method") == color_for("some-new-method")
-    assert color_for("some-new-method") not in ORDERING_COLORS.values()
+    assert color_for("some-new-method") not in {o.color for o in orderings()}
 
 
 @pytest.mark.vllm
@@ -302,7 +303,7 @@ def test_predicted_curves_overlay_measured_ones(comparison, tables):
         if (ln.get_gid() or "").startswith("line:simulated:")
     ]
     assert {ln.get_gid() for ln in sim} == {"line:simulated:original", "line:simulated:ggr"}
-    assert all(mcolors.to_hex(ln.get_color()) == ORDERING_COLORS["simulated"] for ln in sim)
+    assert all(mcolors.to_hex(ln.get_color()) == SIMULATED_COLOR for ln in sim)
     assert all(ln.get_linestyle() == "--" for ln in sim)
     ggr_pred = next(
         ln for ln in sim if ln.get_gid().endswith("ggr") and np.nanmax(ln.get_ydata()) > 0

@@ -1,7 +1,8 @@
 """Figures of what the prefix cache did in a comparison of orderings.
 
 Every figure uses the same style (`RC`, applied with ``matplotlib.rc_context``, never
-globally), the same color per ordering (`ORDERING_COLORS`), hit rates as percentages,
+globally), the same color per ordering (`color_for`: the color of
+``ggr_kv.reorder.registry``), hit rates as percentages,
 axes with units, and a caption naming the model (and "dummy weights" when the run
 used random weights), the vLLM version, the device and the KV block size.
 
@@ -37,12 +38,12 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter, StrMethodFormatter
 
+from ggr_kv.reorder.registry import NO_CACHE, ORIGINAL, color_of, ordering_names
 from ggr_kv.run.runs import DEFAULT_WINDOW_STEPS, add_windowed_rates, load_runs
 
 __all__ = [
-    "ORDERINGS",
-    "ORDERING_COLORS",
     "RC",
+    "SIMULATED_COLOR",
     "ComparisonFigures",
     "caption",
     "color_for",
@@ -61,20 +62,8 @@ __all__ = [
     "windowed_equals_cumulative",
 ]
 
-#: orderings in display order
-ORDERINGS: tuple[str, ...] = ("no_cache", "original", "sorted", "ggr", "blocks", "ophr")
-
-#: one fixed color per ordering in every figure (Okabe-Ito, color-blind safe);
-#: ``simulated`` marks predictions of ``ggr_kv.simulate``
-ORDERING_COLORS: dict[str, str] = {
-    "no_cache": "#7f7f7f",
-    "original": "#0072b2",
-    "sorted": "#e69f00",
-    "ggr": "#009e73",
-    "blocks": "#d55e00",
-    "ophr": "#cc79a7",
-    "simulated": "#000000",
-}
+#: the color of predictions of ``ggr_kv.simulate`` (orderings: `color_for`)
+SIMULATED_COLOR = "#000000"
 _EXTRA_COLORS = ("#56b4e9", "#f0e442", "#8c564b", "#17becf", "#bcbd22")
 
 #: the one style block of every figure
@@ -112,15 +101,17 @@ def _styled(fn):
 
 
 def color_for(ordering: str) -> str:
-    """The fixed color of ``ordering``; unknown labels get a stable extra color."""
-    if ordering in ORDERING_COLORS:
-        return ORDERING_COLORS[ordering]
+    """The fixed color of ``ordering`` (``ggr_kv.reorder.registry``); other labels get a
+    stable extra color."""
+    registered = color_of(ordering)
+    if registered is not None:
+        return registered
     return _EXTRA_COLORS[zlib.crc32(ordering.encode()) % len(_EXTRA_COLORS)]
 
 
 def _ordered(labels: Iterable[str]) -> list[str]:
     labels = list(dict.fromkeys(labels))
-    rank = {o: i for i, o in enumerate(ORDERINGS)}
+    rank = {o: i for i, o in enumerate(ordering_names())}
     return sorted(labels, key=lambda o: (rank.get(o, len(rank)), o))
 
 
@@ -286,7 +277,7 @@ def fig_hit_rate(
     else:
         _curve_panel(axes[2], steps, "t_s", "hit_rate_window", win, ylabel, pct=True)
         _curve_panel(axes[3], steps, "step", "hit_rate_window", win, ylabel, pct=True)
-    nc = runs[runs["ordering"] == "no_cache"]
+    nc = runs[runs["ordering"] == NO_CACHE]
     if len(nc):  # prefix caching off: no lookups; a fresh cache_salt per request: 0% hits
         off = ~nc["enable_prefix_caching"].fillna(False).astype(bool)
         notes.append("no_cache: " + ("prefix caching off, no lookups, so no hit-rate curve"
@@ -517,9 +508,9 @@ def fig_job_time(runs: pd.DataFrame) -> Figure:
 
     def tick(row):
         lines = [row["ordering"]]
-        if pd.notna(row["speedup_vs_original"]) and row["ordering"] != "original":
+        if pd.notna(row["speedup_vs_original"]) and row["ordering"] != ORIGINAL:
             lines.append(f"{row['speedup_vs_original']:.2f}× vs original")
-        if pd.notna(row["speedup_vs_no_cache"]) and row["ordering"] != "no_cache":
+        if pd.notna(row["speedup_vs_no_cache"]) and row["ordering"] != NO_CACHE:
             lines.append(f"{row['speedup_vs_no_cache']:.2f}× vs no cache")
         return "\n".join(lines)
 
@@ -658,7 +649,7 @@ def fig_predicted_vs_measured(
         raise ValueError("no predictions given")
     fig = _new_figure(len(orderings), 2)
     axes = np.array(fig.axes).reshape(len(orderings), 2)
-    sim_color = ORDERING_COLORS["simulated"]
+    sim_color = SIMULATED_COLOR
     panels = [
         ("hit_rate_cum", "cumulative hit rate (% of prompt tokens)"),
         ("kv_cache_usage", "KV-cache usage (% of blocks)"),

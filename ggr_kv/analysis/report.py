@@ -152,6 +152,14 @@ def latency_table(latency: pd.DataFrame) -> str:
     })
 
 
+def _cache_off(ordering: str) -> bool:
+    """Runs of ``ordering`` have prefix caching off (``no_cache``, ``<m>+no_cache``)."""
+    from ggr_kv.reorder.registry import NO_CACHE, get_ordering
+
+    o = get_ordering(ordering)
+    return (o is not None and not o.prefix_caching) or ordering.endswith(f"+{NO_CACHE}")
+
+
 def objectives_table(runs: pd.DataFrame, scores: pd.DataFrame | None) -> str:
     """What each ordering optimizes, its PHC and predicted block hit rate beside the
     measured hit rate (Markdown)."""
@@ -167,7 +175,7 @@ def objectives_table(runs: pd.DataFrame, scores: pd.DataFrame | None) -> str:
         if c not in per:
             per[c] = np.nan if c != "score_note" else ""
     per["block"] = [
-        "n/a (cache off)" if o == "no_cache" or o.endswith("+no_cache")
+        "n/a (cache off)" if _cache_off(o)
         else _pct(b) if pd.notna(b) else (n or "n/a")
         for o, b, n in zip(per["ordering"], per["block_hit_rate"], per["score_note"])
     ]
@@ -550,8 +558,9 @@ def reorder_scores(
     methods : names of ``ggr_kv.reorder.METHODS``.
     fds : FD groups for the reorder methods (default: a Dataset's own).
     knobs : method -> knobs for ``reorder`` (e.g. ``{"ophr": {"max_cells": 64}}``).
-        ``blocks`` gets the scoring's tokenizer, block size, query and instruction unless
-        its knobs say otherwise, so it optimizes the block hit rate reported here.
+        A method that takes run facts (``Ordering.context``, e.g. ``blocks``) gets the
+        scoring's tokenizer, block size, query and instruction unless its knobs say
+        otherwise, so it optimizes the block hit rate reported here.
 
     Returns
     -------
@@ -566,6 +575,7 @@ def reorder_scores(
     from ggr_kv.core.table import Table, load_table
     from ggr_kv.reorder.methods import reorder
     from ggr_kv.reorder.metrics import score
+    from ggr_kv.reorder.registry import get_ordering
 
     frame = getattr(table, "frame", None)
     if isinstance(frame, pd.DataFrame):
@@ -576,9 +586,10 @@ def reorder_scores(
     rows, results = [], {}
     for m in methods:
         kw = dict((knobs or {}).get(m, {}))
-        if m == "blocks":  # its objective is the score below: the same prompts and blocks
-            kw = {"tokenizer": tokenizer or "llama3", "block_size": block_size or 16,
-                  "query": query, "instruction": instruction or DEFAULT_INSTRUCTION, **kw}
+        facts = {"tokenizer": tokenizer or "llama3", "block_size": block_size or 16,
+                 "query": query, "instruction": instruction or DEFAULT_INSTRUCTION}
+        o = get_ordering(m)  # one that takes run facts optimizes the score below
+        kw = {**{k: facts[k] for k in (o.context if o is not None else ())}, **kw}
         res = reorder(tbl, m, fds=fds, **kw)
         s = score(
             tbl,

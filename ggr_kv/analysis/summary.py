@@ -1,5 +1,6 @@
 """Numbers per ordering that figures and reports share: job time over repeats, latency
-percentiles, the ideal speedup from hit rates, and which objective each method optimizes.
+percentiles, the ideal speedup from hit rates, and which objective each method optimizes
+(`objective_of`, from ``ggr_kv.reorder.registry``).
 
 Everything is computed from what the run folders recorded (``ggr_kv.run.runs``); nothing
 is estimated. A table here has one row per (comparison group, ordering).
@@ -13,36 +14,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ggr_kv.reorder.registry import NO_CACHE, ORIGINAL, objective_of
+
 __all__ = [
-    "METHOD_OBJECTIVES",
     "ideal_speedups",
     "job_samples",
     "job_time_stats",
     "latency_percentiles",
     "objective_of",
 ]
-
-#: what each ordering optimizes (shown beside its scores, so a reader knows whose target
-#: a number is). vLLM caches whole KV blocks of exact token prefixes: only ``blocks``
-#: optimizes that directly; PHC (the GGR paper's Eq. 1, characters squared) is a proxy.
-METHOD_OBJECTIVES: dict[str, str] = {
-    "no_cache": "none (prefix caching off: the baseline without reuse)",
-    "original": "none (the input order)",
-    "sorted": "shared leading cells: one field order from column statistics, rows sorted",
-    "ggr": "PHC (characters² of shared leading cells, paper Eq. 1), greedy",
-    "ophr": "PHC, exact optimum (small tables only)",
-    "blocks": "prompt tokens served from vLLM's prefix cache (whole KV blocks, real tokenizer)",
-}
-
-
-def objective_of(ordering: str) -> str:
-    """What ``ordering`` optimizes (`METHOD_OBJECTIVES`); ``<m>+no_cache`` runs have caching off."""
-    if ordering in METHOD_OBJECTIVES:
-        return METHOD_OBJECTIVES[ordering]
-    if ordering.endswith("+no_cache"):
-        return f"{objective_of(ordering.removesuffix('+no_cache'))}; prefix caching off"
-    return "unknown (not a ggr_kv method)"
-
 
 _KEYS = ["group", "group_label", "ordering"]
 
@@ -91,7 +71,7 @@ def job_time_stats(runs: pd.DataFrame) -> pd.DataFrame:
         .agg(n="count", job_s="median", job_min_s="min", job_max_s="max")
         .reset_index()
     )
-    for base in ("original", "no_cache"):
+    for base in (ORIGINAL, NO_CACHE):
         med = agg[agg["ordering"] == base].set_index("group")["job_s"]
         agg[f"speedup_vs_{base}"] = agg["group"].map(med) / agg["job_s"]
     return agg
@@ -113,10 +93,10 @@ def ideal_speedups(runs: pd.DataFrame) -> pd.DataFrame:
     hits = runs.groupby(["group", "ordering"], sort=False)["hit_rate"].median()
     out = stats[["group", "group_label", "ordering", "speedup_vs_original"]].copy()
     out["hit_rate"] = [hits.get((g, o), np.nan) for g, o in zip(out["group"], out["ordering"])]
-    h0 = out[out["ordering"] == "original"].set_index("group")["hit_rate"]
+    h0 = out[out["ordering"] == ORIGINAL].set_index("group")["hit_rate"]
     with np.errstate(divide="ignore", invalid="ignore"):
         ideal = (1 - out["group"].map(h0)) / (1 - out["hit_rate"])
-    out["ideal_speedup"] = ideal.where(out["ordering"] != "no_cache")
+    out["ideal_speedup"] = ideal.where(out["ordering"] != NO_CACHE)
     out["measured_over_ideal"] = out["speedup_vs_original"] / out["ideal_speedup"]
     return out
 

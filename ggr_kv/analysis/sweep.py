@@ -101,9 +101,9 @@ _DEFAULT_NOTEBOOK = "notebooks/02_inference.ipynb"
 
 
 def _orderings() -> tuple[str, ...]:
-    from ggr_kv.reorder.methods import METHODS
+    from ggr_kv.reorder.registry import ordering_names
 
-    return ("no_cache", *METHODS)
+    return ordering_names()
 
 
 def merge(base: Any, over: Any) -> Any:

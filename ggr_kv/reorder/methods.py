@@ -1,6 +1,7 @@
 """Reorder a table's rows and per-row field orders so that prompts share prefixes.
 
-Methods (`METHODS`):
+Methods (`METHODS`; each one is an entry of `ggr_kv.reorder.registry`, where a new one
+is registered):
 
 - ``original``: the input order, columns as given (`ReorderPlan.identity`).
 - ``sorted``: one field order for every row from column statistics (the paper's
@@ -37,25 +38,22 @@ import pandas as pd
 
 from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.core.table import Table, load_table
-from ggr_kv.reorder.blockmethod import BLOCKS_KNOBS, blocks_config, blocks_plan
 from ggr_kv.reorder.fd import resolve_fd_groups
-from ggr_kv.reorder.ggr import KNOBS as GGR_KNOBS
-from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
-from ggr_kv.reorder.ophr import DEFAULT_MAX_CELLS, DEFAULT_MAX_ROWS, OPHRTooLarge, ophr_unit_order
-from ggr_kv.reorder.units import build_units, column_scores, expand_perm, fixed_order, sort_rows
+from ggr_kv.reorder.ophr import OPHRTooLarge
+from ggr_kv.reorder.registry import Ordering, get_ordering, method_names
+from ggr_kv.reorder.units import build_units, expand_perm, sort_rows
 
-__all__ = ["KNOBS", "METHODS", "OPHRTooLarge", "ReorderResult", "reorder"]
+__all__ = ["METHODS", "OPHRTooLarge", "ReorderResult", "knobs_of", "reorder"]
 
-METHODS: tuple[str, ...] = ("original", "sorted", "ggr", "ophr", "blocks")
+#: the built-in methods (`ggr_kv.reorder.registry.method_names` also lists ones
+#: registered later)
+METHODS: tuple[str, ...] = method_names()
 
-#: knobs each method takes (`reorder`'s ``**knobs``)
-KNOBS: dict[str, tuple[str, ...]] = {
-    "original": (),
-    "sorted": (),
-    "ggr": ("preset", "progress", *GGR_KNOBS),
-    "ophr": ("max_cells", "max_rows"),
-    "blocks": BLOCKS_KNOBS,
-}
+
+def knobs_of(method: str) -> tuple[str, ...]:
+    """Knobs ``reorder(table, method, ...)`` declares (empty for an unknown method)."""
+    o = get_ordering(method)
+    return o.knobs if o is not None else ()
 
 
 @dataclass
@@ -77,24 +75,18 @@ class ReorderResult:
     info: dict = field(default_factory=dict)
 
 
-def _int_knob(knobs: dict[str, Any], name: str, default: int) -> int:
-    """A positive integer knob, or a ValueError naming it and its value."""
-    value = knobs.get(name, default)
-    try:
-        out = int(value)
-    except (TypeError, ValueError):
-        out = 0
-    if out < 1 or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError(f"knob {name}={value!r}: expected a positive integer")
-    return out
+def _ordering(method: str) -> Ordering:
+    o = get_ordering(method)
+    if o is None or o.order is None:
+        raise ValueError(f"unknown reorder method {method!r}; valid methods: {list(method_names())}")
+    return o
 
 
-def _check_knobs(method: str, knobs: dict[str, Any]) -> None:
-    allowed = KNOBS[method]
-    unknown = [k for k in knobs if k not in allowed]
+def _check_knobs(o: Ordering, knobs: dict[str, Any]) -> None:
+    unknown = [k for k in knobs if k not in o.knobs]
     if unknown:
-        valid = ", ".join(allowed) if allowed else "none"
-        raise TypeError(f"unknown knob(s) {unknown} for method {method!r}; valid knobs: {valid}")
+        valid = ", ".join(o.knobs) if o.knobs else "none"
+        raise TypeError(f"unknown knob(s) {unknown} for method {o.name!r}; valid knobs: {valid}")
 
 
 def reorder(
@@ -108,7 +100,7 @@ def reorder(
     Parameters
     ----------
     table : a `Table`, a DataFrame (not modified) or a CSV/Parquet path.
-    method : one of `METHODS`.
+    method : a registered method (`ggr_kv.reorder.registry.method_names`).
     fds : FD groups (tuples of column names) that travel together, ``"auto"`` to
         discover exact ones, or None. A declared group that is not an exact FD in the
         data is used anyway, with an `ggr_kv.reorder.fd.FDWarning` giving its violation count.
@@ -136,26 +128,23 @@ def reorder(
     TableError
         bad table, or an FD column that is not in the table.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown reorder method {method!r}; valid methods: {list(METHODS)}")
-    _check_knobs(method, knobs)
-    bcfg = blocks_config(**knobs) if method == "blocks" else None  # bad values fail first
+    o = _ordering(method)
+    _check_knobs(o, knobs)
+    if o.check is not None:
+        o.check(**knobs)  # bad values fail before the table loads
     t_load = time.perf_counter()
     t = load_table(table)
     load_s = time.perf_counter() - t_load
 
     t0 = time.perf_counter()
     info: dict[str, Any] = {"load_seconds": load_s}
-    if method == "original":
-        plan = ReorderPlan.identity(t)
-        info["knobs"] = {}
-        info["fd_groups"] = []
+    if o.uses_fds:
+        groups, checks = resolve_fd_groups(t, fds)
+    else:
+        groups, checks = [], []
         if fds is not None:
             resolve_fd_groups(t, fds, warn=False)  # bad column names still raise
-            info["note"] = "fds are ignored by 'original'"
-        return ReorderResult(plan, method, time.perf_counter() - t0, info)
-
-    groups, checks = resolve_fd_groups(t, fds)
+            info["note"] = f"fds are ignored by {method!r}"
     units = build_units(t, groups)
     info["fd_groups"] = [
         [t.columns[c] for c in units.members[k]]
@@ -163,41 +152,15 @@ def reorder(
         if len(units.members[k]) > 1
     ]
     info["fd_checks"] = [asdict(c) for c in checks]
-    n, m = t.n_rows, t.n_cols
-    if method == "sorted":
-        order = fixed_order(column_scores(units)).astype(np.int32)
-        unit_perm = np.broadcast_to(order, (n, units.n_units))
-        info["knobs"] = {}
-        info["field_order"] = [t.columns[c] for c in expand_perm(units, order[None, :])[0]]
-    elif method == "ggr":
-        preset = knobs.pop("preset", "ours")
-        progress = bool(knobs.pop("progress", False))
-        cfg = ggr_config(preset, **knobs)
-        unit_perm, ginfo = ggr_unit_order(units, cfg, progress=progress)
-        info["knobs"] = {"preset": preset, **asdict(cfg)}
-        info["groups_found"] = ginfo.pop("groups")
-        info["fallbacks"] = ginfo.pop("fallback_rows")
-        info["discarded_columns"] = [
-            t.columns[c] for k in ginfo.pop("discarded_units") for c in units.members[k]
-        ]
-        info.update(ginfo)
-    elif method == "blocks":
-        plan, binfo = blocks_plan(t, units, bcfg)
-        info.update(binfo)
-        seconds = time.perf_counter() - t0
-        info["solver_seconds"] = seconds
-        return ReorderResult(plan, method, seconds, info)
-    else:  # ophr
-        max_cells = _int_knob(knobs, "max_cells", DEFAULT_MAX_CELLS)
-        max_rows = _int_knob(knobs, "max_rows", DEFAULT_MAX_ROWS)
-        unit_perm, best, oinfo = ophr_unit_order(units, max_cells, max_rows)
-        info["knobs"] = {"max_cells": max_cells, "max_rows": max_rows}
-        info["optimal_phc"] = best
-        info.update(oinfo)
-    col_perm = expand_perm(units, np.ascontiguousarray(unit_perm))
-    row_order = sort_rows(t.codes, col_perm)
-    dtype = np.int16 if m < np.iinfo(np.int16).max else np.int32
-    plan = ReorderPlan(t.columns, row_order, col_perm[row_order].astype(dtype))
+    out, extra = o.order(t, units, dict(knobs))
+    info.update(extra)
+    if isinstance(out, ReorderPlan):
+        plan = out
+    else:
+        col_perm = expand_perm(units, np.ascontiguousarray(out))
+        row_order = sort_rows(t.codes, col_perm)
+        dtype = np.int16 if t.n_cols < np.iinfo(np.int16).max else np.int32
+        plan = ReorderPlan(t.columns, row_order, col_perm[row_order].astype(dtype))
     seconds = time.perf_counter() - t0
     info["solver_seconds"] = seconds
     return ReorderResult(plan, method, seconds, info)

@@ -427,7 +427,7 @@ class _Batch:
         t0 = time.perf_counter()
         try:
             reset = handle.reset() if self.opt["reset"] else False
-            salted = prep.method == "no_cache" and prep.spec.no_cache_by == "salt"
+            salted = prep.method == NO_CACHE and prep.spec.no_cache_by == "salt"
             handle.salt = f"{prep.run_id}-r{r}" if salted else None
             try:
                 staged = run_stages(prep.table, prep.plan, prep.query, prep.instruction, handle,

@@ -34,6 +34,7 @@ from ggr_kv.core.prompts import DEFAULT_INSTRUCTION, build_prompts
 from ggr_kv.core.table import Table, load_table
 from ggr_kv.datasets.queries import Query
 from ggr_kv.engine.config import EngineConfig
+from ggr_kv.reorder.registry import CONTEXT_KNOBS, NO_CACHE, ORIGINAL, get_ordering
 
 __all__ = [
     "CONTEXT_KNOBS",
@@ -54,10 +55,6 @@ __all__ = [
 #: default, the one default of the package
 DEFAULT_MAX_TOKENS: int = inspect.signature(Query.custom).parameters["max_tokens"].default
 
-#: facts of the run a reorder method may take; `context_knobs` supplies the ones it accepts
-CONTEXT_KNOBS: tuple[str, ...] = ("tokenizer", "block_size", "query", "instruction")
-#: methods known to take them before their knobs are declared (the ``blocks`` method)
-_WANTS_CONTEXT: dict[str, tuple[str, ...]] = {"blocks": CONTEXT_KNOBS}
 #: rows named in a too-long-prompt error
 _SHOW_ROWS = 5
 
@@ -88,7 +85,7 @@ class RunSpec:
     """
 
     table: Any
-    method: str = "original"
+    method: str = ORIGINAL
     query: Any = ""
     plan: Any = None
     repeats: int = 1
@@ -113,7 +110,7 @@ class RunSpec:
     @property
     def caching_off(self) -> bool:
         """Whether this run needs an engine with prefix caching off (``no_cache``)."""
-        return self.method == "no_cache" and self.no_cache_by == "engine"
+        return self.method == NO_CACHE and self.no_cache_by == "engine"
 
     def engine_settings(self) -> EngineConfig:
         """The engine settings this run asks for (caching off for ``no_cache``)."""
@@ -309,20 +306,15 @@ def restrict_plan(
     return sub, ReorderPlan(tuple(cols), new_pos[plan.row_order[slots]], perm), original
 
 
-def _method_knobs(method: str) -> tuple[str, ...]:
-    """Knobs ``reorder(table, method, ...)`` declares (empty for an unknown method)."""
-    from ggr_kv.reorder import methods
-
-    return tuple(methods.KNOBS.get(method, ()))
-
-
 def context_knobs(
     method: str, *, tokenizer: Any, block_size: int | None, query: str, instruction: str
 ) -> dict[str, Any]:
     """The run facts (`CONTEXT_KNOBS`) that ``method`` takes, with this run's values:
     the model folder as ``tokenizer``, the engine's ``block_size``, the first stage's
-    ``query`` text and the ``instruction``. Empty for methods that take none."""
-    wanted = set(_WANTS_CONTEXT.get(method, ())) | set(_method_knobs(method))
+    ``query`` text and the ``instruction``. Empty for methods that take none (the
+    registry's ``Ordering.context``)."""
+    o = get_ordering(method)
+    wanted = set(o.context) if o is not None else set()
     values = {"tokenizer": tokenizer, "block_size": block_size, "query": query,
               "instruction": instruction}
     return {k: values[k] for k in CONTEXT_KNOBS if k in wanted}
@@ -434,12 +426,12 @@ def prepare_run(spec: RunSpec, ctx: EngineContext, index: int = 0) -> PreparedRu
     )
     if spec.plan is not None:
         prep.plan, _, prep.reorder_s, prep.reorder_info = _as_plan(spec.plan, tbl)
-    elif spec.method == "no_cache":
+    elif spec.method == NO_CACHE:
         prep.plan = ReorderPlan.identity(tbl)
         prep.reorder_info = {"no_cache_by": spec.no_cache_by}
     else:
-        wants_block = "block_size" in context_knobs(
-            spec.method, tokenizer=None, block_size=None, query="", instruction="")
+        o = get_ordering(spec.method)
+        wants_block = o is not None and "block_size" in o.context
         if not wants_block or ctx.block_size is not None:
             _plan_method(prep, ctx.block_size, ctx.model)
     _check(prep, ctx, prep.plan or ReorderPlan.identity(tbl))

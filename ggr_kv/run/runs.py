@@ -35,6 +35,7 @@ import pandas as pd
 
 from ggr_kv.core.paths import project_path
 from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS
+from ggr_kv.reorder.registry import NO_CACHE, ORIGINAL, ordering_names
 
 __all__ = [
     "DEFAULT_WINDOW_STEPS",
@@ -121,9 +122,9 @@ def ordering_of(meta: dict[str, Any]) -> str:
     caching = meta.get("enable_prefix_caching")
     if caching is None:
         caching = (meta.get("engine_args") or {}).get("enable_prefix_caching", True)
-    if method == "no_cache" or caching:
+    if method == NO_CACHE or caching:
         return method
-    return "no_cache" if method == "original" else f"{method}+no_cache"
+    return NO_CACHE if method == ORIGINAL else f"{method}+{NO_CACHE}"
 
 
 def _read_frame(folder: Path, stem: str, columns: tuple[str, ...], required: bool) -> pd.DataFrame:
@@ -316,10 +317,10 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
     keys = list(GROUP_KEYS)
     df["group"] = df.groupby(keys, dropna=False, sort=True).ngroup()
     df["group_label"] = _group_labels(df)
-    for base in ("original", "no_cache"):
+    for base in (ORIGINAL, NO_CACHE):
         med = df[df["ordering"] == base].groupby("group")["job_s"].median()
         df[f"speedup_vs_{base}"] = df["group"].map(med) / df["job_s"]
-    order = {o: i for i, o in enumerate(("no_cache", "original", "sorted", "ggr", "ophr"))}
+    order = {o: i for i, o in enumerate(ordering_names())}
     df["_o"] = df["ordering"].map(order).fillna(len(order))
     return df.sort_values(["group", "_o", "created"]).drop(columns="_o").reset_index(drop=True)
 

@@ -35,11 +35,12 @@ CPU_BLOCK_SIZE = 128
 
 
 def _default_orderings() -> list[str]:
-    """Every reorder method but ``ophr`` (exponential). ``no_cache`` is left out by default:
-    its own engine start and three more full-prefill jobs would add ~2.5 min."""
-    from ggr_kv.reorder import METHODS
+    """Every reorder method of default comparisons (not ``ophr``, exponential).
+    ``no_cache`` is left out by default: its own engine start and three more
+    full-prefill jobs would add ~2.5 min."""
+    from ggr_kv.reorder.registry import method_names
 
-    return [m for m in METHODS if m != "ophr"]
+    return list(method_names(default_only=True))
 
 
 def _cpu_s() -> float:

@@ -22,14 +22,16 @@ from ggr_kv.cli.common import (
     positive_int,
 )
 
-#: options that only ``--method blocks`` reads
+#: options for an ordering that takes a finite cache's settings as knobs (``blocks``)
 _CACHE_OPTIONS = ("kv_blocks", "max_num_seqs", "output_len", "max_num_batched_tokens")
 
 
-def _methods() -> tuple[str, ...]:
-    from ggr_kv.reorder.methods import METHODS
+def _methods_help() -> str:
+    """One line per registered method: its name and what it optimizes."""
+    from ggr_kv.reorder.registry import method_names, objective_of
 
-    return tuple(METHODS)
+    text = "; ".join(f"{m} ({objective_of(m)})" for m in method_names())
+    return "reorder method: " + text.replace("%", "%%")
 
 
 def _fd_group(text: str) -> tuple[str, ...] | str:
@@ -43,9 +45,18 @@ def _fd_group(text: str) -> tuple[str, ...] | str:
     return cols
 
 
+def _cache_readers() -> list:
+    from ggr_kv.reorder.registry import orderings
+
+    return [o for o in orderings() if set(_CACHE_OPTIONS) <= set(o.knobs)]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
-    parser.add_argument("--method", required=True, choices=_methods(), help="reorder method")
+    from ggr_kv.reorder.registry import method_names
+
+    parser.add_argument("--method", required=True, choices=method_names(),
+                        help=_methods_help())
     parser.add_argument(
         "--fd",
         action="extend",
@@ -66,9 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a method setting passed to ggr_kv.reorder.reorder (VALUE parsed as JSON)",
     )
+    readers = " / ".join(o.name for o in _cache_readers())
     cache = parser.add_argument_group(
-        "blocks (the method optimizing vLLM's block hits: --tokenizer, --block-size, --query "
-        "and --instruction describe the prompts; these order rows for a finite KV cache)"
+        f"{readers} (--tokenizer, --block-size, --query and --instruction describe the "
+        "prompts; these order rows for a finite KV cache)"
     )
     cache.add_argument("--kv-blocks", type=positive_int, default=None, metavar="N",
                        help="the engine's KV blocks (num_gpu_blocks); default: unbounded")
@@ -83,7 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ggr_kv.reorder.methods import reorder
+    from ggr_kv.reorder.registry import get_ordering, objective_of
 
+    ordering = get_ordering(args.method)
     out = None
     if args.out:  # before the solver runs, not after
         out = check_out_path(args.out, force=args.force, inputs=[args.table])
@@ -102,24 +116,25 @@ def main(args: argparse.Namespace) -> int:
         fds = None
     knobs = dict(args.knob)
     given = [o for o in _CACHE_OPTIONS if getattr(args, o) is not None]
-    if given and args.method != "blocks":
-        raise ValueError(f"--{given[0].replace('_', '-')} orders rows for a finite cache: "
-                         "only --method blocks reads it")
-    if args.method == "blocks":  # score exactly the prompts the options describe
-        knobs.setdefault("tokenizer", tokenizer if tokenizer is not None else "llama3")
-        knobs.setdefault("block_size", args.block_size or 16)
-        knobs.setdefault("query", args.query)
-        knobs.setdefault("instruction", args.instruction)
-        knobs.update({o: getattr(args, o) for o in given})
-    if args.method in ("ggr", "blocks"):
+    takes = set(ordering.knobs)
+    bad = [o for o in given if o not in takes]
+    if bad:
+        readers = [o.name for o in _cache_readers()]
+        raise ValueError(f"--{bad[0].replace('_', '-')} orders rows for a finite cache: "
+                         f"only --method {' / '.join(readers)} reads it")
+    facts = {"tokenizer": tokenizer if tokenizer is not None else "llama3",
+             "block_size": args.block_size or 16, "query": args.query,
+             "instruction": args.instruction}
+    for k in ordering.context:  # score exactly the prompts the options describe
+        knobs.setdefault(k, facts[k])
+    knobs.update({o: getattr(args, o) for o in given})
+    if "progress" in takes:
         knobs.setdefault("progress", sys.stderr.isatty())  # a tqdm bar on a terminal
     res = reorder(table, args.method, fds=fds, **knobs)
     if out is not None:
         text = res.plan.to_json()
         with open(out, "w" if args.force else "x", encoding="utf-8") as f:
             f.write(text)
-    from ggr_kv.analysis.summary import objective_of
-
     result: dict[str, Any] = {"table": str(args.table), "method": res.method,
                               "optimizes": objective_of(res.method)}
     if res.info.get("winner"):

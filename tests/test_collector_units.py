@@ -286,12 +286,12 @@ def test_counter_check_flags_vllm_0_26_retry_double_counting():
     twice = {"prefix_cache_hits": 1024, "prefix_cache_queries": 4000}
     bad = counter_check(twice, req)
     assert bad.consistent is False and (bad.hits_diff, bad.queries_diff) == (256, 1000)
-    assert counter_check(twice, req, rel_tol=0.5).consistent is True
+    assert counter_check(twice, req, tolerance=0.5).consistent is True
     # offload-tier hits are part of the requests' num_cached_tokens
     split = {"prefix_cache_hits": 512, "connector_hits": 256, "prefix_cache_queries": 3000}
     assert counter_check(split, req).consistent is True
-    with pytest.raises(ValueError, match="rel_tol must be >= 0"):
-        counter_check(same, req, rel_tol=-1)
+    with pytest.raises(ValueError, match="tolerance must be >= 0"):
+        counter_check(same, req, tolerance=-1)
 
 
 def test_counter_check_says_why_it_cannot_compare():
@@ -301,4 +301,4 @@ def test_counter_check_says_why_it_cannot_compare():
     ro = counter_check({"collection_method": "request_only", "prefix_cache_hits": 0,
                         "prefix_cache_queries": 20}, _requests([0, 0], [10, 10]))  # fmt: skip
     assert ro.consistent is None and ro.note.startswith("request_only")
-    assert set(ro.as_dict()) >= {"consistent", "rel_tol", "hits_diff", "note"}
+    assert set(ro.as_dict()) >= {"consistent", "tolerance", "hits_diff", "note"}

@@ -17,7 +17,8 @@ from ggr_kv.datasets.queries import Query, get_query
 from ggr_kv.engine.config import EngineConfig, engine_starts, model_max_len
 from ggr_kv.run import DEFAULT_MAX_TOKENS, RunSpec, run_batch, run_table
 from ggr_kv.run.batch import group_specs
-from ggr_kv.run.counters import COUNTER_TOLERANCE, SimCounts, counter_check
+from ggr_kv.collector.checks import COUNTER_TOLERANCE
+from ggr_kv.run.counters import SimCounts, check_repeats
 from ggr_kv.run.prepare import CONTEXT_KNOBS, as_query, context_knobs
 from ggr_kv.run.rundir import RepeatRecord
 
@@ -124,12 +125,12 @@ def rep(k: int, hits: int | None, cached: int | None, queries: int = 10_000) -> 
 
 def test_counter_check_flags_gaps_above_the_tolerance_in_any_repeat():
     tol = int(COUNTER_TOLERANCE * 10_000)
-    ok = counter_check([rep(1, 5000, 5000), rep(2, 5000 + tol, 5000)], 1, SimCounts(5000, 10_000))
+    ok = check_repeats([rep(1, 5000, 5000), rep(2, 5000 + tol, 5000)], 1, SimCounts(5000, 10_000))
     assert ok.mismatch is False and ok.max_gap_tokens == 0 and ok.simulated_hits == 5000
-    bad = counter_check([rep(1, 5000, 5000), rep(2, 5000 + tol + 1, 5000)], 1,
+    bad = check_repeats([rep(1, 5000, 5000), rep(2, 5000 + tol + 1, 5000)], 1,
                         SimCounts(5000, 10_000))
     assert bad.mismatch is True and bad.mismatched_repeats == [2]
-    sim_off = counter_check([rep(1, 5000, 5000)], 1, SimCounts(4000, 10_000))
+    sim_off = check_repeats([rep(1, 5000, 5000)], 1, SimCounts(4000, 10_000))
     assert sim_off.mismatch is True and sim_off.max_gap_tokens == 1000
-    alone = counter_check([rep(1, 5000, None)], 1, SimCounts(note="not simulated: server"))
+    alone = check_repeats([rep(1, 5000, None)], 1, SimCounts(note="not simulated: server"))
     assert alone.mismatch is None and alone.note == "not simulated: server"

@@ -6,8 +6,9 @@ counts of cached prompt tokens that must agree.
   block size (what vLLM caches, with an unbounded cache).
 - `hit_counts`: the collector's hit counter, the requests' summed ``num_cached_tokens``
   and the simulator's predicted hits (``ggr_kv.simulate``), with a flag where they
-  disagree. vLLM 0.26's counters over-count under KV pressure (a lookup is counted again
-  on each scheduling retry); the flag shows such runs.
+  disagree (``ggr_kv.collector.CounterCheck``, the package's one check and tolerance).
+  vLLM 0.26's counters over-count under KV pressure (a lookup is counted again on each
+  scheduling retry); the flag shows such runs.
 
 A run whose rows cannot be rebuilt (no ``dataset_info``, a changed table) gets a reason
 instead of a number, never an approximation.
@@ -22,10 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["HIT_TOLERANCE", "hit_counts", "plan_scores", "run_tokenizer"]
+from ggr_kv.collector.checks import CounterCheck
 
-#: relative difference between two hit counts above which they are flagged
-HIT_TOLERANCE = 0.001
+__all__ = ["hit_counts", "plan_scores", "run_tokenizer"]
 
 
 def run_tokenizer(meta: Mapping[str, Any]) -> str:
@@ -115,18 +115,22 @@ def hit_counts(runs: pd.DataFrame, predicted: Mapping[str, Any] | None = None) -
         collector = float(r.prefix_hits)
         counts = {"collector": collector, "requests": float(r.cached_tokens),
                   "simulator": sim_hits}
-        known = {k: v for k, v in counts.items() if not np.isnan(v)}
+        known = {k: int(v) for k, v in counts.items() if not np.isnan(v)}
+        check = CounterCheck.compare(known.get("collector"), int(r.prefix_queries),
+                                     known.get("requests"), None,
+                                     simulated_hits=known.get("simulator"))
+        allowed = check.tolerance * int(r.prefix_queries)
         diffs = []
         names = list(known)
         for i, a in enumerate(names):
             for b in names[i + 1:]:
                 va, vb = known[a], known[b]
-                if abs(va - vb) > HIT_TOLERANCE * max(va, vb, 1.0):
+                if abs(va - vb) > allowed:
                     diffs.append(f"{a} {va:,.0f} vs {b} {vb:,.0f} "
                                  f"({100 * (va - vb) / max(vb, 1.0):+.1f}%)")
         rows.append({
             "run_id": r.run_id, "ordering": r.ordering, "collector_hits": collector,
             "request_cached": counts["requests"], "simulated_hits": sim_hits,
-            "agree": not diffs, "disagreement": "; ".join(diffs),
+            "agree": not check.mismatch, "disagreement": "; ".join(diffs),
         })
     return pd.DataFrame(rows)

@@ -416,7 +416,7 @@ _LATENCY_TEXT = (
 _COUNTS_TEXT = (
     "Three counts of the same prompt tokens served from the prefix cache: the collector's "
     "hit counter, the sum of the requests' `num_cached_tokens`, and `ggr_kv.simulate`'s "
-    "replay of the run. A MISMATCH (a gap above {tol:.1f}%) marks a run whose counters "
+    "replay of the run. A MISMATCH (a gap above {tol:.1f}% of the looked-up prompt tokens) marks a run whose counters "
     "cannot be taken at face value."
 )
 
@@ -494,9 +494,9 @@ def report_text(
 
 
 def _tolerance() -> float:
-    from ggr_kv.analysis.crosscheck import HIT_TOLERANCE
+    from ggr_kv.collector.checks import COUNTER_TOLERANCE
 
-    return HIT_TOLERANCE
+    return COUNTER_TOLERANCE
 
 
 def write_report(

@@ -9,12 +9,13 @@ method), ``stat_logger`` (permanent per-engine step logger and output tap), ``st
 (the connector tier), ``frames`` / ``requests`` (tables), ``seed``, ``checks``.
 """
 
-from ggr_kv.collector.checks import CounterCheck, counter_check
+from ggr_kv.collector.checks import COUNTER_TOLERANCE, CounterCheck, counter_check
 from ggr_kv.collector.fields import VLLMFieldError
 from ggr_kv.collector.stat_logger import step_logger_factory
 from ggr_kv.collector.vllm_collector import TIERS, StatsDisabledError, VLLMMetricsCollector
 
 __all__ = [
+    "COUNTER_TOLERANCE",
     "TIERS",
     "CounterCheck",
     "StatsDisabledError",

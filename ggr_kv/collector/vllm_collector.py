@@ -54,7 +54,7 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
-from ggr_kv.collector.checks import DEFAULT_REL_TOL, CounterCheck, counter_check
+from ggr_kv.collector.checks import COUNTER_TOLERANCE, CounterCheck, counter_check
 from ggr_kv.collector.fields import VLLMFieldError
 from ggr_kv.collector.frames import empty_steps, rate, steps_frame, window_totals
 from ggr_kv.collector.poll import GetMetricsSource, PrometheusSource
@@ -498,7 +498,7 @@ class VLLMMetricsCollector:
         return df
 
     def counter_check(
-        self, requests: pd.DataFrame | None = None, rel_tol: float = DEFAULT_REL_TOL
+        self, requests: pd.DataFrame | None = None, tolerance: float = COUNTER_TOLERANCE
     ) -> CounterCheck:
         """`ggr_kv.collector.checks.counter_check` of this window's summary against
         ``requests`` (default: the last `requests` table)."""
@@ -508,7 +508,7 @@ class VLLMMetricsCollector:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a never-run window is in the check's note
             s = self.summary()
-        return counter_check(s, req, rel_tol)
+        return counter_check(s, req, tolerance)
 
 
 def _empty_counts() -> dict[str, Any]:

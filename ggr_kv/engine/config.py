@@ -379,7 +379,8 @@ def engine_facts(llm: Any) -> dict[str, Any]:
     ``block_size`` (tokens), ``num_kv_blocks``, ``enable_prefix_caching`` (from the CACHE
     config), ``prefix_caching_hash_algo``, ``kv_cache_dtype``, ``tensor_parallel_size``,
     ``pipeline_parallel_size``, ``data_parallel_size``, ``max_num_seqs``,
-    ``max_num_batched_tokens``, ``enforce_eager``, ``load_format``, ``seed``,
+    ``max_num_batched_tokens``, ``long_prefill_token_threshold`` (tokens, 0 = off),
+    ``enable_chunked_prefill``, ``enforce_eager``, ``load_format``, ``seed``,
     ``distributed_executor_backend`` and ``device`` (name).
     """
     vllm = import_vllm()
@@ -402,6 +403,9 @@ def engine_facts(llm: Any) -> dict[str, Any]:
         "data_parallel_size": int(par.data_parallel_size),
         "max_num_seqs": int(sched.max_num_seqs),
         "max_num_batched_tokens": int(sched.max_num_batched_tokens),
+        "long_prefill_token_threshold": int(getattr(sched, "long_prefill_token_threshold", 0)
+                                            or 0),
+        "enable_chunked_prefill": bool(getattr(sched, "enable_chunked_prefill", True)),
         "enforce_eager": bool(model.enforce_eager),
         "load_format": str(getattr(load.load_format, "value", load.load_format)),
         "seed": model.seed,

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ggr_kv.engine.config import engine_facts
 from ggr_kv.simulate import SchedulerConfig, SimResult, simulate
 from ggr_kv.simulate.jobtime import Throughputs, fit_throughputs
 
@@ -39,21 +40,9 @@ CALIBRATION_JOBS: tuple[str, ...] = ("prefill", "decode", "decode_small")
 
 
 def scheduler_config(llm: Any) -> SchedulerConfig:
-    """The `SchedulerConfig` a running ``vllm.LLM`` uses (its live cache and scheduler
-    configs), for `ggr_kv.simulate.simulate_totals` or ``simulate(**config.to_dict())``."""
-    cfg = llm.llm_engine.vllm_config
-    cache, sched = cfg.cache_config, cfg.scheduler_config
-    if not cache.num_gpu_blocks:
-        raise ValueError("the engine reports no KV blocks (cache_config.num_gpu_blocks)")
-    return SchedulerConfig.of(
-        block_size=cache.block_size,
-        num_blocks=cache.num_gpu_blocks,
-        max_num_seqs=sched.max_num_seqs,
-        max_num_batched_tokens=sched.max_num_batched_tokens,
-        enable_prefix_caching=bool(cache.enable_prefix_caching),
-        long_prefill_token_threshold=int(getattr(sched, "long_prefill_token_threshold", 0) or 0),
-        enable_chunked_prefill=bool(getattr(sched, "enable_chunked_prefill", True)),
-    )
+    """The `SchedulerConfig` a running ``vllm.LLM`` uses (``SchedulerConfig.from_engine``
+    of its `engine_facts`), for `ggr_kv.simulate.simulate_totals` or ``simulate``."""
+    return SchedulerConfig.from_engine(engine_facts(llm))
 
 
 def _number_prompts(tokenizer: Any, n: int, n_tokens: int, seed: int) -> list[str]:
@@ -109,7 +98,7 @@ def _replay(outs: list, config: SchedulerConfig) -> SimResult:
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum([len(x) for x in ids], out=offsets[1:])
     out_lens = np.array([len(o.outputs[0].token_ids) for o in outs], dtype=np.int64)
-    return simulate(np.concatenate(ids), offsets, out_lens, progress=False, **config.to_dict())
+    return simulate(np.concatenate(ids), offsets, out_lens, config, progress=False)
 
 
 def measure_throughputs(

@@ -43,6 +43,7 @@ from ggr_kv.engine.config import (
     started_engine,
 )
 from ggr_kv.run.execute import EngineHandle, run_stages
+from ggr_kv.reorder.registry import NO_CACHE
 from ggr_kv.run.prepare import (
     EngineContext,
     PreparedRun,

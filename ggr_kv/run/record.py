@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ggr_kv.collector import counter_check as collector_counter_check
 from ggr_kv.engine.config import (
     EngineConfig,
     engine_facts,
@@ -20,7 +19,7 @@ from ggr_kv.engine.config import (
     server_facts,
     started_engine,
 )
-from ggr_kv.run.counters import counter_check, simulate_counts
+from ggr_kv.run.counters import check_repeats, simulate_counts
 from ggr_kv.run.execute import Staged, aggregate
 from ggr_kv.run.prepare import PreparedRun
 from ggr_kv.run.rundir import (
@@ -55,6 +54,8 @@ _ENGINE_ARG_KEYS = (
     "data_parallel_size",
     "max_num_seqs",
     "max_num_batched_tokens",
+    "long_prefill_token_threshold",
+    "enable_chunked_prefill",
     "enforce_eager",
     "load_format",
     "seed",
@@ -211,7 +212,7 @@ def build_record(
         sim = SimCounts(note="not simulated: " + ("a server run (its scheduler settings are "
                         "not visible)" if server_url else "a multi-stage query" if multi
                         else "predict=False"))
-    counters = counter_check(repeats, rep.median_repeat, sim)
+    counters = check_repeats(repeats, rep.median_repeat, sim)
     sp = sampling_for(prep, em)
     stages = prep.query.stages
     spent = sum(o.wall_s for o in outcomes) + prep.prepare_s + (time.perf_counter() - t0)
@@ -240,8 +241,7 @@ def build_record(
         reorder=({**prep.reorder_info, "run_knobs": prep.context} if prep.context
                  else prep.reorder_info or None),
         stages=med.stages if multi else None, aggregate=aggregate(prep.query, outputs),
-        repeats=rep, repeat_runs=repeats, counters=counters,
-        counter_check=collector_counter_check(med.summary, med.requests).as_dict(), engine=use,
+        repeats=rep, repeat_runs=repeats, counters=counters, engine=use,
     ).normalized()
     steps = _joined([o.staged.steps for o in outcomes], outcomes)
     requests = _joined([o.staged.requests for o in outcomes], outcomes)

@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from ggr_kv.collector.checks import CounterCheck
 from ggr_kv.core.jsonutil import dumps, to_jsonable
 
 __all__ = [
@@ -171,45 +172,6 @@ class RepeatSummary:
 
 
 @dataclass
-class CounterCheck:
-    """Three counts of the same prefix-cache hits, side by side (the median repeat).
-
-    Attributes
-    ----------
-    collector_hits, collector_queries : vLLM's counters through the metrics collector
-        (tokens; hits include the KV-connector / CPU-offload tier, as the requests'
-        ``num_cached_tokens`` do).
-    request_cached_tokens, request_prompt_tokens : sums over the requests'
-        ``num_cached_tokens`` and prompt tokens (what vLLM returned per request).
-    simulated_hits, simulated_queries : `ggr_kv.simulate` for the same prompts, engine
-        (block size, KV blocks, max_num_seqs, max_num_batched_tokens, prefix caching) and
-        output lengths; None where the run cannot be simulated (``note`` says why).
-    simulated_preemptions : the simulator's preemption count.
-    simulate_s : wall time of the simulation, s.
-    tolerance : largest gap between any two counts that is not a mismatch, as a
-        fraction of the looked-up prompt tokens.
-    max_gap_tokens : the largest gap between two available counts (tokens).
-    mismatch : a gap above the tolerance in any repeat; None with fewer than two counts.
-    mismatched_repeats : the repeats with such a gap.
-    note : why a count is missing.
-    """
-
-    collector_hits: int | None
-    collector_queries: int | None
-    request_cached_tokens: int | None
-    request_prompt_tokens: int | None
-    simulated_hits: int | None
-    simulated_queries: int | None
-    simulated_preemptions: int | None
-    simulate_s: float | None
-    tolerance: float
-    max_gap_tokens: int | None
-    mismatch: bool | None
-    mismatched_repeats: list[int] = field(default_factory=list)
-    note: str | None = None
-
-
-@dataclass
 class EngineUse:
     """How the run got its engine.
 
@@ -272,9 +234,9 @@ class RunRecord:
     aggregate : an aggregation query's result, else None.
     repeats : `RepeatSummary`.
     repeat_runs : one `RepeatRecord` per repeat.
-    counters : `CounterCheck` (collector vs requests vs simulator).
-    counter_check : ``ggr_kv.collector.counter_check(summary, requests)`` of the median
-    repeat: the collector's counters (offload-tier hits included) against the requests.
+    counters : ``ggr_kv.collector.CounterCheck`` (collector vs requests vs simulator,
+        every repeat checked; the counts are the median repeat's). Older files also hold
+        ``counter_check`` (the collector vs the requests alone), kept in ``extra``.
     engine : `EngineUse`.
     record_format : `RECORD_FORMAT`.
     extra : keys of the file that this version does not know (kept when rewritten).
@@ -323,7 +285,6 @@ class RunRecord:
     repeats: RepeatSummary | None = None
     repeat_runs: list[RepeatRecord] | None = None
     counters: CounterCheck | None = None
-    counter_check: dict[str, Any] | None = None  # ggr_kv.collector.counter_check().as_dict()
     engine: EngineUse | None = None
     record_format: int = RECORD_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)

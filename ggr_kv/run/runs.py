@@ -474,6 +474,7 @@ def simulate_run(run: Run | str | Path, table: Any = None, *, tokenizer: Any = N
     from ggr_kv.core.plan import ReorderPlan
     from ggr_kv.core.table import Table, load_table
     from ggr_kv.simulate.api import simulate_plan
+    from ggr_kv.simulate.config import SchedulerConfig
 
     run = run if isinstance(run, Run) else load_run(run)
     m = run.meta
@@ -491,7 +492,6 @@ def simulate_run(run: Run | str | Path, table: Any = None, *, tokenizer: Any = N
     if m.get("rows") is not None and int(m["rows"]) != tbl.n_rows:
         raise ValueError(f"{run.path}: the run has {m['rows']} rows, the table {tbl.n_rows}")
     plan = ReorderPlan.from_json(run.path / "plan.json", tbl)
-    args = m.get("engine_args") or {}
     req = run.repeat_rows(run.requests).sort_values("slot")
     if len(req) == tbl.n_rows:
         out_len = req["output_tokens"].to_numpy(np.int64).clip(min=1)
@@ -501,17 +501,9 @@ def simulate_run(run: Run | str | Path, table: Any = None, *, tokenizer: Any = N
         out_len = int((m.get("sampling") or {}).get("max_tokens") or DEFAULT_MAX_TOKENS)
     if tokenizer is None:
         tokenizer = m.get("model_path") or m["model"]
-    engine = {
-        "block_size": int(m["block_size"]),
-        "num_blocks": int(m["num_kv_blocks"]),
-        "enable_prefix_caching": bool(m.get("enable_prefix_caching", True)),
-    }
-    for k in ("max_num_seqs", "max_num_batched_tokens"):
-        if args.get(k) is not None:
-            engine[k] = int(args[k])
-    res = simulate_plan(
-        tbl, plan, m.get("query") or "", m.get("instruction"), tokenizer, out_len, **engine
-    )
+    config = SchedulerConfig.from_engine(m)
+    res = simulate_plan(tbl, plan, m.get("query") or "", m.get("instruction"), tokenizer,
+                        out_len, config)
     if len(req) == tbl.n_rows:
         got = res.requests["prompt_tokens"].to_numpy()
         want = req["prompt_tokens"].to_numpy()

@@ -200,17 +200,10 @@ def simulate(
     tokens: np.ndarray,
     offsets: np.ndarray,
     output_lens: int | np.ndarray,
+    config: SchedulerConfig | None = None,
     *,
-    block_size: int,
-    num_blocks: int,
-    max_num_seqs: int = 256,
-    max_num_batched_tokens: int = 8192,
-    enable_prefix_caching: bool = True,
-    long_prefill_token_threshold: int = 0,
-    enable_chunked_prefill: bool = True,
-    scheduler_reserve_full_isl: bool = True,
-    watermark: float = 0.0,
     progress: bool | None = None,
+    **settings: Any,
 ) -> SimResult:
     """Replay vLLM V1's scheduler and prefix cache over prompts submitted at once.
 
@@ -220,12 +213,13 @@ def simulate(
         (BOS included); prompt i is ``tokens[offsets[i]:offsets[i + 1]]``.
     output_lens : tokens each request generates (one int for all, or one per prompt);
         vLLM's ``max_tokens`` with ``ignore_eos=True``.
-    block_size, num_blocks, max_num_seqs, max_num_batched_tokens, enable_prefix_caching,
-    long_prefill_token_threshold, enable_chunked_prefill, scheduler_reserve_full_isl,
-    watermark : vLLM's settings of the same names (defaults are vLLM's), see
-        `ggr_kv.simulate.config.SchedulerConfig`: ``block_size`` in tokens (16 on GPU,
-        128 on the CPU backend), ``num_blocks`` as vLLM's ``num_gpu_blocks`` (the null
-        block included), ``max_num_batched_tokens`` the per-step budget in tokens.
+    config : the engine's settings (`ggr_kv.simulate.config.SchedulerConfig`; from an
+        engine's facts: ``SchedulerConfig.from_engine(facts)``).
+    **settings : `SchedulerConfig` fields by name (``block_size=16, num_blocks=4096``,
+        ...; defaults are vLLM's), instead of ``config`` or overriding some of its
+        fields: ``block_size`` in tokens (16 on GPU, 128 on the CPU backend),
+        ``num_blocks`` as vLLM's ``num_gpu_blocks`` (the null block included),
+        ``max_num_batched_tokens`` the per-step budget in tokens.
     progress : show a tqdm bar of finished requests (default: only above 20,000 prompts).
 
     Returns
@@ -237,17 +231,7 @@ def simulate(
     simulate_totals : the same replay without per-step tables, from precomputed block
         hashes and a row order (for callers that judge many orders).
     """
-    config = SchedulerConfig.of(
-        block_size=block_size,
-        num_blocks=num_blocks,
-        max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens,
-        enable_prefix_caching=enable_prefix_caching,
-        long_prefill_token_threshold=long_prefill_token_threshold,
-        enable_chunked_prefill=enable_chunked_prefill,
-        scheduler_reserve_full_isl=scheduler_reserve_full_isl,
-        watermark=watermark,
-    )
+    config = SchedulerConfig.of(**{**(config.to_dict() if config else {}), **settings})
     tokens, offsets, out = _check_inputs(tokens, offsets, output_lens)
     plen = np.diff(offsets)
     _check_fits(plen, out, config)
@@ -454,6 +438,7 @@ def simulate_plan(
     instruction: str | None,
     tokenizer: Any,
     output_len: int | np.ndarray,
+    config: SchedulerConfig | None = None,
     **engine: Any,
 ) -> SimResult:
     """`simulate` the prompts of ``plan`` over ``table``, built and tokenized as vLLM sees them.
@@ -467,7 +452,8 @@ def simulate_plan(
         folder) or an object with ``.encode_batch(texts) -> (tokens, offsets)`` that
         adds BOS as the model's tokenizer does.
     output_len : tokens generated per request (one int, or one per run slot).
-    **engine : keyword arguments of `simulate` (``block_size``, ``num_blocks``, ...).
+    config, **engine : the engine's settings, as `simulate` takes them (a
+        `SchedulerConfig` and/or ``block_size=..., num_blocks=...``, ``progress``).
 
     Returns
     -------
@@ -480,7 +466,7 @@ def simulate_plan(
     plan.check(table)
     instr = DEFAULT_INSTRUCTION if instruction is None else instruction
     tokens, offsets = encode_prompts(table, plan, tokenizer, query, instr)
-    res = simulate(tokens, offsets, output_len, **engine)
+    res = simulate(tokens, offsets, output_len, config, **engine)
     res.requests.insert(0, "row", plan.row_order.astype(np.int64))
     res.params.update({"query": query, "instruction": instr, "tokenizer": _tok_name(tokenizer)})
     return res

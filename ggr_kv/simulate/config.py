@@ -3,14 +3,29 @@
 One frozen dataclass holds every vLLM setting that changes the schedule, checked once
 (`__post_init__`), so `ggr_kv.simulate.simulate`, `simulate_totals` and the step loop
 (`ggr_kv.simulate.schedule`) share one set of names and one set of error messages.
+`SchedulerConfig.from_engine` is the one way from an engine's facts (a live engine, a
+server, a run.json) to these settings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["SchedulerConfig"]
+__all__ = ["ENGINE_FACT_NAMES", "SchedulerConfig"]
+
+#: engine-fact name (``ggr_kv.engine.config.engine_facts``, run.json) -> setting name;
+#: the KV pool is ``num_kv_blocks`` in facts, vLLM's ``num_gpu_blocks`` here ``num_blocks``
+ENGINE_FACT_NAMES: dict[str, str] = {
+    "block_size": "block_size",
+    "num_kv_blocks": "num_blocks",
+    "max_num_seqs": "max_num_seqs",
+    "max_num_batched_tokens": "max_num_batched_tokens",
+    "enable_prefix_caching": "enable_prefix_caching",
+    "long_prefill_token_threshold": "long_prefill_token_threshold",
+    "enable_chunked_prefill": "enable_chunked_prefill",
+}
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,28 @@ class SchedulerConfig:
             for k, v in settings.items()
         }
         return cls(**conv)
+
+    @classmethod
+    def from_engine(cls, facts: Mapping[str, Any], **overrides: Any) -> SchedulerConfig:
+        """The settings an engine ran with, from its facts: `engine_facts(llm)`,
+        `server_facts(url)` or a run.json (its top-level keys; ``engine_args`` fills the
+        ones missing there). Facts it does not report keep vLLM's defaults; ``overrides``
+        (setting names) win over the facts.
+
+        Raises
+        ------
+        ValueError
+            the facts lack ``block_size`` or ``num_kv_blocks`` (named in the message).
+        """
+        merged = {**(facts.get("engine_args") or {}), **facts}
+        settings = {name: merged[fact] for fact, name in ENGINE_FACT_NAMES.items()
+                    if merged.get(fact) is not None}
+        settings.update(overrides)
+        missing = [f for f, n in ENGINE_FACT_NAMES.items()
+                   if n in ("block_size", "num_blocks") and settings.get(n) is None]
+        if missing:
+            raise ValueError(f"the engine does not report {missing}")
+        return cls.of(**settings)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (JSON-ready)."""

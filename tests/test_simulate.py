@@ -575,3 +575,23 @@ def test_small_pool_eviction_loses_hits_and_is_predicted(small_pool, movie_promp
     assert abs(pred.summary["prefix_cache_hits"] - meas["hits"]) <= 0.02 * meas["queries"]
     assert pred.requests["num_cached_tokens"].tolist() == meas["cached"].tolist()
     _assert_same_trace(pred, meas)
+
+
+def test_engine_facts_become_scheduler_settings_in_one_place():
+    facts = {"block_size": 16, "num_kv_blocks": 11, "max_num_seqs": 2, "dtype": "bfloat16",
+             "engine_args": {"max_num_batched_tokens": 64, "max_num_seqs": 999}}
+    cfg = SchedulerConfig.from_engine(facts)  # a run.json: top-level keys win over engine_args
+    assert (cfg.block_size, cfg.num_blocks, cfg.max_num_seqs, cfg.max_num_batched_tokens) == (
+        16, 11, 2, 64)
+    assert SchedulerConfig.from_engine(facts, enable_prefix_caching=False).enable_prefix_caching \
+        is False
+    with pytest.raises(ValueError, match="num_kv_blocks"):
+        SchedulerConfig.from_engine({"block_size": 16})
+    tokens, offsets = seqs(list(range(40)), list(range(40)), list(range(8)))
+    by_config = simulate(tokens, offsets, 2, cfg)
+    by_keywords = simulate(tokens, offsets, 2, block_size=16, num_blocks=11, max_num_seqs=2,
+                           max_num_batched_tokens=64)
+    pd.testing.assert_frame_equal(by_config.steps, by_keywords.steps)
+    assert by_config.summary == by_keywords.summary
+    # keywords override a config's fields
+    assert simulate(tokens, offsets, 2, cfg, num_blocks=4).params["num_blocks"] == 4

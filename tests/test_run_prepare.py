@@ -134,3 +134,34 @@ def test_counter_check_flags_gaps_above_the_tolerance_in_any_repeat():
     assert sim_off.mismatch is True and sim_off.max_gap_tokens == 1000
     alone = check_repeats([rep(1, 5000, None)], 1, SimCounts(note="not simulated: server"))
     assert alone.mismatch is None and alone.note == "not simulated: server"
+
+
+def test_run_entry_points_take_one_options_object_or_its_fields_by_name(tmp_path):
+    from ggr_kv.run import BatchOptions, run_batch, run_orderings, run_table
+    from ggr_kv.run.options import split_settings
+
+    opts = BatchOptions(out_dir=tmp_path, progress=False, server_url="http://h:1/")
+    assert opts.server_url == "http://h:1"
+    spec_kw, merged = split_settings({"repeats": 2, "predict": False}, opts)
+    assert spec_kw == {"repeats": 2}
+    assert (merged.out_dir, merged.predict, merged.progress) == (tmp_path, False, False)
+    with pytest.raises(ValueError, match="on_error"):
+        BatchOptions(on_error="ignore")
+    with pytest.raises(ValueError, match="not both"):
+        BatchOptions(llm=object(), server_url="http://h:1")
+    # every entry point refuses an unknown keyword by name, before any engine
+    with pytest.raises(TypeError, match=r"unknown setting\(s\) \['repeat'\]"):
+        run_table("t.csv", repeat=2)
+    with pytest.raises(TypeError, match="unknown setting"):
+        run_orderings("t.csv", ("original",), outdir=tmp_path)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['outdir'\]"):
+        run_batch([RunSpec("t.csv")], outdir=tmp_path)
+    with pytest.raises(ValueError, match="max_concurrency"):
+        run_batch([RunSpec("t.csv")], opts, max_concurrency=0)
+    # a knob no ordering of the comparison takes
+    with pytest.raises(TypeError, match=r"knob\(s\) \['depth'\] are taken by none"):
+        run_orderings("t.csv", ("original", "ggr"), knobs={"depth": 2})
+    # RunSpec: table, method and query by position, the rest by name
+    with pytest.raises(TypeError):
+        RunSpec("t.csv", "ggr", "q", None, 2)
+    assert RunSpec("t.csv", "ggr", "q", repeats=2).repeats == 2

@@ -44,6 +44,7 @@ from ggr_kv.engine.config import (
 )
 from ggr_kv.run.execute import EngineHandle, run_stages
 from ggr_kv.reorder.registry import NO_CACHE
+from ggr_kv.run.options import BatchOptions
 from ggr_kv.run.prepare import (
     EngineContext,
     PreparedRun,
@@ -479,16 +480,9 @@ def _line(exc: BaseException | str) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def _check_specs(specs: list[RunSpec], out: Path, llm: Any, server_url: str | None,
-                 max_concurrency: int, on_error: str) -> None:
+def _check_specs(specs: list[RunSpec], out: Path, on_error: str) -> None:
     if not specs:
         raise ValueError("no runs given")
-    if on_error not in ("raise", "continue"):
-        raise ValueError(f"on_error must be 'raise' or 'continue', got {on_error!r}")
-    if server_url is not None and llm is not None:
-        raise ValueError("give either llm (an offline engine) or server_url, not both")
-    if max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
     ids = [s.run_id for s in specs if s.run_id]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
@@ -499,47 +493,30 @@ def _check_specs(specs: list[RunSpec], out: Path, llm: Any, server_url: str | No
 
 
 def run_batch(
-    specs: Sequence[RunSpec],
-    *,
-    out_dir: str | Path = "results",
-    llm: Any = None,
-    server_url: str | None = None,
-    max_concurrency: int = 32,
-    reset_prefix_cache: bool = True,
-    predict: bool = True,
-    progress: bool = True,
-    on_error: str = "raise",
-    on_update: Callable[[RunOutcome], None] | None = None,
-    stop_after_s: float | None = None,
+    specs: Sequence[RunSpec], options: BatchOptions | None = None, **option_fields: Any
 ) -> list[RunOutcome]:
     """Run every spec, grouped onto as few engines as their settings allow.
 
     Parameters
     ----------
     specs : the runs (`RunSpec`); each becomes one run folder holding all its repeats.
-    out_dir : folder of run folders (relative: to the project folder).
-    llm : a running ``vllm.LLM`` for every caching run (left running).
-    server_url : base URL of a running vLLM server for every run instead.
-    max_concurrency : server requests in flight.
-    reset_prefix_cache : empty the prefix cache before every repeat.
-    predict : simulate each run and record the counters side by side (`RunRecord.counters`).
-    progress : tqdm bars.
-    on_error : ``"raise"`` (stop and raise; finished runs stay) or ``"continue"``
-        (record the failure, go on).
-    on_update : called with a `RunOutcome` at every status change.
-    stop_after_s : start no repeat after this many seconds; runs cut short record the
-        repeats they have.
+    options, **option_fields : how (`ggr_kv.run.options.BatchOptions`: ``out_dir``,
+        ``llm``, ``server_url``, ``max_concurrency``, ``reset_prefix_cache``, ``predict``,
+        ``progress``, ``on_error``, ``on_update``, ``stop_after_s``), as an object and/or
+        by name.
 
     Returns
     -------
     One `RunOutcome` per spec, in spec order.
     """
+    o = BatchOptions.of(options, **option_fields)
+    llm, server_url, on_update = o.llm, o.server_url, o.on_update
     specs = list(specs)
-    out = project_path(out_dir)
-    server_url = server_url.rstrip("/") if server_url else None
-    _check_specs(specs, out, llm, server_url, max_concurrency, on_error)
-    options = {"continue": on_error == "continue", "progress": progress, "reset": reset_prefix_cache,
-               "max_concurrency": max_concurrency, "predict": predict, "stop_after_s": stop_after_s}
+    out = project_path(o.out_dir)
+    _check_specs(specs, out, o.on_error)
+    options = {"continue": o.on_error == "continue", "progress": o.progress,
+               "reset": o.reset_prefix_cache, "max_concurrency": o.max_concurrency,
+               "predict": o.predict, "stop_after_s": o.stop_after_s}
     batch = _Batch(specs, out, llm, server_url, options, on_update)
     groups = group_specs(specs, llm=llm, server_url=server_url)
     batch.prepare(groups)

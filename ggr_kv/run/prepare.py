@@ -22,7 +22,7 @@ import inspect
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,7 @@ class RunSpec:
     table: Any
     method: str = ORIGINAL
     query: Any = ""
+    _: KW_ONLY  # the rest by name: RunSpec(table, "ggr", query, repeats=3, engine=...)
     plan: Any = None
     repeats: int = 1
     engine: EngineConfig | None = None

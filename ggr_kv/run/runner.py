@@ -1,7 +1,8 @@
 """The inference runner: a table, a plan and a query in; a run folder out.
 
 `run_table` runs one table (one ordering) and `run_orderings` several orderings of the
-same rows; both are specs for `ggr_kv.run.batch.run_batch`, which prepares every run
+same rows; both take what to run as `RunSpec` fields and how as `BatchOptions` (an
+object and/or its fields by name), and hand specs to `ggr_kv.run.batch.run_batch`, which prepares every run
 before an engine starts (plans, prompt lengths against ``max_model_len``), reserves the
 run folders, starts one engine per engine setting, runs the repeats interleaved on it
 with the prefix cache emptied before each, and writes each folder (`ggr_kv.run.rundir`):
@@ -20,17 +21,17 @@ set ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` before importing vLLM.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ggr_kv.core.plan import ReorderPlan
-from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
-from ggr_kv.engine.config import EngineConfig
+from ggr_kv.reorder.registry import ORIGINAL, get_ordering
 from ggr_kv.run.batch import RunResult, run_batch
+from ggr_kv.run.options import BatchOptions, split_settings
 from ggr_kv.run.prepare import DEFAULT_MAX_TOKENS, RunSpec, restrict_plan
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
+    "BatchOptions",
     "RunResult",
     "restrict_plan",
     "run_orderings",
@@ -44,7 +45,7 @@ def _label(plan: Any, method: str | None) -> str:
     if method:
         return method
     if plan is None:
-        return "original"
+        return ORIGINAL
     inner = getattr(plan, "method", None)
     return str(inner) if isinstance(getattr(plan, "plan", None), ReorderPlan) and inner else "custom"
 
@@ -54,22 +55,9 @@ def run_table(
     plan: Any = None,
     query: Any = "",
     *,
-    instruction: str = DEFAULT_INSTRUCTION,
-    llm: Any = None,
-    engine: EngineConfig | None = None,
-    sampling: dict[str, Any] | None = None,
-    dataset: str | None = None,
     method: str | None = None,
-    out_dir: str | Path = "results",
-    run_id: str | None = None,
-    server_url: str | None = None,
-    max_concurrency: int = 32,
-    reset_prefix_cache: bool = True,
-    progress: bool = True,
-    repeats: int = 1,
-    predict: bool = True,
-    fds: Any = None,
-    knobs: dict[str, Any] | None = None,
+    options: BatchOptions | None = None,
+    **settings: Any,
 ) -> RunResult:
     """Run every row of ``table`` as one prompt, in ``plan``'s order, and save a run folder.
 
@@ -82,32 +70,19 @@ def run_table(
     query : a ``queries.Query`` (type, max tokens, stages, fields) or the query text
         (``Query.custom(text)``, `DEFAULT_MAX_TOKENS` output tokens). A multi-stage query
         runs each stage on the rows the previous stage kept.
-    instruction : the text every prompt starts with.
-    llm : a running ``vllm.LLM`` to use (left running). Without it (and without
-        ``server_url``) an engine is started from ``engine`` and stopped afterwards.
-    engine : engine settings when the runner starts the engine (default: tiny-llama).
-    sampling : ``SamplingParams`` fields over the defaults ``temperature=0``,
-        ``max_tokens`` from the query (a ``max_tokens`` here overrides every stage's),
-        and ``ignore_eos=True`` for dummy weights (every request then decodes exactly
-        ``max_tokens`` tokens, so orderings do the same decode work).
-    dataset, method : labels for run.json (defaults: from the table / plan, else
-        ``"original"`` without a plan, ``"custom"`` with one).
-    out_dir : folder of run folders (relative: to the project folder).
-    run_id : the run folder's name; default ``{dataset}-{method}-{timestamp}``. A taken
-        name raises `FileExistsError` before anything runs; the folder is reserved when
-        the run starts and keeps an ``error.txt`` if it fails.
-    server_url : base URL of a running vLLM server; prompts go to ``/v1/completions``,
-        at most ``max_concurrency`` in flight, and the collector scrapes ``/metrics``.
-    reset_prefix_cache : empty the prefix cache before each repeat, so hits come from it
-        only.
-    progress : show tqdm progress bars.
-    repeats : passes over all rows on the warm engine; run.json keeps each repeat's
-        job time and counters, their median and spread.
-    predict : simulate the run and record collector, request and simulator hit counts
-        side by side (``counters`` in run.json).
-    fds, knobs : for ``reorder()`` when ``method`` is planned here (FD groups default
-        to the dataset's; run facts such as the block size are added for methods that
-        take them).
+    method : the ordering's label (default: the plan's method, else ``"original"``
+        without a plan, ``"custom"`` with one).
+    options : how the run is carried out (`BatchOptions`: ``out_dir``, ``llm``,
+        ``server_url``, ``max_concurrency``, ``reset_prefix_cache``, ``predict``,
+        ``progress``, ...); its fields may also be given by name.
+    **settings : `RunSpec` fields by name: ``instruction``, ``engine`` (settings when
+        the runner starts the engine; default tiny-llama), ``sampling``
+        (``SamplingParams`` fields over ``temperature=0``, the query's ``max_tokens`` and
+        ``ignore_eos=True`` for dummy weights), ``dataset`` (label), ``run_id`` (default
+        ``{dataset}-{method}-{timestamp}``; a taken name raises `FileExistsError` before
+        anything runs), ``repeats`` (passes over all rows on the warm engine), ``fds``
+        and ``knobs`` (for ``reorder()`` when ``method`` is planned here), ``no_cache_by``;
+        and `BatchOptions` fields.
 
     Returns
     -------
@@ -117,15 +92,20 @@ def run_table(
     ------
     ValueError : bad input, named (a too-long prompt names its rows), before any engine.
     FileExistsError : ``run_id`` is taken.
+    TypeError : a keyword that is neither a `RunSpec` nor a `BatchOptions` field.
     """
-    spec = RunSpec(table, _label(plan, method), query, plan, repeats, engine, run_id, dataset,
-                   fds, knobs, instruction, sampling)
-    (outcome,) = run_batch([spec], out_dir=out_dir, llm=llm, server_url=server_url,
-                           max_concurrency=max_concurrency,
-                           reset_prefix_cache=reset_prefix_cache, predict=predict,
-                           progress=progress)
+    spec_kw, opts = split_settings(settings, options, fixed=("table", "method", "query", "plan"))
+    spec = RunSpec(table, _label(plan, method), query, plan=plan, **spec_kw)
+    (outcome,) = run_batch([spec], opts)
     assert outcome.result is not None
     return outcome.result
+
+
+def _knobs_for(method: str, knobs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The knobs of ``knobs`` that ``method`` declares (None: none)."""
+    o = get_ordering(method)
+    mine = {k: v for k, v in (knobs or {}).items() if o is not None and k in o.knobs}
+    return mine or None
 
 
 def run_orderings(
@@ -133,21 +113,8 @@ def run_orderings(
     methods: Sequence[str] = ("no_cache", "original", "sorted", "ggr"),
     query: Any = "",
     *,
-    fds: Any = None,
-    knobs: dict[str, Any] | None = None,
-    instruction: str = DEFAULT_INSTRUCTION,
-    llm: Any = None,
-    engine: EngineConfig | None = None,
-    sampling: dict[str, Any] | None = None,
-    dataset: str | None = None,
-    out_dir: str | Path = "results",
-    run_id: str | None = None,
-    server_url: str | None = None,
-    max_concurrency: int = 32,
-    progress: bool = True,
-    repeats: int = 1,
-    reset_prefix_cache: bool = True,
-    predict: bool = True,
+    options: BatchOptions | None = None,
+    **settings: Any,
 ) -> list[RunResult]:
     """Run several orderings of the same rows and query; one run folder each.
 
@@ -159,11 +126,11 @@ def run_orderings(
 
     Parameters
     ----------
-    methods : ``"no_cache"`` and any of ``reorder.METHODS``.
-    fds, knobs : passed to ``reorder()`` (FD groups default to the dataset's).
-    run_id : with one method, that run's id; with several, the prefix of
-        ``{run_id}-{method}``. Default ids are ``{dataset}-{method}-{timestamp}``.
-    Other parameters : as in `run_table`.
+    methods : orderings of ``ggr_kv.reorder.registry`` (``"no_cache"`` and the methods).
+    options, **settings : as in `run_table`, shared by every run. ``knobs`` go to the
+        methods that declare them (a knob none of ``methods`` takes is an error);
+        ``run_id``: with one method, that run's id; with several, the prefix of
+        ``{run_id}-{method}``.
 
     Returns
     -------
@@ -175,14 +142,16 @@ def run_orderings(
     dup = sorted({m for m in methods if methods.count(m) > 1})
     if dup:
         raise ValueError(f"methods repeat {dup}")
+    spec_kw, opts = split_settings(settings, options, fixed=("table", "method", "query", "plan"))
+    run_id, knobs = spec_kw.pop("run_id", None), spec_kw.pop("knobs", None)
+    taken = {k for m in methods for k in (_knobs_for(m, knobs) or {})}
+    if knobs and set(knobs) - taken:
+        raise TypeError(f"knob(s) {sorted(set(knobs) - taken)} are taken by none of {methods}")
     specs = [
-        RunSpec(table, m, query, None, repeats, engine,
-                (run_id if len(methods) == 1 else f"{run_id}-{m}") if run_id else None,
-                dataset, fds, knobs if m not in ("no_cache", "original") else None, instruction,
-                sampling)
+        RunSpec(table, m, query, knobs=_knobs_for(m, knobs),
+                run_id=(run_id if len(methods) == 1 else f"{run_id}-{m}") if run_id else None,
+                **spec_kw)
         for m in methods
     ]
-    outcomes = run_batch(specs, out_dir=out_dir, llm=llm, server_url=server_url,
-                         max_concurrency=max_concurrency, reset_prefix_cache=reset_prefix_cache,
-                         predict=predict, progress=progress)
+    outcomes = run_batch(specs, opts)
     return [o.result for o in outcomes if o.result is not None]

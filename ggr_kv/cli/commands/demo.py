@@ -52,14 +52,6 @@ def _cpu_s() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _repeats_supported() -> bool:
-    import inspect
-
-    from ggr_kv.run import run_orderings
-
-    return "repeats" in inspect.signature(run_orderings).parameters
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="movies", help="bundled dataset (default: movies)")
     p.add_argument("--rows", type=positive_int, default=150, help="rows to run through vLLM")
@@ -92,10 +84,6 @@ def main(args: argparse.Namespace) -> int:
         resolve_model(args.model)  # a wrong --model fails here, before any notebook runs
     setup_vllm_env(quiet=not args.verbose)
     orderings = args.orderings or _default_orderings()
-    if args.repeats > 1 and not _repeats_supported():
-        print(f"[demo] this run layer has no repeats: 1 job per ordering, not {args.repeats}",
-              file=sys.stderr)
-        args.repeats = 1
     started = _dt.datetime.now()
     out = project_path(args.out_dir)
     name = f"demo-{args.dataset}-{started.strftime('%Y%m%d-%H%M%S')}"

@@ -153,3 +153,17 @@ def test_run_json_is_never_replaced(tmp_path):
                         outputs=outputs, plan=plan)
     assert (folder / "run.json").read_bytes() == before
     assert np.array_equal(pd.read_csv(folder / "outputs.csv")["row"], [0, 1])
+
+
+def test_run_ids_and_sweep_point_ids_are_safe_file_names(tmp_path):
+    import datetime as dt
+
+    from ggr_kv.analysis.sweep import _axis_name
+    from ggr_kv.run.rundir import new_run_id
+
+    now = dt.datetime(2026, 1, 2, 3, 4, 5)
+    assert new_run_id("movies@300, seed=1", "../ggr", tmp_path, now) == (
+        "movies_300_seed=1-ggr-20260102-030405")
+    assert new_run_id("", "", tmp_path, now) == "run-run-20260102-030405"
+    assert _axis_name("data/my table.csv") == "my-table"
+    assert _axis_name("movies@300") == "movies-300"

@@ -57,7 +57,7 @@ import pandas as pd
 import yaml
 
 from ggr_kv.core.jsonutil import dumps
-from ggr_kv.core.paths import project_path
+from ggr_kv.core.paths import project_path, slug
 from ggr_kv.run.sweepstate import SweepLock, SweepState, done_dir, next_attempt, write_atomic
 
 __all__ = [
@@ -379,7 +379,8 @@ def _check_parameters(spec: SweepSpec, src: str) -> None:
 # ----------------------------------------------------------------------------- grid
 
 
-def _slug(text: str) -> str:
+def _axis_name(text: str) -> str:
+    """An axis value as a point-id part: a table path by its file's stem, else the text."""
     p = Path(text)
     is_path = "/" in text or "\\" in text or p.suffix.lower() in (".csv", ".tsv", ".parquet")
     name = (
@@ -387,7 +388,7 @@ def _slug(text: str) -> str:
         if is_path
         else text
     )
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "x"
+    return slug(name, "-", "x")
 
 
 def grid(spec: SweepSpec) -> list[GridPoint]:
@@ -402,7 +403,7 @@ def grid(spec: SweepSpec) -> list[GridPoint]:
         for o in spec.overrides:
             if all(str(axes[k]) == str(v) for k, v in (o.get("match") or {}).items()):
                 params = merge(params, o.get("parameters") or {})
-        point_id = "__".join(_slug(axes[k]) for k in _AXES)
+        point_id = "__".join(_axis_name(axes[k]) for k in _AXES)
         params.update(
             dataset=dataset,
             orderings=[ordering],

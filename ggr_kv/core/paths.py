@@ -3,9 +3,13 @@ resolved against the project folder (so notebooks write where the CLI does)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-__all__ = ["CHECKOUT_DIR", "PACKAGE_DIR", "project_path"]
+__all__ = ["CHECKOUT_DIR", "PACKAGE_DIR", "project_path", "slug"]
+
+#: characters a file name part may keep (others become the separator)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
 #: the ``ggr_kv`` package folder
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -30,3 +34,10 @@ def project_path(path: str | Path, start: str | Path | None = None) -> Path:
         if pp.is_file() and 'name = "ggr-kv"' in pp.read_text(encoding="utf-8", errors="ignore"):
             return folder / p
     return here / p
+
+
+def slug(text: str, sep: str = "_", empty: str = "run") -> str:
+    """``text`` as a safe file-name part: runs of characters other than letters, digits
+    and ``._+=-`` become ``sep``; ``sep`` and dots are stripped from both ends; ``empty``
+    if nothing is left (``slug("movies@300, seed=1")`` is ``movies_300_seed=1``)."""
+    return _UNSAFE.sub(sep, str(text)).strip(sep + ".") or empty

@@ -26,7 +26,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import re
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import pandas as pd
 
 from ggr_kv.collector.checks import CounterCheck
 from ggr_kv.core.jsonutil import dumps, to_jsonable
+from ggr_kv.core.paths import slug
 
 __all__ = [
     "ERROR_FILE",
@@ -78,8 +78,6 @@ INCOMPLETE_FILE = "incomplete.json"
 ERROR_FILE = "error.txt"
 #: version of the run.json layout `RunRecord` writes (files without ``record_format``: 1)
 RECORD_FORMAT = 2
-
-_SAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
 
 # ----------------------------------------------------------------------------- record
@@ -362,10 +360,6 @@ def read_record(folder: str | Path) -> RunRecord:
 # ----------------------------------------------------------------------------- folders
 
 
-def _slug(text: str) -> str:
-    return _SAFE.sub("_", str(text)).strip("_.") or "run"
-
-
 def run_dir_state(folder: str | Path) -> str:
     """``complete`` (run.json), ``failed`` (error.txt), ``incomplete`` (reserved: running
     or killed), ``missing``, or ``other`` (a folder this package did not make)."""
@@ -476,7 +470,7 @@ def new_run_id(
     """``{dataset}-{method}-{YYYYmmdd-HHMMSS}``, with ``-2``, ``-3``... if that is taken
     (a folder in ``out_dir``, or a name in ``taken``)."""
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    base = f"{_slug(dataset)}-{_slug(method)}-{stamp}"
+    base = f"{slug(dataset)}-{slug(method)}-{stamp}"
     out = Path(out_dir)
     run_id, k = base, 1
     while (out / run_id).exists() or run_id in taken:

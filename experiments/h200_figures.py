@@ -1,8 +1,8 @@
-"""Figures, report and README table for the H200 runs in ``results/h200/``.
+"""Figures, report and README table of the 800-row H200 runs (``results/h200/orderings-800rows``).
 
-Run here (no GPU needed) after ``benchmarks/gpu_orderings.py`` filled the folder:
+Run here (no GPU needed) after ``experiments/gpu_orderings.py`` filled the folder:
 
-    python benchmarks/h200_figures.py results/h200
+    python experiments/h200_figures.py results/h200/orderings-800rows
 
 Writes ``figures/`` (PNG + SVG, never overwriting), ``report.md`` for the orderings, a
 KV-cache sweep figure, the simulator's prediction of the movies runs beside the
@@ -70,4 +70,4 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "results/h200")
+    main(sys.argv[1] if len(sys.argv) > 1 else "results/h200/orderings-800rows")

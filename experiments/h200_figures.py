@@ -33,7 +33,8 @@ def main(folder: str) -> None:
 
     predicted = {}
     for m in ("original", "sorted", "ggr"):
-        sim = simulate_run(load_run(root / f"movies-{m}"))
+        # the run.json names the GPU machine's model folder; its tokenizer is Llama-3's
+        sim = simulate_run(load_run(root / f"movies-{m}"), tokenizer="llama3")
         predicted[m] = sim
         meas = load_run(root / f"movies-{m}").meta["summary"]
         print(f"movies {m}: predicted hits {sim.summary['prefix_cache_hits']}, "

@@ -30,9 +30,10 @@ from pathlib import Path
 
 import pytest
 
+# the folder of the paper's real samples (``$GGR_KV_SHARED_DATASETS``), as scripts find it
+from ggr_kv.datasets.benchtables import SHARED_ENV, shared_datasets_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-#: environment variable naming the folder of the paper's real samples
-SHARED_ENV = "GGR_KV_SHARED_DATASETS"
 #: what every vLLM-starting test needs (CPU engine; set once per session)
 VLLM_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -47,12 +48,6 @@ TINY_ENGINE = {"model": "tiny-llama", "enforce_eager": True, "max_model_len": 40
 #: orderings of the shared tiny comparison
 COMPARISON_ORDERINGS = ("no_cache", "original", "ggr")
 _missing_shared: set[str] = set()
-
-
-def shared_datasets_dir() -> Path:
-    """The folder of the real samples: ``$GGR_KV_SHARED_DATASETS``, else ``../shared/datasets``."""
-    env = os.environ.get(SHARED_ENV)
-    return Path(env).expanduser() if env else ROOT.parent / "shared" / "datasets"
 
 
 def shared_path(name: str, required: bool = True) -> Path | None:

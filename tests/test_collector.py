@@ -416,6 +416,7 @@ def test_missing_vllm_says_what_to_install(monkeypatch):
 
 
 # -- resources -----------------------------------------------------------------------------
+@pytest.mark.subprocess
 def test_resource_sampler_counts_child_processes():
     burn = "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass\n"
     with_kids = ResourceSampler(0.1, include_children=True, gpu=False)

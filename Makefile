@@ -75,10 +75,10 @@ check-notebooks:  ## fail when a notebook carries outputs that `make strip` woul
 	  { echo "notebooks carry outputs: run 'make strip' and commit again" >&2; exit 1; }
 
 test: install check-notebooks
-	$(PY) -m pytest -q tests notebooks --nbval-lax -p no:cacheprovider
+	$(PY) -m pytest -q tests notebooks --nbval-lax -p no:cacheprovider --durations=15
 
-test-fast: install
-	$(PY) -m pytest -q tests -m "not vllm" -p no:cacheprovider
+test-fast: install  ## the under-a-minute loop: no engine, no subprocess, no slow test, no notebook
+	$(PY) -m pytest -q tests -m "not vllm and not slow and not subprocess" -p no:cacheprovider
 
 demo: install
 	$(PY) -m ggr_kv demo

@@ -15,8 +15,8 @@ What it measures
   with the table's first query, an unbounded cache) of ``original``, ``sorted``,
   ``ggr`` and ``blocks`` for blocks of 16 (GPU) and 128 (CPU backend) tokens, and each
   method's solve time (`ReorderResult.seconds`; for ``blocks`` it includes tokenizing).
-- Speed: synthetic 8-column tables (`bench_reorder.synthetic_table`) of 100k and 1M
-  rows: ``blocks`` end to end from a `Table` (tokenizing included), wall and CPU
+- Speed: synthetic 8-column tables (`ggr_kv.datasets.benchtables.synthetic_reviews`) of
+  100k and 1M rows: ``blocks`` end to end from a `Table` (tokenizing included), wall and CPU
   seconds, repeats with min/median/max; the token and block metrics
   (`ggr_kv.reorder.metrics.plan_hits`) of the ``blocks`` plan's 1M prompts, and, for
   the ratio, the whole-prompt path (build every prompt, tokenize it, hash its blocks)
@@ -48,19 +48,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from bench_reorder import SYNTH_FDS, synthetic_table
 
 from ggr_kv import __version__
 from ggr_kv.core.table import Table
-from ggr_kv.datasets import DATASETS, load_dataset
+from ggr_kv.datasets.benchtables import SYNTHETIC_FDS, bench_tables, first_query
+from ggr_kv.datasets.benchtables import synthetic_reviews as synthetic_table
 from ggr_kv.reorder import reorder
 from ggr_kv.reorder.metrics import plan_hits
 
-SHARED = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "benchmarks" / "RESULTS-blocks.md"
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"  # finite_cache.py's markers
 
 
 def markers(part: str) -> tuple[str, str]:
@@ -71,27 +67,13 @@ def markers(part: str) -> tuple[str, str]:
 METHODS = ("original", "sorted", "ggr", "blocks")
 BLOCK_SIZES = (16, 128)
 TOKENIZER = "llama3"
-GENERIC_QUERY = "Summarize this row in one sentence."
 SPEED_QUERY = "Is the review positive?"
-
-
-def tables() -> list[tuple[str, object]]:
-    """(label, Dataset) of every bundled table, then every real sample."""
-    out = [(name, load_dataset(name)) for name in sorted(DATASETS)]
-    if SHARED.is_dir():
-        for path in sorted(SHARED.glob("*.csv")):
-            out.append((path.stem, load_dataset(path)))
-    return out
-
-
-def _query(ds) -> str:
-    return ds.query(ds.query_types[0]).text if ds.query_types else GENERIC_QUERY
 
 
 def quality_rows() -> list[dict]:
     rows = []
-    for label, ds in tables():
-        table, fds, query = ds.table(), list(ds.fds) or None, _query(ds)
+    for label, ds in bench_tables():
+        table, fds, query = ds.table(), list(ds.fds) or None, first_query(ds)
         for bs in BLOCK_SIZES:
             row = {"table": label, "rows": table.n_rows, "cols": table.n_cols, "block": bs}
             for m in METHODS:
@@ -143,7 +125,7 @@ def speed_rows(sizes: list[int], repeats: int) -> list[dict]:
                 lambda table=table: reorder(
                     table,
                     "blocks",
-                    fds=SYNTH_FDS,
+                    fds=SYNTHETIC_FDS,
                     tokenizer=TOKENIZER,
                     block_size=16,
                     query=SPEED_QUERY,
@@ -153,7 +135,7 @@ def speed_rows(sizes: list[int], repeats: int) -> list[dict]:
             walls.append(w)
             cpus.append(c)
             print(f"blocks {n:,} rows: {w:.1f} s wall, {c:.1f} s CPU", flush=True)
-        ggr, gw, _ = _timed(lambda table=table: reorder(table, "ggr", fds=SYNTH_FDS))
+        ggr, gw, _ = _timed(lambda table=table: reorder(table, "ggr", fds=SYNTHETIC_FDS))
         row = {
             "ggr_wall": gw,
             "ggr_rate": plan_hits(table, ggr.plan, TOKENIZER, 16, SPEED_QUERY).block_hit_rate,

@@ -8,8 +8,8 @@ Run::
 
 What it measures
 
-- Synthetic tables (`synthetic_table`: 8 movie-review-like columns, one FD group with
-  long text, low-cardinality columns, near-unique columns), 1k to 1M rows: a plain
+- Synthetic tables (`ggr_kv.datasets.benchtables.synthetic_reviews`: 8 movie-review-like
+  columns, one FD group with long text, low-cardinality columns, near-unique columns), 1k to 1M rows: a plain
   ``df.sort_values(all columns)`` (the baseline) and ``original``, ``sorted``, ``ggr``
   (our defaults), ``ggr`` with ``preset="paper"``, in the same run; ``ophr`` on a
   10-row slice. ``solver s`` is `ReorderResult.seconds`; ``total s`` adds building the
@@ -49,6 +49,8 @@ if str(ROOT) not in sys.path:
 
 from ggr_kv import __version__
 from ggr_kv.core.table import Table
+from ggr_kv.datasets.benchtables import SYNTHETIC_FDS as SYNTH_FDS
+from ggr_kv.datasets.benchtables import synthetic_reviews as synthetic_table
 from ggr_kv.reorder import reorder
 
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -66,7 +68,6 @@ SAMPLES = {
     "posts_100": ("posts_sampled_labelled.csv", [("PostId", "Body")]),
     "contributions": ("contributions.csv", None),
 }
-SYNTH_FDS = [("movie_title", "movie_info", "movie_link")]
 ABLATIONS = [
     ("ggr, ours", {}),
     ("paper preset", {"preset": "paper"}),
@@ -96,114 +97,6 @@ def phc(table: Table, plan) -> int:
     from ggr_kv.reorder.metrics import phc as _phc
 
     return int(_phc(table, plan))
-
-
-_WORDS = [
-    "a",
-    "bold",
-    "funny",
-    "and",
-    "oddly",
-    "moving",
-    "film",
-    "that",
-    "never",
-    "quite",
-    "earns",
-    "its",
-    "ending",
-    "but",
-    "the",
-    "cast",
-    "is",
-    "superb",
-    "slow",
-    "overlong",
-    "messy",
-    "brilliant",
-    "tender",
-    "cold",
-    "predictable",
-    "fresh",
-    "smart",
-    "dull",
-    "vivid",
-    "gripping",
-    "clumsy",
-    "elegant",
-    "sharp",
-    "loud",
-    "quiet",
-    "strange",
-    "familiar",
-]
-_GENRES = [
-    "Drama", "Comedy", "Action & Adventure", "Horror", "Documentary", "Romance",
-    "Science Fiction & Fantasy", "Mystery & Suspense", "Animation", "Kids & Family",
-    "Art House & International", "Musical & Performing Arts", "Classics", "Western",
-    "Television", "Sports & Fitness", "Special Interest", "Cult Movies", "Anime & Manga",
-    "Faith & Spirituality",
-]  # fmt: skip
-
-
-def synthetic_table(n: int, seed: int = 0) -> pd.DataFrame:
-    """A movie-review-like table of ``n`` rows and 8 columns.
-
-    - ``movie_title`` / ``movie_info`` (~300 characters) / ``movie_link``: one FD group,
-      n/10 movies with Zipf popularity (a long tail of movies with one review);
-    - ``genre`` (20 values, determined by the movie);
-    - ``critic`` (~30 characters, n/40 critics with Zipf activity, across movies);
-    - ``review_type`` (2 values);
-    - ``review_id`` (unique) and ``review_text`` (~150 characters, unique).
-    """
-    rng = np.random.default_rng(seed)
-    words = np.array(_WORDS, dtype=object)
-
-    def zipf(k: int, a: float) -> np.ndarray:
-        p = 1.0 / np.arange(1, k + 1) ** a
-        return rng.choice(k, size=n, p=p / p.sum())
-
-    n_movies = max(5, n // 10)
-    movie = zipf(n_movies, 1.0)
-    info = np.array(
-        [" ".join(words[r]) for r in rng.integers(0, len(words), size=(n_movies, 50))],
-        dtype=object,
-    )
-    tw = rng.integers(0, len(words), size=(n_movies, 2))
-    title = np.array(
-        [f"{words[a].title()} {words[b].title()} {i}" for i, (a, b) in enumerate(tw)],
-        dtype=object,
-    )
-    link = np.array([f"m/{t.lower().replace(' ', '_')}" for t in title], dtype=object)
-    genre = np.array(_GENRES, dtype=object)[rng.integers(0, len(_GENRES), n_movies)]
-    n_critics = max(3, n // 40)
-    cw = rng.integers(0, len(words), size=(n_critics, 3))
-    critic = np.array(
-        [
-            f"{words[a].title()} {words[b].title()}-{i} ({words[c].title()} Times)"
-            for i, (a, b, c) in enumerate(cw)
-        ],
-        dtype=object,
-    )
-    phrases = np.array(
-        [" ".join(words[r]) for r in rng.integers(0, len(words), size=(4096, 12))], dtype=object
-    )
-    ids = pd.Series(np.arange(n) * 7919 % 10_000_019 + 1_000_000).astype(str)
-    first = pd.Series(phrases[rng.integers(0, 4096, n)])
-    last = pd.Series(phrases[rng.integers(0, 4096, n)])
-    text = first + " (" + ids + ") " + last
-    return pd.DataFrame(
-        {
-            "review_id": ids.to_numpy(dtype=object),
-            "review_text": text.to_numpy(dtype=object),
-            "review_type": np.where(rng.random(n) < 0.6, "Fresh", "Rotten").astype(object),
-            "critic": critic[zipf(n_critics, 0.9)],
-            "movie_link": link[movie],
-            "movie_title": title[movie],
-            "movie_info": info[movie],
-            "genre": genre[movie],
-        }
-    )
 
 
 def _best_time(fn, repeat: int) -> tuple[float, object]:

@@ -17,7 +17,8 @@ that machine load hits all variants alike):
    prompts, the same totals.
 
 4. With ``--jobtime DIR``: predicted against measured job time of every run folder in
-   ``DIR`` (e.g. ``results/h200``). Throughputs are fitted (`fit_throughputs`) on the
+   ``DIR`` (e.g. ``results/h200/orderings-800rows``). Throughputs are fitted
+   (`fit_throughputs`) on the
    ``no_cache`` runs alone, as one would calibrate an engine with jobs that cannot hit,
    and every other run is predicted from its replay (`simulate_run`); also a
    leave-one-out fit over all runs, the rule "uncached tokens / 42k tokens/s", and the
@@ -30,7 +31,7 @@ that machine load hits all variants alike):
    same machine; the prediction uses the calibration jobs and the replay only.
 
 Run: ``.venv/bin/python benchmarks/bench_simulate.py [--ref HEAD~1] [--jobtime
-results/h200] [--no-speed]`` (``--prompts 10000`` for a quick look); on a GPU:
+results/h200/orderings-800rows] [--no-speed]`` (``--prompts 10000`` for a quick look); on a GPU:
 ``python benchmarks/bench_simulate.py --no-speed --engine llama-3.1-8b --datasets movies
 products beer --out engine.json``. Prints Markdown tables and exits with status 1 if any case of
 100,000 prompts with <= 16 output tokens misses the target (median).
@@ -387,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ref", default=None, metavar="REV",
                     help="also time the step loop of this git revision (e.g. HEAD~1)")
     ap.add_argument("--jobtime", default=None, metavar="DIR", type=Path,
-                    help="predict the job time of the run folders in DIR (e.g. results/h200)")
+                    help="predict the job time of the run folders in DIR "
+                    "(e.g. results/h200/orderings-800rows)")
     ap.add_argument("--no-speed", action="store_true", help="skip the speed tables (1-3)")
     ap.add_argument("--engine", default=None, metavar="MODEL",
                     help="predict jobs on a live engine of this model (e.g. llama-3.1-8b)")

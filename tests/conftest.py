@@ -9,18 +9,31 @@
   summary says how many did and why: no silent skips.
 - `tiny_comparison`: one small comparison of orderings run on the CPU engine, shared by the
   plot and report tests.
+- `tiny_llm`: ONE in-process CPU engine (`TINY_ENGINE`) for the session, for every test
+  that needs an engine but not a fresh one; `tiny_server_launch` / `tiny_server`: ONE
+  vLLM OpenAI-compatible server subprocess of the same model for the session. A test that
+  needs other engine settings, a count of engine starts, or a process of its own starts
+  its own engine (and marks itself ``vllm``).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+# the folder of the paper's real samples (``$GGR_KV_SHARED_DATASETS``), as scripts find it
+from ggr_kv.datasets.benchtables import SHARED_ENV, shared_datasets_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-#: environment variable naming the folder of the paper's real samples
-SHARED_ENV = "GGR_KV_SHARED_DATASETS"
 #: what every vLLM-starting test needs (CPU engine; set once per session)
 VLLM_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -30,15 +43,11 @@ VLLM_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "TOKENIZERS_PARALLELISM": "false",
 }
+#: settings of the session's shared engine (`tiny_llm`); the server (`tiny_server`) has the same
+TINY_ENGINE = {"model": "tiny-llama", "enforce_eager": True, "max_model_len": 4096}
 #: orderings of the shared tiny comparison
 COMPARISON_ORDERINGS = ("no_cache", "original", "ggr")
 _missing_shared: set[str] = set()
-
-
-def shared_datasets_dir() -> Path:
-    """The folder of the real samples: ``$GGR_KV_SHARED_DATASETS``, else ``../shared/datasets``."""
-    env = os.environ.get(SHARED_ENV)
-    return Path(env).expanduser() if env else ROOT.parent / "shared" / "datasets"
 
 
 def shared_path(name: str, required: bool = True) -> Path | None:
@@ -100,6 +109,96 @@ def tiny_comparison(tmp_path_factory, vllm_env) -> Path:
         progress=False,
     )
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(vllm_env, tiny_dir):
+    """The session's shared in-process CPU engine (`make_llm` of `TINY_ENGINE`: dummy-weight
+    tiny Llama, eager, 4,096-token context, statistics on, 128-token KV blocks).
+
+    Started on first use, stopped at the end of the session. For tests that need AN engine,
+    not a fresh one: empty the prefix cache before counting hits
+    (``llm.reset_prefix_cache()``; the runner does it before every job), read vLLM's
+    counters as differences, and leave nothing attached when done (collectors stopped).
+    Tests that need other settings or count engine starts start their own.
+    """
+    pytest.importorskip("vllm")
+    from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm
+
+    llm = make_llm(EngineConfig(**TINY_ENGINE))
+    yield llm
+    shutdown_llm(llm)
+
+
+@dataclass
+class VLLMServer:
+    """A vLLM OpenAI-compatible server subprocess started by `tiny_server_launch`."""
+
+    proc: subprocess.Popen
+    url: str  # http://127.0.0.1:PORT
+    log: Path  # its stdout and stderr
+    model: str  # the model folder it serves (the name requests use)
+    ready: bool = field(default=False)
+
+    def wait(self, timeout_s: float = 400) -> str:
+        """Block until ``/health`` answers (fail the test with the log's tail if the server
+        exits or is not up in ``timeout_s``); returns `url`."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready:
+            if self.proc.poll() is not None:
+                pytest.fail(f"vLLM server exited ({self.proc.returncode}):\n"
+                            + self.log.read_text()[-3000:])
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                    self.ready = r.status == 200
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"vLLM server not up after {timeout_s:.0f} s:\n"
+                                + self.log.read_text()[-3000:])
+                time.sleep(0.5)
+        return self.url
+
+
+@pytest.fixture(scope="session")
+def tiny_server_launch(tiny_dir, tmp_path_factory) -> VLLMServer:
+    """Start the session's ONE vLLM server (tiny Llama, dummy weights, eager, 4,096 tokens,
+    prompt-token details, ``VLLM_SERVER_DEV_MODE=1`` for ``POST /reset_prefix_cache``)
+    WITHOUT waiting for it: request it early so it boots while other work runs, then call
+    ``.wait()`` (or use `tiny_server`). Stopped (its process group) at the session's end.
+    Tests reset its prefix cache before counting hits."""
+    pytest.importorskip("vllm")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    env["VLLM_SERVER_DEV_MODE"] = "1"
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(tiny_dir), "--load-format", "dummy", "--host", "127.0.0.1",
+        "--port", str(port), "--max-model-len", str(TINY_ENGINE["max_model_len"]),
+        "--enforce-eager", "--enable-prompt-tokens-details",
+    ]  # fmt: skip
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        yield VLLMServer(proc, f"http://127.0.0.1:{port}", log, str(tiny_dir))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the group this fixture started
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_server_launch) -> VLLMServer:
+    """The session's server (`tiny_server_launch`), up: ``.url``, ``.model``, ``.proc.pid``."""
+    tiny_server_launch.wait()
+    return tiny_server_launch
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -1,6 +1,6 @@
 """Row orders under a finite KV cache, judged by the simulator (``ggr_kv.simulate``).
 
-The claims of ``benchmarks/RESULTS-finite-cache.md``: a plan whose rows run in token
+The claims of ``experiments/RESULTS-finite-cache.md``: a plan whose rows run in token
 order keeps every unbounded-cache hit at every pool size; other row orders of the same
 prompts lose hits as the pool shrinks; with ``kv_blocks`` the ``blocks`` method never
 prefills more prompt tokens than its token order, and prefills fewer where it says so.

@@ -15,6 +15,7 @@ from ggr_kv.core.prompts import build_prompts
 from ggr_kv.core.table import load_table
 from ggr_kv.reorder.metrics import phc, score
 
+pytestmark = pytest.mark.subprocess  # every test runs `python -m ggr_kv` as a user does
 QUERY = "Is the review positive?"
 
 

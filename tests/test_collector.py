@@ -4,20 +4,19 @@ The prompts share known prefixes; their exact token ids come from the Llama-3 to
 and the prefix-cache hits vLLM must report are recomputed from those ids with the
 block-hash model (``ggr_kv.core.blocks``, block size read from the engine). The collector's
 per-step totals, the per-request ``num_cached_tokens`` and that recount must agree.
-One engine serves the whole module; the server tests start one real OpenAI-compatible
-server for the module and stop it afterwards.
+The session's shared engine (``conftest.tiny_llm``) serves the module, after one engine
+with statistics off; the server tests use the session's real OpenAI-compatible server
+(``conftest.tiny_server_launch``).
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import os
 import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import warnings
 from pathlib import Path
@@ -135,13 +134,12 @@ def stats_off_run(tiny_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def llm(tiny_dir, server_launch, stats_off_run):
-    # server_launch first: the server boots in its own processes meanwhile;
-    # stats_off_run: its engine is gone before this one starts
-    engine = _engine(tiny_dir, disable_log_stats=False)
-    yield engine
-    del engine
-    gc.collect()
+def llm(server_launch, stats_off_run, tiny_llm):
+    """The session's shared engine (conftest `TINY_ENGINE`: statistics on, eager, 4,096
+    tokens). server_launch first: the server boots in its own processes meanwhile;
+    stats_off_run: its engine is gone before the shared one starts (when this module is
+    the first to ask for it)."""
+    return tiny_llm
 
 
 @pytest.fixture(scope="module")
@@ -418,6 +416,7 @@ def test_missing_vllm_says_what_to_install(monkeypatch):
 
 
 # -- resources -----------------------------------------------------------------------------
+@pytest.mark.subprocess
 def test_resource_sampler_counts_child_processes():
     burn = "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass\n"
     with_kids = ResourceSampler(0.1, include_children=True, gpu=False)
@@ -465,49 +464,15 @@ def test_unreachable_url_names_the_url():
 
 
 @pytest.fixture(scope="module")
-def server_launch(tiny_dir, tmp_path_factory):
-    """Start a real vLLM OpenAI-compatible server (not waiting for it); stop it after."""
-    pytest.importorskip("vllm")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
-    env["VLLM_SERVER_DEV_MODE"] = "1"  # for POST /reset_prefix_cache between tests
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(tiny_dir), "--load-format", "dummy", "--host", "127.0.0.1",
-        "--port", str(port), "--max-model-len", "4096", "--enforce-eager",
-        "--enable-prompt-tokens-details",
-    ]  # fmt: skip
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    try:
-        yield proc, f"http://127.0.0.1:{port}", log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+def server_launch(tiny_server_launch):
+    """The session's vLLM server (conftest), booting (not waited for)."""
+    return tiny_server_launch
 
 
 @pytest.fixture(scope="module")
-def server(server_launch, tiny_dir):
-    proc, base, log = server_launch
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"vLLM server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=2):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not up after 300 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-    return base, str(tiny_dir), proc.pid
+def server(server_launch):
+    server_launch.wait(timeout_s=300)
+    return server_launch.url, server_launch.model, server_launch.proc.pid
 
 
 def _reset_server_cache(base: str) -> None:

@@ -118,6 +118,7 @@ def test_loading_the_cached_file_by_path_gives_the_same_dataset(tmp_cache):
     assert by_path.name == "shortgroups@200"
 
 
+@pytest.mark.subprocess
 def test_same_name_same_bytes_across_processes(tmp_cache, tmp_path):
     """Another process, another hash seed, another cache: byte-identical files."""
     names = ["movies@700", "products@600", "posts@500", "beer@900", "rag@400", "shortgroups@300"]
@@ -170,6 +171,7 @@ def test_a_damaged_cache_file_is_made_again(tmp_cache):
     assert dataset_path("rag@120").read_bytes() == good
 
 
+@pytest.mark.subprocess
 def test_default_cache_is_gitignored_in_the_checkout(monkeypatch):
     monkeypatch.delenv(CACHE_ENV, raising=False)
     assert cache_dir() == ROOT / ".cache" / "datasets"

@@ -93,6 +93,7 @@ def test_max_model_len_default_is_read_from_the_model_folder(tmp_path):
     assert model_max_len(tmp_path / "nothing-here") is None
 
 
+@pytest.mark.subprocess
 @pytest.mark.vllm
 def test_an_unknown_engine_argument_is_named_before_any_engine(tmp_path):
     pytest.importorskip("vllm")
@@ -114,6 +115,7 @@ def test_offline_data_parallel_points_to_a_server_before_starting_anything():
         make_llm(EngineConfig(data_parallel_size=2))
 
 
+@pytest.mark.subprocess
 def test_make_model_command_writes_a_loadable_folder(tmp_path):
     proc = ggr_kv("make-model", "llama-3.2-1b", "--out", tmp_path / "m", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -126,6 +128,7 @@ def test_make_model_command_writes_a_loadable_folder(tmp_path):
     assert bad.returncode == 2 and "tiny-llama" in bad.stderr  # lists the valid shapes
 
 
+@pytest.mark.subprocess
 @pytest.mark.vllm
 def test_run_command_end_to_end_and_never_overwrites(tmp_path):
     pytest.importorskip("vllm")

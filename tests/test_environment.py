@@ -96,6 +96,7 @@ def _offline_pip(links: Path) -> dict[str, str]:
     return {"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(links)}
 
 
+@pytest.mark.subprocess
 def test_installer_is_uv_when_pip_cannot_find_the_cpu_torch_wheel(tmp_path):
     # a fresh machine: PyPI has no torch==2.13.0+cpu, so plain pip install would fail
     res = _make("installer", f"PY={sys.executable}", env=_offline_pip(tmp_path))
@@ -103,6 +104,7 @@ def test_installer_is_uv_when_pip_cannot_find_the_cpu_torch_wheel(tmp_path):
     assert res.stdout.strip() == "uv"
 
 
+@pytest.mark.subprocess
 def test_installer_is_pip_when_a_local_copy_of_the_wheel_exists(tmp_path):
     # this machine: the wheel on local disk, found by pip's find-links (fast, offline)
     _wheel(tmp_path)
@@ -111,6 +113,7 @@ def test_installer_is_pip_when_a_local_copy_of_the_wheel_exists(tmp_path):
     assert res.stdout.strip() == "pip"
 
 
+@pytest.mark.subprocess
 def test_installer_can_be_forced_and_rejects_other_values():
     assert _make("installer", "INSTALLER=uv").stdout.strip() == "uv"
     bad = _make("installer", "INSTALLER=conda")
@@ -125,6 +128,7 @@ def test_the_uv_path_asks_uv_for_pytorchs_cpu_wheels_without_naming_any_host():
         assert "pytorch.org" not in body and "download." not in body, tracked
 
 
+@pytest.mark.subprocess
 def test_make_lab_allows_root_only_when_run_as_root():
     flags = _make("print-LAB_FLAGS").stdout.strip()
     assert flags == ("--allow-root" if os.getuid() == 0 else "")
@@ -150,6 +154,7 @@ def _nbstripout() -> str:
     return f"{sys.executable} -m nbstripout"
 
 
+@pytest.mark.subprocess
 def test_make_strip_removes_outputs_but_keeps_the_checked_cells(tmp_path):
     strip = _nbstripout()
     nb = _nb_with_outputs(tmp_path / "x.ipynb", "4\n")
@@ -163,6 +168,7 @@ def test_make_strip_removes_outputs_but_keeps_the_checked_cells(tmp_path):
     assert _make("check-notebooks", *args).returncode == 0
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_nbval_still_compares_a_kept_cell_after_stripping(tmp_path):
     strip = _nbstripout()
@@ -180,6 +186,7 @@ def test_nbval_still_compares_a_kept_cell_after_stripping(tmp_path):
     assert nbval(bad) == 1  # the stored "5" no longer matches: the cell is still checked
 
 
+@pytest.mark.subprocess
 def test_committed_notebooks_are_stripped_and_their_checked_cells_keep_outputs():
     strip = _nbstripout()
     res = _make("check-notebooks", f"NBSTRIPOUT={strip}")
@@ -237,31 +244,55 @@ print("GENERATED", len(out))
 """
 
 
-def _engine_output(mode: str, models: Path) -> str:
+@pytest.fixture(scope="module")
+def engine_logs(tiny_dir, tmp_path_factory) -> dict[str, tuple[int, str, str]]:
+    """(exit code, stdout, stderr) of a quiet and a verbose engine start, each in a fresh
+    process; the two run side by side (each mostly imports, then waits on one core)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("VLLM_LOGGING", "TRANSFORMERS_VERBOSITY", "TORCH_CPP"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    res = subprocess.run([sys.executable, "-c", _ENGINE_SCRIPT, mode, str(models)], env=env,
-                         capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "GENERATED 1" in res.stdout
-    return res.stdout + res.stderr
+    logs = tmp_path_factory.mktemp("engine-logs")
+    procs = {}
+    for mode in ("quiet", "verbose"):
+        with open(logs / f"{mode}.out", "w") as out, open(logs / f"{mode}.err", "w") as err:
+            procs[mode] = subprocess.Popen(
+                [sys.executable, "-c", _ENGINE_SCRIPT, mode, str(tiny_dir.parent)], env=env,
+                cwd=ROOT, stdout=out, stderr=err)
+    try:
+        codes = {mode: proc.wait(timeout=600) for mode, proc in procs.items()}
+    finally:
+        for proc in procs.values():  # only after a timeout: the ones this fixture started
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return {mode: (codes[mode], (logs / f"{mode}.out").read_text(),
+                   (logs / f"{mode}.err").read_text()) for mode in procs}
 
 
+def _engine_output(engine_logs: dict, mode: str) -> str:
+    code, stdout, stderr = engine_logs[mode]
+    assert code == 0, stderr[-3000:]
+    assert "GENERATED 1" in stdout
+    return stdout + stderr
+
+
+@pytest.mark.subprocess
 @pytest.mark.vllm
-def test_quiet_engine_start_prints_nothing_but_the_result(tiny_dir):
-    text = _engine_output("quiet", tiny_dir.parent)
+def test_quiet_engine_start_prints_nothing_but_the_result(engine_logs):
+    text = _engine_output(engine_logs, "quiet")
     noise = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("GENERATED")]
     assert noise == [], noise[:10]
 
 
+@pytest.mark.subprocess
 @pytest.mark.vllm
-def test_verbose_engine_start_shows_vllms_logs(tiny_dir):
-    text = _engine_output("verbose", tiny_dir.parent)
+def test_verbose_engine_start_shows_vllms_logs(engine_logs):
+    text = _engine_output(engine_logs, "verbose")
     assert "INFO" in text and "Initializing a V1 LLM engine" in text
     assert "incorrect regex pattern" not in text  # our tokenizer.json is not an old Mistral one
 
 
+@pytest.mark.subprocess
 def test_git_add_strips_outputs_once_make_install_has_wired_the_filter(tmp_path):
     _nbstripout()
     wrapper = tmp_path / "nbstripout"

@@ -1,4 +1,4 @@
-"""The result tables in results/*/README.md are what `benchmarks/h200_scale.py` makes of
+"""The result tables in results/*/README.md are what `experiments/h200_scale.py` makes of
 the committed run folders: nobody edited a number by hand, no run folder went missing."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from ggr_kv.analysis.readme import read_block
 from ggr_kv.core.paths import CHECKOUT_DIR
 
-SCRIPT = CHECKOUT_DIR / "benchmarks" / "h200_scale.py"
+SCRIPT = CHECKOUT_DIR / "experiments" / "h200_scale.py"
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +23,11 @@ def scale():
 
 def test_h200_tables_are_generated_from_the_run_folders(scale):
     readme = scale.H200 / "README.md"
-    single = scale.singles("p12-")
+    single = scale.singles(scale.SCALE)
     assert len(single) >= 39 and (single["rows"] >= 10_000).sum() >= 15  # 3 tables x 5
     assert read_block(readme, "scale-orderings") == scale.paper_scale_table(single) + "\n"
-    assert read_block(readme, "scale-repeats") == scale.repeats_table(scale.singles("p12r-")) + "\n"
+    repeats = scale.singles(scale.REPEATS)
+    assert read_block(readme, "scale-repeats") == scale.repeats_table(repeats) + "\n"
     assert read_block(readme, "kv-sweep-scale") == scale.kv_sweep_table() + "\n"
     assert read_block(readme, "offload") == scale.offload_table() + "\n"
 

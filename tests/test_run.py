@@ -1,22 +1,16 @@
 """The inference runner on a real vLLM engine (CPU), offline and through the server.
 
-One in-process engine serves the whole module; the server test starts one
-``vllm.entrypoints.openai.api_server`` subprocess at module start, so it boots while
-the offline tests run. Rows are real (``movies_small.csv``) so prompts span several
+The session's shared in-process engine (``conftest.tiny_llm``) serves the whole module;
+the server test uses the session's ``vllm.entrypoints.openai.api_server`` subprocess
+(``conftest.tiny_server_launch``), requested at module start so it boots while the
+offline tests run. Rows are real (``movies_small.csv``) so prompts span several
 128-token KV blocks and the prefix cache actually hits.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +27,7 @@ from ggr_kv.core.prompts import build_prompts
 from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS
 from ggr_kv.core.table import Table, load_table
 from ggr_kv.core.tokenizer import load_tokenizer
-from ggr_kv.engine.config import (
-    EngineConfig,
-    engine_starts,
-    make_llm,
-    shutdown_llm,
-    started_engine,
-)
+from ggr_kv.engine.config import engine_starts, started_engine
 from ggr_kv.run import RunSpec, read_record, restrict_plan, run_batch, run_orderings, run_table
 from ggr_kv.run.rundir import (
     ERROR_FILE,
@@ -62,50 +50,13 @@ GROUPED = ["rotten_tomatoes_link", "movie_title", "movie_info", "review_content"
 
 
 @pytest.fixture(scope="module")
-def server(tiny_dir, tmp_path_factory):
-    """A vLLM OpenAI-compatible server on a free port; yields its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}  # allows POST /reset_prefix_cache
-    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(tiny_dir), "--load-format", "dummy",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--max-model-len", "4096", "--enforce-eager", "--enable-prompt-tokens-details",
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    state = {"proc": proc, "url": url, "log": log, "ready": False}
-    try:
-        yield state
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the group this fixture started
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(30)
+def server(tiny_server_launch):
+    """The session's vLLM server (conftest), booting while the offline tests run."""
+    return tiny_server_launch
 
 
-def wait_ready(state: dict, timeout_s: float = 400) -> str:
-    deadline = time.monotonic() + timeout_s
-    while not state["ready"]:
-        if state["proc"].poll() is not None:
-            pytest.fail("vLLM server exited:\n" + state["log"].read_text()[-3000:])
-        try:
-            with urllib.request.urlopen(state["url"] + "/health", timeout=2) as r:
-                state["ready"] = r.status == 200
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail("vLLM server not ready:\n" + state["log"].read_text()[-3000:])
-            time.sleep(1)
-    return state["url"]
+def wait_ready(server) -> str:
+    return server.wait(timeout_s=400)
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +75,9 @@ def plan(table) -> ReorderPlan:
 
 
 @pytest.fixture(scope="module")
-def llm(tiny_dir):
-    engine = make_llm(EngineConfig(model="tiny-llama", enforce_eager=True, max_model_len=4096))
-    yield engine
-    shutdown_llm(engine)
+def llm(tiny_llm):
+    """The session's shared engine (conftest `TINY_ENGINE`)."""
+    return tiny_llm
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,7 @@ def test_max_model_len_comes_from_the_model_folder_when_not_set(tmp_path, tiny_d
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.subprocess
 def test_the_cli_names_the_long_rows_in_one_line_without_starting_vllm(tmp_path):
     path = long_table(tmp_path)
     proc = subprocess.run(

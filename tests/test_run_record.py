@@ -37,7 +37,7 @@ from ggr_kv.run.rundir import (
 from ggr_kv.run.runs import load_run, load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
-H200 = ROOT / "results" / "h200"
+H200 = ROOT / "results" / "h200" / "orderings-800rows"  # the 800-row runs (record format 1)
 
 
 def a_record(run_id: str) -> RunRecord:

@@ -24,7 +24,7 @@ from ggr_kv.simulate.jobtime import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-H200 = ROOT / "results" / "h200"
+H200 = ROOT / "results" / "h200" / "orderings-800rows"  # the 800-row runs
 
 
 def grouped_prompts(n: int, shared: int, own: int, seed: int = 0, groups: int = 4,
@@ -181,8 +181,8 @@ def test_throughputs_refuse_impossible_rates():
         Throughputs(1.0, 1.0, -0.1)
 
 
-# -- against the H200 jobs in results/h200 ----------------------------------------------
-@pytest.mark.skipif(not H200.is_dir(), reason="results/h200 is not in this checkout")
+# -- against the 800-row H200 jobs ----------------------------------------------------
+@pytest.mark.skipif(not H200.is_dir(), reason=f"{H200} is not in this checkout")
 def test_h200_cached_jobs_predicted_from_uncached_ones():
     """Fit on the no-cache runs (every prompt token computed), predict the cached ones:
     the workflow of measuring throughputs once, then predicting orderings."""

@@ -12,7 +12,7 @@ shared prefix is used by one contiguous run of prompts, and a block that gets a 
 taken out of the free queue before anything is allocated. So with every KV size vLLM
 accepts (down to one request's worth), the simulator gives a token-order plan exactly
 its unbounded-cache hits, and no row order of the same prompts can hit more: a finite
-cache only ever holds a subset of the unbounded one (``benchmarks/RESULTS-finite-cache.md``
+cache only ever holds a subset of the unbounded one (``experiments/RESULTS-finite-cache.md``
 shows it for every bundled table and real sample). Orders that are NOT token orders
 lose hits as the cache shrinks: the original order badly, and the code orders of
 ``sorted`` / ``ggr`` slightly (values that share leading tokens, e.g. links, are not

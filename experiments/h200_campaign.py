@@ -4,9 +4,11 @@ One process per GPU (``CUDA_VISIBLE_DEVICES`` set by the caller); each step writ
 ordinary run folders under ``--out`` and a JSON of what it did, so a call that hits its
 time limit still returns everything finished::
 
-    python benchmarks/h200_campaign.py singles --plan A --out results/h200 --budget-s 520
-    python benchmarks/h200_campaign.py sharded --out results/h200x2 --budget-s 520
-    python benchmarks/h200_campaign.py cache --plan offload --out results/h200 --budget-s 300
+    python experiments/h200_campaign.py singles --plan A --out results/h200/paper-scale \
+        --budget-s 520
+    python experiments/h200_campaign.py sharded --out results/h200x2 --budget-s 520
+    python experiments/h200_campaign.py cache --plan offload --out results/h200/small-kv-cache \
+        --budget-s 300
 
 ``singles``: one engine (Llama-3.1-8B shape, dummy weights, CUDA graphs, prefix caching
 on) per GPU; its two throughputs are measured first (``measure_throughputs``), then every
@@ -238,7 +240,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["singles", "sharded", "cache"])
     p.add_argument("--plan", default="A")
-    p.add_argument("--out", default="results/h200")
+    p.add_argument("--out", default="results/h200/paper-scale")
     p.add_argument("--prefix", default="")
     p.add_argument("--model", default="llama-3.1-8b")
     p.add_argument("--max-model-len", type=int, default=4096)

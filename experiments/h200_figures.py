@@ -1,8 +1,8 @@
-"""Figures, report and README table for the H200 runs in ``results/h200/``.
+"""Figures, report and README table of the 800-row H200 runs (``results/h200/orderings-800rows``).
 
-Run here (no GPU needed) after ``benchmarks/gpu_orderings.py`` filled the folder:
+Run here (no GPU needed) after ``experiments/gpu_orderings.py`` filled the folder:
 
-    python benchmarks/h200_figures.py results/h200
+    python experiments/h200_figures.py results/h200/orderings-800rows
 
 Writes ``figures/`` (PNG + SVG, never overwriting), ``report.md`` for the orderings, a
 KV-cache sweep figure, the simulator's prediction of the movies runs beside the
@@ -33,7 +33,8 @@ def main(folder: str) -> None:
 
     predicted = {}
     for m in ("original", "sorted", "ggr"):
-        sim = simulate_run(load_run(root / f"movies-{m}"))
+        # the run.json names the GPU machine's model folder; its tokenizer is Llama-3's
+        sim = simulate_run(load_run(root / f"movies-{m}"), tokenizer="llama3")
         predicted[m] = sim
         meas = load_run(root / f"movies-{m}").meta["summary"]
         print(f"movies {m}: predicted hits {sim.summary['prefix_cache_hits']}, "
@@ -70,4 +71,4 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "results/h200")
+    main(sys.argv[1] if len(sys.argv) > 1 else "results/h200/orderings-800rows")

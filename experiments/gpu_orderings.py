@@ -1,10 +1,11 @@
 """Every bundled dataset x ordering on one GPU, side by side, plus a KV-cache size sweep.
 
-Used for ``results/h200/`` (issues 6, 12); works on any CUDA machine with vLLM:
+Used for ``results/h200/orderings-800rows/`` (issues 6, 12); works on any CUDA machine with vLLM:
 
-    python benchmarks/gpu_orderings.py main --model llama-3.1-8b --repeats 3 --out results/h200
-    python benchmarks/gpu_orderings.py kv-sweep --model llama-3.1-8b --dataset movies \
-        --blocks 4000 1500 800 400 --out results/h200
+    python experiments/gpu_orderings.py main --model llama-3.1-8b --repeats 3 \
+        --out results/h200/orderings-800rows
+    python experiments/gpu_orderings.py kv-sweep --model llama-3.1-8b --dataset movies \
+        --blocks 4000 1500 800 400 --out results/h200/orderings-800rows
 
 Both are one `ggr_kv.run.run_batch` call: every plan is made and every prompt checked
 against ``max_model_len`` before an engine starts; runs are grouped by engine settings and
@@ -99,7 +100,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["main", "kv-sweep"])
     p.add_argument("--model", default="llama-3.1-8b")
-    p.add_argument("--out", default="results/h200")
+    p.add_argument("--out", default="results/h200/orderings-800rows")
     p.add_argument("--prefix", default="", help="run-id prefix")
     p.add_argument("--datasets", nargs="+", default=["movies", "products", "posts", "beer", "rag"])
     p.add_argument("--dataset", default="movies", help="kv-sweep: the dataset")

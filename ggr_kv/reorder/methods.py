@@ -17,6 +17,8 @@ Methods (`METHODS`):
   below them under the same settings; with ``kv_blocks`` the row order is also chosen
   for a finite cache with the simulator. See `ggr_kv.reorder.blockaware` and
   `ggr_kv.reorder.cacheaware`.
+- ``trie`` (baseline): fields as given, rows in the depth-first order of the prompts'
+  token trie (BatchLLM / SGLang style), see `ggr_kv.reorder.trie`.
 
 Objectives: ``sorted``, ``ggr`` and ``ophr`` maximize PHC (the paper's squared shared
 characters, a proxy); ``blocks`` maximizes the block hit rate (what vLLM caches).
@@ -42,11 +44,12 @@ from ggr_kv.reorder.fd import resolve_fd_groups
 from ggr_kv.reorder.ggr import KNOBS as GGR_KNOBS
 from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
 from ggr_kv.reorder.ophr import DEFAULT_MAX_CELLS, DEFAULT_MAX_ROWS, OPHRTooLarge, ophr_unit_order
+from ggr_kv.reorder.trie import TRIE_KNOBS, trie_plan
 from ggr_kv.reorder.units import build_units, column_scores, expand_perm, fixed_order, sort_rows
 
 __all__ = ["KNOBS", "METHODS", "OPHRTooLarge", "ReorderResult", "reorder"]
 
-METHODS: tuple[str, ...] = ("original", "sorted", "ggr", "ophr", "blocks")
+METHODS: tuple[str, ...] = ("original", "sorted", "ggr", "ophr", "blocks", "trie")
 
 #: knobs each method takes (`reorder`'s ``**knobs``)
 KNOBS: dict[str, tuple[str, ...]] = {
@@ -55,6 +58,7 @@ KNOBS: dict[str, tuple[str, ...]] = {
     "ggr": ("preset", "progress", *GGR_KNOBS),
     "ophr": ("max_cells", "max_rows"),
     "blocks": BLOCKS_KNOBS,
+    "trie": TRIE_KNOBS,  # baseline: rows in token-trie DFS order, fields as given
 }
 
 
@@ -181,8 +185,8 @@ def reorder(
             t.columns[c] for k in ginfo.pop("discarded_units") for c in units.members[k]
         ]
         info.update(ginfo)
-    elif method == "blocks":
-        plan, binfo = blocks_plan(t, units, bcfg)
+    elif method in ("blocks", "trie"):
+        plan, binfo = blocks_plan(t, units, bcfg) if bcfg else trie_plan(t, units, **knobs)
         info.update(binfo)
         seconds = time.perf_counter() - t0
         info["solver_seconds"] = seconds

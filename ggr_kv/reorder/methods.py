@@ -9,7 +9,9 @@ Methods (`METHODS`):
   values are not in alphabetical order: equal values, and equal prefixes, are adjacent,
   which is all that prefix sharing needs.
 - ``ggr``: Greedy Group Recursion (paper Algorithm 1), see `ggr_kv.reorder.ggr` for the
-  algorithm, its knobs (``preset="paper"`` gives the paper's settings) and what differs.
+  algorithm, its knobs (``preset="paper"`` gives the paper's settings) and what differs;
+  by default both our settings and the paper's run and the plan sharing more characters
+  wins (`ggr_kv.reorder.ggrpick`).
 - ``ophr``: the exact optimum (exponential; small tables only), see `ggr_kv.reorder.ophr`.
 - ``blocks``: the prompt tokens vLLM's prefix cache really serves (real tokenizer, whole
   KV blocks, the last-token rule, the shared head), searched from the ``original``,
@@ -43,6 +45,7 @@ from ggr_kv.reorder.blockmethod import BLOCKS_KNOBS, blocks_config, blocks_plan
 from ggr_kv.reorder.fd import resolve_fd_groups
 from ggr_kv.reorder.ggr import KNOBS as GGR_KNOBS
 from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
+from ggr_kv.reorder.ggrpick import ggr_pick
 from ggr_kv.reorder.ophr import DEFAULT_MAX_CELLS, DEFAULT_MAX_ROWS, OPHRTooLarge, ophr_unit_order
 from ggr_kv.reorder.trie import TRIE_KNOBS, trie_plan
 from ggr_kv.reorder.units import build_units, column_scores, expand_perm, fixed_order, sort_rows
@@ -55,7 +58,7 @@ METHODS: tuple[str, ...] = ("original", "sorted", "ggr", "ophr", "blocks", "trie
 KNOBS: dict[str, tuple[str, ...]] = {
     "original": (),
     "sorted": (),
-    "ggr": ("preset", "progress", *GGR_KNOBS),
+    "ggr": ("preset", "pick", "progress", *GGR_KNOBS),
     "ophr": ("max_cells", "max_rows"),
     "blocks": BLOCKS_KNOBS,
     "trie": TRIE_KNOBS,  # baseline: rows in token-trie DFS order, fields as given
@@ -116,7 +119,9 @@ def reorder(
     fds : FD groups (tuples of column names) that travel together, ``"auto"`` to
         discover exact ones, or None. A declared group that is not an exact FD in the
         data is used anyway, with an `ggr_kv.reorder.fd.FDWarning` giving its violation count.
-    **knobs : method options. ``ggr``: ``preset`` (``"ours"`` or ``"paper"``),
+    **knobs : method options. ``ggr``: ``preset`` (``"ours"`` or ``"paper"``), ``pick``
+        (default: True with ``preset="ours"``: also solve with the paper's preset and keep
+        the plan with the higher `paper_char_hit_rate`, see `ggr_kv.reorder.ggrpick`),
         ``early_stop``, ``distinct_value_threshold``, ``row_stop``, ``col_stop``,
         ``chunk_rows``, ``constant_first``, ``progress``. ``ophr``: ``max_cells``,
         ``max_rows``. ``blocks``: ``tokenizer`` (name, model folder or tokenizer object;
@@ -176,9 +181,13 @@ def reorder(
     elif method == "ggr":
         preset = knobs.pop("preset", "ours")
         progress = bool(knobs.pop("progress", False))
+        pick = bool(knobs.pop("pick", preset == "ours"))
         cfg = ggr_config(preset, **knobs)
-        unit_perm, ginfo = ggr_unit_order(units, cfg, progress=progress)
-        info["knobs"] = {"preset": preset, **asdict(cfg)}
+        if pick:
+            unit_perm, ginfo, info["pick"] = ggr_pick(t, units, cfg, progress=progress)
+        else:
+            unit_perm, ginfo = ggr_unit_order(units, cfg, progress=progress)
+        info["knobs"] = {"preset": preset, "pick": pick, **asdict(cfg)}
         info["groups_found"] = ginfo.pop("groups")
         info["fallbacks"] = ginfo.pop("fallback_rows")
         info["discarded_columns"] = [

@@ -160,3 +160,107 @@ def run_table(label, ds, query, kind, adrs, repeats) -> dict:
         res["char"]["paper GGR"] = float(np.median(cs))
         res["char_spread"] = (min(cs), max(cs))
     return res
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def table_md(r: dict) -> list[str]:
+    """One table's section: rates per query and block size, char metric, seconds."""
+    names = [n for n in (*OURS, "paper GGR", "blocks") if n in r["rates"]["short"]]
+    out = [f"### {r['label']} ({r['kind']}, {r['rows']:,} x {r['cols']})", ""]
+    head = ["query", "block", *names, "blocks - best other", "ggr - paper GGR"]
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
+    fails = []
+    for q in ("short", "long"):
+        for b in BLOCK_SIZES:
+            v = {n: r["rates"][q][n][b] for n in names}
+            cells = []
+            for n in names:
+                c = _pct(v[n])
+                if n == "paper GGR" and q in r["spread"]:
+                    lo, hi = r["spread"][q][b]
+                    c += f" ({_pct(lo)}-{_pct(hi)})" if hi > lo else ""
+                cells.append(c)
+            gain = v["blocks"] - max(v[n] for n in names if n != "blocks")
+            dg = v["ggr"] - v["paper GGR"] if "paper GGR" in v else float("nan")
+            out.append(f"| {q} | {b} | " + " | ".join(cells) + f" | {100 * gain:+.2f} | {100 * dg:+.2f} |")
+            if gain < 0:
+                fails.append(f"{r['label']}, {q} query, block {b}: blocks {100 * gain:+.2f} points")
+            if dg < 0:
+                fails.append(f"{r['label']}, {q} query, block {b}: ggr {100 * dg:+.2f} points")
+    ch = r["char"]
+    cc = [_pct(ch[n]) if n in ch else "-" for n in names]
+    dg = ch["ggr"] - ch["paper GGR"] if "paper GGR" in ch else float("nan")
+    out.append("| char (paper's metric) | - | " + " | ".join(cc) + f" | - | {100 * dg:+.2f} |")
+    if dg < 0:
+        fails.append(f"{r['label']}, character metric: ggr {100 * dg:+.2f} points")
+    secs = ", ".join(f"{k} {v:.2f}" for k, v in r["seconds"].items())
+    out += ["", f"Solve seconds: {secs}.", ""]
+    return out, fails
+
+
+def render(results: list[dict], cmd: str, wall: float, adrs: bool) -> str:
+    now = _dt.datetime.now().isoformat(timespec="seconds")
+    lines = [
+        BEGIN,
+        f"Run {now} ({wall:.0f} s); {platform.machine()}, {os.cpu_count()} CPUs, load average "
+        + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + " at the end.",
+        f"Command: `{cmd}`",
+        "",
+        "Block hit rates (%) of the project's prompts, llama3 tokenizer, unbounded cache. "
+        "`short`: the table's first query; `long`: the same after a fixed ~150-token "
+        "preamble. `paper GGR`: median of its runs (spread in brackets when they differ). "
+        "`blocks` is solved for each block size and query. `char`: the paper's character "
+        "metric (values joined, trie over earlier rows).",
+        "",
+    ]
+    if not adrs:
+        lines += ["No ADRS snapshot given: the paper's GGR and the beer table are left out.", ""]
+    fails = []
+    for r in results:
+        md, f = table_md(r)
+        lines += md
+        fails += f
+    lines += ["### Cells below target", ""]
+    lines += [f"- {f}" for f in fails] if fails else ["None."]
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write(text: str, path: Path) -> None:
+    old = path.read_text() if path.exists() else f"# Orderings on real tables\n\n{BEGIN}\n{END}\n"
+    a, b = old.index(BEGIN), old.index(END) + len(END)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(old[:a] + text + old[b:])
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--adrs", help=f"local copy of lynnliu030/ADRS (default: ${paper_ggr.ENV})")
+    ap.add_argument("--tables", nargs="*", help="table labels (default: all)")
+    ap.add_argument("--generated", action="store_true", help="also the generated data/ tables")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of the paper's GGR")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args(argv)
+    adrs = None
+    try:
+        adrs = paper_ggr.resolve_source(args.adrs)
+    except paper_ggr.SnapshotMissing as e:
+        print(f"bench_orderings: {e}; going on without it", file=sys.stderr)
+    t0 = time.perf_counter()
+    results = [run_table(*row, adrs, args.repeats)
+               for row in real_tables(adrs, args.tables, args.generated)]  # fmt: skip
+    cmd = "python benchmarks/bench_orderings.py" + (" --adrs PATH" if adrs else "") + (
+        " --generated" if args.generated else "")  # fmt: skip
+    text = render(results, cmd, time.perf_counter() - t0, adrs is not None)
+    print(text)
+    if not args.no_write:
+        write(text, RESULTS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -120,8 +120,9 @@ def reorder(
         discover exact ones, or None. A declared group that is not an exact FD in the
         data is used anyway, with an `ggr_kv.reorder.fd.FDWarning` giving its violation count.
     **knobs : method options. ``ggr``: ``preset`` (``"ours"`` or ``"paper"``), ``pick``
-        (default: True with ``preset="ours"``: also solve with the paper's preset and keep
-        the plan with the higher `paper_char_hit_rate`, see `ggr_kv.reorder.ggrpick`),
+        (default: True with ``preset="ours"`` and no other GGR knob: also solve with the
+        paper's preset and keep the plan with the higher `paper_char_hit_rate`, see
+        `ggr_kv.reorder.ggrpick`),
         ``early_stop``, ``distinct_value_threshold``, ``row_stop``, ``col_stop``,
         ``chunk_rows``, ``constant_first``, ``progress``. ``ophr``: ``max_cells``,
         ``max_rows``. ``blocks``: ``tokenizer`` (name, model folder or tokenizer object;
@@ -181,7 +182,7 @@ def reorder(
     elif method == "ggr":
         preset = knobs.pop("preset", "ours")
         progress = bool(knobs.pop("progress", False))
-        pick = bool(knobs.pop("pick", preset == "ours"))
+        pick = bool(knobs.pop("pick", preset == "ours" and not knobs))
         cfg = ggr_config(preset, **knobs)
         if pick:
             unit_perm, ginfo, info["pick"] = ggr_pick(t, units, cfg, progress=progress)

@@ -164,11 +164,11 @@ def _fallback(t: Table, units: Units, pieces: PromptPieces, cfg: BlocksConfig, i
 def _seed_plans(t: Table, units: Units) -> dict[str, ReorderPlan]:
     n, u = units.codes.shape
     sorted_u = np.broadcast_to(fixed_order(column_scores(units)).astype(np.int32), (n, u))
-    ggr_u = ggr_unit_order(units, ggr_config())[0]
     return {
         "original": _original_plan(t, units),
         "sorted": _code_order_plan(t, units, sorted_u),
-        "ggr": _code_order_plan(t, units, ggr_u),
+        "ggr": _code_order_plan(t, units, ggr_unit_order(units, ggr_config())[0]),
+        "ggr paper": _code_order_plan(t, units, ggr_unit_order(units, ggr_config("paper"))[0]),
     }
 
 
@@ -218,6 +218,7 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
     seeds_u = {
         "sorted": np.broadcast_to(fixed_order(column_scores(units)).astype(np.int32), (n, u)),
         "ggr": ggr_unit_order(units, ggr_config(), progress=cfg.progress)[0],
+        "ggr paper": ggr_unit_order(units, ggr_config("paper"), progress=cfg.progress)[0],
     }
     tim["ggr"] = time.perf_counter() - t1
     t1 = time.perf_counter()
@@ -227,6 +228,8 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
     info["fixed_order"] = [t.columns[c] for k in fixed for c in units.members[k]]
 
     plans: dict[str, ReorderPlan] = _seed_plans_from(t, units, seeds_u)
+    ident = np.broadcast_to(np.arange(u, dtype=np.int32), (n, u))
+    plans["trie"] = plan_in_token_order(scorer, units, ident, t.columns)
     seed_hits = {
         k: scorer.total_hits(None, expand_perm(units, np.ascontiguousarray(v)))
         for k, v in seeds_u.items()

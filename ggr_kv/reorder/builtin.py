@@ -7,6 +7,7 @@
 - ``ggr``: Greedy Group Recursion (`ggr_kv.reorder.ggr`).
 - ``ophr``: the exact optimum of PHC (`ggr_kv.reorder.ophr`; small tables only).
 - ``blocks``: the prompt tokens vLLM's prefix cache serves (`ggr_kv.reorder.blockmethod`).
+- ``trie``: a baseline: rows in the prompts' token-trie DFS order (`ggr_kv.reorder.trie`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.core.table import Table
 from ggr_kv.reorder.blockmethod import blocks_config, blocks_plan
 from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
+from ggr_kv.reorder.ggrpick import ggr_pick
 from ggr_kv.reorder.ophr import DEFAULT_MAX_CELLS, DEFAULT_MAX_ROWS, ophr_unit_order
+from ggr_kv.reorder.trie import trie_plan
 from ggr_kv.reorder.units import Units, column_scores, expand_perm, fixed_order
 
-__all__ = ["blocks", "ggr", "ophr", "original", "sorted_order"]
+__all__ = ["blocks", "ggr", "ophr", "original", "sorted_order", "trie"]
 
 
 def _int_knob(knobs: dict[str, Any], name: str, default: int) -> int:
@@ -51,13 +54,21 @@ def sorted_order(t: Table, units: Units, knobs: dict[str, Any]) -> tuple[np.ndar
 
 
 def ggr(t: Table, units: Units, knobs: dict[str, Any]) -> tuple[np.ndarray, dict]:
-    """Greedy Group Recursion; knobs: ``preset``, ``progress`` and `GGRConfig`'s."""
+    """Greedy Group Recursion; knobs: ``preset``, ``pick``, ``progress`` and `GGRConfig`'s.
+
+    ``pick`` (default: True with ``preset="ours"`` and no other GGR knob) also solves
+    with the paper's preset and keeps the plan sharing more characters (`ggr_pick`)."""
     knobs = dict(knobs)
     preset = knobs.pop("preset", "ours")
     progress = bool(knobs.pop("progress", False))
+    pick = bool(knobs.pop("pick", preset == "ours" and not knobs))
     cfg = ggr_config(preset, **knobs)
-    unit_perm, ginfo = ggr_unit_order(units, cfg, progress=progress)
-    info: dict[str, Any] = {"knobs": {"preset": preset, **asdict(cfg)}}
+    info: dict[str, Any] = {}
+    if pick:
+        unit_perm, ginfo, info["pick"] = ggr_pick(t, units, cfg, progress=progress)
+    else:
+        unit_perm, ginfo = ggr_unit_order(units, cfg, progress=progress)
+    info["knobs"] = {"preset": preset, "pick": pick, **asdict(cfg)}
     info["groups_found"] = ginfo.pop("groups")
     info["fallbacks"] = ginfo.pop("fallback_rows")
     info["discarded_columns"] = [
@@ -74,6 +85,11 @@ def ophr(t: Table, units: Units, knobs: dict[str, Any]) -> tuple[np.ndarray, dic
     unit_perm, best, oinfo = ophr_unit_order(units, max_cells, max_rows)
     info = {"knobs": {"max_cells": max_cells, "max_rows": max_rows}, "optimal_phc": best}
     return unit_perm, {**info, **oinfo}
+
+
+def trie(t: Table, units: Units, knobs: dict[str, Any]) -> tuple[ReorderPlan, dict]:
+    """Rows in token-trie DFS order, fields as given (`ggr_kv.reorder.trie`)."""
+    return trie_plan(t, units, **knobs)
 
 
 def blocks(t: Table, units: Units, knobs: dict[str, Any]) -> tuple[ReorderPlan, dict]:

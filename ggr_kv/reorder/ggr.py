@@ -283,6 +283,266 @@ def _split_penalty(
     return pen
 
 
+@dataclass
+class _Ctx:
+    """What one `ggr_unit_order` call keeps fixed: knobs and the active units' data."""
+
+    cfg: GGRConfig
+    active: np.ndarray  # unit ids that take part in the recursion, statistics order
+    codes: np.ndarray  # (n, A) their codes
+    nd: np.ndarray  # (A,) distinct codes
+    wts: list  # per active unit: weight of each code
+    gscore: np.ndarray  # (A,) statistics score
+    early: float  # smallest score a group needs (>= 1)
+
+
+@dataclass
+class _State:
+    """What the rounds change: per-row orders so far, node and recursion depths."""
+
+    perm: np.ndarray  # (n, u) unit order, -1 = not yet placed
+    npl: np.ndarray  # (n,) units placed so far in each row
+    placed: np.ndarray  # (n, A) active unit placed
+    node: np.ndarray  # (n,) node of each row
+    rd: np.ndarray  # (n,) row-recursion depth of the row's node
+    cd: np.ndarray  # (n,) column-recursion depth of the row's node
+    ng: np.ndarray  # (n,) groups already taken at the row's node
+    next_node: int
+    info: dict
+
+
+@dataclass
+class _Round:
+    """One round's keys, weights and candidates (pending rows ``P`` only)."""
+
+    P: np.ndarray
+    nidx: np.ndarray  # dense node of each pending row
+    N: int
+    keys: _Keys
+    kid: np.ndarray
+    kw: np.ndarray  # per key: weight of its value
+    is_const: np.ndarray
+    cidx: np.ndarray = None  # candidate keys in rank order
+    ccol: np.ndarray = None
+    cnode: np.ndarray = None
+    pen: np.ndarray | None = None
+    rank_score: np.ndarray = None
+    top: np.ndarray | None = None
+
+
+def _setup(units: Units, cfg: GGRConfig) -> tuple[_Ctx, _State, np.ndarray]:
+    """Split units into active and near-unique ones; empty state; the dropped units."""
+    n, u = units.codes.shape
+    glob_scores = column_scores(units)
+    glob_order = fixed_order(glob_scores)
+    discard = (units.n_distinct >= n) | (units.n_distinct > float(cfg.distinct_value_threshold) * n)
+    active = np.array([k for k in glob_order if not discard[k]], dtype=np.int64)
+    dropped = np.array([k for k in glob_order if discard[k]], dtype=np.int64)
+    info: dict = {
+        "rounds": 0,
+        "groups": 0,
+        "constant_placements": 0,
+        "fallback_rows": {"early_stop": 0, "row_stop": 0, "col_stop": 0},
+        "discarded_units": [int(k) for k in dropped],
+    }
+    ctx = _Ctx(
+        cfg,
+        active,
+        units.codes[:, active],
+        units.n_distinct[active],
+        [units.weights[k] for k in active],
+        glob_scores[active],
+        max(float(cfg.early_stop), 1.0),  # a group must gain something
+    )
+    z = lambda: np.zeros(n, dtype=np.int64)  # noqa: E731
+    st = _State(
+        np.full((n, u), -1, dtype=np.int32),
+        z(),
+        np.zeros((n, len(active)), dtype=bool),
+        z(),
+        z(),
+        z(),
+        z(),
+        1,
+        info,
+    )
+    return ctx, st, dropped
+
+
+def _chunk_nodes(ctx: _Ctx, st: _State) -> None:
+    """The paper's chunks: one node per chunk of the statistics-sorted rows."""
+    n, A = ctx.codes.shape
+    cr = ctx.cfg.chunk_rows
+    if cr is None or n <= cr:
+        return
+    order = sort_rows(ctx.codes, np.broadcast_to(np.arange(A), (n, A)))
+    starts = _chunk_bounds(n, int(cr))
+    mark = np.zeros(n, dtype=np.int64)
+    mark[np.asarray(starts[1:], dtype=np.int64)] = 1
+    st.node[order] = np.cumsum(mark)
+    st.next_node = len(starts)
+
+
+def _round_keys(ctx: _Ctx, st: _State, P: np.ndarray) -> _Round:
+    """Count the (node, field, value) keys of the pending rows and weigh them."""
+    nidx, nuniq = pd.factorize(st.node[P])
+    nidx = nidx.astype(np.int64)
+    N = len(nuniq)
+    keys = _count_keys(ctx.codes[P], ~st.placed[P], nidx, N, ctx.nd)
+    kw = np.zeros(len(keys.cnt), dtype=np.int64)
+    for a in range(len(ctx.active)):
+        sel = keys.col == a
+        kw[sel] = ctx.wts[a][keys.code[sel]]
+    return _Round(P, nidx, N, keys, keys.kid, kw, np.zeros(len(keys.cnt), dtype=bool))
+
+
+def _place_constants(ctx: _Ctx, st: _State, rd: _Round) -> None:
+    """``constant_first``: place every unit constant within a node at once."""
+    cnt, P, n = rd.keys.cnt, rd.P, st.perm.shape[0]
+    ns = np.bincount(rd.nidx, minlength=rd.N)
+    is_const = (cnt == ns[rd.keys.node]) & (cnt >= 2)
+    if not is_const.any():
+        return
+    const_cell = np.r_[is_const, False][rd.kid]  # kid -1 picks the False
+    rows_c, cols_c = np.nonzero(const_cell)  # row-major: statistics order
+    r = P[rows_c]
+    first = np.r_[True, rows_c[1:] != rows_c[:-1]]
+    idx = np.arange(len(rows_c))
+    start = np.maximum.accumulate(np.where(first, idx, 0))
+    st.perm[r, st.npl[r] + (idx - start)] = ctx.active[cols_c]
+    st.npl += np.bincount(r, minlength=n)
+    st.placed[r, cols_c] = True
+    rd.kid = np.where(const_cell, -1, rd.kid)
+    rd.is_const = is_const
+    st.info["constant_placements"] += int(is_const.sum())
+
+
+def _rank(ctx: _Ctx, rd: _Round) -> None:
+    """Candidates of each node in rank order (``split`` decides the ranking)."""
+    keys, cnt, kw, A = rd.keys, rd.keys.cnt, rd.kw, len(ctx.active)
+    score = kw * (cnt - 1)
+    cand = (~rd.is_const) & (cnt >= 2) & (kw > 0) & (score >= ctx.early)
+    cidx = np.flatnonzero(cand)
+    ccol, cnode = keys.col[cidx], keys.node[cidx]
+    split = ctx.cfg.split
+    rd.rank_score = score
+    if split in ("column", "hybrid") and len(cidx):
+        gsum = np.bincount(
+            cnode * A + ccol, weights=score[cidx].astype(float), minlength=rd.N * A
+        ).reshape(rd.N, A)
+        rd.top = gsum.argmax(axis=1)  # ties: the field earlier in the statistics order
+    tie = (keys.code[cidx], -ctx.gscore[ccol], -cnt[cidx], -score[cidx])
+    if split == "column":
+        rank_key = ccol != rd.top[cnode] if len(cidx) else np.zeros(0, bool)
+        o = np.lexsort((keys.code[cidx], -cnt[cidx], -score[cidx], rank_key, cnode))
+    elif split == "hybrid" and len(cidx):
+        rd.pen = _split_penalty(rd.kid, rd.top[rd.nidx], cand, cnt, kw)
+        rd.rank_score = score - rd.pen
+        o = np.lexsort((*tie, -rd.rank_score[cidx], cnode))
+    else:
+        o = np.lexsort((*tie, cnode))
+    rd.cidx, rd.ccol, rd.cnode = cidx[o], ccol[o], cnode[o]
+
+
+def _owners(rd: _Round) -> np.ndarray:
+    """Per pending row: rank of the best candidate among its cells (int64 max = none)."""
+    big = np.iinfo(np.int64).max
+    crank = np.full(len(rd.keys.cnt) + 1, big, dtype=np.int64)
+    crank[rd.cidx] = np.arange(len(rd.cidx))
+    return crank[np.where(rd.kid >= 0, rd.kid, len(rd.keys.cnt))].min(axis=1)
+
+
+def _accepted(ctx: _Ctx, st: _State, rd: _Round, owner: np.ndarray, has: np.ndarray):
+    """Which ranked candidates become groups this round, and their rank in their node."""
+    cfg, cidx, cnode, nc = ctx.cfg, rd.cidx, rd.cnode, len(rd.cidx)
+    ownc = np.bincount(owner[has], minlength=nc)
+    gain = rd.kw[cidx] * (ownc - 1)
+    upd = gain - (rd.pen[cidx] if rd.pen is not None else 0)
+    c_rs = rd.rank_score[cidx]
+    same_next = np.r_[cnode[1:] == cnode[:-1], False]
+    s_next = np.where(same_next, np.r_[c_rs[1:], 0], np.iinfo(np.int64).min)
+    valid = (ownc >= 2) & (gain >= ctx.early)
+    good = valid & (upd >= s_next)
+    seg_first = np.r_[True, cnode[1:] != cnode[:-1]]
+    at = np.arange(nc)
+    stt = np.maximum.accumulate(np.where(seg_first, at, 0))
+    pos = at - stt  # rank within the node
+    bad_cum = np.cumsum(~good)
+    bad_before = np.where(stt > 0, bad_cum[np.maximum(stt - 1, 0)], 0)
+    accepted = (bad_cum - bad_before) == 0  # the exact-greedy prefix
+    if cfg.split == "column":
+        accepted = valid & (rd.ccol == rd.top[cnode])
+    elif cfg.split == "hybrid":
+        accepted |= valid & (ownc == rd.keys.cnt[cidx])  # owns all its rows
+    if cfg.row_stop is not None:
+        depth = np.zeros(rd.N, dtype=np.int64)
+        depth[rd.nidx] = st.rd[rd.P] + st.ng[rd.P]
+        accepted &= pos < (cfg.row_stop - depth)[cnode]
+    return accepted, pos
+
+
+def _apply(ctx, st, rd, owner, has, done, accepted, pos) -> list[np.ndarray]:
+    """Move grouped rows into child nodes; the rest wait. Returns the next pending rows."""
+    cfg, P, nidx, N = ctx.cfg, rd.P, rd.nidx, rd.N
+    fb, out = st.info["fallback_rows"], []
+    n_acc = int(accepted.sum())
+    new_id = np.full(len(rd.cidx), -1, dtype=np.int64)
+    new_id[accepted] = st.next_node + np.arange(n_acc)
+    st.next_node += n_acc
+    st.info["groups"] += n_acc
+    rd_n, cd_n, ng_n = (np.zeros(N, dtype=np.int64) for _ in range(3))
+    rd_n[nidx], cd_n[nidx], ng_n[nidx] = st.rd[P], st.cd[P], st.ng[P]
+    grouped = has & accepted[np.where(has, owner, 0)]
+    gi = np.flatnonzero(grouped)
+    if len(gi):
+        oc, r = owner[gi], P[gi]
+        col = rd.ccol[oc]
+        st.perm[r, st.npl[r]] = ctx.active[col]
+        st.npl[r] += 1
+        st.placed[r, col] = True
+        pn = nidx[gi]
+        st.rd[r] = rd_n[pn] + ng_n[pn] + pos[oc]
+        st.cd[r] = cd_n[pn] + 1
+        st.ng[r] = 0
+        st.node[r] = new_id[oc]
+        if cfg.col_stop is not None:
+            stop = st.cd[r] >= cfg.col_stop
+            fb["col_stop"] += int(stop.sum())
+            r = r[~stop]
+        out.append(r)
+    rest = np.flatnonzero(~grouped & ~done)
+    if len(rest):
+        r = P[rest]
+        st.ng[r] += np.bincount(rd.cnode[accepted], minlength=N)[nidx[rest]]
+        if cfg.row_stop is not None:
+            capped = (st.rd[r] + st.ng[r]) >= cfg.row_stop
+            fb["row_stop"] += int(capped.sum())
+            r = r[~capped]
+        out.append(r)
+    return out
+
+
+def _one_round(ctx: _Ctx, st: _State, P: np.ndarray) -> np.ndarray:
+    """Form this round's groups for the pending rows ``P``; return the rows still pending."""
+    st.info["rounds"] += 1
+    rd = _round_keys(ctx, st, P)
+    if ctx.cfg.constant_first:
+        _place_constants(ctx, st, rd)
+    _rank(ctx, rd)
+    owner = _owners(rd)
+    has = owner < np.iinfo(np.int64).max
+    done = ~has  # nothing left to share in the row's node (or only below early_stop)
+    if float(ctx.cfg.early_stop) > 1.0 and done.any():
+        shareable = (rd.keys.cnt >= 2) & (rd.kw > 0) & ~rd.is_const
+        sh = np.r_[shareable, False][rd.kid]
+        st.info["fallback_rows"]["early_stop"] += int((done & sh.any(axis=1)).sum())
+    if not len(rd.cidx):
+        return P[:0]
+    accepted, pos = _accepted(ctx, st, rd, owner, has)
+    out = _apply(ctx, st, rd, owner, has, done, accepted, pos)
+    return np.concatenate(out) if out else P[:0]
+
+
 def ggr_unit_order(units: Units, cfg: GGRConfig, progress: bool = False) -> tuple[np.ndarray, dict]:
     """Per-row unit orders chosen by GGR.
 
@@ -299,205 +559,31 @@ def ggr_unit_order(units: Units, cfg: GGRConfig, progress: bool = False) -> tupl
     ``constant_first``), ``fallback_rows`` (rows that went to the statistics order while
     sharing was still possible, per reason: ``early_stop``, ``row_stop``, ``col_stop``)
     and ``discarded_units`` (near-unique units placed last).
+
+    Steps: `_setup` (active and near-unique units), `_chunk_nodes` (the paper's chunks),
+    then rounds of `_one_round` (`_round_keys`, `_place_constants`, `_rank`, `_owners`,
+    `_accepted`, `_apply`) until no row waits, then `_finish` (statistics order for the
+    rest).
     """
-    n, u = units.codes.shape
-    glob_scores = column_scores(units)
-    glob_order = fixed_order(glob_scores)
-    discard = (units.n_distinct >= n) | (units.n_distinct > float(cfg.distinct_value_threshold) * n)
-    active = np.array([k for k in glob_order if not discard[k]], dtype=np.int64)
-    dropped = np.array([k for k in glob_order if discard[k]], dtype=np.int64)
-    A = len(active)
-    info: dict = {
-        "rounds": 0,
-        "groups": 0,
-        "constant_placements": 0,
-        "fallback_rows": {"early_stop": 0, "row_stop": 0, "col_stop": 0},
-        "discarded_units": [int(k) for k in dropped],
-    }
-    fb = info["fallback_rows"]
-    perm = np.full((n, u), -1, dtype=np.int32)
-    npl = np.zeros(n, dtype=np.int64)  # units placed so far in each row
-    placed = np.zeros((n, A), dtype=bool)
-    node = np.zeros(n, dtype=np.int64)
-    if A == 0 or n == 0:
-        return _finish(units, perm, npl, placed, active, dropped, node), info
-
-    codes_act = units.codes[:, active]
-    nd = units.n_distinct[active]
-    wts = [units.weights[k] for k in active]
-    gscore_act = glob_scores[active]
-
-    next_node = 1
-    if cfg.chunk_rows is not None and n > cfg.chunk_rows:
-        order = sort_rows(codes_act, np.broadcast_to(np.arange(A), (n, A)))
-        starts = _chunk_bounds(n, int(cfg.chunk_rows))
-        mark = np.zeros(n, dtype=np.int64)
-        mark[np.asarray(starts[1:], dtype=np.int64)] = 1
-        node[order] = np.cumsum(mark)
-        next_node = len(starts)
-    row_rd = np.zeros(n, dtype=np.int64)  # row-recursion depth of the row's node
-    row_cd = np.zeros(n, dtype=np.int64)  # column-recursion depth of the row's node
-    row_ng = np.zeros(n, dtype=np.int64)  # groups already taken at the row's node
-
-    early = max(float(cfg.early_stop), 1.0)  # a group must gain something
-    big = np.iinfo(np.int64).max
+    n = units.codes.shape[0]
+    ctx, st, dropped = _setup(units, cfg)
+    if len(ctx.active) == 0 or n == 0:
+        return _finish(units, st.perm, st.npl, st.placed, ctx.active, dropped, st.node), st.info
+    _chunk_nodes(ctx, st)
     pending = np.arange(n, dtype=np.int64)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc="ggr", unit="row")
-
     while len(pending):
-        info["rounds"] += 1
-        P = pending
-        nidx, nuniq = pd.factorize(node[P])
-        nidx = nidx.astype(np.int64)
-        N = len(nuniq)
-        ns = np.bincount(nidx, minlength=N)
-        avail = ~placed[P]
-        cp = codes_act[P]
-        keys = _count_keys(cp, avail, nidx, N, nd)
-        kid = keys.kid
-        kw = np.zeros(len(keys.cnt), dtype=np.int64)
-        for a in range(A):
-            sel = keys.col == a
-            kw[sel] = wts[a][keys.code[sel]]
-        cnt = keys.cnt
-
-        if cfg.constant_first:
-            is_const = (cnt == ns[keys.node]) & (cnt >= 2)
-            if is_const.any():
-                const_cell = np.r_[is_const, False][kid]  # kid -1 picks the False
-                rows_c, cols_c = np.nonzero(const_cell)  # row-major: statistics order
-                r = P[rows_c]
-                first = np.r_[True, rows_c[1:] != rows_c[:-1]]
-                idx = np.arange(len(rows_c))
-                start = np.maximum.accumulate(np.where(first, idx, 0))
-                perm[r, npl[r] + (idx - start)] = active[cols_c]
-                npl += np.bincount(r, minlength=n)
-                placed[r, cols_c] = True
-                kid = np.where(const_cell, -1, kid)
-                info["constant_placements"] += int(is_const.sum())
-        else:
-            is_const = np.zeros(len(cnt), dtype=bool)
-
-        score = kw * (cnt - 1)
-        cand = (~is_const) & (cnt >= 2) & (kw > 0) & (score >= early)
-        cidx = np.flatnonzero(cand)
-        ccol = keys.col[cidx]
-        cnode = keys.node[cidx]
-        pen = None
-        if cfg.split in ("column", "hybrid") and len(cidx):
-            gsum = np.bincount(
-                cnode * A + ccol, weights=score[cidx].astype(float), minlength=N * A
-            ).reshape(N, A)
-            top = gsum.argmax(axis=1)  # ties: the field earlier in the statistics order
-        if cfg.split == "column":
-            rank_key = ccol != top[cnode] if len(cidx) else np.zeros(0, bool)
-            o = np.lexsort((keys.code[cidx], -cnt[cidx], -score[cidx], rank_key, cnode))
-            rank_score = score
-        elif cfg.split == "hybrid" and len(cidx):
-            pen = _split_penalty(kid, top[nidx], cand, cnt, kw)
-            rank_score = score - pen
-            o = np.lexsort(
-                (
-                    keys.code[cidx],
-                    -gscore_act[ccol],
-                    -cnt[cidx],
-                    -score[cidx],
-                    -rank_score[cidx],
-                    cnode,
-                )
-            )
-        else:
-            rank_score = score
-            o = np.lexsort((keys.code[cidx], -gscore_act[ccol], -cnt[cidx], -score[cidx], cnode))
-        cidx, ccol, cnode = cidx[o], ccol[o], cnode[o]
-        nc = len(cidx)
-        crank = np.full(len(cnt) + 1, big, dtype=np.int64)
-        crank[cidx] = np.arange(nc)
-        owner = crank[np.where(kid >= 0, kid, len(cnt))].min(axis=1)
-        has = owner < big
-
-        done = ~has  # nothing left to share in the row's node (or only below early_stop)
-        if float(cfg.early_stop) > 1.0 and done.any():
-            shareable = (cnt >= 2) & (kw > 0) & ~is_const
-            sh = np.r_[shareable, False][kid]
-            fb["early_stop"] += int((done & sh.any(axis=1)).sum())
-
-        new_pending = []
-        if nc:
-            c_w = kw[cidx]
-            ownc = np.bincount(owner[has], minlength=nc)
-            gain = c_w * (ownc - 1)
-            upd = gain - (pen[cidx] if pen is not None else 0)
-            c_rs = rank_score[cidx]
-            same_next = np.r_[cnode[1:] == cnode[:-1], False]
-            s_next = np.where(same_next, np.r_[c_rs[1:], 0], np.iinfo(np.int64).min)
-            valid = (ownc >= 2) & (gain >= early)
-            good = valid & (upd >= s_next)
-            seg_first = np.r_[True, cnode[1:] != cnode[:-1]]
-            at = np.arange(nc)
-            st = np.maximum.accumulate(np.where(seg_first, at, 0))
-            pos = at - st  # rank within the node
-            bad_cum = np.cumsum(~good)
-            bad_before = np.where(st > 0, bad_cum[np.maximum(st - 1, 0)], 0)
-            accepted = (bad_cum - bad_before) == 0  # the exact-greedy prefix
-            if cfg.split == "column":
-                accepted = valid & (ccol == top[cnode])
-            elif cfg.split == "hybrid":
-                accepted |= valid & (ownc == cnt[cidx])  # owns all its rows
-            rd_n = np.zeros(N, dtype=np.int64)
-            cd_n = np.zeros(N, dtype=np.int64)
-            ng_n = np.zeros(N, dtype=np.int64)
-            rd_n[nidx] = row_rd[P]
-            cd_n[nidx] = row_cd[P]
-            ng_n[nidx] = row_ng[P]
-            if cfg.row_stop is not None:
-                accepted &= pos < (cfg.row_stop - rd_n - ng_n)[cnode]
-            n_acc = int(accepted.sum())
-            acc_per_node = np.bincount(cnode[accepted], minlength=N)
-            new_id = np.full(nc, -1, dtype=np.int64)
-            new_id[accepted] = next_node + np.arange(n_acc)
-            next_node += n_acc
-            info["groups"] += n_acc
-
-            grouped = has & accepted[np.where(has, owner, 0)]
-            gi = np.flatnonzero(grouped)
-            if len(gi):
-                oc = owner[gi]
-                r = P[gi]
-                col = ccol[oc]
-                perm[r, npl[r]] = active[col]
-                npl[r] += 1
-                placed[r, col] = True
-                pn = nidx[gi]
-                row_rd[r] = rd_n[pn] + ng_n[pn] + pos[oc]
-                row_cd[r] = cd_n[pn] + 1
-                row_ng[r] = 0
-                node[r] = new_id[oc]
-                if cfg.col_stop is not None:
-                    stop = row_cd[r] >= cfg.col_stop
-                    fb["col_stop"] += int(stop.sum())
-                    r = r[~stop]
-                new_pending.append(r)
-            rest = np.flatnonzero(~grouped & ~done)
-            if len(rest):
-                r = P[rest]
-                row_ng[r] += acc_per_node[nidx[rest]]
-                if cfg.row_stop is not None:
-                    capped = (row_rd[r] + row_ng[r]) >= cfg.row_stop
-                    fb["row_stop"] += int(capped.sum())
-                    r = r[~capped]
-                new_pending.append(r)
-        pending = np.concatenate(new_pending) if new_pending else pending[:0]
+        pending = _one_round(ctx, st, pending)
         if bar is not None:
             bar.n = n - len(pending)
             bar.refresh()
     if bar is not None:
         bar.close()
-    return _finish(units, perm, npl, placed, active, dropped, node), info
+    return _finish(units, st.perm, st.npl, st.placed, ctx.active, dropped, st.node), st.info
 
 
 def _finish(

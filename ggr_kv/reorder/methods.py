@@ -10,7 +10,9 @@ is registered):
   values are not in alphabetical order: equal values, and equal prefixes, are adjacent,
   which is all that prefix sharing needs.
 - ``ggr``: Greedy Group Recursion (paper Algorithm 1), see `ggr_kv.reorder.ggr` for the
-  algorithm, its knobs (``preset="paper"`` gives the paper's settings) and what differs.
+  algorithm, its knobs (``preset="paper"`` gives the paper's settings) and what differs;
+  by default both our settings and the paper's run and the plan sharing more characters
+  wins (`ggr_kv.reorder.ggrpick`).
 - ``ophr``: the exact optimum (exponential; small tables only), see `ggr_kv.reorder.ophr`.
 - ``blocks``: the prompt tokens vLLM's prefix cache really serves (real tokenizer, whole
   KV blocks, the last-token rule, the shared head), searched from the ``original``,
@@ -18,6 +20,8 @@ is registered):
   below them under the same settings; with ``kv_blocks`` the row order is also chosen
   for a finite cache with the simulator. See `ggr_kv.reorder.blockaware` and
   `ggr_kv.reorder.cacheaware`.
+- ``trie`` (baseline): fields as given, rows in the depth-first order of the prompts'
+  token trie (BatchLLM / SGLang style), see `ggr_kv.reorder.trie`.
 
 Objectives: ``sorted``, ``ggr`` and ``ophr`` maximize PHC (the paper's squared shared
 characters, a proxy); ``blocks`` maximizes the block hit rate (what vLLM caches).
@@ -104,7 +108,10 @@ def reorder(
     fds : FD groups (tuples of column names) that travel together, ``"auto"`` to
         discover exact ones, or None. A declared group that is not an exact FD in the
         data is used anyway, with an `ggr_kv.reorder.fd.FDWarning` giving its violation count.
-    **knobs : method options. ``ggr``: ``preset`` (``"ours"`` or ``"paper"``),
+    **knobs : method options. ``ggr``: ``preset`` (``"ours"`` or ``"paper"``), ``pick``
+        (default: True with ``preset="ours"`` and no other GGR knob: also solve with the
+        paper's preset and keep the plan with the higher `paper_char_hit_rate`, see
+        `ggr_kv.reorder.ggrpick`),
         ``early_stop``, ``distinct_value_threshold``, ``row_stop``, ``col_stop``,
         ``chunk_rows``, ``constant_first``, ``progress``. ``ophr``: ``max_cells``,
         ``max_rows``. ``blocks``: ``tokenizer`` (name, model folder or tokenizer object;

@@ -55,6 +55,7 @@ __all__ = [
     "block_hit_rate",
     "char_hit_rate",
     "char_prefix_hits",
+    "paper_char_hit_rate",
     "phc",
     "phc_per_row",
     "plan_hits",
@@ -187,6 +188,31 @@ def char_hit_rate(
     hits, lengths = char_prefix_hits(table, plan, query, instruction)
     total = int(lengths.sum())
     return float(hits.sum() / total) if total else 0.0
+
+
+def paper_char_hit_rate(table: Table, plan: ReorderPlan) -> float:
+    """The GGR paper's character metric (its artifact's ``evaluate_df_prefix_hit_cnt``), 0-1.
+
+    Each row's cell values are joined without separators (no keys, no head) in the plan's
+    field order; a row scores the characters it shares as a prefix with ANY earlier row
+    (a trie over the earlier rows), over all characters of all rows. Deterministic (the
+    artifact's own scorer walks rows in threads).
+    """
+    plan.check(table)
+    n = table.n_rows
+    if n == 0:
+        return 0.0
+    cells = table.cells[plan.row_order[:, None], plan.ordered_columns()]
+    texts = ["".join(r) for r in cells.tolist()]
+    total = sum(map(len, texts))
+    if n < 2 or total == 0:
+        return 0.0
+    order = np.array(sorted(range(n), key=texts.__getitem__), dtype=np.int64)
+    ol = order.tolist()
+    adj = np.array([0] + [_lcp(texts[a], texts[b]) for a, b in zip(ol[:-1], ol[1:])])
+    left = _nearest_earlier_lcp(order, adj)
+    right = _nearest_earlier_lcp(order[::-1], np.r_[0, adj[:0:-1]])[::-1]
+    return float(np.maximum(left, right).sum() / total)
 
 
 # -- tokens and blocks --------------------------------------------------------------------

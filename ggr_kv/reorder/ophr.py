@@ -54,35 +54,27 @@ def _popcount(x: int) -> int:
     return x.bit_count()
 
 
-def ophr_unit_order(
-    units: Units, max_cells: int = DEFAULT_MAX_CELLS, max_rows: int = DEFAULT_MAX_ROWS
-) -> tuple[np.ndarray, int, dict]:
-    """Per-row unit orders of an optimal plan.
-
-    Parameters
-    ----------
-    units : the table as reorder units.
-    max_cells : refuse tables with more than this many cells (rows x units).
-    max_rows : refuse tables with more rows than this.
-
-    Returns
-    -------
-    ``(n, u)`` int32 unit orders, the optimal PHC (characters^2, each unit scoring the
-    sum of its members' squared lengths) and an info dict (``states``: memo entries).
-    """
-    n, u = units.codes.shape
+def _check_size(n: int, u: int, max_cells: int, max_rows: int) -> None:
     if n * u > max_cells or n > max_rows:
         raise OPHRTooLarge(
             f"ophr is exponential: the table has {n} rows x {u} fields = {n * u} cells, "
             f"limits are max_cells={max_cells} and max_rows={max_rows}; use 'ggr' or pass "
             f"larger max_cells/max_rows knobs"
         )
-    T = units.codes.tolist()
-    W = [w.tolist() for w in units.weights]
+
+
+def _value_masks(T: list[list[int]], n: int, u: int) -> list[dict[int, int]]:
+    """Per unit: code -> bit mask of the rows holding it."""
     masks: list[dict[int, int]] = [{} for _ in range(u)]
     for r in range(n):
         for c in range(u):
             masks[c][T[r][c]] = masks[c].get(T[r][c], 0) | (1 << r)
+    return masks
+
+
+def _solver(T: list[list[int]], W: list[list[int]], n: int, u: int):
+    """The memoized search ``f(rows S, units C) -> best PHC``, its memo and its choices."""
+    masks = _value_masks(T, n, u)
     memo: dict[tuple[int, int], int] = {}
     choice: dict[tuple[int, int], tuple] = {}
 
@@ -138,19 +130,13 @@ def ophr_unit_order(
         choice[key] = arg
         return best
 
-    t0 = time.perf_counter()
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 10_000))
-    try:
-        full_rows = (1 << n) - 1
-        full_cols = (1 << u) - 1
-        best = f(full_rows, full_cols)
-    finally:
-        sys.setrecursionlimit(limit)
+    return f, memo, choice
 
-    base = [int(c) for c in fixed_order(column_scores(units))]
+
+def _prefixes(choice: dict, n: int, u: int) -> list[list[int]]:
+    """Walk the optimal choices from the full table: each row's leading units."""
     prefix: list[list[int]] = [[] for _ in range(n)]
-    stack = [(full_rows, full_cols)]
+    stack = [((1 << n) - 1, (1 << u) - 1)]
     while stack:
         S, C = stack.pop()
         if S == 0:
@@ -177,6 +163,41 @@ def ophr_unit_order(
                     prefix[r].append(c)
             stack.append((G, C & ~(1 << c)))
             stack.append((S & ~G, C))
+    return prefix
+
+
+def ophr_unit_order(
+    units: Units, max_cells: int = DEFAULT_MAX_CELLS, max_rows: int = DEFAULT_MAX_ROWS
+) -> tuple[np.ndarray, int, dict]:
+    """Per-row unit orders of an optimal plan.
+
+    Parameters
+    ----------
+    units : the table as reorder units.
+    max_cells : refuse tables with more than this many cells (rows x units).
+    max_rows : refuse tables with more rows than this.
+
+    Returns
+    -------
+    ``(n, u)`` int32 unit orders, the optimal PHC (characters^2, each unit scoring the
+    sum of its members' squared lengths) and an info dict (``states``: memo entries).
+
+    Steps: `_check_size`, `_solver` (the memoized search over row and unit subsets),
+    `_prefixes` (the optimal choices as leading units per row), then the statistics
+    order for the rest of each row.
+    """
+    n, u = units.codes.shape
+    _check_size(n, u, max_cells, max_rows)
+    f, memo, choice = _solver(units.codes.tolist(), [w.tolist() for w in units.weights], n, u)
+    t0 = time.perf_counter()
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10_000))
+    try:
+        best = f((1 << n) - 1, (1 << u) - 1)
+    finally:
+        sys.setrecursionlimit(limit)
+    base = [int(c) for c in fixed_order(column_scores(units))]
+    prefix = _prefixes(choice, n, u)
     order = np.empty((n, u), dtype=np.int32)
     for r in range(n):
         head = prefix[r]

@@ -170,9 +170,12 @@ register(Ordering(ORIGINAL, "none (the input order)", "#0072b2", builtin.origina
 register(Ordering("sorted", "shared leading cells: one field order from column statistics, "
                   "rows sorted", "#e69f00", builtin.sorted_order))
 register(Ordering("ggr", "PHC (characters² of shared leading cells, paper Eq. 1), greedy",
-                  "#009e73", builtin.ggr, knobs=("preset", "progress", *GGR_KNOBS)))
+                  "#009e73", builtin.ggr, knobs=("preset", "pick", "progress", *GGR_KNOBS)))
 register(Ordering("ophr", "PHC, exact optimum (small tables only)", "#cc79a7", builtin.ophr,
                   knobs=("max_cells", "max_rows"), default=False))
 register(Ordering("blocks", "prompt tokens served from vLLM's prefix cache (whole KV blocks, "
                   "real tokenizer)", "#d55e00", builtin.blocks, knobs=BLOCKS_KNOBS,
                   context=CONTEXT_KNOBS, check=blocks_config))
+register(Ordering("trie", "baseline: rows in the prompts' token-trie DFS order (BatchLLM / "
+                  "SGLang style), fields as given", "#56b4e9", builtin.trie,
+                  context=CONTEXT_KNOBS, default=False))

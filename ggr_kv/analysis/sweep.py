@@ -56,9 +56,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ggr_kv.core.atomic import write_atomic
 from ggr_kv.core.jsonutil import dumps
 from ggr_kv.core.paths import project_path
-from ggr_kv.run.sweepstate import SweepLock, SweepState, done_dir, next_attempt, write_atomic
+from ggr_kv.run.sweepstate import SweepLock, SweepState, done_dir, next_attempt
 
 __all__ = [
     "POINT_DEFAULTS",

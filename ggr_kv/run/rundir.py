@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from ggr_kv.core.atomic import write_atomic
 from ggr_kv.core.jsonutil import dumps, to_jsonable
 
 __all__ = [
@@ -461,8 +462,11 @@ def reserve_run_dir(out_dir: str | Path, run_id: str, note: str = "") -> Path:
         "reserved": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "note": note or "run.json is written when the run completes",
     }
-    with open(path / INCOMPLETE_FILE, "x", encoding="utf-8") as f:
-        f.write(dumps(info, indent=2) + "\n")
+    try:
+        write_atomic(path / INCOMPLETE_FILE, dumps(info, indent=2) + "\n", overwrite=False)
+    except OSError:
+        path.rmdir()  # an empty folder would hold the id forever
+        raise
     return path
 
 
@@ -503,8 +507,8 @@ def fail_run_dir(folder: str | Path, error: BaseException | str, context: str = 
     stamp = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     text = f"{stamp} {line}\n" + (f"{context}\n" if context else "") + (f"\n{full}\n" if full else "")
     path = folder / ERROR_FILE
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(text)
+    old = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    write_atomic(path, old + text)
     return path
 
 
@@ -545,8 +549,9 @@ def package_versions() -> dict[str, str | None]:
 
 def _write_frame(df: pd.DataFrame, folder: Path, stem: str) -> None:
     df = df.reset_index(drop=True)
-    df.to_parquet(folder / f"{stem}.parquet", index=False)
-    df.to_csv(folder / f"{stem}.csv", index=False)
+    write_atomic(folder / f"{stem}.parquet", lambda p: df.to_parquet(p, index=False),
+                 overwrite=False)
+    write_atomic(folder / f"{stem}.csv", lambda p: df.to_csv(p, index=False), overwrite=False)
 
 
 def write_run_files(
@@ -571,37 +576,20 @@ def write_run_files(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: run folder missing; reserve it with reserve_run_dir")
-    leftovers = sorted(p.name for p in folder.iterdir() if p.name != INCOMPLETE_FILE)
+    leftovers = [n for n in RUN_FILES if (folder / n).exists()]  # a log beside them is fine
     if leftovers:
         raise FileExistsError(f"{folder}: run folder is not empty ({leftovers}); not overwriting")
-    with open(folder / "plan.json", "x", encoding="utf-8") as f:
-        f.write(plan.to_json())
+    write_atomic(folder / "plan.json", plan.to_json(), overwrite=False)
     _write_frame(steps, folder, "steps")
     _write_frame(requests, folder, "requests")
-    outputs.reset_index(drop=True).to_csv(folder / "outputs.csv", index=False)
+    out = outputs.reset_index(drop=True)
+    write_atomic(folder / "outputs.csv", lambda p: out.to_csv(p, index=False), overwrite=False)
     meta = record.to_dict() if isinstance(record, RunRecord) else record
-    tmp = folder / ".run.json.tmp"
-    with open(tmp, "x", encoding="utf-8") as f:
-        f.write(dumps(meta, indent=2) + "\n")
-    _publish(tmp, folder / "run.json")
+    write_atomic(folder / "run.json", dumps(meta, indent=2) + "\n", overwrite=False)  # last
     marker = folder / INCOMPLETE_FILE
     if marker.exists():
         marker.unlink()
     return folder
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Move a written file into place whole, never replacing an existing one."""
-    try:
-        os.link(tmp, final)  # atomic, and fails if ``final`` exists
-    except FileExistsError:
-        raise FileExistsError(f"{final}: already exists; not overwriting") from None
-    except OSError:  # a filesystem without hard links
-        if final.exists():
-            raise FileExistsError(f"{final}: already exists; not overwriting") from None
-        os.replace(tmp, final)
-        return
-    tmp.unlink()
 
 
 def read_outputs(folder: str | Path) -> pd.DataFrame:

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ggr_kv.engine.lifetime import tie_children_to_us
+
 __all__ = [
     "EngineConfig",
     "StartedEngine",
@@ -262,8 +264,10 @@ def check_engine_args(config: EngineConfig) -> None:
 
     Raises
     ------
-    ValueError : naming the argument and the closest valid names.
+    ValueError : naming the argument and the closest valid names; a ``max_model_len``
+        above the model's own limit (unless ``VLLM_ALLOW_LONG_MAX_MODEL_LEN=1``).
     """
+    _check_max_model_len(config)
     if not config.extra:
         return
     import inspect
@@ -281,6 +285,21 @@ def check_engine_args(config: EngineConfig) -> None:
             raise ValueError(
                 f"engine argument {key!r}: vllm.LLM of this vLLM has no such argument{hint}"
             )
+
+
+def _check_max_model_len(config: EngineConfig) -> None:
+    if not config.max_model_len or os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1":
+        return
+    try:
+        model, _ = config.resolve_model()
+    except ValueError:
+        return  # the model's own check names it
+    limit = model_max_len(model)
+    if limit is not None and config.max_model_len > limit:
+        raise ValueError(
+            f"--max-model-len {config.max_model_len}: above the model's limit of {limit} "
+            f"tokens ({config.model}); pass at most {limit}"
+        )
 
 
 def model_max_len(model: str | Path) -> int | None:
@@ -328,6 +347,7 @@ def make_llm(config: EngineConfig | None = None) -> Any:
     kwargs = config.to_llm_kwargs()
     vllm = import_vllm()
     check_engine_args(config)
+    tie_children_to_us()  # the engine core and its workers die with this process
     t0 = time.perf_counter()
     llm = vllm.LLM(**kwargs)
     llm.generate(["warm-up"], vllm.SamplingParams(max_tokens=1), use_tqdm=False)

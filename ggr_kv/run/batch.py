@@ -57,6 +57,7 @@ from ggr_kv.run.rundir import (
     RunRecord,
     check_run_dir_free,
     fail_run_dir,
+    mark_interrupted,
     new_run_id,
     release_run_dir,
     reserve_run_dir,
@@ -255,8 +256,12 @@ class _Batch:
         if prep is not None and prep.folder is not None:
             if started:
                 fail_run_dir(prep.folder, exc)
-            else:
-                release_run_dir(prep.folder)
+                if status == "interrupted":  # the id is free for a retry
+                    mark_interrupted(prep.folder, str(exc))
+            elif not release_run_dir(prep.folder):  # it holds more (an engine log): keep it
+                fail_run_dir(prep.folder, exc)
+                if status in ("interrupted", "not_run") and "interrupted" in str(exc):
+                    mark_interrupted(prep.folder, str(exc))
         self.set(i, status, _line(exc))
 
     def abandon(self, reason: str, status: str) -> None:

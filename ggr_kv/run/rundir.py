@@ -41,6 +41,7 @@ from ggr_kv.core.jsonutil import dumps, to_jsonable
 __all__ = [
     "ERROR_FILE",
     "INCOMPLETE_FILE",
+    "INTERRUPTED_FILE",
     "RECORD_FORMAT",
     "RUN_FILES",
     "CounterCheck",
@@ -52,6 +53,7 @@ __all__ = [
     "check_run_dir_free",
     "claim_run_dir",
     "fail_run_dir",
+    "mark_interrupted",
     "new_run_id",
     "package_versions",
     "read_outputs",
@@ -76,6 +78,8 @@ RUN_FILES: tuple[str, ...] = (
 INCOMPLETE_FILE = "incomplete.json"
 #: what failed, written into the folder of a run that did not complete
 ERROR_FILE = "error.txt"
+#: marker of a run stopped by SIGINT (Ctrl-C); its id is free for a retry
+INTERRUPTED_FILE = "interrupted.json"
 #: version of the run.json layout `RunRecord` writes (files without ``record_format``: 1)
 RECORD_FORMAT = 2
 
@@ -407,16 +411,61 @@ def _slug(text: str) -> str:
 
 
 def run_dir_state(folder: str | Path) -> str:
-    """``complete`` (run.json), ``failed`` (error.txt), ``incomplete`` (reserved: running
-    or killed), ``missing``, or ``other`` (a folder this package did not make)."""
+    """``complete`` (run.json), ``interrupted`` (stopped by SIGINT, or its process on
+    this host is gone: killed), ``failed`` (error.txt), ``incomplete`` (reserved by a
+    live process: running), ``missing``, or ``other`` (a folder this package did not make)."""
     folder = Path(folder)
     if (folder / "run.json").is_file():
         return "complete"
+    if (folder / INTERRUPTED_FILE).is_file():
+        return "interrupted"
     if (folder / ERROR_FILE).is_file():
         return "failed"
     if (folder / INCOMPLETE_FILE).is_file():
-        return "incomplete"
+        return "interrupted" if _owner_gone(folder / INCOMPLETE_FILE) else "incomplete"
     return "other" if folder.exists() else "missing"
+
+
+def _owner_gone(marker: Path) -> bool:
+    """The process that reserved the folder ran on this host and is gone."""
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    pid = info.get("pid")
+    if info.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def mark_interrupted(folder: str | Path, reason: str = "interrupted (SIGINT)") -> Path:
+    """Mark a run folder as stopped by the user: its id is free for a retry, and
+    `reserve_run_dir` moves this folder aside to ``<run_id>.interrupted-N``."""
+    stamp = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    path = Path(folder) / INTERRUPTED_FILE
+    write_atomic(path, dumps({"interrupted": stamp, "reason": reason, "pid": os.getpid()}) + "\n")
+    return path
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename an interrupted run folder to ``<name>.interrupted-N`` (first free N)."""
+    k = 1
+    while True:
+        dest = path.with_name(f"{path.name}.interrupted-{k}")
+        if not dest.exists():
+            try:
+                os.rename(path, dest)  # same folder: atomic
+                return dest
+            except OSError:
+                if not dest.exists():
+                    raise
+        k += 1
 
 
 def _exists_message(path: Path) -> str:
@@ -433,11 +482,14 @@ def _exists_message(path: Path) -> str:
 
 
 def check_run_dir_free(out_dir: str | Path, run_id: str) -> Path:
-    """Return ``out_dir/run_id``; raise `FileExistsError` naming it if it exists."""
-    if not run_id or Path(run_id).name != run_id or run_id in (".", ".."):
-        raise ValueError(f"run_id {run_id!r} must be a plain folder name (no '/')")
+    """Return ``out_dir/run_id``; raise `FileExistsError` naming it if it exists (an
+    interrupted run's folder does not count: `reserve_run_dir` moves it aside)."""
+    if (not run_id or Path(run_id).name != run_id or run_id in (".", "..")
+            or not run_id.isprintable()):
+        raise ValueError(f"run_id {run_id!r} must be a plain folder name (no '/', no "
+                         "control characters such as a newline)")
     path = Path(out_dir) / run_id
-    if path.exists():
+    if path.exists() and run_dir_state(path) != "interrupted":
         raise FileExistsError(_exists_message(path))
     return path
 
@@ -451,6 +503,7 @@ def reserve_run_dir(out_dir: str | Path, run_id: str, note: str = "") -> Path:
     """
     path = check_run_dir_free(out_dir, run_id)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    moved = _move_aside(path) if path.exists() else None  # an interrupted run's folder
     try:
         path.mkdir()
     except FileExistsError:
@@ -461,6 +514,7 @@ def reserve_run_dir(out_dir: str | Path, run_id: str, note: str = "") -> Path:
         "host": socket.gethostname(),
         "reserved": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "note": note or "run.json is written when the run completes",
+        "previous_attempt": moved.name if moved is not None else None,
     }
     try:
         write_atomic(path / INCOMPLETE_FILE, dumps(info, indent=2) + "\n", overwrite=False)

@@ -150,16 +150,21 @@ class SweepState:
 
     def status(self, point_id: str) -> str:
         """The point's status: ``done`` when a complete attempt folder exists (whatever
-        the file says), ``interrupted`` for a ``running`` left by a gone sweep."""
+        the file says), ``interrupted`` for a ``running`` left by a gone sweep or a point
+        whose latest attempt folder was left by a process that is gone."""
         if done_dir(self.out, point_id) is not None:
             return "done"
         st = (self.points.get(point_id) or {}).get("status", "todo")
+        tries = attempt_dirs(self.out, point_id)
+        if tries and run_dir_state(tries[-1]) == "interrupted":  # killed, even before "running"
+            return "interrupted"
         return "interrupted" if st == "running" else st
 
     def recover(self) -> list[str]:
         """Mark points a gone sweep left ``running`` as ``interrupted``; returns them."""
         gone = [p for p, d in self.points.items()
-                if d.get("status") == "running" and done_dir(self.out, p) is None]
+                if d.get("status") in ("running", "todo") and done_dir(self.out, p) is None
+                and self.status(p) == "interrupted"]
         for p in gone:
             self.update(p, "interrupted", error="the sweep stopped while this point ran",
                         save=False)

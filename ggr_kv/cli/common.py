@@ -25,6 +25,7 @@ __all__ = [
     "load_input",
     "non_negative_int",
     "positive_int",
+    "query_file",
     "same_file",
 ]
 
@@ -71,6 +72,26 @@ def key_value(what: str, normalize_key: bool = False) -> Callable[[str], tuple[s
         return key, value
 
     return parse
+
+
+#: longest --query-file read, bytes
+MAX_QUERY_FILE_BYTES = 2**20
+
+
+def query_file(text: str) -> str:
+    """argparse type of ``--query-file FILE``: the file's text (UTF-8, one trailing newline
+    dropped); a regular file of at most `MAX_QUERY_FILE_BYTES`."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file (or not a regular file)")
+    if path.stat().st_size > MAX_QUERY_FILE_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"{text}: {path.stat().st_size:,} bytes, above {MAX_QUERY_FILE_BYTES:,}")
+    try:
+        body = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{text}: not UTF-8 text (byte {e.start})") from None
+    return body[:-1] if body.endswith("\n") else body
 
 
 def add_input_arguments(parser: argparse.ArgumentParser, rows: bool = False) -> None:

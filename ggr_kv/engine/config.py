@@ -36,6 +36,7 @@ __all__ = [
     "EngineConfig",
     "StartedEngine",
     "check_engine_args",
+    "check_server_url",
     "device_name",
     "engine_facts",
     "engine_starts",
@@ -436,6 +437,18 @@ def _get(url: str, timeout: float = 10.0) -> bytes:
         return r.read()
 
 
+def check_server_url(url: str) -> str:
+    """``url`` without a trailing ``/`` if it is an ``http(s)://host[:port]`` URL, else
+    ValueError naming it (no ``file://``, no missing host): checked before any work."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(str(url))
+    if parts.scheme not in ("http", "https") or not parts.hostname or not str(url).isprintable():
+        raise ValueError(f"--server-url {url!r}: must be an http:// or https:// URL of a vLLM "
+                         "server (e.g. http://127.0.0.1:8000)")
+    return str(url).rstrip("/")
+
+
 def server_facts(url: str, timeout: float = 10.0) -> dict[str, Any]:
     """What an OpenAI-compatible vLLM server uses: ``/version``, ``/v1/models``, and the
     ``vllm:cache_config_info`` labels of ``/metrics``.
@@ -445,7 +458,7 @@ def server_facts(url: str, timeout: float = 10.0) -> dict[str, Any]:
     """
     from ggr_kv.engine.prom import parse_metrics_text
 
-    base = url.rstrip("/")
+    base = check_server_url(url)
     try:
         version = json.loads(_get(f"{base}/version", timeout)).get("version")
         models = json.loads(_get(f"{base}/v1/models", timeout)).get("data") or []

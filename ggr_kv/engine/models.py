@@ -175,6 +175,7 @@ def make_model_dir(shape: str, out_dir: str | Path, *, overwrite: bool = False) 
         if existing != config:  # e.g. a folder made before transformers_version was written
             write_atomic(out / "config.json", json.dumps(config, indent=2))
         return out
+    _check_ours(out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "tokenizer.json", build_tokenizer_json)
     write_atomic(
@@ -198,6 +199,24 @@ def make_model_dir(shape: str, out_dir: str | Path, *, overwrite: bool = False) 
     )
     write_atomic(out / "config.json", json.dumps(config, indent=2))
     return out
+
+
+def _check_ours(out: Path) -> None:
+    """Refuse to write into an existing folder that this function did not make (one with
+    files but no dummy-weight ``config.json`` of ours): nothing of a caller's is replaced."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    try:
+        ours = "_ggr_kv_shape" in json.loads((out / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours and any(out.iterdir()):
+        raise FileExistsError(
+            f"{out}: a folder with files that make-model did not write; pick an empty or new "
+            "--out (nothing was changed)"
+        )
 
 
 def model_config(shape: str) -> dict:

@@ -35,6 +35,7 @@ from ggr_kv.core.paths import project_path
 from ggr_kv.engine.config import (
     EngineConfig,
     check_engine_args,
+    check_server_url,
     engine_facts,
     make_llm,
     model_max_len,
@@ -540,7 +541,7 @@ def run_batch(
     """
     specs = list(specs)
     out = project_path(out_dir)
-    server_url = server_url.rstrip("/") if server_url else None
+    server_url = check_server_url(server_url) if server_url else None
     _check_specs(specs, out, llm, server_url, max_concurrency, on_error)
     options = {"continue": on_error == "continue", "progress": progress, "reset": reset_prefix_cache,
                "max_concurrency": max_concurrency, "predict": predict, "stop_after_s": stop_after_s}

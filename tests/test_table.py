@@ -81,11 +81,14 @@ def test_mixed_object_column_keeps_each_value_s_own_text():
     assert cells(df) == {"m": ["True", "1", "1", "1", "", "2.5"]}
 
 
-def test_list_cells_from_parquet_list_columns(tmp_path):
+def test_nested_parquet_cells_become_json(tmp_path):
+    # issue 21 case 9: list and struct cells read as JSON, not Python reprs
     path = tmp_path / "lists.parquet"
-    pd.DataFrame({"genres": [["Drama", "Crime"], None, ["Comedy"]]}).to_parquet(path)
+    pd.DataFrame({"genres": [["Drama", "Crime"], None, ["Comedy"]],
+                  "meta": [{"a": "x", "b": "é"}, {"a": "y", "b": None}, None]}).to_parquet(path)
     t = load_table(path)
-    assert t.cells[:, 0].tolist() == ["['Drama', 'Crime']", "", "['Comedy']"]
+    assert t.cells[:, 0].tolist() == ['["Drama", "Crime"]', "", '["Comedy"]']
+    assert t.cells[:, 1].tolist() == ['{"a": "x", "b": "é"}', '{"a": "y", "b": null}', ""]
 
 
 def test_codes_and_lengths_follow_the_text():

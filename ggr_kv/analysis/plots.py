@@ -38,6 +38,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter, StrMethodFormatter
 
+from ggr_kv.core.atomic import write_atomic
 from ggr_kv.reorder.registry import NO_CACHE, ORIGINAL, color_of, ordering_names
 from ggr_kv.run.runs import DEFAULT_WINDOW_STEPS, add_windowed_rates, load_runs
 
@@ -711,8 +712,8 @@ def save_figure(
     with mpl.rc_context(RC):
         for p, fmt in zip(paths, formats):
             meta = {"Date": None} if fmt == "svg" else {}
-            with open(p, "xb") as f:  # "x": fail rather than overwrite
-                fig.savefig(f, format=fmt, metadata=meta)
+            write_atomic(p, lambda t, fmt=fmt, meta=meta: fig.savefig(t, format=fmt, metadata=meta),
+                         overwrite=False)
     return paths
 
 

@@ -12,9 +12,10 @@ it was, so the README's prose stays the author's and the numbers stay the comman
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
+
+from ggr_kv.core.atomic import write_atomic
 
 __all__ = ["block_markers", "read_block", "replace_block"]
 
@@ -61,7 +62,5 @@ def replace_block(path: str | Path, name: str, content: str) -> bool:
     new = text[:a] + body + text[b:]
     if new == text:
         return False
-    tmp = p.with_name(f".{p.name}.{os.getpid()}")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, p)
+    write_atomic(p, new)
     return True

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ggr_kv.analysis.plots import caption
+from ggr_kv.core.atomic import write_atomic
 
 __all__ = [
     "ReportData",
@@ -534,8 +535,7 @@ def write_report(
     k = 1
     while (path := out / (f"{name}.md" if k == 1 else f"{name}-{k}.md")).exists():
         k += 1
-    with open(path, "x", encoding="utf-8") as f:
-        f.write(text)
+    write_atomic(path, text, overwrite=False)
     return path
 
 

@@ -45,8 +45,11 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import hashlib
+import json
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import product
@@ -56,9 +59,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ggr_kv.core.jsonutil import dumps
+from ggr_kv.core.atomic import write_atomic
+from ggr_kv.core.jsonutil import dumps, to_jsonable
 from ggr_kv.core.paths import project_path, slug
-from ggr_kv.run.sweepstate import SweepLock, SweepState, done_dir, next_attempt, write_atomic
+from ggr_kv.run.sweepstate import SweepLock, SweepState, done_dir, next_attempt
 
 __all__ = [
     "POINT_DEFAULTS",
@@ -70,7 +74,11 @@ __all__ = [
     "load_sweep",
     "merge",
     "point_spec",
+    "point_settings",
+    "record_settings",
     "run_sweep",
+    "settings_change",
+    "settings_hash",
 ]
 
 _KEYS = ("notebook", "out", "base", "datasets", "orderings", "models", "engines", "overrides",
@@ -98,6 +106,10 @@ POINT_DEFAULTS: dict[str, Any] = {
     "verbose": False,  # the notebook's vLLM/transformers logs; in-process runs keep them quiet
 }
 _DEFAULT_NOTEBOOK = "notebooks/02_inference.ipynb"
+#: most points one sweep may have
+MAX_POINTS = 10_000
+#: largest sweep file read, bytes
+MAX_SWEEP_FILE_BYTES = 2**20
 
 
 def _orderings() -> tuple[str, ...]:
@@ -220,10 +232,16 @@ def _as_list(value: Any, key: str, src: str) -> list[str]:
 def _read_yaml(f: Path) -> dict[str, Any]:
     """One sweep file as a mapping; a YAML error names the file, line and column."""
     if not f.is_file():
-        raise FileNotFoundError(f"{f}: no such sweep file")
+        raise FileNotFoundError(f"{f}: no such sweep file (or not a regular file)")
+    if f.stat().st_size > MAX_SWEEP_FILE_BYTES:
+        raise ValueError(f"{f}: {f.stat().st_size:,} bytes; a sweep file is at most "
+                         f"{MAX_SWEEP_FILE_BYTES:,}")
     try:
         with open(f, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{f}: not a text (UTF-8) YAML file: byte {e.start} is "
+                         f"{e.object[e.start:e.start + 1]!r}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
@@ -285,6 +303,7 @@ def load_sweep(
         notebook = project_path(raw.get("notebook", _DEFAULT_NOTEBOOK), start)
         if not notebook.is_file():
             raise FileNotFoundError(f"{src}: notebook {notebook} does not exist")
+        _check_notebook(notebook, src)
     if out is not None:  # from the command line: relative to the working directory
         out_dir = Path(out).expanduser().resolve()
     else:
@@ -344,6 +363,22 @@ def _overrides(raw: dict[str, Any], src: str) -> list[dict[str, Any]]:
     return overrides
 
 
+def _check_notebook(notebook: Path, src: str) -> None:
+    """A Jupyter notebook (.ipynb, JSON with ``cells``); the message never quotes the file."""
+    ok = notebook.suffix == ".ipynb"
+    if ok:
+        try:
+            with open(notebook, "rb") as fh:
+                ok = fh.read(1).lstrip() in (b"{", b"")
+                fh.seek(0)
+                ok = ok and isinstance(json.load(fh).get("cells"), list)
+        except (OSError, ValueError, AttributeError):
+            ok = False
+    if not ok:
+        raise ValueError(f"{src}: notebook {notebook} is not a Jupyter notebook (.ipynb JSON "
+                         "with cells)")
+
+
 def _notebook_parameters(notebook: Path) -> set[str]:
     import papermill as pm
 
@@ -392,7 +427,18 @@ def _axis_name(text: str) -> str:
 
 
 def grid(spec: SweepSpec) -> list[GridPoint]:
-    """Every (dataset, ordering, model, engine) point with its parameters."""
+    """Every (dataset, ordering, model, engine) point with its parameters.
+
+    Raises ValueError for more than `MAX_POINTS` points (before building any) or two
+    points with one folder name."""
+    sizes = [len(spec.datasets), len(spec.models), len(spec.engines), len(spec.orderings)]
+    n = sizes[0] * sizes[1] * sizes[2] * sizes[3]
+    if n > MAX_POINTS:
+        raise ValueError(
+            f"the sweep grid has {n:,} points (datasets x models x engines x orderings = "
+            f"{' x '.join(map(str, sizes))}), above the limit of {MAX_POINTS:,}; split it "
+            "into several sweep files"
+        )
     points = []
     for dataset, model, engine, ordering in product(
         spec.datasets, spec.models, spec.engines, spec.orderings
@@ -413,8 +459,7 @@ def grid(spec: SweepSpec) -> list[GridPoint]:
             run_id=point_id,
         )
         points.append(GridPoint(point_id, dataset, ordering, model, engine, params))
-    ids = [p.point_id for p in points]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
+    dup = sorted(i for i, k in Counter(p.point_id for p in points).items() if k > 1)
     if dup:
         raise ValueError(f"grid points share folder names {dup}; give datasets distinct names")
     return points
@@ -538,6 +583,8 @@ def _run_inprocess(sw: _Sweep, todo: list[GridPoint]) -> None:
     def on_update(o: Any) -> None:
         p = by_index[o.index]
         status = {"not_run": "todo", "pending": "todo"}.get(o.status, o.status)
+        if status == "done" and o.run_dir is not None:
+            record_settings(Path(o.run_dir), p)
         sw.state.update(p.point_id, status, run_dir=o.run_dir, error=o.error,
                         seconds=o.seconds if status != "running" else None)
         sw.result(p, "done" if status == "done" else status, o.run_dir, error=o.error,
@@ -585,10 +632,71 @@ def _run_papermill(sw: _Sweep, todo: list[GridPoint], kernel_name: str | None,
         except Exception as e:  # noqa: BLE001 - a failing point is recorded, the sweep goes on
             error = _papermill_error(e)
         status = "failed" if error else "done"
+        if status == "done":
+            record_settings(run_dir, p)
         secs = time.perf_counter() - t0
         sw.state.update(p.point_id, status, error=error, seconds=secs)
         sw.result(p, status, run_dir, notebook=nb, error=error, seconds=secs)
         sw.flush()
+
+
+# ----------------------------------------------------------------------------- settings
+
+#: point parameters that do not change what a point measures (not in its settings hash)
+_NOT_SETTINGS = ("out_dir", "comparison", "run_id", "verbose")
+#: the key of run.json that holds the sweep point's settings and their hash
+SETTINGS_KEY = "sweep_point"
+
+
+def point_settings(point: GridPoint) -> dict[str, Any]:
+    """What a point measures: its resolved parameters (dataset, ordering, model, rows,
+    engine_args, query, repeats, ...), without where it is written."""
+    return to_jsonable({k: v for k, v in point.parameters.items() if k not in _NOT_SETTINGS})
+
+
+def settings_hash(point: GridPoint) -> str:
+    """sha256 (16 hex digits) of `point_settings` as canonical JSON."""
+    text = json.dumps(point_settings(point), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def record_settings(run_dir: Path, point: GridPoint) -> None:
+    """Add the point's settings and their hash to a complete run's ``run.json`` (rewritten
+    whole, atomically: readers see the old file or the new one)."""
+    rj = run_dir / "run.json"
+    if not rj.is_file():
+        return
+    data = json.loads(rj.read_text(encoding="utf-8"))
+    data[SETTINGS_KEY] = {"point_id": point.point_id, "settings_hash": settings_hash(point),
+                          "settings": point_settings(point)}
+    write_atomic(rj, dumps(data, indent=2) + "\n")
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def settings_change(run_dir: Path, point: GridPoint) -> str | None:
+    """None when the complete run in ``run_dir`` was made with the point's settings, else
+    what differs (``rows 8 -> 16, engine_args.max_num_seqs 8 -> 4``)."""
+    try:
+        rec = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get(SETTINGS_KEY)
+    except (OSError, ValueError, AttributeError):
+        rec = None
+    if not isinstance(rec, dict) or "settings_hash" not in rec:
+        return "its run.json records no sweep settings"
+    if rec["settings_hash"] == settings_hash(point):
+        return None
+    old, new = _flat(rec.get("settings") or {}), _flat(point_settings(point))
+    diff = [f"{k} {old.get(k, '-')} -> {new.get(k, '-')}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+    return ", ".join(diff[:4]) + (f", ... ({len(diff)} settings)" if len(diff) > 4 else "") \
+        or "settings hash differs"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -646,9 +754,10 @@ def _dry_run(spec: SweepSpec, pts: list[GridPoint]) -> SweepResult:
     for p in pts:
         st = state.status(p.point_id) if state is not None else "todo"
         rd = (done_dir(spec.out, p.point_id) if st == "done" else None) or spec.out / p.point_id
-        res.append(PointResult(p, "skipped" if st == "done" else st, rd,
-                               error=(state.points.get(p.point_id) or {}).get("error")
-                               if state is not None else None))
+        why = settings_change(rd, p) if st == "done" else None
+        error = (state.points.get(p.point_id) or {}).get("error") if state is not None else None
+        res.append(PointResult(p, ("changed" if why else "skipped") if st == "done" else st, rd,
+                               error=why or error))
     groups = [[p.point_id for p in g] for g in engine_groups(pts)] if spec.runner == "inprocess" \
         else [[p.point_id] for p in pts]
     gid = {pid: k for k, g in enumerate(groups) for pid in g}
@@ -665,6 +774,7 @@ def run_sweep(
     kernel_name: str | None = None,
     timeout: float | None = None,
     points: Iterable[GridPoint] | None = None,
+    rerun_changed: bool = False,
 ) -> SweepResult:
     """Run every grid point not done yet; record failures and go on.
 
@@ -675,10 +785,14 @@ def run_sweep(
     kernel_name : Jupyter kernel for papermill (default: the notebook's own).
     timeout : per-cell timeout for papermill, s (default none).
     points : run these points instead of the whole grid.
+    rerun_changed : a point whose complete folder was made with other settings (see
+        `settings_change`) runs again in a new attempt folder; without it the sweep
+        refuses to start and names those points and what changed.
 
     Raises
     ------
     RuntimeError : another sweep is working in ``spec.out``.
+    ValueError : done points whose settings changed, without ``rerun_changed``.
     KeyboardInterrupt : after recording the points it stopped as ``interrupted`` and
         rewriting the summary and log.
     """
@@ -688,13 +802,23 @@ def run_sweep(
     with SweepLock(spec.out):
         sw = _Sweep(spec, pts, progress)
         sw.state.recover()
-        todo = []
+        todo, changed = [], []
         for p in pts:
             d = done_dir(spec.out, p.point_id)
-            if d is not None:
+            why = settings_change(d, p) if d is not None else None
+            if d is not None and why is None:
                 sw.result(p, "skipped", d)
             else:
                 todo.append(p)
+                if why is not None:
+                    changed.append(f"{p.point_id} ({why})")
+        if changed and not rerun_changed:
+            raise ValueError(
+                f"{spec.out}: {len(changed)} done point(s) were run with other settings: "
+                f"{'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}. Pass "
+                "--rerun-changed to run them again in new attempt folders (the old ones "
+                "stay), or another --out"
+            )
         sw.flush()
         ended = "complete"
         try:

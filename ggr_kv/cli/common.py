@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -19,10 +20,13 @@ __all__ = [
     "check_out_path",
     "emit",
     "format_value",
+    "input_files",
     "key_value",
     "load_input",
     "non_negative_int",
     "positive_int",
+    "query_file",
+    "same_file",
 ]
 
 #: file endings `load_input` treats as a path even when the file does not exist
@@ -68,6 +72,26 @@ def key_value(what: str, normalize_key: bool = False) -> Callable[[str], tuple[s
         return key, value
 
     return parse
+
+
+#: longest --query-file read, bytes
+MAX_QUERY_FILE_BYTES = 2**20
+
+
+def query_file(text: str) -> str:
+    """argparse type of ``--query-file FILE``: the file's text (UTF-8, one trailing newline
+    dropped); a regular file of at most `MAX_QUERY_FILE_BYTES`."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file (or not a regular file)")
+    if path.stat().st_size > MAX_QUERY_FILE_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"{text}: {path.stat().st_size:,} bytes, above {MAX_QUERY_FILE_BYTES:,}")
+    try:
+        body = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{text}: not UTF-8 text (byte {e.start})") from None
+    return body[:-1] if body.endswith("\n") else body
 
 
 def add_input_arguments(parser: argparse.ArgumentParser, rows: bool = False) -> None:
@@ -141,14 +165,44 @@ def load_input(spec: str | Path, *, rows: int | None = None, sep: str | None = N
     return Input(ds, ds.table(), str(ds.name), list(ds.fds) or None, ds, None)
 
 
-def check_out_path(out: str | Path, *, force: bool, inputs: Iterable[str | Path] = ()) -> Path:
-    """Check an output file path before any work: never one of ``inputs`` (not even with
-    ``force``), an existing file only with ``force``, never a directory."""
+def input_files(spec: str | Path) -> list[Path]:
+    """The files an input argument reads: the file itself, or the file behind a bundled
+    dataset name (none for a name that does not resolve; loading it reports that)."""
+    path = Path(spec)
+    if path.exists():
+        return [path]
+    try:
+        from ggr_kv.datasets import dataset_path
+
+        return [dataset_path(str(spec), progress=False)]
+    except Exception:  # noqa: BLE001 - not a dataset: the command's loader says why
+        return []
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Both paths exist and are one file (same device and inode: hard and symbolic
+    links included)."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def check_out_path(out: str | Path, *, force: bool, inputs: Iterable[str | Path | None] = ()) -> Path:
+    """Check an output file path before any work: never the file (same device and inode)
+    behind one of ``inputs`` (paths or dataset names; not even with ``force``), an existing
+    file only with ``force``, never a directory."""
     out = Path(out)
     for src in inputs:
-        src = Path(src)
-        if src.exists() and out.exists() and out.resolve() == src.resolve():
-            raise FileExistsError(f"{out}: this is an input of the command; pick another --out")
+        if src is None:
+            continue
+        for f in input_files(src):
+            if same_file(out, f):
+                what = f" (the file behind {src}: {f})" if Path(src) != f else ""
+                raise FileExistsError(
+                    f"{out}: this is an input of the command{what}; pick another --out"
+                )
     if out.is_dir():
         raise FileExistsError(f"{out}: is a directory; --out needs a file name")
     if out.exists() and not force:

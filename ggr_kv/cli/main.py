@@ -57,25 +57,36 @@ def _quiet_broken_pipe() -> int:
 
 def error_line(exc: BaseException) -> str:
     """One line naming what went wrong: the exception's first line (its type if empty)."""
+    from ggr_kv.engine.errors import cause_line
+
     text = str(exc).strip()
     if isinstance(exc, KeyError) and len(exc.args) == 1:
         text = f"missing key {exc.args[0]!r}"
     line = text.splitlines()[0] if text else type(exc).__name__
+    if isinstance(exc, RuntimeError) or " validation error" in line:
+        line = cause_line(exc)  # the cause, not "1 validation error for ModelConfig"
     known = (ValueError, OSError, LookupError, ImportError, TypeError, RuntimeError)
     return line if isinstance(exc, known) else f"{type(exc).__name__}: {line}"
 
 
 def main(argv: list[str] | None = None) -> int:
+    # no downloads at run time: offline before any Hugging Face client loads (HF_HUB_OFFLINE=0
+    # in the environment allows them)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
+    from ggr_kv.engine.lifetime import EXIT_INTERRUPTED, stop_on_interrupt
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     module = importlib.import_module(f"ggr_kv.cli.commands.{COMMANDS[args.command][0]}")
     try:
-        return int(module.main(args) or 0)
+        with stop_on_interrupt():
+            return int(module.main(args) or 0)
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except KeyboardInterrupt:
         print(f"ggr-kv {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as e:
         if args.debug:
             raise

@@ -144,7 +144,9 @@ class ReorderPlan:
         """Serialize to JSON text; also write it to ``path`` when given."""
         text = json.dumps(self.to_dict())
         if path is not None:
-            Path(path).write_text(text)
+            from ggr_kv.core.atomic import write_atomic
+
+            write_atomic(path, text)
         return text
 
     @classmethod

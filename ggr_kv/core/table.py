@@ -16,14 +16,21 @@ The caller's DataFrame is never modified: `Table` holds its own arrays.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import stat
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["DELIMITERS", "Table", "TableError", "load_table", "sniff_delimiter", "stringify_column"]
+from ggr_kv.core.jsonutil import to_jsonable
+
+__all__ = ["DELIMITERS", "Table", "TableError", "check_table_file", "load_table", "sniff_delimiter", "stringify_column"]
 
 
 class TableError(ValueError):
@@ -90,9 +97,9 @@ def _split_mixed_types(vals: np.ndarray, codes: np.ndarray, uniques: object) -> 
 def _scalar_to_str(v: object) -> str:
     if isinstance(v, str):
         return v
-    if isinstance(v, np.ndarray):
-        return str(v.tolist())
-    if v is None or (not isinstance(v, (list, tuple, dict, set)) and pd.isna(v)):
+    if isinstance(v, (np.ndarray, list, tuple, dict, set)):  # nested Parquet cells: JSON
+        return json.dumps(to_jsonable(v), ensure_ascii=False)
+    if v is None or pd.isna(v):
         return ""
     if isinstance(v, (bool, np.bool_)):
         return "True" if v else "False"
@@ -194,20 +201,27 @@ def load_table(table: str | Path | pd.DataFrame | Table, sep: str | None = None)
     if isinstance(table, pd.DataFrame):
         return Table.from_frame(table)
     path = Path(table)
-    if not path.exists():
-        raise TableError(f"{path}: file not found")
-    if path.is_dir():
-        raise TableError(f"{path}: is a directory, expected a .csv or .parquet file")
+    check_table_file(path)
+    if sep in ("\\t", "tab"):
+        sep = "\t"
+    if sep is not None and len(sep) != 1:
+        raise TableError(f"{path}: --sep {sep!r} must be one character (e.g. ',' ';' '|')")
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         try:
+            import pyarrow.parquet as pq
+
+            _check_width(path, len(pq.read_schema(path).names))
             df = pd.read_parquet(path)
+        except TableError:
+            raise
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types
             raise TableError(f"{path}: cannot read as Parquet: {e}") from None
         return Table.from_frame(df, source=str(path))
     if suffix not in (".csv", ".tsv", ".txt", ""):
         raise TableError(f"{path}: unknown table format {suffix!r}; use .csv or .parquet")
     sep = sep or ("\t" if suffix == ".tsv" else sniff_delimiter(path))
+    _check_width(path, _header_outside_quotes(path).count(sep) + 1)  # before pandas reads it
     try:
         with warnings.catch_warnings():
             # index_col=False: a first row with more fields than the header must not turn
@@ -228,25 +242,69 @@ def load_table(table: str | Path | pd.DataFrame | Table, sep: str | None = None)
     return Table.from_frame(df, source=str(path))
 
 
+#: largest table file `load_table` reads, bytes (``GGR_KV_MAX_TABLE_BYTES`` overrides)
+MAX_TABLE_BYTES = 8 * 2**30
+#: most columns a table may have (``GGR_KV_MAX_COLUMNS`` overrides)
+MAX_COLUMNS = 4096
+#: longest CSV header line read, characters
+MAX_HEADER_CHARS = 2**20
+
+
+def _limit(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def check_table_file(path: Path) -> None:
+    """Raise `TableError` unless ``path`` is a regular file (not a FIFO, device, folder)
+    of at most `MAX_TABLE_BYTES`: nothing blocks or reads without end."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise TableError(f"{path}: file not found") from None
+    except OSError as e:
+        raise TableError(f"{path}: cannot read: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise TableError(f"{path}: is a directory, expected a .csv or .parquet file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else (
+            "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket")
+        raise TableError(f"{path}: is {kind}, not a regular file; save the table to a file first")
+    cap = _limit("GGR_KV_MAX_TABLE_BYTES", MAX_TABLE_BYTES)
+    if st.st_size > cap:
+        raise TableError(f"{path}: {st.st_size:,} bytes, above the {cap:,}-byte limit "
+                         "(GGR_KV_MAX_TABLE_BYTES raises it)")
+
+
+def _check_width(path: Path, n_columns: int) -> None:
+    cap = _limit("GGR_KV_MAX_COLUMNS", MAX_COLUMNS)
+    if n_columns > cap:
+        raise TableError(f"{path}: {n_columns:,} columns, above the {cap:,}-column limit "
+                         "(GGR_KV_MAX_COLUMNS raises it)")
+
+
 #: delimiters `sniff_delimiter` chooses from, in order of preference on ties
 DELIMITERS = (",", ";", "\t", "|")
+
+
+def _header_outside_quotes(path: Path) -> str:
+    """The first line of ``path`` (at most `MAX_HEADER_CHARS`), quoted parts removed."""
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            header = f.readline(MAX_HEADER_CHARS + 1)
+    except OSError as e:
+        raise TableError(f"{path}: cannot read: {e}") from None
+    if len(header) > MAX_HEADER_CHARS:
+        raise TableError(f"{path}: header line longer than {MAX_HEADER_CHARS:,} characters")
+    return re.sub(r'"[^"]*"?', "", header)
 
 
 def sniff_delimiter(path: Path) -> str:
     """The CSV delimiter of ``path``: of `DELIMITERS`, the one splitting the header line
     (outside quotes) into the most fields; ``,`` when none splits it."""
-    try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as f:
-            header = f.readline()
-    except OSError as e:
-        raise TableError(f"{path}: cannot read: {e}") from None
-    outside, quoted = [], False
-    for ch in header:
-        if ch == '"':
-            quoted = not quoted
-        elif not quoted:
-            outside.append(ch)
-    text = "".join(outside)
+    text = _header_outside_quotes(path)
     counts = [text.count(d) for d in DELIMITERS]
     best = max(range(len(DELIMITERS)), key=lambda i: (counts[i], -i))
     return DELIMITERS[best] if counts[best] else ","
@@ -256,6 +314,7 @@ def _check_csv_header(path: Path, df: pd.DataFrame, sep: str = ",") -> None:
     # pandas renames duplicate CSV headers to "a.1"; catch that before it hides a mistake
     header = pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False, sep=sep)
     names = [str(x) for x in header.iloc[0]] if len(header) else []
-    dup = sorted({c for c in names if names.count(c) > 1})
+    _check_width(path, len(names))
+    dup = sorted(c for c, k in Counter(names).items() if k > 1)
     if dup:
         raise TableError(f"{path}: duplicate column names {dup}; rename them first")

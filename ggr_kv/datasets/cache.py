@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ggr_kv.core.atomic import write_atomic
 from ggr_kv.core.paths import CHECKOUT_DIR, PACKAGE_DIR
 from ggr_kv.datasets.families import FAMILIES, Family
 
@@ -81,12 +82,6 @@ def _valid(path: Path, record: Path) -> bool:
     return meta.get("sha256") == _sha256(path)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def generated_file(family: str, rows: int, seed: int, *, progress: bool = True) -> Path:
     """Path of the CSV of ``family`` at ``rows`` rows and ``seed``, generated if needed.
 
@@ -104,7 +99,7 @@ def generated_file(family: str, rows: int, seed: int, *, progress: bool = True) 
     with tqdm(total=rows, desc=f"generating {fam.name}@{rows}", unit="row", delay=2.0,
               disable=not progress, leave=False) as bar:  # fmt: skip
         data = csv_bytes(fam.columns, fam.make(seed, rows, bar.update))
-    _write_atomic(path, data)
+    write_atomic(path, data)
     meta = {
         "ggr_kv_generated": 1,
         "family": fam.name,
@@ -115,7 +110,7 @@ def generated_file(family: str, rows: int, seed: int, *, progress: bool = True) 
         "bytes": len(data),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    _write_atomic(record, (json.dumps(meta, indent=1) + "\n").encode())
+    write_atomic(record, (json.dumps(meta, indent=1) + "\n").encode())
     return path
 
 

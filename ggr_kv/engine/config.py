@@ -30,10 +30,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ggr_kv.engine.lifetime import tie_children_to_us
+
 __all__ = [
     "EngineConfig",
     "StartedEngine",
     "check_engine_args",
+    "check_server_url",
     "device_name",
     "engine_facts",
     "engine_starts",
@@ -262,8 +265,10 @@ def check_engine_args(config: EngineConfig) -> None:
 
     Raises
     ------
-    ValueError : naming the argument and the closest valid names.
+    ValueError : naming the argument and the closest valid names; a ``max_model_len``
+        above the model's own limit (unless ``VLLM_ALLOW_LONG_MAX_MODEL_LEN=1``).
     """
+    _check_max_model_len(config)
     if not config.extra:
         return
     import inspect
@@ -281,6 +286,21 @@ def check_engine_args(config: EngineConfig) -> None:
             raise ValueError(
                 f"engine argument {key!r}: vllm.LLM of this vLLM has no such argument{hint}"
             )
+
+
+def _check_max_model_len(config: EngineConfig) -> None:
+    if not config.max_model_len or os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1":
+        return
+    try:
+        model, _ = config.resolve_model()
+    except ValueError:
+        return  # the model's own check names it
+    limit = model_max_len(model)
+    if limit is not None and config.max_model_len > limit:
+        raise ValueError(
+            f"--max-model-len {config.max_model_len}: above the model's limit of {limit} "
+            f"tokens ({config.model}); pass at most {limit}"
+        )
 
 
 def model_max_len(model: str | Path) -> int | None:
@@ -328,6 +348,7 @@ def make_llm(config: EngineConfig | None = None) -> Any:
     kwargs = config.to_llm_kwargs()
     vllm = import_vllm()
     check_engine_args(config)
+    tie_children_to_us()  # the engine core and its workers die with this process
     t0 = time.perf_counter()
     llm = vllm.LLM(**kwargs)
     llm.generate(["warm-up"], vllm.SamplingParams(max_tokens=1), use_tqdm=False)
@@ -420,6 +441,18 @@ def _get(url: str, timeout: float = 10.0) -> bytes:
         return r.read()
 
 
+def check_server_url(url: str) -> str:
+    """``url`` without a trailing ``/`` if it is an ``http(s)://host[:port]`` URL, else
+    ValueError naming it (no ``file://``, no missing host): checked before any work."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(str(url))
+    if parts.scheme not in ("http", "https") or not parts.hostname or not str(url).isprintable():
+        raise ValueError(f"--server-url {url!r}: must be an http:// or https:// URL of a vLLM "
+                         "server (e.g. http://127.0.0.1:8000)")
+    return str(url).rstrip("/")
+
+
 def server_facts(url: str, timeout: float = 10.0) -> dict[str, Any]:
     """What an OpenAI-compatible vLLM server uses: ``/version``, ``/v1/models``, and the
     ``vllm:cache_config_info`` labels of ``/metrics``.
@@ -429,7 +462,7 @@ def server_facts(url: str, timeout: float = 10.0) -> dict[str, Any]:
     """
     from ggr_kv.engine.prom import parse_metrics_text
 
-    base = url.rstrip("/")
+    base = check_server_url(url)
     try:
         version = json.loads(_get(f"{base}/version", timeout)).get("version")
         models = json.loads(_get(f"{base}/v1/models", timeout)).get("data") or []

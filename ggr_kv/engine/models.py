@@ -16,6 +16,8 @@ import json
 import os
 from pathlib import Path
 
+from ggr_kv.core.atomic import write_atomic
+
 __all__ = ["SHAPES", "build_tokenizer_json", "make_model_dir", "model_config", "resolve_model"]
 
 _LLAMA3_BASE = {
@@ -171,13 +173,13 @@ def make_model_dir(shape: str, out_dir: str | Path, *, overwrite: bool = False) 
                 f"{out} holds model shape {existing.get('_ggr_kv_shape')!r}, not {shape!r}"
             )
         if existing != config:  # e.g. a folder made before transformers_version was written
-            _write_atomic(out / "config.json", json.dumps(config, indent=2))
+            write_atomic(out / "config.json", json.dumps(config, indent=2))
         return out
+    _check_ours(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".tokenizer.json.{os.getpid()}"
-    build_tokenizer_json(tmp)
-    os.replace(tmp, out / "tokenizer.json")
-    (out / "tokenizer_config.json").write_text(
+    write_atomic(out / "tokenizer.json", build_tokenizer_json)
+    write_atomic(
+        out / "tokenizer_config.json",
         json.dumps(
             {
                 "tokenizer_class": "PreTrainedTokenizerFast",
@@ -189,13 +191,32 @@ def make_model_dir(shape: str, out_dir: str | Path, *, overwrite: bool = False) 
                 "chat_template": _LLAMA3_CHAT_TEMPLATE,
             },
             indent=2,
-        )
+        ),
     )
-    (out / "generation_config.json").write_text(
-        json.dumps({"bos_token_id": 128000, "eos_token_id": config["eos_token_id"]}, indent=2)
+    write_atomic(
+        out / "generation_config.json",
+        json.dumps({"bos_token_id": 128000, "eos_token_id": config["eos_token_id"]}, indent=2),
     )
-    _write_atomic(out / "config.json", json.dumps(config, indent=2))
+    write_atomic(out / "config.json", json.dumps(config, indent=2))
     return out
+
+
+def _check_ours(out: Path) -> None:
+    """Refuse to write into an existing folder that this function did not make (one with
+    files but no dummy-weight ``config.json`` of ours): nothing of a caller's is replaced."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    try:
+        ours = "_ggr_kv_shape" in json.loads((out / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours and any(out.iterdir()):
+        raise FileExistsError(
+            f"{out}: a folder with files that make-model did not write; pick an empty or new "
+            "--out (nothing was changed)"
+        )
 
 
 def model_config(shape: str) -> dict:
@@ -217,12 +238,6 @@ def model_config(shape: str) -> dict:
         tf_version = "5.0.0"
     return {**_LLAMA3_BASE, **SHAPES[shape], "transformers_version": tf_version,
             "_ggr_kv_shape": shape}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def resolve_model(model: str, models_dir: str | Path = "models") -> tuple[str, bool]:

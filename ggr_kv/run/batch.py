@@ -35,6 +35,7 @@ from ggr_kv.core.paths import project_path
 from ggr_kv.engine.config import (
     EngineConfig,
     check_engine_args,
+    check_server_url,
     engine_facts,
     make_llm,
     model_max_len,
@@ -59,6 +60,7 @@ from ggr_kv.run.rundir import (
     RunRecord,
     check_run_dir_free,
     fail_run_dir,
+    mark_interrupted,
     new_run_id,
     release_run_dir,
     reserve_run_dir,
@@ -257,8 +259,12 @@ class _Batch:
         if prep is not None and prep.folder is not None:
             if started:
                 fail_run_dir(prep.folder, exc)
-            else:
-                release_run_dir(prep.folder)
+                if status == "interrupted":  # the id is free for a retry
+                    mark_interrupted(prep.folder, str(exc))
+            elif not release_run_dir(prep.folder):  # it holds more (an engine log): keep it
+                fail_run_dir(prep.folder, exc)
+                if status in ("interrupted", "not_run") and "interrupted" in str(exc):
+                    mark_interrupted(prep.folder, str(exc))
         self.set(i, status, _line(exc))
 
     def abandon(self, reason: str, status: str) -> None:
@@ -513,6 +519,7 @@ def run_batch(
     llm, server_url, on_update = o.llm, o.server_url, o.on_update
     specs = list(specs)
     out = project_path(o.out_dir)
+    server_url = check_server_url(server_url) if server_url else None
     _check_specs(specs, out, o.on_error)
     options = {"continue": o.on_error == "continue", "progress": o.progress,
                "reset": o.reset_prefix_cache, "max_concurrency": o.max_concurrency,

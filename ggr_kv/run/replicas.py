@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ggr_kv.core.atomic import write_atomic
 from ggr_kv.core.jsonutil import dumps
 from ggr_kv.core.paths import project_path
 from ggr_kv.core.plan import ReorderPlan
@@ -145,8 +146,7 @@ def _tokens(table, plan, query, instruction: str, engine: EngineConfig):
 
 def _launch(k: int, folder: Path, spec: dict, device: str, kind: str) -> subprocess.Popen:
     path = folder / f".replica-{k}.pkl"
-    with open(path, "wb") as f:
-        pickle.dump(spec, f)
+    write_atomic(path, pickle.dumps(spec))
     env = dict(os.environ)
     if kind == "gpu":
         env["CUDA_VISIBLE_DEVICES"] = device
@@ -312,7 +312,7 @@ def _drive(barrier: Path, procs, n: int, repeats: int, n_jobs: int, timeout_s: f
             ready = [barrier / f".ready-{k}-{tag}" for k in range(n)]
             _wait_for(ready, procs, barrier, timeout_s, f"ready for job {j} repeat {r}")
             go = time.time()
-            (barrier / f".go-{tag}").write_text(repr(go))
+            write_atomic(barrier / f".go-{tag}", repr(go))
             files = [barrier / f".done-{k}-{tag}.json" for k in range(n)]
             _wait_for(files, procs, barrier, timeout_s, f"done with job {j} repeat {r}")
             done[j].append((go, [json.loads(p.read_text()) for p in files]))
@@ -345,7 +345,7 @@ def _finish(folder, sharding, rows, runs, how, devices, kind, engine, method, na
         parts.append(o[["row", "output"]].assign(replica=d["replica"]))
     outputs = pd.concat(parts, ignore_index=True).sort_values("row").reset_index(drop=True)
     outputs = outputs[["row", "replica", "output"]]
-    outputs.to_csv(folder / "outputs.csv", index=False)
+    write_atomic(folder / "outputs.csv", lambda p: outputs.to_csv(p, index=False))
     meta = {
         "how": how, "n_replicas": len(devices), "devices": devices, "device_kind": kind,
         "method": method, "dataset": name, "block_size_for_split": bs,
@@ -356,7 +356,7 @@ def _finish(folder, sharding, rows, runs, how, devices, kind, engine, method, na
         "replicas": [asdict(x) for x in replicas],
         "replica_rows": [r.tolist() for r in rows],
     }
-    (folder / "sharded.json").write_text(dumps(meta, indent=2) + "\n", encoding="utf-8")
+    write_atomic(folder / "sharded.json", dumps(meta, indent=2) + "\n")
     (folder / "incomplete.json").unlink(missing_ok=True)
     return ShardedRun(folder, how, len(devices), job_s, meta["job_s_median"], meta["balance"],
                       replicas, outputs, meta)
@@ -376,7 +376,7 @@ def _worker(spec_path: str) -> int:
         for r in range(1, spec["repeats"] + 1):
             for j, job in enumerate(spec["jobs"]):
                 tag = f"{j}-{r}"
-                (barrier / f".ready-{k}-{tag}").touch()
+                write_atomic(barrier / f".ready-{k}-{tag}", "")
                 go = barrier / f".go-{tag}"
                 while not go.exists():
                     time.sleep(0.005)
@@ -395,9 +395,7 @@ def _worker(spec_path: str) -> int:
                        "uncached": prompt - int(req["num_cached_tokens"].sum()),
                        "hits": res.summary.get("prefix_cache_hits"),
                        "queries": res.summary.get("prefix_cache_queries")}
-                tmp = barrier / f".done-{k}-{tag}.tmp"
-                tmp.write_text(json.dumps(rec))
-                tmp.rename(barrier / f".done-{k}-{tag}.json")
+                write_atomic(barrier / f".done-{k}-{tag}.json", json.dumps(rec))
     finally:
         shutdown_llm(llm)
     return 0

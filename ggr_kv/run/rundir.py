@@ -35,12 +35,14 @@ from typing import Any
 import pandas as pd
 
 from ggr_kv.collector.checks import CounterCheck
+from ggr_kv.core.atomic import write_atomic
 from ggr_kv.core.jsonutil import dumps, to_jsonable
 from ggr_kv.core.paths import slug
 
 __all__ = [
     "ERROR_FILE",
     "INCOMPLETE_FILE",
+    "INTERRUPTED_FILE",
     "RECORD_FORMAT",
     "RUN_FILES",
     "CounterCheck",
@@ -52,6 +54,7 @@ __all__ = [
     "check_run_dir_free",
     "claim_run_dir",
     "fail_run_dir",
+    "mark_interrupted",
     "new_run_id",
     "package_versions",
     "read_outputs",
@@ -76,6 +79,8 @@ RUN_FILES: tuple[str, ...] = (
 INCOMPLETE_FILE = "incomplete.json"
 #: what failed, written into the folder of a run that did not complete
 ERROR_FILE = "error.txt"
+#: marker of a run stopped by SIGINT (Ctrl-C); its id is free for a retry
+INTERRUPTED_FILE = "interrupted.json"
 #: version of the run.json layout `RunRecord` writes (files without ``record_format``: 1)
 RECORD_FORMAT = 2
 
@@ -361,16 +366,61 @@ def read_record(folder: str | Path) -> RunRecord:
 
 
 def run_dir_state(folder: str | Path) -> str:
-    """``complete`` (run.json), ``failed`` (error.txt), ``incomplete`` (reserved: running
-    or killed), ``missing``, or ``other`` (a folder this package did not make)."""
+    """``complete`` (run.json), ``interrupted`` (stopped by SIGINT, or its process on
+    this host is gone: killed), ``failed`` (error.txt), ``incomplete`` (reserved by a
+    live process: running), ``missing``, or ``other`` (a folder this package did not make)."""
     folder = Path(folder)
     if (folder / "run.json").is_file():
         return "complete"
+    if (folder / INTERRUPTED_FILE).is_file():
+        return "interrupted"
     if (folder / ERROR_FILE).is_file():
         return "failed"
     if (folder / INCOMPLETE_FILE).is_file():
-        return "incomplete"
+        return "interrupted" if _owner_gone(folder / INCOMPLETE_FILE) else "incomplete"
     return "other" if folder.exists() else "missing"
+
+
+def _owner_gone(marker: Path) -> bool:
+    """The process that reserved the folder ran on this host and is gone."""
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    pid = info.get("pid")
+    if info.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def mark_interrupted(folder: str | Path, reason: str = "interrupted (SIGINT)") -> Path:
+    """Mark a run folder as stopped by the user: its id is free for a retry, and
+    `reserve_run_dir` moves this folder aside to ``<run_id>.interrupted-N``."""
+    stamp = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    path = Path(folder) / INTERRUPTED_FILE
+    write_atomic(path, dumps({"interrupted": stamp, "reason": reason, "pid": os.getpid()}) + "\n")
+    return path
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename an interrupted run folder to ``<name>.interrupted-N`` (first free N)."""
+    k = 1
+    while True:
+        dest = path.with_name(f"{path.name}.interrupted-{k}")
+        if not dest.exists():
+            try:
+                os.rename(path, dest)  # same folder: atomic
+                return dest
+            except OSError:
+                if not dest.exists():
+                    raise
+        k += 1
 
 
 def _exists_message(path: Path) -> str:
@@ -387,11 +437,14 @@ def _exists_message(path: Path) -> str:
 
 
 def check_run_dir_free(out_dir: str | Path, run_id: str) -> Path:
-    """Return ``out_dir/run_id``; raise `FileExistsError` naming it if it exists."""
-    if not run_id or Path(run_id).name != run_id or run_id in (".", ".."):
-        raise ValueError(f"run_id {run_id!r} must be a plain folder name (no '/')")
+    """Return ``out_dir/run_id``; raise `FileExistsError` naming it if it exists (an
+    interrupted run's folder does not count: `reserve_run_dir` moves it aside)."""
+    if (not run_id or Path(run_id).name != run_id or run_id in (".", "..")
+            or not run_id.isprintable()):
+        raise ValueError(f"run_id {run_id!r} must be a plain folder name (no '/', no "
+                         "control characters such as a newline)")
     path = Path(out_dir) / run_id
-    if path.exists():
+    if path.exists() and run_dir_state(path) != "interrupted":
         raise FileExistsError(_exists_message(path))
     return path
 
@@ -405,6 +458,7 @@ def reserve_run_dir(out_dir: str | Path, run_id: str, note: str = "") -> Path:
     """
     path = check_run_dir_free(out_dir, run_id)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    moved = _move_aside(path) if path.exists() else None  # an interrupted run's folder
     try:
         path.mkdir()
     except FileExistsError:
@@ -415,9 +469,13 @@ def reserve_run_dir(out_dir: str | Path, run_id: str, note: str = "") -> Path:
         "host": socket.gethostname(),
         "reserved": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "note": note or "run.json is written when the run completes",
+        "previous_attempt": moved.name if moved is not None else None,
     }
-    with open(path / INCOMPLETE_FILE, "x", encoding="utf-8") as f:
-        f.write(dumps(info, indent=2) + "\n")
+    try:
+        write_atomic(path / INCOMPLETE_FILE, dumps(info, indent=2) + "\n", overwrite=False)
+    except OSError:
+        path.rmdir()  # an empty folder would hold the id forever
+        raise
     return path
 
 
@@ -458,8 +516,8 @@ def fail_run_dir(folder: str | Path, error: BaseException | str, context: str = 
     stamp = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     text = f"{stamp} {line}\n" + (f"{context}\n" if context else "") + (f"\n{full}\n" if full else "")
     path = folder / ERROR_FILE
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(text)
+    old = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    write_atomic(path, old + text)
     return path
 
 
@@ -500,8 +558,9 @@ def package_versions() -> dict[str, str | None]:
 
 def _write_frame(df: pd.DataFrame, folder: Path, stem: str) -> None:
     df = df.reset_index(drop=True)
-    df.to_parquet(folder / f"{stem}.parquet", index=False)
-    df.to_csv(folder / f"{stem}.csv", index=False)
+    write_atomic(folder / f"{stem}.parquet", lambda p: df.to_parquet(p, index=False),
+                 overwrite=False)
+    write_atomic(folder / f"{stem}.csv", lambda p: df.to_csv(p, index=False), overwrite=False)
 
 
 def write_run_files(
@@ -526,37 +585,20 @@ def write_run_files(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: run folder missing; reserve it with reserve_run_dir")
-    leftovers = sorted(p.name for p in folder.iterdir() if p.name != INCOMPLETE_FILE)
+    leftovers = [n for n in RUN_FILES if (folder / n).exists()]  # a log beside them is fine
     if leftovers:
         raise FileExistsError(f"{folder}: run folder is not empty ({leftovers}); not overwriting")
-    with open(folder / "plan.json", "x", encoding="utf-8") as f:
-        f.write(plan.to_json())
+    write_atomic(folder / "plan.json", plan.to_json(), overwrite=False)
     _write_frame(steps, folder, "steps")
     _write_frame(requests, folder, "requests")
-    outputs.reset_index(drop=True).to_csv(folder / "outputs.csv", index=False)
+    out = outputs.reset_index(drop=True)
+    write_atomic(folder / "outputs.csv", lambda p: out.to_csv(p, index=False), overwrite=False)
     meta = record.to_dict() if isinstance(record, RunRecord) else record
-    tmp = folder / ".run.json.tmp"
-    with open(tmp, "x", encoding="utf-8") as f:
-        f.write(dumps(meta, indent=2) + "\n")
-    _publish(tmp, folder / "run.json")
+    write_atomic(folder / "run.json", dumps(meta, indent=2) + "\n", overwrite=False)  # last
     marker = folder / INCOMPLETE_FILE
     if marker.exists():
         marker.unlink()
     return folder
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Move a written file into place whole, never replacing an existing one."""
-    try:
-        os.link(tmp, final)  # atomic, and fails if ``final`` exists
-    except FileExistsError:
-        raise FileExistsError(f"{final}: already exists; not overwriting") from None
-    except OSError:  # a filesystem without hard links
-        if final.exists():
-            raise FileExistsError(f"{final}: already exists; not overwriting") from None
-        os.replace(tmp, final)
-        return
-    tmp.unlink()
 
 
 def read_outputs(folder: str | Path) -> pd.DataFrame:

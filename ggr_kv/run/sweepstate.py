@@ -1,8 +1,8 @@
 """A sweep folder's bookkeeping: one lock, one state file, attempt folders per point.
 
-- ``OUT/.sweep.lock``: made with ``O_EXCL`` by the sweep that works in ``OUT``; a second
-  sweep there is refused while the first one's process lives (a lock of a dead process
-  is taken over).
+- ``OUT/.sweep.lock``: ``flock``-ed by the sweep that works in ``OUT``; a second sweep
+  there is refused while the first one's process lives (the kernel drops the lock of a
+  dead process).
 - ``OUT/sweep-state.json``: per point, its status (``todo``, ``running``, ``done``,
   ``failed``, ``interrupted``) and every attempt (run folder, status, error, times),
   rewritten atomically at each change. A point left ``running`` by a sweep that is gone
@@ -11,13 +11,14 @@
   ``OUT/<point_id>-try2/``, ``-try3/``...: a failed or interrupted attempt's folder is
   never reused, moved or deleted. A point is done when any attempt folder is complete.
 
-`write_atomic` writes a file whole (temporary file + ``os.replace``): ``summary.csv``
-and the sweep log are never seen half-written.
+Files are written whole with `ggr_kv.core.atomic.write_atomic` :
+``summary.csv`` and the sweep log are never seen half-written.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
 import os
 import re
@@ -25,11 +26,11 @@ import socket
 from pathlib import Path
 from typing import Any, Self
 
+from ggr_kv.core.atomic import WriteError, write_atomic
 from ggr_kv.core.jsonutil import dumps
 from ggr_kv.run.rundir import run_dir_state
 
-__all__ = ["POINT_STATUSES", "SweepLock", "SweepState", "attempt_dirs", "done_dir", "next_attempt",
-           "write_atomic"]
+__all__ = ["POINT_STATUSES", "SweepLock", "SweepState", "attempt_dirs", "done_dir", "next_attempt"]
 
 #: statuses a point can have in the state file
 POINT_STATUSES = ("todo", "running", "done", "failed", "interrupted")
@@ -39,15 +40,6 @@ LOCK_FILE = ".sweep.lock"
 
 def _now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` whole: readers see the old file or the new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def attempt_dirs(out: Path, point_id: str) -> list[Path]:
@@ -78,56 +70,67 @@ def next_attempt(out: Path, point_id: str) -> str:
     return f"{point_id}-try{k}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 class SweepLock:
-    """``OUT/.sweep.lock`` held for the life of one sweep (a context manager)."""
+    """``OUT/.sweep.lock`` held for the life of one sweep (a context manager).
+
+    The lock is an ``fcntl.flock`` on the file, taken atomically and released by the
+    kernel when the process ends however it ends (no stale lock, no window between
+    creating the file and writing who holds it); the file says who holds it.
+    """
 
     def __init__(self, out: Path) -> None:
         self.path = Path(out) / LOCK_FILE
         self.held = False
+        self._fd: int | None = None
 
     def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
-        for _ in range(2):
+        for _ in range(20):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._take_over_if_stale()
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self._refuse()
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:  # the holder removed it as we opened it
+                same = False
+            if not same:
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(json.dumps(me))
+            self._fd = fd
+            me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": _now()})
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, me.encode(), 0)
+                os.fsync(fd)
+            except OSError as e:
+                self.__exit__()
+                raise WriteError(self.path, e) from e
             self.held = True
             return self
         raise RuntimeError(f"{self.path}: could not take the sweep lock")
 
-    def _take_over_if_stale(self) -> None:
+    def _refuse(self) -> None:
         try:
             other = json.loads(self.path.read_text(encoding="utf-8") or "{}")
         except (OSError, json.JSONDecodeError):
             other = {}
-        pid, host = other.get("pid"), other.get("host")
-        if isinstance(pid, int) and (host != socket.gethostname() or _alive(pid)):
-            raise RuntimeError(
-                f"{self.path.parent}: another sweep (pid {pid} on {host}, since "
-                f"{other.get('started')}) is working in this folder; wait for it, or pass "
-                f"another --out"
-            )
-        self.path.unlink(missing_ok=True)  # its process is gone
+        who = (f" (pid {other.get('pid')} on {other.get('host')}, since {other.get('started')})"
+               if other.get("pid") else "")
+        raise RuntimeError(
+            f"{self.path.parent}: another sweep{who} is working in this folder; wait for it, "
+            "or pass another --out"
+        )
 
     def __exit__(self, *exc: object) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        if self._fd is not None:
+            if self.held:
+                self.path.unlink(missing_ok=True)  # before unlocking: a waiter re-checks
+            os.close(self._fd)
+            self._fd = None
+        self.held = False
 
 
 class SweepState:
@@ -147,16 +150,21 @@ class SweepState:
 
     def status(self, point_id: str) -> str:
         """The point's status: ``done`` when a complete attempt folder exists (whatever
-        the file says), ``interrupted`` for a ``running`` left by a gone sweep."""
+        the file says), ``interrupted`` for a ``running`` left by a gone sweep or a point
+        whose latest attempt folder was left by a process that is gone."""
         if done_dir(self.out, point_id) is not None:
             return "done"
         st = (self.points.get(point_id) or {}).get("status", "todo")
+        tries = attempt_dirs(self.out, point_id)
+        if tries and run_dir_state(tries[-1]) == "interrupted":  # killed, even before "running"
+            return "interrupted"
         return "interrupted" if st == "running" else st
 
     def recover(self) -> list[str]:
         """Mark points a gone sweep left ``running`` as ``interrupted``; returns them."""
         gone = [p for p, d in self.points.items()
-                if d.get("status") == "running" and done_dir(self.out, p) is None]
+                if d.get("status") in ("running", "todo") and done_dir(self.out, p) is None
+                and self.status(p) == "interrupted"]
         for p in gone:
             self.update(p, "interrupted", error="the sweep stopped while this point ran",
                         save=False)

@@ -23,6 +23,7 @@ import sys
 import time
 
 from ggr_kv.cli.common import positive_int
+from ggr_kv.core.atomic import write_atomic
 from ggr_kv.core.paths import CHECKOUT_DIR
 
 NOTEBOOKS = CHECKOUT_DIR / "notebooks"
@@ -113,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
               "cpu_s": round(_cpu_s() - cpu0, 1), "load_average": [load0, os.getloadavg()[0]],
               "args": {k: v for k, v in vars(args).items() if k not in ("func", "debug")},
               "orderings": orderings, "engine_args": DEMO_ENGINE}
-    (folder / "demo.json").write_text(dumps(record) + "\n")
+    write_atomic(folder / "demo.json", dumps(record) + "\n")
     runs, _ = load_runs(str(folder))
     print()
     print(demo_table(runs, source=folder, demo=record), end="")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ggr_kv.cli.commands.score import add_prompt_arguments
 from ggr_kv.cli.common import add_input_arguments, check_out_path, load_input
+from ggr_kv.core.atomic import write_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,8 +37,7 @@ def main(args: argparse.Namespace) -> int:
         for r, t in zip(plan.row_order.tolist(), texts)
     )
     if out is not None:
-        with open(out, "w" if args.force else "x", encoding="utf-8") as f:
-            f.writelines(lines)
+        write_atomic(out, "".join(lines), overwrite=args.force)
         return 0
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(encoding="utf-8")  # prompts keep their non-ASCII text

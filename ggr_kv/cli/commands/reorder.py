@@ -94,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ggr_kv.core.atomic import write_atomic
     from ggr_kv.reorder.methods import reorder
     from ggr_kv.reorder.registry import get_ordering, objective_of
 
@@ -132,9 +133,8 @@ def main(args: argparse.Namespace) -> int:
         knobs.setdefault("progress", sys.stderr.isatty())  # a tqdm bar on a terminal
     res = reorder(table, args.method, fds=fds, **knobs)
     if out is not None:
-        text = res.plan.to_json()
-        with open(out, "w" if args.force else "x", encoding="utf-8") as f:
-            f.write(text)
+        check_out_path(out, force=args.force, inputs=[args.table])  # again: files may move
+        write_atomic(out, res.plan.to_json(), overwrite=args.force)
     result: dict[str, Any] = {"table": str(args.table), "method": res.method,
                               "optimizes": objective_of(res.method)}
     if res.info.get("winner"):

@@ -18,7 +18,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ggr_kv.cli.common import add_input_arguments, emit, key_value, load_input, positive_int
+from ggr_kv.cli.common import (
+    add_input_arguments,
+    emit,
+    key_value,
+    load_input,
+    positive_int,
+    query_file,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     q = parser.add_mutually_exclusive_group()
     q.add_argument("--query", default=None, help="query text of every prompt")
+    q.add_argument("--query-file", dest="query", type=query_file, metavar="FILE",
+                   help="read the query text from FILE (long queries)")
     q.add_argument(
         "--query-type",
         default=None,

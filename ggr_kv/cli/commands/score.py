@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ggr_kv.cli.common import add_input_arguments, emit, load_input, positive_int
+from ggr_kv.cli.common import add_input_arguments, emit, load_input, positive_int, query_file
 
 #: printed result keys -> labels
 LABELS = {
@@ -38,7 +38,10 @@ def add_prompt_arguments(parser: argparse.ArgumentParser) -> None:
     """``--query`` and ``--instruction``: the text shared by every prompt."""
     from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
 
-    parser.add_argument("--query", default="", help="query text of every prompt (default: empty)")
+    q = parser.add_mutually_exclusive_group()
+    q.add_argument("--query", default="", help="query text of every prompt (default: empty)")
+    q.add_argument("--query-file", dest="query", type=query_file, metavar="FILE",
+                   help="read the query text from FILE (long queries)")
     parser.add_argument(
         "--instruction",
         default=DEFAULT_INSTRUCTION,

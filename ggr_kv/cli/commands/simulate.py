@@ -147,7 +147,7 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         if Path(args.out).suffix.lower() not in (".csv", ".parquet"):
             raise ValueError(f"{args.out}: --out must end in .csv or .parquet")
-        out = check_out_path(args.out, force=args.force, inputs=[args.table, args.plan])
+        out = check_out_path(args.out, force=args.force, inputs=[args.table, args.plan, args.baseline_plan])
     speeds = _throughputs(args)
     tokenizer = load_tokenizer(args.tokenizer)
     table = load_input(args.table, sep=args.sep).table
@@ -168,10 +168,13 @@ def main(args: argparse.Namespace) -> int:
 
     res = replay(plan)
     if out is not None:
+        from ggr_kv.core.atomic import write_atomic
+
+        steps = res.steps
         if out.suffix.lower() == ".parquet":
-            res.steps.to_parquet(out, index=False)
+            write_atomic(out, lambda p: steps.to_parquet(p, index=False), overwrite=args.force)
         else:
-            res.steps.to_csv(out, index=False)
+            write_atomic(out, lambda p: steps.to_csv(p, index=False), overwrite=args.force)
     result = {"table": str(args.table), "plan": str(args.plan), **res.summary}
     result["seconds"] = res.meta["seconds"]
     if speeds is not None:

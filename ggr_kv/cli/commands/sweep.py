@@ -11,6 +11,7 @@ retried in a new folder), failures are recorded and the sweep goes on; see
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 
 from ggr_kv.cli.common import positive_int
@@ -53,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="per-cell timeout of --papermill, seconds (default: none)",
     )
+    parser.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="run again (in new attempt folders) the done points whose settings changed; "
+        "without it such a sweep is refused, naming them",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -79,8 +86,15 @@ def main(args: argparse.Namespace) -> int:
 
     spec = load_sweep(args.sweep, out=args.out, repeats=args.repeats,
                       runner="papermill" if args.papermill else None)
+    if not args.dry_run:
+        from ggr_kv.engine.lifetime import leftovers_line
+
+        left = leftovers_line()  # engines a killed run left behind hold memory
+        if left:
+            print(f"ggr-kv sweep: warning: {left}", file=sys.stderr, flush=True)
     res = run_sweep(
         spec,
+        rerun_changed=args.rerun_changed,
         dry_run=args.dry_run,
         progress=not args.no_progress,
         kernel_name=args.kernel,
@@ -89,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_dry_run(res)
         return 0
-    statuses = ("done", "skipped", "failed", "interrupted", "todo")
+    statuses = ("done", "skipped", "failed", "interrupted", "todo")  # dry runs add "changed"
     counts = {s: sum(r.status == s for r in res.points) for s in statuses}
     print(f"sweep folder: {spec.out}")
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s in statuses[:3]))

@@ -322,6 +322,38 @@ def do_trial(llm, arm_preps, costs, out: Path, prefix: str, args, model_dir: str
     _write(out / f"trial-{prefix.rstrip('-')}.json", {"base": base, "rows": rows})
 
 
+def _guard(name: str, fn, *a):
+    """Run one optional step; a failure is logged and the next step runs."""
+    import traceback
+
+    try:
+        return fn(*a)
+    except Exception:  # noqa: BLE001 - one step's failure must not cost the campaign
+        log(f"{name} FAILED:\n{traceback.format_exc()}")
+        return None
+
+
+def do_calibrate(llm, args, out: Path, start_s: float):
+    """Step costs (and the old three-term model), saved before any prediction."""
+    from ggr_kv.engine.calibrate import calibrate
+    from ggr_kv.engine.throughput import measure_throughputs
+    from ggr_kv.simulate.stepcost import save_calibration
+
+    costs = calibrate(llm, repeats=args.calib_repeats, scale=1 / 16 if args.smoke else 1.0,
+                      on_job=lambda j, s: log(f"calib {j}: {s:.3f} s"))
+    costs.meta["engine_start_s"] = start_s
+    tp = measure_throughputs(llm, repeats=1, decode_batch=32 if args.smoke else 256,
+                             decode_len=16 if args.smoke else 64, progress=False)
+    costs.meta["throughputs_3term"] = tp.to_dict()
+    path = out / f"calibration-{args.prefix.rstrip('-')}.json"
+    if path.exists():
+        path.unlink()
+    save_calibration(costs, path)
+    log(f"calibrated: {costs.coef}; residuals "
+        f"{[round(r, 3) for r in costs.meta['fit']['relative_residuals']]}")
+    return costs, tp
+
+
 def left(args) -> float:
     return args.budget_s - (time.monotonic() - T0)
 
@@ -373,27 +405,13 @@ def main() -> None:
                 dict(ASSUMED, max_num_batched_tokens=tokens, max_num_seqs=seqs))
     t = time.monotonic()
     llm = make_llm(ecfg)
+    start_s = time.monotonic() - t
     facts = engine_facts(llm)
-    log(f"engine started in {time.monotonic() - t:.1f} s: {facts['device']}, "
+    log(f"engine started in {start_s:.1f} s: {facts['device']}, "
         f"{facts['num_kv_blocks']} blocks, vLLM {facts['vllm_version']}")
     costs = tp = None
     if "calibrate" in steps:
-        from ggr_kv.engine.calibrate import calibrate
-        from ggr_kv.engine.throughput import measure_throughputs
-        from ggr_kv.simulate.stepcost import save_calibration
-
-        costs = calibrate(llm, repeats=args.calib_repeats, scale=1 / 16 if args.smoke else 1.0,
-                          on_job=lambda j, s: log(f"calib {j}: {s:.3f} s"))
-        costs.meta["engine_start_s"] = time.monotonic() - t
-        tp = measure_throughputs(llm, repeats=1, decode_batch=32 if args.smoke else 256,
-                                 decode_len=16 if args.smoke else 64, progress=False)
-        costs.meta["throughputs_3term"] = tp.to_dict()
-        path = out / f"calibration-{args.prefix.rstrip('-')}.json"
-        if path.exists():
-            path.unlink()
-        save_calibration(costs, path)
-        log(f"calibrated: {costs.coef}; residuals "
-            f"{[round(r, 3) for r in costs.meta['fit']['relative_residuals']]}")
+        costs, tp = _guard("calibrate", do_calibrate, llm, args, out, start_s) or (None, None)
     prep = fut.result()
     arm_preps = {k: f.result() for k, f in arm_futs.items()}
     pool.shutdown()
@@ -405,9 +423,9 @@ def main() -> None:
                 out / f"predictions-{args.prefix.rstrip('-')}.json", {"engine": facts})
         log("predictions written")
     if "profile" in steps and left(args) > 120:
-        do_profile(llm, prep, PROFILE, out, args.prefix, args)
+        _guard("profile", do_profile, llm, prep, PROFILE, out, args.prefix, args)
     if "trial" in steps and costs is not None and left(args) > 150:
-        do_trial(llm, arm_preps, costs, out, args.prefix, args, model_dir)
+        _guard("trial", do_trial, llm, arm_preps, costs, out, args.prefix, args, model_dir)
     if "campaign" in steps:
         outc = run_specs(llm, specs_for(prep, camp, args.prefix, args), out,
                          left(args) - args.reserve_s)

@@ -395,8 +395,11 @@ def main() -> None:
     if args.smoke:  # the CPU engine's settings, known only once it runs: replay after
         ASSUMED = {"block_size": 128, "num_blocks": 200, "max_num_seqs": 256,
                    "max_num_batched_tokens": 8192}
-    pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
-    fut = pool.submit(prepare, items, model_dir, ASSUMED)
+    pool = ProcessPoolExecutor(6, mp_context=get_context("spawn"))
+    by_table: dict = {}
+    for it in dict.fromkeys(items):  # one task per table: its dataset is loaded once
+        by_table.setdefault(it[:2], []).append(it)
+    futs = [pool.submit(prepare, its, model_dir, ASSUMED) for its in by_table.values()]
     arm_futs = {}
     if "trial" in steps:
         for tokens, seqs in ARMS:
@@ -412,7 +415,9 @@ def main() -> None:
     costs = tp = None
     if "calibrate" in steps:
         costs, tp = _guard("calibrate", do_calibrate, llm, args, out, start_s) or (None, None)
-    prep = fut.result()
+    prep = {}
+    for f in futs:
+        prep.update(f.result())
     arm_preps = {k: f.result() for k, f in arm_futs.items()}
     pool.shutdown()
     log(f"prepared {len(prep)} runs")

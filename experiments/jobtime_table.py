@@ -34,28 +34,30 @@ if str(ROOT) not in sys.path:
 
 from ggr_kv.simulate.stepcost import StepCosts, fit_step_costs  # noqa: E402
 
-CALL = re.compile(r"^(j\d+)-")
 WITHIN = 0.10
 
 
 def load(folder: Path) -> dict:
     """Calibrations, pre-run predictions and measured runs of every call in ``folder``."""
     cals, preds, runs = {}, {}, {}
-    for p in sorted(folder.glob("calibration-j*.json")):
+    for p in sorted(folder.glob("calibration-*.json")):
         cals[p.stem.split("-", 1)[1]] = StepCosts.from_dict(json.loads(p.read_text()))
-    for p in sorted(folder.glob("predictions-j*.json")):
+    for p in sorted(folder.glob("predictions-*.json")):
         call = p.stem.split("-", 1)[1]
         doc = json.loads(p.read_text())
         for r in doc["runs"]:
             r["call"] = call.split("-")[0]
             r["arm"] = doc.get("arm")
             preds[r["run_id"]] = r
-    for d in sorted(folder.glob("j*-*/run.json")):
+    for rid in preds:
+        d = folder / rid / "run.json"
+        if not d.is_file():
+            continue
         rj = json.loads(d.read_text())
         rep = rj.get("repeats") or {}
         if not rep.get("job_s"):
             continue
-        runs[d.parent.name] = {"job_s": rep["job_s"],
+        runs[rid] = {"job_s": rep["job_s"],
                                "hit_rate": rj["summary"].get("prefix_cache_hit_rate"),
                                "device": rj["summary"].get("device") or rj.get("device")}
     return {"cals": cals, "preds": preds, "runs": runs}
@@ -140,8 +142,7 @@ def accuracy_table(acc: list[dict], med: dict) -> str:
     for a in acc:
         d, q, m = a["key"]
         base = med.get((d, q, "original"))
-        ob = [t for r in next((x for x in acc if x["key"] == (d, q, "original")),
-                              {"measured": []})["measured"]] if base else []
+        ob = next((x["measured"] for x in acc if x["key"] == (d, q, "original")), [])
         vs = ""
         if base and ob:
             lo, hi = min(ob) / max(a["measured"]), max(ob) / min(a["measured"])
@@ -196,7 +197,7 @@ def _n_for(cv: float, p: float) -> int:
 def profile_table(folder: Path) -> str:
     """Per-step host vs GPU time of the profiled run(s)."""
     out = []
-    for p in sorted(folder.glob("profile-j*.json")):
+    for p in sorted(folder.glob("profile-*.json")):
         doc = json.loads(p.read_text())
         ev = doc["events"]
         sched = [e for e in ev if e["kind"] == "schedule"]

@@ -74,7 +74,7 @@ def calibration_jobs(config: SchedulerConfig, max_model_len: int, *, scale: floa
     for frac in (4, 2, 1):
         c = max(B, ctx // frac)
         jobs.append(CalibJob(f"cached_{c}", n(256 * 1024 / max(c, 1024)), c, u, 1))
-    dec = max(8, min(64, max_model_len // 8))
+    dec = max(8, min(64, max_model_len // 8, n(64)))
     for b in sorted({full, max(2, full // 8), max(1, min(8, full))}, reverse=True):
         jobs.append(CalibJob(f"decode_{b}", b, 0, max(2, min(B - 1, 15)), dec))
     jobs.append(CalibJob("decode_long", max(2, min(seqs, n(256))), max(B, ctx - dec - 64), 15,

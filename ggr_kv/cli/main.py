@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prompts": ("prompts", "write the prompts of a plan as JSON lines, in run order"),
     "run": ("run", "run a table through vLLM with the metrics collector and save a run folder"),
     "simulate": ("simulate", "predict vLLM's prefix-cache hits and KV usage for a plan"),
+    "predict": ("predict", "predict job time per ordering from a calibration file (no GPU)"),
     "sweep": ("sweep", "run a grid of datasets x orderings x engines (resumable)"),
     "demo": ("demo", "reorder, run and plot the bundled default dataset on the CPU engine"),
     "report": ("report", "remake the figures and the Markdown report of run folders"),

@@ -71,6 +71,9 @@ SIM_WORK_COLUMNS: tuple[str, ...] = (
     "prefill_tokens",  # of those: prompt chunks, including recomputes after preemption
     "decode_tokens",  # of those: one token of each request that already sampled
     "evicted_blocks",  # cached blocks evicted this step
+    "num_scheduled",  # requests with tokens in this step
+    "prefill_attn",  # attention pairs of the prefill chunks (query x key tokens)
+    "decode_ctx",  # context tokens the decode tokens attend to
 )
 
 
@@ -92,6 +95,10 @@ class SimTotals:
         recomputes after a preemption included.
     decode_tokens : single-token decode inputs computed (generation tokens minus each
         request's first, plus any re-decode).
+    scheduled_requests : requests scheduled, summed over steps (request-steps).
+    prefill_attn : attention pairs (query token x key token) of all prefill chunks: a
+        chunk of k tokens behind c computed ones attends ``k * c + k (k + 1) / 2``.
+    decode_ctx : context tokens the decode tokens attend to, summed.
     num_cached_tokens : ``(num_requests,)`` hit tokens of each request's first admission,
         in run order (vLLM's ``RequestOutput.num_cached_tokens``).
     seconds : wall time of the replay (s).
@@ -113,6 +120,9 @@ class SimTotals:
     decode_tokens: int
     num_cached_tokens: np.ndarray
     seconds: float
+    scheduled_requests: int = 0
+    prefill_attn: int = 0
+    decode_ctx: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The scalar totals (not ``num_cached_tokens`` or ``seconds``) as a dict."""
@@ -358,6 +368,9 @@ def _totals(core: CoreResult, plen: np.ndarray, out: np.ndarray, seconds: float)
         decode_tokens=dec,
         num_cached_tokens=np.asarray(core.num_cached_tokens, dtype=np.int64),
         seconds=seconds,
+        scheduled_requests=int(s["num_scheduled"].sum()),
+        prefill_attn=int(s["prefill_attn"].sum()),
+        decode_ctx=int(s["decode_ctx"].sum()),
     )
 
 
@@ -392,6 +405,9 @@ def _assemble(
             "prefill_tokens": s["scheduled_tokens"] - s["decode_tokens"],
             "decode_tokens": s["decode_tokens"],
             "evicted_blocks": s["evictions"],
+            "num_scheduled": s["num_scheduled"],
+            "prefill_attn": s["prefill_attn"],
+            "decode_ctx": s["decode_ctx"],
         },
         columns=list(SIM_WORK_COLUMNS),
     )

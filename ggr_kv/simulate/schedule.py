@@ -69,6 +69,9 @@ STEP_FIELDS: tuple[str, ...] = (
     "scheduled_tokens",  # tokens computed (prefill chunks, recomputes, decode inputs)
     "decode_tokens",  # of those, single-token steps of requests that already sampled
     "evictions",  # cached blocks evicted
+    "num_scheduled",  # requests with tokens in the step
+    "prefill_attn",  # prefill attention pairs: sum over chunks of k * (context before + (k+1)/2)
+    "decode_ctx",  # context tokens the decode tokens attend to (sum of their sequence lengths)
 )
 
 
@@ -389,16 +392,22 @@ class Replay:
 
     def execute(self, step: int, sched_r: list[int], sched_k: list[int]) -> tuple[int, ...]:
         """Run the step and ``update_from_output``; returns (prompt tokens of first
-        samples, tokens sampled, decode tokens, requests finished)."""
+        samples, tokens sampled, decode tokens, requests finished, requests scheduled,
+        prefill attention pairs, decode context tokens)."""
         ncomp, ntok, nout, target = self.ncomp, self.ntok, self.nout, self.target
         first_tok, plen = self.first_tok, self.plen
-        n_gen = n_prompt = n_dec = 0
+        n_gen = n_prompt = n_dec = attn2 = dctx = 0
         done: list[int] = []
         for j in range(len(sched_r)):
             r = sched_r[j]
             k = sched_k[j]
-            c = ncomp[r] + k
+            c0 = ncomp[r]
+            c = c0 + k
             ncomp[r] = c
+            if k == 1 and first_tok[r] >= 0:  # a decode token over c tokens of context
+                dctx += c
+            else:  # a prefill chunk: k queries over c0 cached/computed tokens and themselves
+                attn2 += k * (2 * c0 + k + 1)
             if c >= ntok[r]:  # all tokens computed: the model samples one
                 o = nout[r] + 1
                 nout[r] = o
@@ -420,7 +429,7 @@ class Replay:
                 finished[r] = step
             gone = set(done)
             self.running = [x for x in self.running if x not in gone]
-        return n_prompt, n_gen, n_dec, len(done)
+        return n_prompt, n_gen, n_dec, len(done), len(sched_r), attn2 // 2, dctx
 
     # -- the loop -----------------------------------------------------------------------
     def run(self, on_step: Callable[[int], None] | None = None) -> CoreResult:
@@ -447,11 +456,13 @@ class Replay:
                     f"{-(-self.ntok[r] // self.B)} blocks of {self.B} tokens but the pool "
                     f"has {usable} usable blocks"
                 )
-            n_prompt, n_gen, n_dec, n_done = self.execute(step, sched_r, sched_k)
+            n_prompt, n_gen, n_dec, n_done, n_sched, attn, dctx = self.execute(
+                step, sched_r, sched_k
+            )
             rows.append((
                 1.0 - len(self.free_q) / usable if usable else 0.0, *counts,
                 len(self.running), len(self.waiting), n_pre, n_prompt, n_gen, sum(sched_k),
-                n_dec, self.pool.evicted[0],
+                n_dec, self.pool.evicted[0], n_sched, attn, dctx,
             ))
             if on_step is not None:
                 on_step(n_done)

@@ -1,0 +1,321 @@
+"""Tables of issue 22 from the run folders: predicted vs measured job time, spreads,
+the per-step profile and the engine-settings trial.
+
+    python experiments/jobtime_table.py results/h200/jobtime            # print
+    python experiments/jobtime_table.py results/h200/jobtime --write    # README.md tables
+
+Every number comes from files in the folder: ``predictions-jN.json`` (written before
+the runs of call N, with that call's calibration), ``calibration-jN.json``, the run
+folders ``jN-*`` (``run.json``: measured job seconds and hits), ``profile-jN.json`` and
+``trial-jN.json``. Out of sample three ways:
+
+- **pre-run**: each run against the prediction written before it, from calibration
+  jobs only (synthetic prompts; no campaign job in the fit);
+- **other call**: each run against the calibration of the other call(s) (another
+  engine start on the same machine);
+- **leave one table out**: step costs fitted to the calibration jobs plus every
+  campaign run of the other tables, predicting this table's runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from ggr_kv.simulate.stepcost import StepCosts, fit_step_costs  # noqa: E402
+
+WITHIN = 0.10
+
+
+def load(folder: Path) -> dict:
+    """Calibrations, pre-run predictions and measured runs of every call in ``folder``."""
+    cals, preds, runs = {}, {}, {}
+    for p in sorted(folder.glob("calibration-*.json")):
+        cals[p.stem.split("-", 1)[1]] = StepCosts.from_dict(json.loads(p.read_text()))
+    for p in sorted(folder.glob("predictions-*.json")):
+        call = p.stem.split("-", 1)[1]
+        doc = json.loads(p.read_text())
+        for r in doc["runs"]:
+            r["call"] = call.split("-")[0]
+            r["arm"] = doc.get("arm")
+            preds[r["run_id"]] = r
+    for rid in preds:
+        d = folder / rid / "run.json"
+        if not d.is_file():
+            continue
+        rj = json.loads(d.read_text())
+        rep = rj.get("repeats") or {}
+        if not rep.get("job_s"):
+            continue
+        runs[rid] = {"job_s": rep["job_s"],
+                               "hit_rate": rj["summary"].get("prefix_cache_hit_rate"),
+                               "device": rj["summary"].get("device") or rj.get("device")}
+    return {"cals": cals, "preds": preds, "runs": runs}
+
+
+def campaign_rows(data: dict) -> list[dict]:
+    """One row per campaign run (not trial arms, not the profile run)."""
+    rows = []
+    for rid, p in data["preds"].items():
+        if p["arm"] is not None or rid not in data["runs"] or "-prof-" in rid:
+            continue
+        r = data["runs"][rid]
+        rows.append({**p, "measured": r["job_s"], "hit": r["hit_rate"], "device": r["device"],
+                     "key": (p["dataset"], p["query_type"], p["method"])})
+    return rows
+
+
+def _fmt_spread(xs: list[float]) -> str:
+    if len(xs) == 1:
+        return f"{xs[0]:.2f} (n=1)"
+    return f"{statistics.median(xs):.2f} [{min(xs):.2f}-{max(xs):.2f}] (n={len(xs)})"
+
+
+def accuracy(data: dict) -> tuple[list[dict], dict]:
+    """Per key: measured median, and each way's predicted / measured-median ratios."""
+    rows = campaign_rows(data)
+    by_key: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_key[r["key"]].append(r)
+    meas = {k: [t for r in v for t in r["measured"]] for k, v in by_key.items()}
+    med = {k: statistics.median(v) for k, v in meas.items()}
+    # leave one table out: calibration jobs of every call + other tables' runs
+    cal_samples = []
+    for c in data["cals"].values():
+        for j in c.meta.get("jobs", {}).values():
+            cal_samples.append((j["features"], j["median_s"]))
+    loto = {}
+    tables = sorted({(k[0], k[1]) for k in by_key})
+    for t in tables:
+        train = list(cal_samples)
+        for k, v in by_key.items():
+            if (k[0], k[1]) != t:
+                train.append((v[0]["summary"], med[k]))
+        if len(train) >= 7:
+            fit = fit_step_costs(train)
+            for k, v in by_key.items():
+                if (k[0], k[1]) == t:
+                    loto[k] = fit.predict(v[0]["summary"]).job_s
+    out = []
+    for k in sorted(by_key, key=lambda k: (k[0], k[1], _order(k[2]))):
+        v = by_key[k]
+        pre = [r["predicted_job_s"] / med[k] for r in v]
+        other = [c.predict(v[0]["summary"]).job_s / med[k] for call, c in data["cals"].items()
+                 if call not in {r["call"] for r in v}] or \
+                [c.predict(v[0]["summary"]).job_s / med[k] for call, c in data["cals"].items()
+                 if any(r["call"] != call for r in v)]
+        old = [r["predicted_job_s_3term"] / med[k] for r in v if r.get("predicted_job_s_3term")]
+        out.append({"key": k, "runs": v, "measured": meas[k], "median": med[k],
+                    "hit": statistics.median([r["hit"] for r in v if r["hit"] is not None] or
+                                             [math.nan]),
+                    "pred_hit": v[0]["predicted_hit_rate"],
+                    "pre": pre, "other": other, "loto": loto.get(k, math.nan) / med[k],
+                    "old": old, "bound": v[0]["bound"], "device": v[0]["device"]})
+    return out, med
+
+
+def _order(m: str) -> int:
+    return ("original", "sorted", "ggr", "blocks").index(m) if m in (
+        "original", "sorted", "ggr", "blocks") else 9
+
+
+def _within(xs: list[float]) -> tuple[int, int]:
+    xs = [x for x in xs if not math.isnan(x)]
+    return sum(abs(x - 1) <= WITHIN for x in xs), len(xs)
+
+
+def accuracy_table(acc: list[dict], med: dict) -> str:
+    lines = ["| table, query | ordering | hit rate (measured / simulated) | job s, median [min-max] "
+             "| vs original, median [range] | predicted s, pre-run | predicted / measured: "
+             "pre-run | other call | leave table out | old 3-term model | bound by |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for a in acc:
+        d, q, m = a["key"]
+        base = med.get((d, q, "original"))
+        ob = next((x["measured"] for x in acc if x["key"] == (d, q, "original")), [])
+        vs = ""
+        if base and ob:
+            lo, hi = min(ob) / max(a["measured"]), max(ob) / min(a["measured"])
+            vs = f"{base / a['median']:.2f}× [{lo:.2f}-{hi:.2f}]"
+        preds = ", ".join(f"{r['predicted_job_s']:.2f}" for r in a["runs"])
+        lines.append(
+            f"| {d}, {q} | {m} | {a['hit']:.1%} / {a['pred_hit']:.1%} | "
+            f"{_fmt_spread(a['measured'])} | {vs} | {preds} | "
+            f"{', '.join(f'{x:.2f}' for x in a['pre'])} | "
+            f"{', '.join(f'{x:.2f}' for x in a['other'])} | {a['loto']:.2f} | "
+            f"{', '.join(f'{x:.2f}' for x in a['old'])} | {a['bound']} |")
+    tot = {}
+    for name, f in (("pre-run", "pre"), ("other call", "other"), ("old 3-term model", "old")):
+        tot[name] = _within([x for a in acc for x in a[f]])
+    tot["leave table out"] = _within([a["loto"] for a in acc])
+    lines.append("")
+    lines.append("Within 10% of the measured median: " + "; ".join(
+        f"{k} {w} of {n} ({w / n:.0%})" for k, (w, n) in tot.items() if n))
+    devs = sorted({str(a["device"]) for a in acc})
+    lines.append(f"Cards: {', '.join(devs)}.")
+    return "\n".join(lines)
+
+
+def spread_table(acc: list[dict]) -> str:
+    """Run-to-run spread and the repeats a user needs for a given precision."""
+    cvs = []
+    lines = ["| table, query | ordering | repeats | CV of job s | repeats for ±5% / ±10% "
+             "(95%) |", "|---|---|---:|---:|---|"]
+    for a in acc:
+        xs = a["measured"]
+        if len(xs) < 2:
+            continue
+        cv = statistics.stdev(xs) / statistics.mean(xs)
+        cvs.append(cv)
+        lines.append(f"| {a['key'][0]}, {a['key'][1]} | {a['key'][2]} | {len(xs)} | {cv:.1%} | "
+                     f"{_n_for(cv, 0.05)} / {_n_for(cv, 0.10)} |")
+    if cvs:
+        pooled = math.sqrt(statistics.mean([c * c for c in cvs]))
+        lines.append("")
+        lines.append(
+            f"Pooled CV {pooled:.1%} over {len(cvs)} jobs: a job time to ±5% (95%) needs "
+            f"{_n_for(pooled, 0.05)} repeats, ±10% needs {_n_for(pooled, 0.10)}; a speedup "
+            f"(ratio of two such medians, CV ≈ {pooled * math.sqrt(2):.1%}) needs "
+            f"{_n_for(pooled * math.sqrt(2), 0.05)} / {_n_for(pooled * math.sqrt(2), 0.10)}.")
+    return "\n".join(lines)
+
+
+def _n_for(cv: float, p: float) -> int:
+    return max(1, math.ceil((1.96 * cv / p) ** 2))
+
+
+def profile_table(folder: Path) -> str:
+    """Per-step host vs GPU time of the profiled run(s)."""
+    out = []
+    for p in sorted(folder.glob("profile-*.json")):
+        doc = json.loads(p.read_text())
+        ev = doc["events"]
+        sched = [e for e in ev if e["kind"] == "schedule"]
+        gpu = [e for e in ev if e["gpu_t0"] is not None]
+        if len(sched) < 2 or not gpu:
+            continue
+        wall = sched[-1]["t1"] - sched[0]["t0"]
+        host = {k: sum(e["t1"] - e["t0"] for e in ev if e["kind"] == k)
+                for k in ("schedule", "execute", "sample", "update")}
+        # GPU busy: union of [gpu_t0, gpu_t1] spans of execute+sample, per step pair
+        spans = sorted((e["gpu_t0"], e["gpu_t1"]) for e in gpu)
+        busy, cur = 0.0, None
+        for a, b in spans:
+            if cur is None or a > cur[1]:
+                if cur is not None:
+                    busy += cur[1] - cur[0]
+                cur = [a, b]
+            else:
+                cur[1] = max(cur[1], b)
+        busy += cur[1] - cur[0]
+        gwall = spans[-1][1] - spans[0][0]
+        steps = len([s for s in sched if s["tokens"]])
+        big = [s for s in sched if (s["tokens"] or 0) >= 2048]
+        out.append(
+            f"| {doc['run_id']} | {doc['hooks'].get('scheduler')} "
+            f"(async {doc['hooks'].get('async')}) | {steps} | {wall:.2f} | {gwall:.2f} | "
+            f"{busy:.2f} ({busy / gwall:.0%}) | {host['schedule']:.2f} | "
+            f"{host['execute'] + host['sample']:.2f} | {host['update']:.2f} | "
+            f"{len(big)} / {steps - len(big)} |")
+    if not out:
+        return "(no profile)"
+    return "\n".join([
+        "| run | scheduler | steps | engine-core wall s (first to last schedule) | GPU "
+        "timeline s | GPU busy s | host: schedule s | host: execute+sample calls s | host: "
+        "update_from_output s | steps >= 2,048 tokens / smaller |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|", *out])
+
+
+def trial_table(data: dict) -> str:
+    rows = [p for p in data["preds"].values() if p["arm"] is not None]
+    if not rows:
+        return "(no trial)"
+    by_w = defaultdict(list)
+    for p in rows:
+        r = data["runs"].get(p["run_id"])
+        if r is None:
+            continue
+        arm = (p["arm"]["max_num_batched_tokens"], p["arm"]["max_num_seqs"])
+        by_w[(p["dataset"], p["query_type"], p["method"])].append(
+            (arm, statistics.median(r["job_s"]), p["predicted_job_s"], len(r["job_s"])))
+    lines = ["| workload | max_num_batched_tokens : max_num_seqs | job s | vs default | "
+             "predicted s | best measured | best predicted |", "|---|---|---:|---:|---:|---|---|"]
+    for w, xs in sorted(by_w.items()):
+        default = next((x for x in xs if x[0] == (16384, 1024)), xs[0])
+        best_m = min(xs, key=lambda x: x[1])[0]
+        best_p = min(xs, key=lambda x: x[2])[0]
+        for arm, t, pr, n in sorted(xs, reverse=True):
+            lines.append(f"| {w[0]}, {w[1]}, {w[2]} | {arm[0]} : {arm[1]} | {t:.2f} (n={n}) | "
+                         f"{default[1] / t:.2f}× | {pr:.2f} | "
+                         f"{'yes' if arm == best_m else ''} | {'yes' if arm == best_p else ''} |")
+    return "\n".join(lines)
+
+
+def calibration_table(data: dict) -> str:
+    lines = ["| call | card | " + " | ".join(_units()) + " | calibration s | max fit residual |",
+             "|---|---|" + "---:|" * (len(_units()) + 2)]
+    for call, c in data["cals"].items():
+        dev = (c.meta.get("engine") or {}).get("device")
+        vals = " | ".join(_fmt_coef(k, c.get(k)) for k in _units())
+        lines.append(f"| {call} | {dev} | {vals} | {c.meta.get('calibration_s', 0):.1f} | "
+                     f"{c.meta['fit']['max_abs_relative_residual']:.1%} |")
+    return "\n".join(lines)
+
+
+def _units() -> list[str]:
+    from ggr_kv.simulate.stepcost import FEATURES
+
+    return list(FEATURES)
+
+
+def _fmt_coef(k: str, v: float) -> str:
+    if k in ("prefill_attn", "decode_ctx", "prompt_tokens"):
+        return f"{v * 1e9:.3g} ns"
+    return f"{v * 1e6:.3g} µs"
+
+
+def render(folder: Path) -> dict[str, str]:
+    data = load(folder)
+    acc, med = accuracy(data)
+    return {"jobtime-calibration": calibration_table(data),
+            "jobtime-accuracy": accuracy_table(acc, med),
+            "jobtime-spread": spread_table(acc),
+            "jobtime-profile": profile_table(folder),
+            "jobtime-trial": trial_table(data)}
+
+
+def write(readme: Path, tables: dict[str, str], cmd: str) -> None:
+    text = readme.read_text() if readme.exists() else ""
+    for name, body in tables.items():
+        begin = f"<!-- BEGIN {name} (generated by `{cmd}`; do not edit) -->"
+        end = f"<!-- END {name} -->"
+        block = f"{begin}\n{body}\n{end}"
+        pat = re.compile(re.escape(begin.split(" (")[0]) + r".*?" + re.escape(end), re.S)
+        text = pat.sub(lambda _: block, text) if pat.search(text) else text + f"\n{block}\n"
+    readme.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--write", action="store_true", help="update the folder's README.md")
+    a = ap.parse_args()
+    tables = render(a.folder)
+    if a.write:
+        write(a.folder / "README.md", tables, f"python experiments/jobtime_table.py {a.folder}")
+    for name, body in tables.items():
+        print(f"## {name}\n\n{body}\n")
+
+
+if __name__ == "__main__":
+    main()

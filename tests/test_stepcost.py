@@ -1,0 +1,147 @@
+"""The per-step cost model: its features, its fit, its calibration files, ``ggr-kv predict``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ggr_kv.core.blocks import to_csr
+from ggr_kv.simulate import simulate
+from ggr_kv.simulate.stepcost import (
+    FEATURES,
+    StepCosts,
+    features_of,
+    fit_step_costs,
+    load_calibration,
+    save_calibration,
+)
+
+TRUE = {"num_steps": 4e-3, "prefill_tokens": 2e-5, "prefill_attn": 3e-9, "decode_tokens": 5e-5,
+        "decode_ctx": 2e-8, "num_requests": 1e-4, "prompt_tokens": 1e-6}
+
+
+def _job(n: int, shared: int, unique: int, out: int, seed: int, **engine):
+    rng = np.random.default_rng(seed)
+    head = list(rng.integers(1000, 2000, shared))
+    prompts = [head + list(rng.integers(3000, 90000, unique)) for _ in range(n)]
+    tokens, offsets = to_csr(prompts)
+    cfg = {"block_size": 16, "num_blocks": 4000, "max_num_seqs": 64,
+           "max_num_batched_tokens": 512} | engine
+    return simulate(tokens, offsets, out, **cfg)
+
+
+def test_features_count_attention_behind_cached_context_and_decode_context():
+    tokens, offsets = to_csr([[1] * 40, [1] * 40, [2] * 10])
+    res = simulate(tokens, offsets, 3, block_size=16, num_blocks=20)
+    f = features_of(res)
+    # prompt 1: 40 new tokens attend 40*41/2 pairs; prompt 2: 32 cached + 8 new:
+    # 8*32 + 8*9/2; prompt 3: 10*11/2
+    assert f["prefill_attn"] == 820 + 292 + 55
+    # two decode steps of three requests: contexts 41+41+11, then 42+42+12
+    assert f["decode_ctx"] == 93 + 96
+    assert f["prefill_tokens"] == 40 + 8 + 10 and f["decode_tokens"] == 6
+    assert res.work["prefill_attn"].sum() == f["prefill_attn"]
+    assert res.work["decode_ctx"].sum() == f["decode_ctx"]
+
+
+def test_longer_cached_context_costs_more_though_no_more_tokens_are_computed():
+    costs = StepCosts(TRUE)
+    short, long_ = _job(16, 64, 32, 1, 0), _job(16, 1024, 32, 1, 0)
+    assert features_of(short)["prefill_tokens"] == pytest.approx(
+        features_of(long_)["prefill_tokens"], rel=0.7)
+    assert costs.predict(long_).parts["prefill_attn"] > 5 * costs.predict(short).parts[
+        "prefill_attn"]
+
+
+def test_prediction_is_the_sum_of_its_steps_and_request_costs():
+    res = _job(40, 100, 50, 8, 1)
+    p = StepCosts(TRUE).predict(res)
+    f = features_of(res)
+    per_request = TRUE["num_requests"] * f["num_requests"] + TRUE["prompt_tokens"] * f[
+        "prompt_tokens"]
+    assert p.step_s is not None and len(p.step_s) == f["num_steps"]
+    assert p.job_s == pytest.approx(p.step_s.sum() + per_request, rel=1e-12)
+    assert p.bound in FEATURES and p.parts[p.bound] == max(p.parts.values())
+
+
+def test_fit_recovers_the_costs_that_made_the_times():
+    shapes = [(32, 0, 300, 1), (128, 0, 40, 1), (64, 200, 16, 1), (32, 600, 16, 1),
+              (64, 0, 8, 32), (8, 0, 8, 32), (2, 0, 8, 32), (32, 500, 8, 16), (16, 1000, 16, 1)]
+    sims = [_job(*s, seed=i) for i, s in enumerate(shapes)]
+    truth = StepCosts(TRUE)
+    samples = [(s, truth.predict(s).job_s) for s in sims]
+    fit = fit_step_costs(samples, meta={"engine": "synthetic"})
+    for k, v in TRUE.items():
+        assert fit.get(k) == pytest.approx(v, rel=1e-5), k
+    assert fit.meta["fit"]["max_abs_relative_residual"] < 1e-8
+    assert fit.meta["engine"] == "synthetic"
+
+
+def test_fit_and_costs_refuse_what_cannot_be_priced():
+    res = _job(4, 0, 20, 2, 0)
+    with pytest.raises(ValueError, match="cannot fit"):
+        fit_step_costs([(res, 1.0)])
+    with pytest.raises(ValueError, match="must be > 0"):
+        fit_step_costs([(res, 0.0)] * 8)
+    with pytest.raises(ValueError, match="unknown feature"):
+        StepCosts({"gpu_magic": 1.0, "prefill_tokens": 1e-5})
+    with pytest.raises(ValueError, match=">= 0"):
+        StepCosts({"prefill_tokens": -1e-5})
+    with pytest.raises(ValueError, match="never free"):
+        StepCosts({"decode_tokens": 1e-5})
+    with pytest.raises(ValueError, match="lack"):
+        features_of({"num_steps": 3})
+
+
+def test_calibration_file_round_trip_and_errors(tmp_path):
+    costs = StepCosts(TRUE, {"scheduler": {"block_size": 16}})
+    path = save_calibration(costs, tmp_path / "cal.json")
+    assert load_calibration(path) == costs
+    with pytest.raises(FileExistsError):
+        save_calibration(costs, path)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"prefill_tok_s": 4}')
+    with pytest.raises(ValueError, match="bad.json: not a calibration file"):
+        load_calibration(bad)
+    with pytest.raises(ValueError, match="no such calibration file"):
+        load_calibration(tmp_path / "missing.json")
+
+
+def _cli(*argv):
+    return subprocess.run([sys.executable, "-m", "ggr_kv", *argv], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_predict_command_prices_every_ordering_and_recommends_settings(tmp_path):
+    sched = {"block_size": 16, "num_blocks": 3000, "max_num_seqs": 64,
+             "max_num_batched_tokens": 2048}
+    cal = save_calibration(StepCosts(TRUE, {"scheduler": sched}), tmp_path / "cal.json")
+    r = _cli("predict", "movies", "--rows", "60", "--query-type", "filter", "--calibration",
+             str(cal), "--orderings", "original,ggr", "--settings", "512:16", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    pred = {(p["ordering"], p["max_num_batched_tokens"]): p for p in doc["predictions"]}
+    assert set(pred) == {("original", 2048), ("original", 512), ("ggr", 2048), ("ggr", 512)}
+    # GGR caches more of the same prompts: less prefill work, a shorter predicted job
+    assert pred["ggr", 2048]["hit_rate"] > pred["original", 2048]["hit_rate"]
+    assert pred["ggr", 2048]["predicted_job_s"] < pred["original", 2048]["predicted_job_s"]
+    for m in ("original", "ggr"):
+        fastest = min((p for p in doc["predictions"] if p["ordering"] == m),
+                      key=lambda p: p["predicted_job_s"])
+        assert doc["recommended"][m] == [fastest["max_num_batched_tokens"],
+                                         fastest["max_num_seqs"]]
+    text = _cli("predict", "movies", "--rows", "30", "--query-type", "filter",
+                "--calibration", str(cal), "--orderings", "original,sorted")
+    assert text.returncode == 0 and "sorted" in text.stdout and "vs original" in text.stdout
+
+
+def test_predict_command_bad_calibration_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "cal.json"
+    bad.write_text("not json")
+    r = _cli("predict", "movies", "--rows", "10", "--calibration", str(bad))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "cal.json" in r.stderr

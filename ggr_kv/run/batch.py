@@ -510,6 +510,7 @@ def run_batch(
     on_error: str = "raise",
     on_update: Callable[[RunOutcome], None] | None = None,
     stop_after_s: float | None = None,
+    executor: Any = None,
 ) -> list[RunOutcome]:
     """Run every spec, grouped onto as few engines as their settings allow.
 
@@ -528,6 +529,9 @@ def run_batch(
     on_update : called with a `RunOutcome` at every status change.
     stop_after_s : start no repeat after this many seconds; runs cut short record the
         repeats they have.
+    executor : where the engines live (a `ggr_kv.run.executors.Executor`): None or a
+        local one is this process; ``"replicas"`` and ``"ray"`` split every run over
+        several engines (one run folder each, with ``sharded.json``).
 
     Returns
     -------
@@ -537,6 +541,11 @@ def run_batch(
     out = project_path(out_dir)
     server_url = server_url.rstrip("/") if server_url else None
     _check_specs(specs, out, llm, server_url, max_concurrency, on_error)
+    if executor is not None and not executor.local:  # engines elsewhere: it runs the batch
+        if llm is not None or server_url is not None:
+            raise ValueError(f"executor {executor.kind!r} starts its own engines; give no llm "
+                             "or server_url")
+        return executor.run(specs, out_dir=out, on_update=on_update)
     options = {"continue": on_error == "continue", "progress": progress, "reset": reset_prefix_cache,
                "max_concurrency": max_concurrency, "predict": predict, "stop_after_s": stop_after_s}
     batch = _Batch(specs, out, llm, server_url, options, on_update)

@@ -38,7 +38,7 @@ actor pool's dealing costs.
 Faults: actors start with ``max_restarts`` (default 1) and ``max_task_retries`` (the
 same), so a replica that dies mid-shard is restarted (its engine starts again) and Ray
 runs the shard again. Each attempt claims a marker file and writes its own run folder
-(``replica-K-rR``, then ``replica-K-rR-a2``); the dead attempt's folder is marked failed
+(``<run>-replica-K-rR``, then ``...-rR-a2``); the dead attempt's folder is marked failed
 (``error.txt``), ``sharded.json`` lists every shard's attempts (``attempts``,
 ``ran_twice``), and the outputs come from the attempt that finished, so no row is lost
 or counted twice (checked before anything is written). On a multi-host cluster
@@ -133,7 +133,7 @@ class _Replica:
 
         folder, k, r = Path(job["folder"]), job["replica"], job["repeat"]
         attempt = _claim_attempt(folder, k, r)
-        run_id = f"replica-{k}-r{r}" + ("" if attempt == 1 else f"-a{attempt}")
+        run_id = _attempt_dir(folder, k, r, attempt)
         table, plan = shard
         start = time.time()
         res = run_table(table, plan, job["query"], llm=self.llm, engine=self.engine,
@@ -151,6 +151,13 @@ class _Replica:
                 "hits": res.summary.get("prefix_cache_hits"),
                 "queries": res.summary.get("prefix_cache_queries"),
                 "simulated_hits": counters.get("simulated_hits")}
+
+
+def _attempt_dir(folder: Path, k: int, r: int, attempt: int) -> str:
+    """The run folder (and run id) of one attempt at replica ``k``'s shard in repeat ``r``:
+    ``<run>-replica-K-rR``, ``-aA`` from the second attempt (run ids unique across runs,
+    so `ggr_kv.run.runs.load_runs` reads several sharded runs together)."""
+    return f"{folder.name}-replica-{k}-r{r}" + ("" if attempt == 1 else f"-a{attempt}")
 
 
 def _claim_attempt(folder: Path, k: int, r: int) -> int:
@@ -313,17 +320,16 @@ def _attempts(folder: Path, runs: list) -> tuple[dict[str, list[str]], list[int]
     finished = {(d["replica"], d["repeat"]): d for _, recs in runs for d in recs}
     attempts: dict[str, list[str]] = {}
     twice: set[int] = set()
-    for name in names:
+    for name in names:  # replica-K-rR-aA
         k, r, a = (int(x[1:]) if x[0] in "ra" else int(x) for x in name.split("-")[1:])
-        attempts.setdefault(f"replica-{k}-r{r}", []).append(name)
+        attempts.setdefault(f"replica-{k}-r{r}", []).append(_attempt_dir(folder, k, r, a))
         if a > 1:
             twice.add(k)
         d = finished[(k, r)]
-        if a != d["attempt"]:
-            dead = folder / (f"replica-{k}-r{r}" + ("" if a == 1 else f"-a{a}"))
-            if dead.is_dir():
-                fail_run_dir(dead, f"the replica actor died mid-shard; the shard ran again as "
-                                   f"{Path(d['run_dir']).name}")
+        dead = folder / _attempt_dir(folder, k, r, a)
+        if a != d["attempt"] and dead.is_dir():
+            fail_run_dir(dead, f"the replica actor died mid-shard; the shard ran again as "
+                               f"{Path(d['run_dir']).name}")
     for p in names:
         (marks / p).unlink()
     if marks.is_dir():

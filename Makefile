@@ -17,7 +17,7 @@ export TOKENIZERS_PARALLELISM := false
 # knows PyTorch's CPU index itself. INSTALLER=pip or INSTALLER=uv forces one.
 INSTALLER ?= auto
 TORCH_PIN := torch==2.13.0+cpu
-EXTRAS := .[cpu,test]
+EXTRAS := .[cpu,test,ray]
 
 # Notebooks are committed without outputs, except the cells tagged keep_output (the
 # `# NBVAL_CHECK_OUTPUT` cells whose stored output nbval compares; nbval needs their

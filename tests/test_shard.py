@@ -96,3 +96,14 @@ def test_bad_arguments_name_the_value():
         shard_order(tok, off, 2, block_size=B, how="rr")
     with pytest.raises(ValueError, match="n_shards"):
         shard_order(tok, off, 0, block_size=B)
+
+
+def test_ray_default_deals_batches_of_consecutive_prompts_in_turn():
+    tok, off = grouped_prompts([3, 2, 4, 3, 2, 4, 3, 3])
+    n = len(off) - 1
+    s = shard_order(tok, off, 3, block_size=B, how="ray_default", batch_rows=4)
+    check_partition(s, n)
+    replica = s.replica_of(n)
+    assert replica.tolist() == [(i // 4) % 3 for i in range(n)]
+    with pytest.raises(ValueError, match="batch_rows"):
+        shard_order(tok, off, 3, block_size=B, how="ray_default", batch_rows=0)

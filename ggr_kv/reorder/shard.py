@@ -17,8 +17,12 @@ Uncached tokens per prompt are those of the unbounded cache on the whole order (
 first prompt re-computes all but the common head, later prompts what they do not share
 with earlier ones); the simulator (`ggr_kv.simulate`) judges a split under a finite cache.
 
-Baselines: ``"round_robin"`` (slot i to replica i mod N) and ``"contiguous"`` (equal-count
-consecutive chunks), the splits a count-based balancer gives.
+Baselines: ``"round_robin"`` (slot i to replica i mod N), ``"contiguous"`` (equal-count
+consecutive chunks), the splits a count-based balancer gives, and ``"ray_default"``: the
+order cut into batches of ``batch_rows`` consecutive prompts dealt to the replicas in
+turn, which is what Ray Data's actor pool (``map_batches``, ``ray.data.llm``; default
+batch size 32 rows) does when every batch takes about as long: each batch goes to the
+next idle actor, with no notion of which prefixes that actor has cached.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ import numpy as np
 
 from ggr_kv.core.blocks import block_hashes, unbounded_prefix_hits
 
-__all__ = ["SHARDINGS", "Shard", "Sharding", "prefix_depths", "shard_order"]
+__all__ = ["SHARDINGS", "Shard", "Sharding", "make_shard", "prefix_depths", "shard_order"]
 
 #: ways of splitting a run order over replicas
-SHARDINGS: tuple[str, ...] = ("groups", "round_robin", "contiguous")
+SHARDINGS: tuple[str, ...] = ("groups", "round_robin", "contiguous", "ray_default")
+#: rows per batch of the ``"ray_default"`` split (``ray.data.llm``'s default batch_size)
+RAY_BATCH_ROWS = 32
 
 
 @dataclass(frozen=True)
@@ -126,8 +132,14 @@ def _subset(tokens: np.ndarray, offsets: np.ndarray, slots: np.ndarray):
     return tokens[idx], new_off
 
 
-def _make_shard(tokens, offsets, block_size, slots: np.ndarray) -> Shard:
-    slots = np.sort(np.asarray(slots, dtype=np.int64))
+def make_shard(tokens: np.ndarray, offsets: np.ndarray, block_size: int, slots: np.ndarray,
+               *, keep_order: bool = False) -> Shard:
+    """The `Shard` of the prompts at ``slots`` (run order, unless ``keep_order``: then in
+    the given order, as a router that reorders prompts sends them), with its tokens and
+    its uncached tokens under an unbounded cache of its own."""
+    slots = np.asarray(slots, dtype=np.int64)
+    if not keep_order:
+        slots = np.sort(slots)
     if not len(slots):
         return Shard(slots, 0, 0)
     t, o = _subset(tokens, offsets, slots)
@@ -178,6 +190,7 @@ def shard_order(
     block_size: int,
     how: str = "groups",
     slack: float = 1.02,
+    batch_rows: int = RAY_BATCH_ROWS,
 ) -> Sharding:
     """Split prompts in run order over ``n_shards`` replicas.
 
@@ -187,8 +200,10 @@ def shard_order(
     n_shards : replicas (engines, one per GPU or host).
     block_size : KV block size, tokens (16 on GPU, 128 on the CPU backend).
     how : ``"groups"`` (prefix groups kept whole, balanced by uncached tokens),
-        ``"round_robin"`` or ``"contiguous"`` (the count-based baselines).
+        ``"round_robin"``, ``"contiguous"`` or ``"ray_default"`` (the count-based
+        baselines).
     slack : a group may exceed the even share by this factor before it is split.
+    batch_rows : prompts per batch of ``"ray_default"``.
 
     Returns
     -------
@@ -204,10 +219,16 @@ def shard_order(
     slots = np.arange(n, dtype=np.int64)
     if how == "round_robin":
         parts = [slots[k::n_shards] for k in range(n_shards)]
-        return Sharding(how, [_make_shard(tokens, offsets, block_size, p) for p in parts])
+        return Sharding(how, [make_shard(tokens, offsets, block_size, p) for p in parts])
+    if how == "ray_default":
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be at least 1, got {batch_rows!r}")
+        batch_of = (slots // batch_rows) % n_shards
+        parts = [slots[batch_of == k] for k in range(n_shards)]
+        return Sharding(how, [make_shard(tokens, offsets, block_size, p) for p in parts])
     if how == "contiguous":
         parts = np.array_split(slots, n_shards)
-        return Sharding(how, [_make_shard(tokens, offsets, block_size, p) for p in parts])
+        return Sharding(how, [make_shard(tokens, offsets, block_size, p) for p in parts])
     depth = prefix_depths(tokens, offsets, block_size)
     head = int(depth[1:].min()) if n > 1 else 0  # blocks every prompt shares
     cost = _uncached(tokens, offsets, block_size).astype(float)
@@ -217,6 +238,6 @@ def shard_order(
     shards = []
     for ids in members:
         sl = np.concatenate([slots[atoms[i][0] : atoms[i][1]] for i in ids]) if ids else slots[:0]
-        shards.append(_make_shard(tokens, offsets, block_size, sl))
+        shards.append(make_shard(tokens, offsets, block_size, sl))
     n_groups = len(_groups(depth, head, 0, n)) if n else 0
     return Sharding(how, shards, groups=n_groups, split_groups=split)

@@ -508,8 +508,8 @@ def run_batch(
     specs : the runs (`RunSpec`); each becomes one run folder holding all its repeats.
     options, **option_fields : how (`ggr_kv.run.options.BatchOptions`: ``out_dir``,
         ``llm``, ``server_url``, ``max_concurrency``, ``reset_prefix_cache``, ``predict``,
-        ``progress``, ``on_error``, ``on_update``, ``stop_after_s``), as an object and/or
-        by name.
+        ``progress``, ``on_error``, ``on_update``, ``stop_after_s``, ``executor``), as an
+        object and/or by name.
 
     Returns
     -------
@@ -521,6 +521,8 @@ def run_batch(
     out = project_path(o.out_dir)
     server_url = check_server_url(server_url) if server_url else None
     _check_specs(specs, out, o.on_error)
+    if o.executor is not None and not o.executor.local:  # engines elsewhere: it runs the batch
+        return o.executor.run(specs, out_dir=out, on_update=on_update)
     options = {"continue": o.on_error == "continue", "progress": o.progress,
                "reset": o.reset_prefix_cache, "max_concurrency": o.max_concurrency,
                "predict": o.predict, "stop_after_s": o.stop_after_s}

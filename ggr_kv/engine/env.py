@@ -5,7 +5,8 @@ instead of repeating ``os.environ`` lines:
 
 - the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``: notebooks and
   papermill kernels cannot spawn vLLM's engine process safely);
-- the CPU backend gets ``VLLM_CPU_KVCACHE_SPACE`` GiB of KV cache;
+- the CPU backend gets ``VLLM_CPU_KVCACHE_SPACE`` GiB of KV cache, as
+  `ggr_kv.engine.memory.engine_memory` decides (the same rule as every engine start);
 - no usage reporting, no Hugging Face downloads (``HF_HUB_OFFLINE``: dummy-weight model
   folders are made locally), no tokenizer thread pools fighting the engine for cores;
 - ``quiet=True`` (the default) keeps vLLM's and transformers' INFO logs and their
@@ -29,7 +30,6 @@ __all__ = ["QUIET_ENV", "VLLM_ENV", "VllmEnv", "quiet_logs", "setup_vllm_env"]
 
 #: what every in-process engine here needs (values the user set win)
 VLLM_ENV: dict[str, str] = {
-    "VLLM_CPU_KVCACHE_SPACE": "2",  # GiB of KV cache on the CPU backend
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
     "HF_HUB_OFFLINE": "1",
@@ -98,8 +98,9 @@ def setup_vllm_env(
     ----------
     in_process : run the engine core in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``;
         always set, overriding the environment, when True).
-    kv_cache_gib : GiB of KV cache for the CPU backend (``VLLM_CPU_KVCACHE_SPACE``);
-        None keeps the environment's value, else 2.
+    kv_cache_gib : GiB of KV cache (``VLLM_CPU_KVCACHE_SPACE`` on the CPU backend,
+        ``kv_cache_memory_bytes`` on GPU); None: the environment's value, else
+        `ggr_kv.engine.memory.engine_memory`'s default (2 GiB, less if memory is short).
     quiet : show only errors from vLLM, transformers and torch (`quiet_logs`);
         False shows their full logs.
 
@@ -109,17 +110,20 @@ def setup_vllm_env(
     """
     wanted = dict(VLLM_ENV)
     forced: dict[str, str] = {}
-    if kv_cache_gib is not None:
-        if kv_cache_gib <= 0:
-            raise ValueError(f"kv_cache_gib must be positive, got {kv_cache_gib}")
-        forced["VLLM_CPU_KVCACHE_SPACE"] = f"{kv_cache_gib:g}"
     if in_process:
         forced["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     if quiet:
         wanted.update(QUIET_ENV)
     else:
         forced.update({"VLLM_LOGGING_LEVEL": "INFO", "TRANSFORMERS_VERBOSITY": "info"})
+    from ggr_kv.engine.memory import ENV_VAR, engine_memory
+
     done, kept = {}, {}
+    if kv_cache_gib is not None and kv_cache_gib <= 0:
+        raise ValueError(f"kv_cache_gib must be positive, got {kv_cache_gib}")
+    memory = engine_memory(kv_cache_gib)
+    if memory.device == "cpu":
+        (kept if memory.source == "env" else done)[ENV_VAR] = os.environ[ENV_VAR]
     for key, value in wanted.items():
         if key in forced:
             continue

@@ -68,6 +68,7 @@ def _rates(table, tok, bs, query, fds=None, **knobs):
     return rates, block_hit_rate(table, res.plan, tok, bs, query), res
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(table=tables(), bs=st.sampled_from([1, 4, 16, 32]), query=st.sampled_from(["", "Q?"]))
 def test_blocks_is_never_below_original_sorted_ggr(table, bs, query, llama3):
@@ -79,6 +80,7 @@ def test_blocks_is_never_below_original_sorted_ggr(table, bs, query, llama3):
     assert (np.sort(res.plan.field_perm, axis=1) == np.arange(m)).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,block_size,strict",
     [

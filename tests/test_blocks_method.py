@@ -173,7 +173,8 @@ def test_unknown_tokenizer_still_never_below_the_seeds(llama3):
         ({"kv_blocks": 1}, "kv_blocks must be >= 2"),
         ({"kv_blocks": 3, "block_size": 4}, r"kv_blocks=3: the longest prompt \(\d+ tokens"),
         ({"refine_seeds": -1}, "refine_seeds must be an integer >= 0"),
-        ({"tokenizer": "no-such-tokenizer"}, "unknown tokenizer 'no-such-tokenizer'"),
+        pytest.param({"tokenizer": "no-such-tokenizer"}, "unknown tokenizer 'no-such-tokenizer'",
+                     marks=pytest.mark.slow),  # asks the Hugging Face cache: imports transformers
     ],
 )
 def test_bad_knobs_are_named(knobs, match):

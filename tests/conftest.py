@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import socket
@@ -199,6 +200,54 @@ def tiny_server(tiny_server_launch) -> VLLMServer:
     """The session's server (`tiny_server_launch`), up: ``.url``, ``.model``, ``.proc.pid``."""
     tiny_server_launch.wait()
     return tiny_server_launch
+
+
+def _module_marks(path: Path) -> set[str]:
+    """Names of the ``pytest.mark.NAME`` marks of a test file's module-level ``pytestmark``,
+    read from its source (without importing it)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return set()
+    marks: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
+        ):
+            for sub in ast.walk(node.value):
+                if (isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Attribute)
+                        and sub.value.attr == "mark"):
+                    marks.add(sub.attr)
+    return marks
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Skip importing a test file that ``-m`` deselects whole from its module-level marks
+    (e.g. ``make test-fast`` never imports vLLM for ``pytestmark = pytest.mark.vllm``
+    modules). A file is skipped only if no combination of the registered markers on
+    its tests could select one of them; otherwise pytest decides as usual."""
+    expr = config.getoption("markexpr", "")
+    if not expr or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    marks = _module_marks(Path(collection_path))
+    if not marks:
+        return None
+    from _pytest.mark.expression import Expression
+
+    try:
+        compiled = Expression.compile(expr)
+    except Exception:  # a malformed -m: let pytest report it
+        return None
+    names = sorted({line.split(":")[0].strip() for line in config.getini("markers")} - marks)
+    names = [n for n in names if n.isidentifier()][:12]  # the project's own markers
+    for k in range(1 << len(names)):
+        on = marks | {n for i, n in enumerate(names) if k >> i & 1}
+        try:
+            if compiled.evaluate(lambda name, /, *args, _on=on, **kw: name in _on):
+                return None
+        except Exception:  # an expression with arguments: let pytest decide
+            return None
+    return True
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -34,6 +34,7 @@ def _setup(name: str):
     return ds, table, query, fds, pieces
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,pools", [("beer", [5697, 384, 26]), ("movies", [972, 31])])
 def test_token_order_keeps_every_unbounded_hit_and_other_orders_lose(name, pools):
     _, table, query, fds, pieces = _setup(name)

@@ -97,6 +97,7 @@ def tok(request):
     return load_tokenizer(request.param)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tp=tables_and_plans(), query=text, instruction=st.sampled_from(["", "Be brief.", "x\n"]))
 def test_fragment_tokens_equal_whole_prompt_tokens(tp, query, instruction, tok):
@@ -140,6 +141,7 @@ def test_naive_cut_at_the_separator_would_be_wrong():
     )
 
 
+@pytest.mark.slow
 def test_model_folder_tokenizer_is_recognized_and_exact(tiny_dir):
     tok = load_tokenizer(tiny_dir)
     assert tok.pattern == LLAMA3_PATTERN

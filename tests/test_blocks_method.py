@@ -68,6 +68,7 @@ def _rates(table, tok, bs, query, fds=None, **knobs):
     return rates, block_hit_rate(table, res.plan, tok, bs, query), res
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(table=tables(), bs=st.sampled_from([1, 4, 16, 32]), query=st.sampled_from(["", "Q?"]))
 def test_blocks_is_never_below_original_sorted_ggr(table, bs, query, llama3):
@@ -79,6 +80,7 @@ def test_blocks_is_never_below_original_sorted_ggr(table, bs, query, llama3):
     assert (np.sort(res.plan.field_perm, axis=1) == np.arange(m)).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,block_size,strict",
     [
@@ -171,7 +173,8 @@ def test_unknown_tokenizer_still_never_below_the_seeds(llama3):
         ({"kv_blocks": 1}, "kv_blocks must be >= 2"),
         ({"kv_blocks": 3, "block_size": 4}, r"kv_blocks=3: the longest prompt \(\d+ tokens"),
         ({"refine_seeds": -1}, "refine_seeds must be an integer >= 0"),
-        ({"tokenizer": "no-such-tokenizer"}, "unknown tokenizer 'no-such-tokenizer'"),
+        pytest.param({"tokenizer": "no-such-tokenizer"}, "unknown tokenizer 'no-such-tokenizer'",
+                     marks=pytest.mark.slow),  # asks the Hugging Face cache: imports transformers
     ],
 )
 def test_bad_knobs_are_named(knobs, match):

@@ -65,6 +65,7 @@ def llama3():
     return load_tokenizer("llama3")
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     tp=tables_and_plans(),
@@ -82,6 +83,7 @@ def test_piece_scorer_equals_block_hashes_and_dict_recount(tp, block_size, query
     assert ph.lengths.tolist() == [len(s) for s in seqs]
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(tp=tables_and_plans())
 def test_sorted_hits_sort_in_token_order_with_previous_prompt_lcp(tp, llama3):
@@ -111,6 +113,7 @@ def test_lex_order_matches_python_sort(seqs):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["movies", "beer"])
 def test_fast_metrics_equal_whole_prompt_metrics_on_bundled_tables(name, llama3):
     from ggr_kv.datasets import load_dataset

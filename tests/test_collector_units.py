@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+#: reads vLLM's own classes: importing vLLM costs ~12 s of CPU, too much for `make test-fast`
+pytestmark = pytest.mark.slow
 pytest.importorskip("vllm")
 
 from vllm import __version__ as VLLM_VERSION

@@ -155,6 +155,7 @@ def regenerated(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fname", [DATASETS[n].filename for n in NAMES])
 def test_regenerating_from_the_seed_reproduces_shipped_files(regenerated, fname):
     shipped = data_dirs()[0] / fname
@@ -174,6 +175,7 @@ def test_another_seed_gives_another_table():
     assert render_csv("beer", SEED + 1) != dataset_path("beer").read_bytes()
 
 
+@pytest.mark.slow
 def test_generate_check_reports_missing_or_stale_files(tmp_path, capsys):
     assert main(["--check", "--out", str(tmp_path), "--no-readme"]) == 1
     assert "movies.csv" in capsys.readouterr().err

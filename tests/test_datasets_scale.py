@@ -274,6 +274,7 @@ def test_prompt_tokens_match_the_papers_average(preset_stats, family):
     assert preset_stats[family].prompt_tokens == pytest.approx(PAPER[family][1], rel=0.15)
 
 
+@pytest.mark.slow
 def test_samples_json_matches_the_real_samples():
     """``data/samples.json`` is what measuring ``../shared/datasets`` gives now."""
     folder = shared_datasets_dir()
@@ -324,6 +325,7 @@ def test_sorted_equals_ggr_on_one_key_hierarchies():
     assert abs(rates["ggr"] - rates["sorted"]) < 0.005, rates
 
 
+@pytest.mark.slow
 def test_tables_scale_by_keys_not_rows_per_key(tmp_cache):
     """Twice the rows, about twice the keys: rows per key (and sharing) stay put."""
     small = load_dataset("posts@1900").frame["PostId"].nunique()

@@ -35,6 +35,7 @@ def ggr_kv(*args, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedP
                           timeout=timeout, check=False)
 
 
+@pytest.mark.slow
 def test_llm_kwargs_for_a_dummy_shape_keep_stats_on_and_leave_defaults_to_vllm(tmp_path):
     cfg = EngineConfig(model="tiny-llama", models_dir=str(tmp_path / "models"), max_num_seqs=8,
                        extra={"distributed_executor_backend": "mp", "swap_space": 0})
@@ -87,6 +88,7 @@ def test_bad_engine_settings_are_refused_with_the_setting_named(kwargs, match):
         EngineConfig(**kwargs)
 
 
+@pytest.mark.slow
 def test_max_model_len_default_is_read_from_the_model_folder(tmp_path):
     folder = EngineConfig(model="llama-3.1-8b", models_dir=str(tmp_path)).resolve_model()[0]
     assert model_max_len(folder) == SHAPES["llama-3.1-8b"]["max_position_embeddings"]

@@ -73,6 +73,7 @@ def llama3():
 
 
 # -- PHC ------------------------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(tables_and_plans())
 def test_phc_equals_direct_recount(tp):
@@ -112,6 +113,7 @@ def test_metrics_refuse_a_plan_of_another_table():
 
 
 # -- characters -----------------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(tables_and_plans(), st.sampled_from(["", QUERY]))
 def test_char_hit_rate_equals_commonprefix_recount(tp, query):
@@ -137,6 +139,7 @@ def test_char_hit_rate_with_long_shared_values():
 token_seqs = st.lists(st.lists(st.integers(0, 3), max_size=12), min_size=1, max_size=12)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(token_seqs)
 def test_token_prefix_hits_equal_longest_prefix_with_any_earlier_prompt(seqs):
@@ -148,6 +151,7 @@ def test_token_prefix_hits_equal_longest_prefix_with_any_earlier_prompt(seqs):
     assert token_prefix_hits(tokens, offsets).tolist() == expected
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(tp=tables_and_plans(max_rows=6, max_cols=3))
 def test_token_hit_rate_on_real_tokens(tp, llama3):
@@ -189,6 +193,7 @@ def test_block_hit_rate_equals_dict_recount(tp, block_size, llama3):
     assert got == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(token_seqs, st.integers(1, 5))
 def test_block_hits_never_exceed_whole_blocks_before_the_last_token(seqs, block_size):

@@ -56,6 +56,7 @@ def _dataset_prompts(n: int = 20) -> list[str]:
     return build_prompts(t, ReorderPlan.identity(t), "Is the review positive?")
 
 
+@pytest.mark.slow
 def test_model_folder_tokenizer_matches_quicktok_llama3(tiny_dir):
     texts = CORPUS + _dataset_prompts()
     folder = load_tokenizer(tiny_dir)
@@ -68,10 +69,12 @@ def test_model_folder_tokenizer_matches_quicktok_llama3(tiny_dir):
     assert folder.encode("Hi")[0] == 128000  # <|begin_of_text|>
 
 
+@pytest.mark.slow
 def test_quicktok_llama3_matches_vllm_on_special_token_text(tiny_dir):
     assert load_tokenizer("llama3").encode(SPECIAL) == load_tokenizer(tiny_dir).encode(SPECIAL)
 
 
+@pytest.mark.slow
 def test_model_folder_tokenizer_matches_vllm(tiny_dir):
     pytest.importorskip("vllm")
     from vllm.tokenizers import get_tokenizer
@@ -106,6 +109,7 @@ PUBLISHED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", sorted(PUBLISHED))
 def test_config_shapes_match_published_llama(shape, tmp_path):
     pub = PUBLISHED[shape]
@@ -132,6 +136,7 @@ def test_config_shapes_match_published_llama(shape, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_make_model_refuses_a_folder_of_another_shape(tmp_path):
     folder = make_model_dir("tiny-llama", tmp_path / "m")
     with pytest.raises(FileExistsError, match="tiny-llama"):
@@ -161,6 +166,7 @@ def _load_hf_tokenizer_logs(folder: Path) -> str:
     return stream.getvalue()
 
 
+@pytest.mark.slow
 def test_loading_our_tokenizer_raises_no_mistral_regex_warning(tiny_dir, tmp_path):
     # transformers >= 5 took a local folder whose config.json lacks transformers_version
     # for an old Mistral one and warned "incorrect regex pattern ... incorrect

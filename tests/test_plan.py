@@ -35,6 +35,7 @@ def small_table(n: int = 3) -> Table:
 
 
 # -- properties -----------------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(tp=tables_and_plans())
 def test_json_round_trip(tp, tmp_path_factory):
@@ -57,6 +58,7 @@ def test_json_round_trip(tp, tmp_path_factory):
     assert data["field_orders"] == [[plan.columns[j] for j in row] for row in plan.field_perm]
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(tables_and_plans())
 def test_invert_restores_the_original_order(tp):
@@ -68,6 +70,7 @@ def test_invert_restores_the_original_order(tp):
     assert (plan.row_order[inv] == np.arange(plan.n_rows)).all()
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(tables_and_plans())
 def test_apply_keeps_each_slot_s_field_order(tp):
@@ -78,6 +81,7 @@ def test_apply_keeps_each_slot_s_field_order(tp):
         assert all(table.cells[r][table.columns.index(k)] == v for k, v in pairs)
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(tables_and_plans(), st.data())
 def test_non_permutations_are_refused(tp, data):

@@ -103,6 +103,7 @@ def reorder_scores_table():
     return scores
 
 
+@pytest.mark.slow
 def test_saving_again_never_overwrites(reorder_scores_table, tmp_path):
     fig = fig_reorder_scores(reorder_scores_table, title="movies, 60 rows")
     first = save_figure(fig, tmp_path, "reorder")
@@ -117,6 +118,7 @@ def test_saving_again_never_overwrites(reorder_scores_table, tmp_path):
     assert (tmp_path / "x.svg").read_text() == "<svg/>"
 
 
+@pytest.mark.slow
 def test_reorder_score_bars_use_the_ordering_colors(reorder_scores_table, tmp_path):
     fig = fig_reorder_scores(reorder_scores_table)
     patches = [p for ax in fig.axes for p in ax.patches if (p.get_gid() or "").startswith("bar:")]

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,6 +78,7 @@ def tables_and_plans(draw):
     return table, ReorderPlan(table.columns, np.array(row_order), np.array(perms))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(tp=tables_and_plans(), query=text_values, instruction=text_values)
 def test_any_text_makes_valid_json_in_plan_order(tp, query, instruction):
@@ -92,6 +94,7 @@ def test_any_text_makes_valid_json_in_plan_order(tp, query, instruction):
         assert list(obj.items()) == expected
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(tp=tables_and_plans(), query=text_values)
 def test_build_prompts_equals_build_prompt_per_row(tp, query):

@@ -125,6 +125,7 @@ def test_command_parses(argv, workspace):
         assert not missing, f"sweep files not found: {missing}"
 
 
+@pytest.mark.slow
 def test_fast_commands_run(workspace, capsys):
     """The engine-free lines run, in README order, in one folder (a later line reads the
     plan an earlier one wrote), each exiting 0 and writing its --out file (or printing)."""

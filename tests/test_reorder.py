@@ -101,6 +101,7 @@ def tables(draw, max_rows: int = 12, max_cols: int = 4, min_rows: int = 1):
 
 
 # -- plans are valid ------------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(tables(max_rows=30, max_cols=5))
 def test_every_method_returns_permutations(table):
@@ -141,6 +142,7 @@ def test_sorted_uses_one_field_order_by_column_score():
 
 
 # -- PHC ordering -----------------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tables(max_rows=7, max_cols=3, min_rows=2))
 def test_ophr_is_at_least_every_other_method(table):
@@ -190,6 +192,7 @@ def test_ophr_finds_optimum_that_needs_partial_groups():
     assert direct_phc(t, res.plan) == res.info["optimal_phc"] == 134
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["movies_100", "products_100", "contributions"])
 def test_ggr_beats_sorted_beats_original_on_real_samples(name):
     table, fds = sample(name)
@@ -272,6 +275,7 @@ def tie_free_tables(draw):
     return Table.from_frame(pd.DataFrame(data))
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(tie_free_tables())
 def test_vectorized_value_greedy_equals_sequential_greedy(table):
@@ -317,6 +321,7 @@ def test_fd_group_columns_stay_together_and_lead_when_grouped():
                 assert set(row[: len(idx)]) == idx  # in front
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(tables(max_rows=10, max_cols=4))
 def test_declared_fd_group_is_contiguous_in_every_method(table):

@@ -32,6 +32,7 @@ def test_h200_tables_are_generated_from_the_run_folders(scale):
     assert read_block(readme, "offload") == scale.offload_table() + "\n"
 
 
+@pytest.mark.slow
 def test_two_gpu_table_is_generated_from_the_sharded_runs(scale):
     rows = scale.two_gpu_rows()
     assert set(rows["way"]) == set(scale.WAYS)

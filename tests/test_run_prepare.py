@@ -52,6 +52,7 @@ def test_one_default_for_max_tokens_and_overrides_reach_every_stage():
         as_query(42)
 
 
+@pytest.mark.slow
 def test_too_long_prompts_are_refused_before_any_engine_naming_the_rows(tmp_path, tiny_dir):
     path = long_table(tmp_path)
     starts = engine_starts()
@@ -67,6 +68,7 @@ def test_too_long_prompts_are_refused_before_any_engine_naming_the_rows(tmp_path
     assert not (tmp_path / "out").exists()  # nothing reserved
 
 
+@pytest.mark.slow
 def test_max_model_len_comes_from_the_model_folder_when_not_set(tmp_path, tiny_dir):
     model = tmp_path / "short-llama"
     shutil.copytree(tiny_dir, model)

@@ -79,6 +79,7 @@ def test_a_group_larger_than_a_share_is_split_at_subgroup_boundaries():
         assert len(set(replica[sub * 5 : (sub + 1) * 5])) == 1
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(1, 6), min_size=1, max_size=20), st.integers(1, 4),
        st.sampled_from(["groups", "round_robin", "contiguous"]))

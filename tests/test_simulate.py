@@ -289,6 +289,7 @@ prompt_lists = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     prompts=prompt_lists,

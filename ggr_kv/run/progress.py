@@ -15,17 +15,9 @@ import time
 from typing import IO, Any
 
 from ggr_kv.collector.live import LiveState
+from ggr_kv.core.display import in_notebook
 
 __all__ = ["RunBars"]
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 class RunBars:
@@ -47,7 +39,7 @@ class RunBars:
         self.lines: dict[str, int] = {}
         self.t0 = time.monotonic()
         out = file or sys.stderr
-        self.notebook = _in_notebook()
+        self.notebook = in_notebook()
         self.tty = bool(getattr(out, "isatty", lambda: False)())
         #: seconds between updates
         self.interval_s = 0.5 if (self.tty or self.notebook) else 1.0

@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("compare", "run several orderings of a table on one engine: report, speedups, figures"),
     "simulate": ("simulate", "predict vLLM's prefix-cache hits and KV usage for a plan"),
     "sweep": ("sweep", "run a grid of datasets x orderings x engines (resumable)"),
-    "demo": ("demo", "reorder, run and plot the bundled default dataset on the CPU engine"),
+    "demo": ("demo", "compare every ordering on the bundled table (the README's demo table)"),
     "report": ("report", "remake the figures and the Markdown report of run folders"),
     "datasets": ("datasets", "list the bundled datasets"),
     "make-model": ("make_model", "write a local model folder for dummy-weight runs"),

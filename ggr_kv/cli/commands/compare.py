@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -123,10 +124,17 @@ def compare(args: argparse.Namespace, *, record_name: str = "compare.json",
     folder.mkdir(parents=True, exist_ok=False)  # never an earlier comparison's folder
     load0 = os.getloadavg()[0]
     live = LiveCurves(display=False)
-    with engine_log(folder / "vllm.log", verbose=args.verbose), live:
-        outcomes = run_batch(specs, out_dir=folder, server_url=args.server_url,
-                             max_concurrency=args.max_concurrency,
-                             progress=not args.no_progress)
+    try:
+        with engine_log(folder / "vllm.log", verbose=args.verbose), live:
+            outcomes = run_batch(specs, out_dir=folder, server_url=args.server_url,
+                                 max_concurrency=args.max_concurrency,
+                                 progress=not args.no_progress)
+    except BaseException:
+        if not any(p.is_dir() for p in folder.iterdir()):  # refused before any run began
+            shutil.rmtree(folder)
+        elif not args.verbose:
+            print(f"vLLM's log: {folder / 'vllm.log'}", file=sys.stderr)
+        raise
     live.save(folder / "live_curves")
     record = {"command": prefix, "started": started.isoformat(timespec="seconds"),
               "wall_s": round(time.perf_counter() - t0, 1), "load_average": [load0, os.getloadavg()[0]],

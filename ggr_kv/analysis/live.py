@@ -85,7 +85,8 @@ class LiveCurves:
 
     Attributes
     ----------
-    updates : redraws while runs went (not counting the final one).
+    updates : updates while runs went (not counting the final one); without ``display``
+        the figure is drawn only at the end.
     states : what the last redraw showed (`ggr_kv.collector.live.LiveState` per run).
     figure : the figure (one, redrawn in place).
     """
@@ -111,6 +112,8 @@ class LiveCurves:
                 if not any(st.running for st in states):
                     return
                 self.updates += 1
+                if not self.display:  # nobody looks: draw once, at the end (CPU for vLLM)
+                    return
             self.draw()
             if self._handle is not None:
                 self._handle.update(self.figure)

@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ggr-kv-installed
-# The CPU engine of vLLM: 128-token blocks, a small KV cache, no usage reporting, offline.
-export VLLM_CPU_KVCACHE_SPACE ?= 2
+# The CPU engine of vLLM: no usage reporting, offline. Its KV cache size is
+# ggr_kv.engine.memory's one rule (2 GiB unless memory is short; VLLM_CPU_KVCACHE_SPACE wins).
 export VLLM_NO_USAGE_STATS := 1
 export DO_NOT_TRACK := 1
 export HF_HUB_OFFLINE := 1

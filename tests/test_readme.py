@@ -120,6 +120,8 @@ def test_command_parses(argv, workspace):
             from ggr_kv.datasets.queries import QUERY_TYPES
 
             assert args.query_type in QUERY_TYPES, args.query_type
+    elif args.command == "compare":
+        _check_table(args.table)
     elif args.command == "sweep":
         missing = [f for f in args.sweep if not Path(f).is_file()]
         assert not missing, f"sweep files not found: {missing}"

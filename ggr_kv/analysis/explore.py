@@ -85,7 +85,7 @@ def reorder_explorer(datasets: Sequence[str], methods: Sequence[str],
 
     Returns the view shown first.
     """
-    from IPython.display import display
+    from IPython.display import Markdown, display
 
     view = explore(datasets[0], methods[0], int(block_sizes[0]), **kwargs)
     if interactive:
@@ -101,6 +101,10 @@ def reorder_explorer(datasets: Sequence[str], methods: Sequence[str],
                                      description="block size"),
         }
         display(w.HBox(list(pick.values())))
+        # a reopened notebook keeps this text but not the kernel behind the dropdowns
+        display(Markdown("_If the dropdowns above do nothing or are missing (a notebook "
+                         "reopened from disk: their kernel side is gone), run this cell again "
+                         "(Shift+Enter)._"))
     h_scores = display(_styled_scores(view), display_id=True)
     h_prompts = display(view.prompts, display_id=True)
     if interactive:

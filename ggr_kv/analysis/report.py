@@ -678,7 +678,7 @@ def demo_table(runs: pd.DataFrame, *, source: str | Path | None = None,
     if hw:
         bits.append(" / ".join(dict.fromkeys(hw)))
     if demo and demo.get("wall_s") is not None:
-        text = f"demo wall time {demo['wall_s']:.0f} s"
+        text = f"{demo.get('command', 'demo')} wall time {demo['wall_s']:.0f} s"
         if demo.get("cpu_s") is not None:
             text += f" (CPU time {demo['cpu_s']:.0f} s"
             loads = demo.get("load_average") or []

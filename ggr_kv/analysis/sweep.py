@@ -107,6 +107,8 @@ POINT_DEFAULTS: dict[str, Any] = {
     "comparison": "auto",
     "run_id": "",
     "repeats": 1,
+    "kv_space": 0.0,  # notebook only: an in-process sweep takes `ggr-kv sweep --kv-space`
+    "live": True,  # notebook only (live curves under the cell)
     "verbose": False,  # the notebook's vLLM/transformers logs; in-process runs keep them quiet
 }
 #: the notebook ``runner: papermill`` runs when the file names none: the package's own
@@ -424,6 +426,9 @@ def _check_parameters(spec: SweepSpec, src: str) -> None:
                 f"Its parameters: {sorted(declared)}"
             )
         return
+    if "kv_space" in given:
+        raise ValueError(f"{src}: 'kv_space' is the notebook's; an in-process sweep's engines "
+                         "share one KV size: ggr-kv sweep --kv-space GIB")
     bad = sorted(given - set(POINT_DEFAULTS))
     if bad:
         raise ValueError(

@@ -21,21 +21,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("score", "score an existing plan: PHC and prefix hit rates"),
     "prompts": ("prompts", "write the prompts of a plan as JSON lines, in run order"),
     "run": ("run", "run a table through vLLM with the metrics collector and save a run folder"),
+    "compare": ("compare", "run several orderings of a table on one engine: report, speedups, figures"),
     "simulate": ("simulate", "predict vLLM's prefix-cache hits and KV usage for a plan"),
     "predict": ("predict", "predict job time per ordering from a calibration file (no GPU)"),
     "sweep": ("sweep", "run a grid of datasets x orderings x engines (resumable)"),
-    "demo": ("demo", "reorder, run and plot the bundled default dataset on the CPU engine"),
+    "demo": ("demo", "compare every ordering on the bundled table (the README's demo table)"),
     "report": ("report", "remake the figures and the Markdown report of run folders"),
     "datasets": ("datasets", "list the bundled datasets"),
     "make-model": ("make_model", "write a local model folder for dummy-weight runs"),
 }
+
+#: what ``ggr-kv --help`` opens with
+USER_DESCRIPTION = (
+    "Reorder a table's rows and fields so that vLLM's prefix cache serves more of the\n"
+    "prompts (GGR), run them through vLLM, and see in curves and a report what the KV\n"
+    "cache did."
+)
+USER_EPILOG = """start here:
+  ggr-kv datasets                              the bundled tables
+  ggr-kv compare movies --rows 40              every ordering on one engine: report + figures
+  ggr-kv compare my.csv --query "Is it spam?"  the same on your own table
+  ggr-kv COMMAND --help                        each command's options"""
 
 #: exit status of every error the command reports
 EXIT_ERROR = 2
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ggr-kv", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ggr-kv", description=USER_DESCRIPTION, epilog=USER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"ggr-kv {__version__}")
     parser.add_argument(
         "--debug", action="store_true", help="show the full traceback of an error"

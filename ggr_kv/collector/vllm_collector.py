@@ -54,6 +54,7 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
+from ggr_kv.collector import live
 from ggr_kv.collector.checks import COUNTER_TOLERANCE, CounterCheck, counter_check
 from ggr_kv.collector.fields import VLLMFieldError
 from ggr_kv.collector.frames import empty_steps, rate, steps_frame, window_totals
@@ -248,6 +249,7 @@ class VLLMMetricsCollector:
                 self._resource_interval_s, pid=src.resource_pid, t0=self._t0
             )
             self._sampler.start()
+        live.collector_started(self)
         if src.facts().get("enable_prefix_caching") is False and src.method != "request_only":
             warnings.warn(
                 "prefix caching is off in this engine (cache_config.enable_prefix_caching="
@@ -271,6 +273,7 @@ class VLLMMetricsCollector:
                 self._unpin()
             if self._sampler is not None:
                 self._sampler.stop()
+            live.collector_stopped(self)
         for p in problems:
             warnings.warn(p, stacklevel=2)
         return self

@@ -146,7 +146,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             "shortgroups", "movies", "movies", movies.COLUMNS, _MOVIE_FDS, _MOVIE_ONE_WAY,
             "movieinfo", 12000, _short_groups,
-            "Short groups under a long shared prefix, for group-aware sharding (issue 13): "
+            "Short groups under a long shared prefix, for group-aware sharding: "
             "2-4 reviews per movie, each under a 300-500-token movie page (synopsis, cast, "
             "crew, release details, critics consensus); rows in review-time order, so a "
             "movie's reviews are scattered.",

@@ -128,7 +128,7 @@ def _presets_section(presets: dict[str, TableStats]) -> list[str]:
     sg = presets["shortgroups"]
     lines += [
         "",
-        "`shortgroups` is the table for group-aware sharding over several GPUs (issue 13):",
+        "`shortgroups` is the table for group-aware sharding over several GPUs:",
         (f"{sg.rows_per_key:.1f} rows per movie on average, each under a `movieinfo` of "
          f"{sg.field_tokens['movieinfo']:.0f} tokens"),
         f"on average ({sg.prompt_tokens:.0f}-token prompts), so a group split across replicas",

@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from ggr_kv.collector.live import live_pass, watch
 from ggr_kv.core.paths import project_path
 from ggr_kv.engine.config import (
     EngineConfig,
@@ -240,7 +241,6 @@ class _Batch:
         self.preps: dict[int, PreparedRun] = {}
         self.repeats: dict[int, list[RepeatOutcome]] = {}
         self.t0 = time.perf_counter()
-        self.bar: Any = None
 
     # -- status ---------------------------------------------------------------------
     def set(self, i: int, status: str, error: str | None = None) -> None:
@@ -351,19 +351,16 @@ class _Batch:
             self.outcomes[i].run_id, self.outcomes[i].run_dir = run_id, prep.folder
 
     def run_groups(self, groups: list[EngineGroup]) -> None:
-        from tqdm.auto import tqdm
+        from ggr_kv.run.progress import RunBars
 
-        total = sum(self.preps[i].spec.repeats for g in groups for i in g.members
-                    if i in self.preps and self.preps[i].folder is not None)
-        self.bar = tqdm(total=total, desc="runs", unit="run",
-                        disable=not self.opt["progress"] or total < 2)
-        try:
+        ready = [p for _, p in sorted(self.preps.items()) if p.folder is not None]
+        bars = RunBars([(str(p.run_id), _label(p, ready), p.spec.repeats, _prompts(p))
+                        for p in ready], enabled=self.opt["progress"])
+        with watch(bars, interval_s=bars.interval_s):
             for g in groups:
                 members = [i for i in g.members if self.outcomes[i].status == "pending"]
                 if members:
                     self._run_group(g, members)
-        finally:
-            self.bar.close()
 
     def _out_of_time(self) -> bool:
         limit = self.opt["stop_after_s"]
@@ -396,7 +393,7 @@ class _Batch:
     def _group_repeats(self, g: EngineGroup, members: list[int], llm: Any, owned: bool) -> None:
         em = engine_meta(llm, self.url, g.settings)
         handle = EngineHandle(llm, self.url, em.facts.get("served_model"),
-                              self.opt["max_concurrency"], self.opt["progress"])
+                              self.opt["max_concurrency"], False)  # `RunBars` instead
         ctx = EngineContext(em.facts.get("model"), em.facts.get("max_model_len"),
                             em.facts.get("block_size"), "engine")
         active = []
@@ -431,21 +428,21 @@ class _Batch:
         prep = self.preps[i]
         if self.outcomes[i].status == "pending":
             self.set(i, "running")
-        self.bar.set_postfix_str(f"{prep.dataset}/{prep.method} repeat {r}/{prep.spec.repeats}")
         t0 = time.perf_counter()
         try:
             reset = handle.reset() if self.opt["reset"] else False
             salted = prep.method == NO_CACHE and prep.spec.no_cache_by == "salt"
             handle.salt = f"{prep.run_id}-r{r}" if salted else None
             try:
-                staged = run_stages(prep.table, prep.plan, prep.query, prep.instruction, handle,
-                                    sampling_for(prep, em))
+                with live_pass(str(prep.run_id), prep.method, r, prep.spec.repeats,
+                               _prompts(prep)):
+                    staged = run_stages(prep.table, prep.plan, prep.query, prep.instruction,
+                                        handle, sampling_for(prep, em))
             finally:
                 handle.salt = None
             self.repeats.setdefault(i, []).append(
                 RepeatOutcome(r, position, staged, reset, time.perf_counter() - t0))
             self.outcomes[i].seconds += time.perf_counter() - t0
-            self.bar.update(1)
             if r == prep.spec.repeats:
                 self._record(i, em, use)
         except Exception as e:
@@ -476,6 +473,17 @@ class _Batch:
         self.repeats.pop(i, None)  # free the tables: they are on disk now
         prep.tokens = None
         self.set(i, "done")
+
+
+def _prompts(prep: PreparedRun) -> int:
+    """Prompts in one pass of a prepared run (its first stage)."""
+    return len(prep.plan.row_order) if prep.plan is not None else prep.table.n_rows
+
+
+def _label(prep: PreparedRun, ready: list[PreparedRun]) -> str:
+    """A run's name on its progress bar: the ordering, with the dataset when several."""
+    several = len({p.dataset for p in ready}) > 1
+    return f"{prep.dataset} {prep.method}" if several else prep.method
 
 
 def _line(exc: BaseException | str) -> str:

@@ -55,12 +55,18 @@ def _offline_pass(
     from ggr_kv.collector.vllm_collector import VLLMMetricsCollector
 
     params = SamplingParams(**sampling)
-    with VLLMMetricsCollector(llm, sample_resources=True) as col:
+    with warnings.catch_warnings():
+        # the run asked for caching off (no_cache): no warning that hits will be 0
+        warnings.filterwarnings("ignore", message="prefix caching is off")
+        col = VLLMMetricsCollector(llm, sample_resources=True).start()
+    try:
         t0 = time.perf_counter()
         inputs: list[Any] = prompts if salt is None else [  # nothing shared across requests
             {"prompt": p, "cache_salt": f"{salt}-{i}"} for i, p in enumerate(prompts)]
         outs = llm.generate(inputs, params, use_tqdm=progress)  # one call: vLLM batches
         job_s = time.perf_counter() - t0
+    finally:
+        col.stop()
     texts = [o.outputs[0].text if o.outputs else "" for o in outs]
     ptoks = np.array([len(o.prompt_token_ids or ()) for o in outs], dtype=np.int64)
     otoks = np.array(

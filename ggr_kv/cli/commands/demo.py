@@ -1,56 +1,38 @@
-"""``ggr-kv demo``: the notebooks end to end on the bundled default, CPU engine.
+"""``ggr-kv demo``: ``ggr-kv compare`` on the bundled default, CPU engine.
 
-Executes ``01_reorder`` (reorder scores, CPU block size), ``02_inference`` (every
-ordering through vLLM, ``--repeats`` timed jobs each on the warm engine) and
-``03_curves`` (figures + report) with papermill into a new ``results/demo-<time>/``
-folder; the executed notebooks are kept there as logs, ``demo.json`` records the
-arguments and the wall time. It ends with the table the README shows (the same one
-``make demo-table`` writes into the README).
+150 movie rows, every ordering but ``ophr`` (exponential), 3 timed jobs each on one warm
+engine, interleaved, 4 output tokens per row, into a new ``results/demo-<dataset>-<time>/``
+folder: a run folder per ordering, ``figures/``, ``report.md``, ``live_curves.png``,
+``vllm.log`` and ``demo.json`` (the arguments, wall time). It ends with the table the
+README shows (``make demo-table`` writes it into the README).
 
 The default model, ``demo-llama`` (8 layers, hidden 512, dummy weights, real Llama-3
 tokenizer), makes prefill most of a job's time on a CPU, so the prefix cache's savings
 show in job times, as they do on a GPU with a real model
 (``benchmarks/bench_demo_shape.py`` measures it). The 2-layer ``tiny-llama`` that tests
 use makes prefill nearly free: orderings with 0% and 71% hits then take the same time.
+The notebooks show the same steps one cell at a time (``make lab``).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
-import sys
-import time
+import shutil
+from pathlib import Path
 
 from ggr_kv.cli.common import positive_int
-from ggr_kv.core.atomic import write_atomic
-from ggr_kv.core.paths import CHECKOUT_DIR
 
-NOTEBOOKS = CHECKOUT_DIR / "notebooks"
-
-#: the demo's engine: dummy weights need no compilation to show the effect; eager mode
-#: starts in a fraction of the time torch.compile takes on a CPU
-DEMO_ENGINE = {"enforce_eager": True}
 #: vLLM's KV block size on the CPU backend (tokens)
 CPU_BLOCK_SIZE = 128
 
 
 def _default_orderings() -> list[str]:
-    """Every reorder method of default comparisons (not ``ophr``, exponential).
-    ``no_cache`` is left out by default: its own engine start and three more
-    full-prefill jobs would add ~2.5 min."""
-    from ggr_kv.reorder.registry import method_names
+    """Every reorder method but ``ophr`` (exponential). ``no_cache`` is left out by default:
+    three more full-prefill jobs would add a minute or two."""
+    from ggr_kv.reorder import METHODS
 
-    return list(method_names(default_only=True))
-
-
-def _cpu_s() -> float:
-    """CPU seconds of this process and its finished children (the notebook kernels)."""
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return [m for m in METHODS if m != "ophr"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,58 +48,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--orderings", nargs="+", default=None,
                    help="orderings to run (default: every method but ophr; add no_cache for "
                         "the baseline without prefix caching)")
+    p.add_argument("--kv-space", type=float, default=None, metavar="GIB",
+                   help="GiB of KV cache (default: 2, less when memory is short)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="show vLLM's and transformers' logs")
 
 
+def compare_argv(args: argparse.Namespace, name: str) -> list[str]:
+    """The ``ggr-kv compare`` arguments the demo runs."""
+    argv = [args.dataset, "--rows", str(args.rows), "--model", args.model,
+            "--repeats", str(args.repeats), "--max-tokens", str(args.max_tokens),
+            "--out-dir", args.out_dir, "--name", name,
+            "--methods", ",".join(args.orderings or _default_orderings())]
+    if args.kv_space is not None:
+        argv += ["--kv-space", str(args.kv_space)]
+    return argv + [f for f, on in (("--verbose", args.verbose),
+                                   ("--no-progress", args.no_progress)) if on]
+
+
 def main(args: argparse.Namespace) -> int:
-    import papermill as pm
+    from ggr_kv.cli.commands import compare
 
-    from ggr_kv.analysis.report import demo_table
-    from ggr_kv.core.jsonutil import dumps
-    from ggr_kv.core.paths import project_path
-    from ggr_kv.engine.env import setup_vllm_env
-    from ggr_kv.engine.models import SHAPES
-    from ggr_kv.run.runs import load_runs
-
-    if args.model not in SHAPES and not args.model.startswith((".", "/", "~")):
-        from ggr_kv.engine.models import resolve_model
-
-        resolve_model(args.model)  # a wrong --model fails here, before any notebook runs
-    setup_vllm_env(quiet=not args.verbose)
-    orderings = args.orderings or _default_orderings()
-    started = _dt.datetime.now()
-    out = project_path(args.out_dir)
-    name = f"demo-{args.dataset}-{started.strftime('%Y%m%d-%H%M%S')}"
-    folder = out / name
-    folder.mkdir(parents=True, exist_ok=False)  # never reuse an earlier demo's folder
-    logs = folder / "notebooks"
-    logs.mkdir()
-    t0, cpu0, load0 = time.perf_counter(), _cpu_s(), os.getloadavg()[0]
-    steps = [
-        ("01_reorder.ipynb", {"dataset": args.dataset, "rows": args.rows,
-                              "block_size": CPU_BLOCK_SIZE, "interactive": False}),
-        ("02_inference.ipynb", {
-            "dataset": args.dataset, "rows": args.rows, "orderings": orderings,
-            "model": args.model, "out_dir": str(out), "comparison": name,
-            "max_tokens": args.max_tokens, "engine_args": DEMO_ENGINE,
-            "repeats": args.repeats, "verbose": args.verbose,
-        }),
-        ("03_curves.ipynb", {"runs_path": str(folder), "out_dir": str(out),
-                             "run_if_missing": False, "verbose": args.verbose}),
-    ]
-    for nb, params in steps:
-        print(f"[demo] {nb} ...", flush=True)
-        pm.execute_notebook(str(NOTEBOOKS / nb), str(logs / nb), parameters=params,
-                            cwd=str(NOTEBOOKS), progress_bar=sys.stderr.isatty())
-    wall_s = time.perf_counter() - t0
-    record = {"started": started.isoformat(timespec="seconds"), "wall_s": round(wall_s, 1),
-              "cpu_s": round(_cpu_s() - cpu0, 1), "load_average": [load0, os.getloadavg()[0]],
-              "args": {k: v for k, v in vars(args).items() if k not in ("func", "debug")},
-              "orderings": orderings, "engine_args": DEMO_ENGINE}
-    write_atomic(folder / "demo.json", dumps(record) + "\n")
-    runs, _ = load_runs(str(folder))
-    print()
-    print(demo_table(runs, source=folder, demo=record), end="")
-    print(f"\nfigures and report: {folder / 'figures'}; notebooks run: {logs}")
+    parser = argparse.ArgumentParser(prog="ggr-kv compare")
+    compare.add_arguments(parser)
+    name = f"demo-{args.dataset}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    cargs = parser.parse_args(compare_argv(args, name))
+    print(f"[demo] ggr-kv compare {' '.join(compare_argv(args, name))}", flush=True)
+    compare.compare(cargs, record_name="demo.json", prefix="demo")
     print("README table: make demo-table")
+    exe = shutil.which("ggr-kv")
+    if exe is None:
+        venv = Path(".venv/bin/ggr-kv")
+        hint = f"{venv} (or `source .venv/bin/activate` first)" if venv.exists() else "ggr-kv"
+        print(f"more: {hint} --help; the README's 'Use it' section")
     return 0

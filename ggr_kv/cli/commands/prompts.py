@@ -38,6 +38,7 @@ def main(args: argparse.Namespace) -> int:
     )
     if out is not None:
         write_atomic(out, "".join(lines), overwrite=args.force)
+        print(f"{len(texts):,} prompts (JSON lines, run order) written to {out}")
         return 0
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(encoding="utf-8")  # prompts keep their non-ASCII text

@@ -132,9 +132,19 @@ def main(args: argparse.Namespace) -> int:
     if "progress" in takes:
         knobs.setdefault("progress", sys.stderr.isatty())  # a tqdm bar on a terminal
     res = reorder(table, args.method, fds=fds, **knobs)
+    found = res.info.get("fd_groups")
+    if fds == "auto":
+        print(f"--fd auto found {len(found or [])} FD group(s): "
+              + ("; ".join(",".join(g) for g in found) if found else "none"), file=sys.stderr)
     if out is not None:
+        import json
+
         check_out_path(out, force=args.force, inputs=[args.table])  # again: files may move
-        write_atomic(out, res.plan.to_json(), overwrite=args.force)
+        # the FD groups used travel with the plan (readers of plans ignore extra keys)
+        text = json.dumps({**res.plan.to_dict(), "method": res.method,
+                           "fd_groups": found, "fd_source": fds if isinstance(fds, str)
+                           else ("given" if fds else "none")})
+        write_atomic(out, text, overwrite=args.force)
     result: dict[str, Any] = {"table": str(args.table), "method": res.method,
                               "optimizes": objective_of(res.method)}
     if res.info.get("winner"):

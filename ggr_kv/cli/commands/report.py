@@ -70,9 +70,13 @@ def _run_dirs(args: argparse.Namespace) -> tuple[list[Path], Path]:
 
 
 def _demo_record(folder: Path) -> dict | None:
-    """The ``demo.json`` of a demo folder (wall and CPU time), None elsewhere."""
-    meta = folder / "demo.json"
-    return json.loads(meta.read_text()) if meta.is_file() else None
+    """The ``demo.json`` / ``compare.json`` of a demo or comparison folder (wall time),
+    None elsewhere."""
+    for name in ("demo.json", "compare.json"):
+        meta = folder / name
+        if meta.is_file():
+            return json.loads(meta.read_text())
+    return None
 
 
 def main(args: argparse.Namespace) -> int:

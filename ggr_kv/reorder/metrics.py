@@ -56,6 +56,7 @@ __all__ = [
     "char_hit_rate",
     "char_prefix_hits",
     "paper_char_hit_rate",
+    "trie_char_hits",
     "phc",
     "phc_per_row",
     "plan_hits",
@@ -205,14 +206,23 @@ def paper_char_hit_rate(table: Table, plan: ReorderPlan) -> float:
     cells = table.cells[plan.row_order[:, None], plan.ordered_columns()]
     texts = ["".join(r) for r in cells.tolist()]
     total = sum(map(len, texts))
-    if n < 2 or total == 0:
-        return 0.0
+    return trie_char_hits(texts) / total if total else 0.0
+
+
+def trie_char_hits(texts: list[str]) -> int:
+    """Characters the texts share, each with the earlier text sharing the most (a trie).
+
+    Sum over i of the longest common prefix of ``texts[i]`` with any ``texts[j]``, j < i.
+    """
+    n = len(texts)
+    if n < 2:
+        return 0
     order = np.array(sorted(range(n), key=texts.__getitem__), dtype=np.int64)
     ol = order.tolist()
     adj = np.array([0] + [_lcp(texts[a], texts[b]) for a, b in zip(ol[:-1], ol[1:])])
     left = _nearest_earlier_lcp(order, adj)
     right = _nearest_earlier_lcp(order[::-1], np.r_[0, adj[:0:-1]])[::-1]
-    return float(np.maximum(left, right).sum() / total)
+    return int(np.maximum(left, right).sum())
 
 
 # -- tokens and blocks --------------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""Solve time of ``blocks`` against ``ggr`` on one core (issue 19 item 5).
+
+Run::
+
+    python benchmarks/bench_order_speed.py [--adrs PATH] [--repeats 3] [--million]
+
+Tables: the paper's real ``beer`` (28,479 x 9, from the ADRS snapshot, see
+`paper_ggr.py`), ``contributions`` (15,000 x 15, real), a generated 320 x 57 table
+(`wide_table`: the shape of the issue's 57-column table, which is not here) and with
+``--million`` the generated 1M x 8 table of `bench_reorder.synthetic_table`. The process
+is pinned to one core (``os.sched_setaffinity``). Each ordering runs ``--repeats`` times
+from a loaded `Table` (``blocks``: llama3, block 16, the table's first query, tokenizing
+included); wall and CPU seconds, median (min). Writes the part of
+``benchmarks/RESULTS-orderings.md`` between ``bench:speed:begin``/``end``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import paper_ggr
+from bench_orderings import ADRS_BEER, GENERIC_QUERY, RESULTS, shared_dir
+from bench_reorder import SYNTH_FDS, synthetic_table
+
+from ggr_kv.core.table import Table
+from ggr_kv.datasets import load_dataset
+from ggr_kv.reorder import reorder
+
+BEGIN, END = "<!-- bench:speed:begin -->", "<!-- bench:speed:end -->"
+
+
+def wide_table(n: int = 320, seed: int = 0) -> pd.DataFrame:
+    """A generated n x 57 table: flags, low- and mid-cardinality codes, unique text."""
+    rng = np.random.default_rng(seed)
+    cols = {}
+    for j in range(12):
+        cols[f"flag_{j}"] = rng.choice(["True", "False"], n, p=[0.2, 0.8])
+    for j in range(20):
+        cols[f"kind_{j}"] = rng.choice([f"kind {j}-{k}" for k in range(5)], n)
+    for j in range(15):
+        cols[f"name_{j}"] = rng.choice([f"a longer shared name {j} number {k}" for k in range(30)], n)
+    for j in range(10):
+        cols[f"text_{j}"] = [f"free text {j} of row {i} " + "x" * int(rng.integers(20, 120)) for i in range(n)]
+    return pd.DataFrame(cols)
+
+
+def tables(adrs, million: bool):
+    out = []
+    if adrs is not None:
+        tmp = Path(tempfile.mkdtemp(prefix="ggr-kv-beer-")) / "beer.csv"
+        tmp.write_bytes(paper_ggr._read(adrs, ADRS_BEER))
+        ds = load_dataset(tmp)
+        out.append(("beer (real)", ds.table(), list(ds.fds), ds.query(ds.query_types[0]).text))
+    c = shared_dir() / "contributions.csv"
+    if c.is_file():
+        out.append(("contributions (real)", load_dataset(c).table(), None, GENERIC_QUERY))
+    out.append(("wide 320 x 57 (generated)", Table.from_frame(wide_table()), None, GENERIC_QUERY))
+    if million:
+        out.append(("synthetic 1M x 8 (generated)", Table.from_frame(synthetic_table(1_000_000)),
+                    SYNTH_FDS, GENERIC_QUERY))  # fmt: skip
+    return out
+
+
+def _time(fn, repeats):
+    walls, cpus, res = [], [], None
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = fn()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return walls, cpus, res
+
+
+def _fmt(xs):
+    return f"{np.median(xs):.2f} ({min(xs):.2f})"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--adrs")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--million", action="store_true")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    try:
+        adrs = paper_ggr.resolve_source(args.adrs)
+    except paper_ggr.SnapshotMissing:
+        adrs = None
+    rows = []
+    for label, t, fds, q in tables(adrs, args.million):
+        reps = 1 if t.n_rows > 200_000 else args.repeats
+        gw, gc, _ = _time(lambda: reorder(t, "ggr", fds=fds), reps)
+        bw, bc, res = _time(
+            lambda: reorder(t, "blocks", fds=fds, tokenizer="llama3", block_size=16, query=q), reps
+        )
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in res.info["timings"].items())
+        rows.append(f"| {label} | {_fmt(gw)} | {_fmt(gc)} | {_fmt(bw)} | {_fmt(bc)} | "
+                    f"{np.median(bc) / np.median(gc):.1f} | {stages} |")  # fmt: skip
+        print(rows[-1], flush=True)
+    now = _dt.datetime.now().isoformat(timespec="seconds")
+    text = "\n".join([
+        BEGIN,
+        f"Run {now}; one core (affinity), load average "
+        + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + " at the end (shared machine).",
+        "Command: `python benchmarks/bench_order_speed.py --adrs PATH"
+        + (" --million" if args.million else "") + "`",
+        "",
+        "Seconds, median (min) of the repeats; `blocks`: llama3, block 16, tokenizing included.",
+        "",
+        "| table | ggr wall | ggr CPU | blocks wall | blocks CPU | blocks / ggr (CPU) | blocks stages (wall s, last run) |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        *rows,
+        END,
+    ])  # fmt: skip
+    print(text)
+    if not args.no_write and RESULTS.exists():
+        old = RESULTS.read_text()
+        if BEGIN in old:
+            old = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+        else:
+            old = old.rstrip("\n") + "\n\n## Speed of `blocks` against `ggr`\n\n" + text + "\n"
+        tmp = RESULTS.with_suffix(".tmp")
+        tmp.write_text(old)
+        tmp.replace(RESULTS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -668,12 +668,22 @@ def wait_for_engine(p: subprocess.Popen, timeout: float = 300) -> list[psutil.Pr
     pytest.fail(f"no engine process appeared (exit {p.poll()})")
 
 
+@contextlib.contextmanager
+def run_with_engine(tmp_path: Path, run_id: str):
+    """A ``ggr-kv run`` in its own session, once its engine process exists: ``(p, kids)``;
+    everything it started is killed at the end whatever the test found."""
+    pytest.importorskip("vllm")
+    p = start_run(tmp_path, run_id)
+    try:
+        yield p, wait_for_engine(p)
+    finally:
+        kill_all(descendants(p.pid))
+        p.kill()
+
+
 @pytest.mark.vllm
 def test_3_kill_9_of_run_leaves_no_engine_process(tmp_path):
-    pytest.importorskip("vllm")
-    p = start_run(tmp_path, "killed")
-    try:
-        kids = wait_for_engine(p)
+    with run_with_engine(tmp_path, "killed") as (p, kids):
         time.sleep(2)
         kids = descendants(p.pid) or kids
         p.kill()
@@ -682,19 +692,13 @@ def test_3_kill_9_of_run_leaves_no_engine_process(tmp_path):
         kill_all(left)
         assert not left, [(k.pid, k.cmdline()) for k in left]
         assert run_dir_state(tmp_path / "r" / "killed") in ("interrupted", "missing")
-    finally:
-        kill_all(descendants(p.pid))
-        p.kill()
 
 
 @pytest.mark.vllm
 def test_4_ctrl_c_during_engine_start_exits_130_and_frees_the_id(tmp_path):
-    pytest.importorskip("vllm")
-    p = start_run(tmp_path, "ctrl-c")
-    try:
-        kids = wait_for_engine(p)
+    with run_with_engine(tmp_path, "ctrl-c") as (p, kids):
         t0 = time.monotonic()
-        os.killpg(p.pid, signal.SIGINT)
+        os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         _, err = p.communicate(timeout=60)
         secs = time.monotonic() - t0
         assert p.returncode == 130, err[-2000:]
@@ -703,6 +707,3 @@ def test_4_ctrl_c_during_engine_start_exits_130_and_frees_the_id(tmp_path):
         kill_all(left)
         assert not left
         check_run_dir_free(tmp_path / "r", "ctrl-c")  # a retry may use the id
-    finally:
-        kill_all(descendants(p.pid))
-        p.kill()

@@ -268,6 +268,24 @@ def test_2_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
     assert path.read_text() == "old\n"
 
 
+def test_2_every_writer_of_the_package_goes_through_the_atomic_write():
+    """No module writes a file but ``ggr_kv.core.atomic`` (a replica's log stream aside)."""
+    import re
+
+    direct = re.compile(r"write_text\(|write_bytes\(|\.touch\(|\.to_parquet\([^)]*[/\"]|"
+                        r"savefig\((?!t,)|open\([^)]*[\"'][wax]b?[\"']|json\.dump\(|"
+                        r"pickle\.dump\(|os\.replace\(")
+    found = []
+    for path in sorted((ROOT / "ggr_kv").rglob("*.py")):
+        if path.name == "atomic.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if direct.search(code) and "child owns it" not in line:
+                found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not found, "\n".join(found)
+
+
 # ------------------------------------------------- 3. orphaned engines
 def test_3_forked_children_die_with_a_killed_parent(tmp_path):
     """The guard `make_llm` sets: a forked child (and its fork) die when we are killed."""

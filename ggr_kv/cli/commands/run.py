@@ -15,6 +15,7 @@ id, the table, plan and query, engine argument names, and every prompt's length 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,12 @@ def main(args: argparse.Namespace) -> int:
     if args.run_id is not None:
         check_run_dir_free(project_path(args.out_dir), args.run_id)  # before any slow work
     engine = None if args.server_url else _engine(args)
+    if engine is not None:
+        from ggr_kv.engine.lifetime import leftovers_line
+
+        left = leftovers_line()  # engines a killed run left behind hold memory
+        if left:
+            print(f"ggr-kv run: warning: {left}", file=sys.stderr, flush=True)
     inp = load_input(args.table, rows=args.rows, sep=args.sep)
     data, table, dataset, fds = inp.source, inp.table, inp.name, inp.fds
     query = _query(args, inp.family)

@@ -317,6 +317,24 @@ def test_3_forked_children_die_with_a_killed_parent(tmp_path):
         p.kill()
 
 
+def test_3_a_replica_worker_dies_with_its_killed_parent(tmp_path):
+    """`exit_with`, as `ggr_kv.run.replicas` starts its engine workers: exec'd children too."""
+    code = (
+        "import os, subprocess, sys, time\n"
+        "from ggr_kv.engine.lifetime import exit_with\n"
+        "c = subprocess.Popen(['sleep', '300'], preexec_fn=exit_with(os.getpid()))\n"
+        "print(c.pid, flush=True); time.sleep(300)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env=plain_env())
+    child = psutil.Process(int(p.stdout.readline()))
+    p.kill()
+    p.wait()
+    left = gone([child], 10)
+    kill_all(left)
+    assert not left
+
+
 def test_3_leftover_engines_are_found_and_named(tmp_path):
     from ggr_kv.engine.lifetime import leftover_engines, leftovers_line
 

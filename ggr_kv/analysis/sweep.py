@@ -538,7 +538,7 @@ class _Sweep:
         log_dir = spec.out / "sweep-log"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log = _free(log_dir / f"{stamp.strftime('%Y%m%dT%H%M%S')}.json")
-        self.log.touch(exist_ok=False)
+        write_atomic(self.log, "", overwrite=False)
         self.started = stamp.isoformat(timespec="seconds")
         self.version = __version__
         self.engine_starts = 0

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ggr_kv.core.atomic import write_atomic
 from ggr_kv.core.paths import CHECKOUT_DIR
 from ggr_kv.datasets.cache import csv_bytes
 from ggr_kv.datasets.catalog import DATASETS
@@ -151,7 +152,7 @@ def write_all(
             continue
         changed.append(fname)
         if not check:
-            p.write_bytes(data)
+            write_atomic(p, data)
     return changed
 
 

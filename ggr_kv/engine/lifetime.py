@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["EXIT_INTERRUPTED", "LeftoverEngine", "kill_children", "leftover_engines",
+__all__ = ["EXIT_INTERRUPTED", "LeftoverEngine", "exit_with", "kill_children", "leftover_engines",
            "leftovers_line", "stop_on_interrupt", "tie_children_to_us"]
 
 #: exit status of a command stopped by SIGINT (128 + 2, as shells report it)
@@ -48,6 +48,17 @@ def _die_with_parent() -> None:
         return
     if os.getppid() != _FORKER[0]:  # the parent died between fork and prctl
         os._exit(1)
+
+
+def exit_with(parent_pid: int):
+    """A ``subprocess.Popen(preexec_fn=...)`` that makes the child (and what it execs) die
+    when ``parent_pid`` (the caller: ``os.getpid()``) dies."""
+
+    def preexec() -> None:
+        _FORKER[0] = parent_pid
+        _die_with_parent()
+
+    return preexec
 
 
 def tie_children_to_us() -> bool:

@@ -44,6 +44,7 @@ from ggr_kv.engine.config import (
     shutdown_llm,
     started_engine,
 )
+from ggr_kv.engine.errors import cause_line
 from ggr_kv.run.execute import EngineHandle, run_stages
 from ggr_kv.reorder.registry import NO_CACHE
 from ggr_kv.run.options import BatchOptions
@@ -379,8 +380,8 @@ class _Batch:
         try:
             llm, owned = self._start(g)
         except Exception as e:
-            for i in members:
-                self.fail(i, f"engine did not start: {_line(e)}", "failed")
+            for i in members:  # the cause on one line (ggr_kv.engine.errors.cause_line)
+                self.fail(i, f"engine did not start: {cause_line(e)}", "failed")
             if not self.opt["continue"]:
                 raise
             return

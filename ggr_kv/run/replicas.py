@@ -40,6 +40,7 @@ from ggr_kv.core.paths import project_path
 from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.core.prompts import DEFAULT_INSTRUCTION, encode_prompts
 from ggr_kv.engine.config import EngineConfig
+from ggr_kv.engine.lifetime import exit_with
 from ggr_kv.reorder.shard import Sharding, shard_order
 from ggr_kv.run.prepare import _as_plan, _as_table, as_query, restrict_plan
 from ggr_kv.run.rundir import new_run_id, reserve_run_dir
@@ -155,7 +156,8 @@ def _launch(k: int, folder: Path, spec: dict, device: str, kind: str) -> subproc
         env["VLLM_CPU_OMP_THREADS_BIND"] = device  # this replica's cores
     log = open(folder / f"replica-{k}.log", "w", encoding="utf-8")  # noqa: SIM115 - child owns it
     return subprocess.Popen([sys.executable, "-m", "ggr_kv.run.replicas", str(path)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+                            env=env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=exit_with(os.getpid()))  # dies with us
 
 
 def _wait_for(paths: list[Path], procs: list[subprocess.Popen], folder: Path,

@@ -105,7 +105,8 @@ class SweepLock:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, me.encode(), 0)
                 os.fsync(fd)
-            except OSError as e:
+            except OSError as e:  # a full disk: no empty lock left behind
+                self.held = True
                 self.__exit__()
                 raise WriteError(self.path, e) from e
             self.held = True

@@ -300,6 +300,12 @@ def main(args: argparse.Namespace) -> int:
     executor = _executor(args)
     engine_memory_for(args)
     engine = None if args.server_url else engine_config(args)
+    if engine is not None:
+        from ggr_kv.engine.lifetime import leftovers_line
+
+        left = leftovers_line()  # engines a killed run left behind hold memory
+        if left:
+            print(f"ggr-kv run: warning: {left}", file=sys.stderr, flush=True)
     inp = load_input(args.table, rows=args.rows, sep=args.sep)
     data, table, dataset, fds = inp.source, inp.table, inp.name, inp.fds
     query = _query(args, inp.family)

@@ -45,8 +45,8 @@ from ggr_kv.engine.config import (
     started_engine,
 )
 from ggr_kv.engine.errors import cause_line
-from ggr_kv.run.execute import EngineHandle, run_stages
 from ggr_kv.reorder.registry import NO_CACHE
+from ggr_kv.run.execute import EngineHandle, run_stages
 from ggr_kv.run.options import BatchOptions
 from ggr_kv.run.prepare import (
     EngineContext,

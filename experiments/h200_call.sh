@@ -34,12 +34,12 @@ case $step in
   sharded) keep="results/h200x2"
            run 0,1 sharded sharded --plan full --prefix p13- --out results/h200x2 \
              --enforce-eager --repeats 3;;
-  cache)   keep="$K"
+  cache)   keep="$K/p1[23]-kv*"
            run 0 offload cache --plan offload --prefix p13- --out $K --enforce-eager &
            run 1 kvsweep cache --plan kvsweep --prefix p12- --out $K --enforce-eager \
              --blocks 6000 2500 1200 --repeats 1 &
            wait;;
-  mixed)   keep="$K $R"
+  mixed)   keep="$K/p1[23]-kv* $R/p12r-* $R/predictions-*"
            { run 0 offload cache --plan offload --prefix p13- --out $K --enforce-eager
              run 0 kvsweep cache --plan kvsweep --prefix p12- --out $K \
                --enforce-eager --blocks 1200 6000 --repeats 1; } &

@@ -188,12 +188,16 @@ def run_specs(llm, specs, out: Path, stop_s: float):
 
 # -- in the engine core process (through collective_rpc; the worker is in that process) --
 def _core():
-    import gc
-
-    for o in gc.get_objects():
-        if type(o).__name__ in ("EngineCoreProc", "EngineCore") and hasattr(o, "scheduler"):
+    """The EngineCore whose ``collective_rpc`` runs this function (found up the stack:
+    vLLM freezes its startup objects out of ``gc.get_objects()``)."""
+    f = sys._getframe()
+    while f is not None:
+        o = f.f_locals.get("self")
+        if o is not None and hasattr(o, "scheduler") and hasattr(o, "model_executor"):
             return o
-    raise RuntimeError("no EngineCore object in the worker's process")
+        f = f.f_back
+    raise RuntimeError("no EngineCore up the stack: the worker runs in another process "
+                       "(this needs the 'uni' executor, vLLM's default on one GPU)")
 
 
 def _rpc_set_limits(worker, tokens: int, seqs: int):

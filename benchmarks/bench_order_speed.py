@@ -122,6 +122,7 @@ def main(argv=None) -> int:
         f"Run {now}; one core (affinity), load average "
         + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + " at the end (shared machine).",
         "Command: `python benchmarks/bench_order_speed.py --adrs PATH"
+        + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
         + (" --million" if args.million else "") + "`",
         "",
         "Seconds, median (min) of the repeats; `blocks`: llama3, block 16, tokenizing included.",

@@ -127,15 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     ])  # fmt: skip
     print(text)
     if not args.no_write:
-        old = RESULTS.read_text()
-        if BEGIN in old:
-            old = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
-        else:
-            head = "\n\n## Kernels split into named steps (issue 17 item 6)\n\n"
-            old = old.rstrip("\n") + head + text + "\n"
-        tmp = RESULTS.with_suffix(".tmp")
-        tmp.write_text(old)
-        tmp.replace(RESULTS)
+        from bench_orderings import write_part
+
+        write_part(RESULTS, text, BEGIN, END, "## Kernels split into named steps (issue 17 item 6)")
     return 0
 
 

@@ -34,7 +34,7 @@ for p in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(p))
 
 import paper_ggr
-from bench_orderings import ADRS_BEER, GENERIC_QUERY, RESULTS, shared_dir
+from bench_orderings import ADRS_BEER, GENERIC_QUERY, RESULTS, shared_dir, write_part
 from bench_reorder import SYNTH_FDS, synthetic_table
 
 from ggr_kv.core.table import Table
@@ -137,14 +137,7 @@ def main(argv=None) -> int:
     ])  # fmt: skip
     print(text)
     if not args.no_write and RESULTS.exists():
-        old = RESULTS.read_text()
-        if BEGIN in old:
-            old = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
-        else:
-            old = old.rstrip("\n") + "\n\n## Speed of `blocks` against `ggr`\n\n" + text + "\n"
-        tmp = RESULTS.with_suffix(".tmp")
-        tmp.write_text(old)
-        tmp.replace(RESULTS)
+        write_part(RESULTS, text, BEGIN, END, "## Speed of `blocks` against `ggr`")
     return 0
 
 

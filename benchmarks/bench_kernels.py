@@ -96,15 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for label, kind, units, preset in cases():
         times = {"before": [], "after": []}
-        same = np.array_equal(_run(kind, before[kind], units, preset), _run(kind, now[kind], units, preset))
+        outs = [_run(kind, mod[kind], units, preset) for mod in (before, now)]
+        same = np.array_equal(*outs)
         for _ in range(args.repeats):  # alternate, so load changes hit both alike
             for which, mod in (("before", before[kind]), ("after", now[kind])):
                 c = time.process_time()
                 _run(kind, mod, units, preset)
                 times[which].append(time.process_time() - c)
         b, a = np.median(times["before"]), np.median(times["after"])
-        rows.append(f"| {label} | {b:.3f} ({min(times['before']):.3f}) | "
-                    f"{a:.3f} ({min(times['after']):.3f}) | {a / b:.2f} | {'yes' if same else 'NO'} |")  # fmt: skip
+        lo_b, lo_a = min(times["before"]), min(times["after"])
+        rows.append(f"| {label} | {b:.3f} ({lo_b:.3f}) | {a:.3f} ({lo_a:.3f}) | "
+                    f"{a / b:.2f} | {'yes' if same else 'NO'} |")  # fmt: skip
         print(rows[-1], flush=True)
     stamp = _dt.datetime.now().isoformat(timespec="seconds")
     text = "\n".join([
@@ -125,14 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     ])  # fmt: skip
     print(text)
     if not args.no_write:
-        old = RESULTS.read_text()
-        if BEGIN in old:
-            old = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
-        else:
-            old = old.rstrip("\n") + "\n\n## Kernels split into named steps (issue 17 item 6)\n\n" + text + "\n"
-        tmp = RESULTS.with_suffix(".tmp")
-        tmp.write_text(old)
-        tmp.replace(RESULTS)
+        from bench_orderings import write_part
+
+        write_part(RESULTS, text, BEGIN, END, "## Kernels split into named steps (issue 17 item 6)")
     return 0
 
 

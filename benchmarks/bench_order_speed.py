@@ -34,7 +34,7 @@ for p in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(p))
 
 import paper_ggr
-from bench_orderings import ADRS_BEER, GENERIC_QUERY, RESULTS, shared_dir
+from bench_orderings import ADRS_BEER, GENERIC_QUERY, RESULTS, shared_dir, write_part
 from bench_reorder import SYNTH_FDS, synthetic_table
 
 from ggr_kv.core.table import Table
@@ -53,9 +53,11 @@ def wide_table(n: int = 320, seed: int = 0) -> pd.DataFrame:
     for j in range(20):
         cols[f"kind_{j}"] = rng.choice([f"kind {j}-{k}" for k in range(5)], n)
     for j in range(15):
-        cols[f"name_{j}"] = rng.choice([f"a longer shared name {j} number {k}" for k in range(30)], n)
+        names = [f"a longer shared name {j} number {k}" for k in range(30)]
+        cols[f"name_{j}"] = rng.choice(names, n)
     for j in range(10):
-        cols[f"text_{j}"] = [f"free text {j} of row {i} " + "x" * int(rng.integers(20, 120)) for i in range(n)]
+        pad = rng.integers(20, 120, n)
+        cols[f"text_{j}"] = [f"free text {j} of row {i} " + "x" * int(pad[i]) for i in range(n)]
     return pd.DataFrame(cols)
 
 
@@ -122,25 +124,20 @@ def main(argv=None) -> int:
         f"Run {now}; one core (affinity), load average "
         + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + " at the end (shared machine).",
         "Command: `python benchmarks/bench_order_speed.py --adrs PATH"
+        + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
         + (" --million" if args.million else "") + "`",
         "",
         "Seconds, median (min) of the repeats; `blocks`: llama3, block 16, tokenizing included.",
         "",
-        "| table | ggr wall | ggr CPU | blocks wall | blocks CPU | blocks / ggr (CPU) | blocks stages (wall s, last run) |",
+        "| table | ggr wall | ggr CPU | blocks wall | blocks CPU | blocks / ggr (CPU) "
+        "| blocks stages (wall s, last run) |",
         "|---|---:|---:|---:|---:|---:|---|",
         *rows,
         END,
     ])  # fmt: skip
     print(text)
     if not args.no_write and RESULTS.exists():
-        old = RESULTS.read_text()
-        if BEGIN in old:
-            old = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
-        else:
-            old = old.rstrip("\n") + "\n\n## Speed of `blocks` against `ggr`\n\n" + text + "\n"
-        tmp = RESULTS.with_suffix(".tmp")
-        tmp.write_text(old)
-        tmp.replace(RESULTS)
+        write_part(RESULTS, text, BEGIN, END, "## Speed of `blocks` against `ggr`")
     return 0
 
 

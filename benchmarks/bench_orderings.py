@@ -187,7 +187,8 @@ def table_md(r: dict) -> list[str]:
                 cells.append(c)
             gain = v["blocks"] - max(v[n] for n in names if n != "blocks")
             dg = v["ggr"] - v["paper GGR"] if "paper GGR" in v else float("nan")
-            out.append(f"| {q} | {b} | " + " | ".join(cells) + f" | {100 * gain:+.2f} | {100 * dg:+.2f} |")
+            tail = f" | {100 * gain:+.2f} | {100 * dg:+.2f} |"
+            out.append(f"| {q} | {b} | " + " | ".join(cells) + tail)
             if gain < 0:
                 fails.append(f"{r['label']}, {q} query, block {b}: blocks {100 * gain:+.2f} points")
             if dg < 0:
@@ -235,11 +236,16 @@ def render(results: list[dict], cmd: str, wall: float, adrs: bool) -> str:
     return "\n".join(lines)
 
 
-def write(text: str, path: Path) -> None:
-    old = path.read_text() if path.exists() else f"# Orderings on real tables\n\n{BEGIN}\n{END}\n"
-    a, b = old.index(BEGIN), old.index(END) + len(END)
+def write_part(path: Path, text: str, begin: str, end: str, heading: str) -> None:
+    """Replace the part of ``path`` between ``begin`` and ``end`` (``text`` holds both
+    markers), or append it under ``heading``; temp file + rename."""
+    old = path.read_text() if path.exists() else "# Orderings on real tables\n"
+    if begin in old:
+        old = old[: old.index(begin)] + text + old[old.index(end) + len(end) :]
+    else:
+        old = old.rstrip("\n") + f"\n\n{heading}\n\n" + text + "\n"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(old[:a] + text + old[b:])
+    tmp.write_text(old)
     tmp.replace(path)
 
 
@@ -267,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results, cmd, time.perf_counter() - t0, adrs is not None)
     print(text)
     if not args.no_write:
-        write(text, RESULTS)
+        write_part(RESULTS, text, BEGIN, END, "## Every ordering on every real table")
     return 0
 
 

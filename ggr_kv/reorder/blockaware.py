@@ -25,9 +25,10 @@ even when their values differ. So on a real 28k-row table GGR's PHC was 52% abov
 ``blocks`` keeps GGR's structure (a row order that groups equal prefixes, per-row field
 orders decided group by group) but decides with the exact metric:
 
-1. Seeds: ``original``, ``sorted`` and ``ggr`` (same FD groups), and a greedy fixed
-   field order: position by position, the unit whose placement (rest in statistics
-   order) gives the most block hits over the whole table.
+1. Seeds: ``original``, ``sorted``, ``ggr`` with our settings and with the paper's
+   (``preset="paper"``; same FD groups), the ``trie`` order (fields as given, rows in
+   token order), and a greedy fixed field order: position by position, the unit whose
+   placement (rest in statistics order) gives the most block hits over the whole table.
 2. Refinement (a local search that only accepts improvements), level by level, from the
    best seed(s): rows that share the same first ``j`` fields and values form a node (a
    prefix shared in tokens). For the units not yet placed that would share the most

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["EXIT_INTERRUPTED", "LeftoverEngine", "exit_with", "kill_children", "leftover_engines",
+__all__ = ["EXIT_INTERRUPTED", "LeftoverEngine", "exit_with", "interrupted", "kill_children", "leftover_engines",
            "leftovers_line", "stop_on_interrupt", "tie_children_to_us"]
 
 #: exit status of a command stopped by SIGINT (128 + 2, as shells report it)
@@ -155,6 +155,15 @@ def _hard_exit() -> None:
     os._exit(EXIT_INTERRUPTED)
 
 
+_SIGINTS = [0]  # SIGINTs seen by `stop_on_interrupt`'s handler
+
+
+def interrupted() -> bool:
+    """Whether this process got SIGINT under `stop_on_interrupt` (an error raised after it,
+    e.g. vLLM's "engine core initialization failed", is the interruption, not a failure)."""
+    return _SIGINTS[0] > 0
+
+
 @contextlib.contextmanager
 def stop_on_interrupt(grace_s: float = 10.0) -> Iterator[None]:
     """SIGINT (Ctrl-C) stops the command within seconds, whatever it is waiting for.
@@ -167,7 +176,7 @@ def stop_on_interrupt(grace_s: float = 10.0) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    count = [0]
+    count = _SIGINTS
 
     def handler(signum: int, frame: object) -> None:
         count[0] += 1

@@ -44,6 +44,7 @@ from ggr_kv.engine.config import (
     started_engine,
 )
 from ggr_kv.engine.errors import cause_line
+from ggr_kv.engine.lifetime import interrupted
 from ggr_kv.run.execute import EngineHandle, run_stages
 from ggr_kv.run.prepare import (
     EngineContext,
@@ -254,6 +255,8 @@ class _Batch:
         """Close run ``i`` unfinished: error.txt in its folder if it started (the folder
         stays), else its reservation is released."""
         prep = self.preps.get(i)
+        if interrupted() and status in ("failed", "not_run"):  # an error caused by Ctrl-C
+            status, exc = "interrupted", f"interrupted (SIGINT): {_line(exc)}"
         started = bool(self.repeats.pop(i, None)) or self.outcomes[i].status == "running"
         if prep is not None and prep.folder is not None:
             if started:
@@ -262,7 +265,7 @@ class _Batch:
                     mark_interrupted(prep.folder, str(exc))
             elif not release_run_dir(prep.folder):  # it holds more (an engine log): keep it
                 fail_run_dir(prep.folder, exc)
-                if status in ("interrupted", "not_run") and "interrupted" in str(exc):
+                if "interrupted" in str(exc):
                     mark_interrupted(prep.folder, str(exc))
         self.set(i, status, _line(exc))
 

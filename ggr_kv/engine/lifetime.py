@@ -177,6 +177,7 @@ def stop_on_interrupt(grace_s: float = 10.0) -> Iterator[None]:
         yield
         return
     count = _SIGINTS
+    count[0] = 0  # a new command: earlier interruptions of this process are over
 
     def handler(signum: int, frame: object) -> None:
         count[0] += 1

@@ -384,8 +384,11 @@ class _Batch:
         try:
             llm, owned = self._start(g)
         except Exception as e:
-            for i in members:  # the cause on one line (ggr_kv.engine.errors.cause_line)
-                self.fail(i, f"engine did not start: {cause_line(e)}", "failed")
+            for i in members:  # the cause on one line, found in the engine's log if saved
+                log = _engine_log(self.preps[i].folder if i in self.preps else None)
+                why = cause_line(e, log.read_text(errors="replace") if log else None,
+                                 str(log) if log else None)
+                self.fail(i, f"engine did not start: {why}", "failed")
             if not self.opt["continue"]:
                 raise
             return
@@ -478,6 +481,12 @@ class _Batch:
         self.repeats.pop(i, None)  # free the tables: they are on disk now
         prep.tokens = None
         self.set(i, "done")
+
+
+def _engine_log(folder: Path | None) -> Path | None:
+    """The vLLM log saved in a run folder (``*.log``), if any."""
+    logs = sorted(folder.glob("*.log")) if folder is not None and folder.is_dir() else []
+    return logs[0] if logs else None
 
 
 def _line(exc: BaseException | str) -> str:

@@ -65,7 +65,11 @@ def tie_children_to_us() -> bool:
     """Make every process forked from this one (and their forks) die with its parent.
 
     Idempotent; returns whether the guard is in force (Linux only). Call it before
-    starting an engine (`ggr_kv.engine.config.make_llm` does).
+    starting an engine (`ggr_kv.engine.config.make_llm` does). The kernel ties a child to
+    the *thread* that forked it: fork engines from a thread that lives as long as they do
+    (vLLM forks its engine core from the caller's thread, the main one here). Children
+    started with ``spawn`` (vLLM once CUDA is initialized) are not covered:
+    `leftover_engines` finds them.
     """
     if _TIED[0]:
         return True

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     # in the environment allows them)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", os.environ["HF_HUB_OFFLINE"])
-    from ggr_kv.engine.lifetime import EXIT_INTERRUPTED, stop_on_interrupt
+    from ggr_kv.engine.lifetime import EXIT_INTERRUPTED, interrupted, stop_on_interrupt
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ggr-kv {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:
+        if interrupted():  # what Ctrl-C made fail (an engine stopping mid-start) is no error
+            print(f"ggr-kv {args.command}: interrupted ({error_line(e)})", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if args.debug:
             raise
         hint = "" if _expected(e) else " (--debug shows the traceback)"

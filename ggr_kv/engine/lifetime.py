@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["EXIT_INTERRUPTED", "LeftoverEngine", "exit_with", "kill_children", "leftover_engines",
+__all__ = ["EXIT_INTERRUPTED", "LeftoverEngine", "exit_with", "interrupted", "kill_children", "leftover_engines",
            "leftovers_line", "stop_on_interrupt", "tie_children_to_us"]
 
 #: exit status of a command stopped by SIGINT (128 + 2, as shells report it)
@@ -65,7 +65,11 @@ def tie_children_to_us() -> bool:
     """Make every process forked from this one (and their forks) die with its parent.
 
     Idempotent; returns whether the guard is in force (Linux only). Call it before
-    starting an engine (`ggr_kv.engine.config.make_llm` does).
+    starting an engine (`ggr_kv.engine.config.make_llm` does). The kernel ties a child to
+    the *thread* that forked it: fork engines from a thread that lives as long as they do
+    (vLLM forks its engine core from the caller's thread, the main one here). Children
+    started with ``spawn`` (vLLM once CUDA is initialized) are not covered:
+    `leftover_engines` finds them.
     """
     if _TIED[0]:
         return True
@@ -155,6 +159,15 @@ def _hard_exit() -> None:
     os._exit(EXIT_INTERRUPTED)
 
 
+_SIGINTS = [0]  # SIGINTs seen by `stop_on_interrupt`'s handler
+
+
+def interrupted() -> bool:
+    """Whether this process got SIGINT under `stop_on_interrupt` (an error raised after it,
+    e.g. vLLM's "engine core initialization failed", is the interruption, not a failure)."""
+    return _SIGINTS[0] > 0
+
+
 @contextlib.contextmanager
 def stop_on_interrupt(grace_s: float = 10.0) -> Iterator[None]:
     """SIGINT (Ctrl-C) stops the command within seconds, whatever it is waiting for.
@@ -167,7 +180,8 @@ def stop_on_interrupt(grace_s: float = 10.0) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    count = [0]
+    count = _SIGINTS
+    count[0] = 0  # a new command: earlier interruptions of this process are over
 
     def handler(signum: int, frame: object) -> None:
         count[0] += 1

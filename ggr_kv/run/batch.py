@@ -45,6 +45,7 @@ from ggr_kv.engine.config import (
     started_engine,
 )
 from ggr_kv.engine.errors import cause_line
+from ggr_kv.engine.lifetime import interrupted
 from ggr_kv.reorder.registry import NO_CACHE
 from ggr_kv.run.execute import EngineHandle, run_stages
 from ggr_kv.run.options import BatchOptions
@@ -256,6 +257,8 @@ class _Batch:
         """Close run ``i`` unfinished: error.txt in its folder if it started (the folder
         stays), else its reservation is released."""
         prep = self.preps.get(i)
+        if interrupted() and status in ("failed", "not_run"):  # an error caused by Ctrl-C
+            status, exc = "interrupted", f"interrupted (SIGINT): {_line(exc)}"
         started = bool(self.repeats.pop(i, None)) or self.outcomes[i].status == "running"
         if prep is not None and prep.folder is not None:
             if started:
@@ -264,7 +267,7 @@ class _Batch:
                     mark_interrupted(prep.folder, str(exc))
             elif not release_run_dir(prep.folder):  # it holds more (an engine log): keep it
                 fail_run_dir(prep.folder, exc)
-                if status in ("interrupted", "not_run") and "interrupted" in str(exc):
+                if "interrupted" in str(exc):
                     mark_interrupted(prep.folder, str(exc))
         self.set(i, status, _line(exc))
 
@@ -380,8 +383,11 @@ class _Batch:
         try:
             llm, owned = self._start(g)
         except Exception as e:
-            for i in members:  # the cause on one line (ggr_kv.engine.errors.cause_line)
-                self.fail(i, f"engine did not start: {cause_line(e)}", "failed")
+            for i in members:  # the cause on one line, found in the engine's log if saved
+                log = _engine_log(self.preps[i].folder if i in self.preps else None)
+                why = cause_line(e, log.read_text(errors="replace") if log else None,
+                                 str(log) if log else None)
+                self.fail(i, f"engine did not start: {why}", "failed")
             if not self.opt["continue"]:
                 raise
             return
@@ -485,6 +491,12 @@ def _label(prep: PreparedRun, ready: list[PreparedRun]) -> str:
     """A run's name on its progress bar: the ordering, with the dataset when several."""
     several = len({p.dataset for p in ready}) > 1
     return f"{prep.dataset} {prep.method}" if several else prep.method
+
+
+def _engine_log(folder: Path | None) -> Path | None:
+    """The vLLM log saved in a run folder (``*.log``), if any."""
+    logs = sorted(folder.glob("*.log")) if folder is not None and folder.is_dir() else []
+    return logs[0] if logs else None
 
 
 def _line(exc: BaseException | str) -> str:

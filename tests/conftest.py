@@ -9,11 +9,9 @@
   summary says how many did and why: no silent skips.
 - `tiny_comparison`: one small comparison of orderings run on the CPU engine, shared by the
   plot and report tests.
-- `tiny_llm`: ONE in-process CPU engine (`TINY_ENGINE`) for the session, for every test
-  that needs an engine but not a fresh one; `tiny_server_launch` / `tiny_server`: ONE
-  vLLM OpenAI-compatible server subprocess of the same model for the session. A test that
-  needs other engine settings, a count of engine starts, or a process of its own starts
-  its own engine (and marks itself ``vllm``).
+- `tiny_server_launch` / `tiny_server`: ONE vLLM OpenAI-compatible server subprocess of
+  the tiny model (`TINY_ENGINE`) for the session, shared by the server tests of every
+  module (a server start costs a new process's imports and engine start).
 """
 
 from __future__ import annotations
@@ -45,7 +43,7 @@ VLLM_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "TOKENIZERS_PARALLELISM": "false",
 }
-#: settings of the session's shared engine (`tiny_llm`); the server (`tiny_server`) has the same
+#: settings of the session's shared server (`tiny_server_launch`)
 TINY_ENGINE = {"model": "tiny-llama", "enforce_eager": True, "max_model_len": 4096}
 #: orderings of the shared tiny comparison
 COMPARISON_ORDERINGS = ("no_cache", "original", "ggr")
@@ -111,25 +109,6 @@ def tiny_comparison(tmp_path_factory, vllm_env) -> Path:
         progress=False,
     )
     return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_llm(vllm_env, tiny_dir):
-    """The session's shared in-process CPU engine (`make_llm` of `TINY_ENGINE`: dummy-weight
-    tiny Llama, eager, 4,096-token context, statistics on, 128-token KV blocks).
-
-    Started on first use, stopped at the end of the session. For tests that need AN engine,
-    not a fresh one: empty the prefix cache before counting hits
-    (``llm.reset_prefix_cache()``; the runner does it before every job), read vLLM's
-    counters as differences, and leave nothing attached when done (collectors stopped).
-    Tests that need other settings or count engine starts start their own.
-    """
-    pytest.importorskip("vllm")
-    from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm
-
-    llm = make_llm(EngineConfig(**TINY_ENGINE))
-    yield llm
-    shutdown_llm(llm)
 
 
 @dataclass

@@ -4,9 +4,8 @@ The prompts share known prefixes; their exact token ids come from the Llama-3 to
 and the prefix-cache hits vLLM must report are recomputed from those ids with the
 block-hash model (``ggr_kv.core.blocks``, block size read from the engine). The collector's
 per-step totals, the per-request ``num_cached_tokens`` and that recount must agree.
-The session's shared engine (``conftest.tiny_llm``) serves the module, after one engine
-with statistics off; the server tests use the session's real OpenAI-compatible server
-(``conftest.tiny_server_launch``).
+One engine serves the whole module; the server tests use the session's real
+OpenAI-compatible server (``conftest.tiny_server_launch``).
 """
 
 from __future__ import annotations
@@ -134,12 +133,13 @@ def stats_off_run(tiny_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def llm(server_launch, stats_off_run, tiny_llm):
-    """The session's shared engine (conftest `TINY_ENGINE`: statistics on, eager, 4,096
-    tokens). server_launch first: the server boots in its own processes meanwhile;
-    stats_off_run: its engine is gone before the shared one starts (when this module is
-    the first to ask for it)."""
-    return tiny_llm
+def llm(tiny_dir, server_launch, stats_off_run):
+    # server_launch first: the server boots in its own processes meanwhile;
+    # stats_off_run: its engine is gone before this one starts
+    engine = _engine(tiny_dir, disable_log_stats=False)
+    yield engine
+    del engine
+    gc.collect()
 
 
 @pytest.fixture(scope="module")

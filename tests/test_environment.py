@@ -244,50 +244,29 @@ print("GENERATED", len(out))
 """
 
 
-@pytest.fixture(scope="module")
-def engine_logs(tiny_dir, tmp_path_factory) -> dict[str, tuple[int, str, str]]:
-    """(exit code, stdout, stderr) of a quiet and a verbose engine start, each in a fresh
-    process; the two run side by side (each mostly imports, then waits on one core)."""
+def _engine_output(mode: str, models: Path) -> str:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("VLLM_LOGGING", "TRANSFORMERS_VERBOSITY", "TORCH_CPP"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    logs = tmp_path_factory.mktemp("engine-logs")
-    procs = {}
-    for mode in ("quiet", "verbose"):
-        with open(logs / f"{mode}.out", "w") as out, open(logs / f"{mode}.err", "w") as err:
-            procs[mode] = subprocess.Popen(
-                [sys.executable, "-c", _ENGINE_SCRIPT, mode, str(tiny_dir.parent)], env=env,
-                cwd=ROOT, stdout=out, stderr=err)
-    try:
-        codes = {mode: proc.wait(timeout=600) for mode, proc in procs.items()}
-    finally:
-        for proc in procs.values():  # only after a timeout: the ones this fixture started
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return {mode: (codes[mode], (logs / f"{mode}.out").read_text(),
-                   (logs / f"{mode}.err").read_text()) for mode in procs}
-
-
-def _engine_output(engine_logs: dict, mode: str) -> str:
-    code, stdout, stderr = engine_logs[mode]
-    assert code == 0, stderr[-3000:]
-    assert "GENERATED 1" in stdout
-    return stdout + stderr
+    res = subprocess.run([sys.executable, "-c", _ENGINE_SCRIPT, mode, str(models)], env=env,
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "GENERATED 1" in res.stdout
+    return res.stdout + res.stderr
 
 
 @pytest.mark.subprocess
 @pytest.mark.vllm
-def test_quiet_engine_start_prints_nothing_but_the_result(engine_logs):
-    text = _engine_output(engine_logs, "quiet")
+def test_quiet_engine_start_prints_nothing_but_the_result(tiny_dir):
+    text = _engine_output("quiet", tiny_dir.parent)
     noise = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("GENERATED")]
     assert noise == [], noise[:10]
 
 
 @pytest.mark.subprocess
 @pytest.mark.vllm
-def test_verbose_engine_start_shows_vllms_logs(engine_logs):
-    text = _engine_output(engine_logs, "verbose")
+def test_verbose_engine_start_shows_vllms_logs(tiny_dir):
+    text = _engine_output("verbose", tiny_dir.parent)
     assert "INFO" in text and "Initializing a V1 LLM engine" in text
     assert "incorrect regex pattern" not in text  # our tokenizer.json is not an old Mistral one
 

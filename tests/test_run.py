@@ -1,10 +1,10 @@
 """The inference runner on a real vLLM engine (CPU), offline and through the server.
 
-The session's shared in-process engine (``conftest.tiny_llm``) serves the whole module;
-the server test uses the session's ``vllm.entrypoints.openai.api_server`` subprocess
-(``conftest.tiny_server_launch``), requested at module start so it boots while the
-offline tests run. Rows are real (``movies_small.csv``) so prompts span several
-128-token KV blocks and the prefix cache actually hits.
+One in-process engine serves the whole module; the server test uses the session's
+``vllm.entrypoints.openai.api_server`` subprocess (``conftest.tiny_server_launch``),
+requested at module start so it boots while the offline tests run. Rows are real
+(``movies_small.csv``) so prompts span several 128-token KV blocks and the prefix cache
+actually hits.
 """
 
 from __future__ import annotations
@@ -27,7 +27,13 @@ from ggr_kv.core.prompts import build_prompts
 from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS
 from ggr_kv.core.table import Table, load_table
 from ggr_kv.core.tokenizer import load_tokenizer
-from ggr_kv.engine.config import engine_starts, started_engine
+from ggr_kv.engine.config import (
+    EngineConfig,
+    engine_starts,
+    make_llm,
+    shutdown_llm,
+    started_engine,
+)
 from ggr_kv.run import RunSpec, read_record, restrict_plan, run_batch, run_orderings, run_table
 from ggr_kv.run.rundir import (
     ERROR_FILE,
@@ -75,9 +81,10 @@ def plan(table) -> ReorderPlan:
 
 
 @pytest.fixture(scope="module")
-def llm(tiny_llm):
-    """The session's shared engine (conftest `TINY_ENGINE`)."""
-    return tiny_llm
+def llm(tiny_dir):
+    engine = make_llm(EngineConfig(model="tiny-llama", enforce_eager=True, max_model_len=4096))
+    yield engine
+    shutdown_llm(engine)
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
 """Throughputs measured on the real CPU engine predict the job time of other real runs.
 
-The session's shared tiny-llama engine (``conftest.tiny_llm``) serves the module. It is
-calibrated (`measure_throughputs`) and runs a few dozen movie rows in the original and the
-GGR order as the runner sends them (text prompts from the project's serializer, one
+One in-process tiny-llama engine serves the module. It is calibrated
+(`measure_throughputs`) and runs a few dozen movie rows in the original and the GGR
+order as the runner sends them (text prompts from the project's serializer, one
 ``generate`` call), five rounds, each round the three calibration jobs then the two
-orders, so both see the same load; medians over the rounds are compared. The simulator
-replays those exact prompts on the engine's settings and the calibrated throughputs price the replay.
+orders, so both see the same load; medians over the rounds are compared. The simulator replays those exact prompts on the
+engine's settings and the calibrated throughputs price the replay.
 
 This 2-core machine is shared: the same job's wall time swings by 1.6x from one run to
 the next at a load average of 6 (and its CPU seconds by 2.4x, so CPU time is no
@@ -24,6 +24,7 @@ import pytest
 pytest.importorskip("vllm")
 
 from ggr_kv.core.jsonutil import dumps
+from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm
 from ggr_kv.engine.throughput import CALIBRATION_JOBS, measure_throughputs, scheduler_config
 from ggr_kv.simulate.jobtime import Throughputs, predict_job_time, predict_speedup
 
@@ -36,9 +37,10 @@ TOLERANCE = 0.5
 
 
 @pytest.fixture(scope="module")
-def llm(tiny_llm):
-    """The session's shared engine (conftest `TINY_ENGINE`): calibrated and measured here."""
-    return tiny_llm
+def llm(tiny_dir):
+    engine = make_llm(EngineConfig(model="tiny-llama"))
+    yield engine
+    shutdown_llm(engine)
 
 
 @pytest.fixture(scope="module")

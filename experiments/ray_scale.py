@@ -30,7 +30,8 @@ Partitionings (all in the harness of `ggr_kv.run.rayexec`):
 Run from the project folder (writes ``results/ray-scale/README.md``, ``scale.csv`` and
 ``scale.png``; a cache of the per-table splits under ``.cache/ray-scale/``)::
 
-    python experiments/ray_scale.py
+    python experiments/ray_scale.py            # every table (the 1M-row one takes ~40 min)
+    python experiments/ray_scale.py beer@paper # only these
 """
 
 from __future__ import annotations
@@ -248,8 +249,8 @@ GGR order).
 """
 
 
-def main() -> int:
-    rows = [r for name in TABLES for r in table_rows(name)]
+def main(tables: list[str]) -> int:
+    rows = [r for name in tables or TABLES for r in table_rows(name)]
     df = predict(rows)
     OUT.mkdir(parents=True, exist_ok=True)
     df.round(6).to_csv(OUT / "scale.csv", index=False)
@@ -260,4 +261,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -22,6 +22,8 @@ ROWS = 200
 #: small engines: two fit one 2-core, shared machine
 ENGINE = EngineConfig(model="tiny-llama", max_num_seqs=8)
 SAMPLING = {"max_tokens": 4}
+#: longest wait for the engines to start and for a pass of shards (bounds the test)
+WAIT_S = 600.0
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def _replica_runs(run) -> list[dict]:
 
 
 def test_ray_shards_match_one_engine_and_the_simulator(ray_cluster, movies, tmp_path):
-    from ggr_kv.run.rayexec import run_ray
+    from ggr_kv.run.rayexec import RayOptions, run_ray
     from ggr_kv.run.replicas import ShardJob
     from ggr_kv.run.runner import run_table
 
@@ -55,7 +57,8 @@ def test_ray_shards_match_one_engine_and_the_simulator(ray_cluster, movies, tmp_
     rows = ray_cluster.data.from_pandas(ds.table().to_frame())
     jobs = [ShardJob(table, plan, query, how, run_id=how, sampling=SAMPLING, dataset="movies")
             for table, how in ((ds, "groups"), (rows, "round_robin"))]
-    groups, rr = run_ray(jobs, n_replicas=2, engine=ENGINE, out_dir=tmp_path)
+    groups, rr = run_ray(jobs, n_replicas=2, engine=ENGINE, out_dir=tmp_path,
+                         options=RayOptions(timeout_s=WAIT_S))
 
     # one run folder per job: every original row once, outputs in original row order
     for run in (groups, rr):
@@ -91,7 +94,7 @@ def test_ray_shards_match_one_engine_and_the_simulator(ray_cluster, movies, tmp_
 
 def test_a_replica_killed_mid_shard_is_retried_and_nothing_is_lost(ray_cluster, movies,
                                                                   tmp_path):
-    from ggr_kv.run.rayexec import run_ray
+    from ggr_kv.run.rayexec import RayOptions, run_ray
     from ggr_kv.run.replicas import ShardJob
 
     ray = ray_cluster
@@ -111,7 +114,7 @@ def test_a_replica_killed_mid_shard_is_retried_and_nothing_is_lost(ray_cluster, 
 
     (run,) = run_ray([ShardJob(ds, plan, query, "groups", run_id="fault", sampling=SAMPLING)],
                      n_replicas=2, engine=ENGINE, out_dir=tmp_path,
-                     on_ready=kill_replica_0_mid_shard)
+                     options=RayOptions(timeout_s=WAIT_S), on_ready=kill_replica_0_mid_shard)
     assert killed, "the replica was not killed"
     meta = json.loads((run.path / "sharded.json").read_text())
     # the run folder says which shard ran twice, and where each attempt wrote

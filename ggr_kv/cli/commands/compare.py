@@ -115,6 +115,10 @@ def compare(args: argparse.Namespace, *, record_name: str = "compare.json",
 
     t0, started = time.perf_counter(), _dt.datetime.now()
     memory = engine_memory_for(args)  # before any slow work; fails early if memory is short
+    if not args.server_url:  # the engine core in this process, as in the notebooks: on a
+        from ggr_kv.engine.env import setup_vllm_env  # few cores, two processes spinning
+
+        setup_vllm_env(in_process=True, quiet=False)  # for them is slower (logs: vllm.log)
     engine = _engine(args)
     inp = load_input(args.table, rows=args.rows, sep=args.sep)
     query = _query(args, inp.family)

@@ -60,7 +60,7 @@ def engine_log(path: str | Path, *, verbose: bool = False) -> Iterator[Terminal]
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed below
+    log = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - a log stream, closed below
     _flush()
     saved: list[int] = []
     try:

@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from ggr_kv.core.atomic import write_atomic
 from ggr_kv.core.paths import project_path
 from ggr_kv.engine.config import EngineConfig
 from ggr_kv.run.prepare import restrict_plan
@@ -168,8 +169,8 @@ def _claim_attempt(folder: Path, k: int, r: int) -> int:
     a = 1
     while True:
         try:
-            with open(marks / f"replica-{k}-r{r}-a{a}", "x", encoding="utf-8") as f:
-                f.write(json.dumps({"pid": os.getpid(), "time": time.time()}))
+            write_atomic(marks / f"replica-{k}-r{r}-a{a}",
+                         json.dumps({"pid": os.getpid(), "time": time.time()}), overwrite=False)
             return a
         except FileExistsError:
             a += 1

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ggr_kv.core.atomic import write_atomic
 from ggr_kv.simulate.api import SimResult, SimTotals
 from ggr_kv.simulate.jobtime import _nonnegative_lstsq
 
@@ -219,8 +220,8 @@ def save_calibration(costs: StepCosts, path: str | Path) -> Path:
     if path.exists():
         raise FileExistsError(f"{path}: exists; a calibration is never overwritten")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"step_costs": to_jsonable(costs.to_dict())}, indent=1),
-                    encoding="utf-8")
+    write_atomic(path, json.dumps({"step_costs": to_jsonable(costs.to_dict())}, indent=1),
+                 overwrite=False)
     return path
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from ggr_kv.cli.commands.run import add_engine_arguments, engine_config, engine_memory_for
 from ggr_kv.cli.common import add_input_arguments, load_input, positive_int
+from ggr_kv.core.atomic import write_atomic
 
 #: orderings compared by default (ophr is exponential; no_cache on request)
 DEFAULT_METHODS = ("original", "sorted", "ggr", "blocks")
@@ -146,7 +147,7 @@ def compare(args: argparse.Namespace, *, record_name: str = "compare.json",
               "args": {k: v for k, v in vars(args).items() if k not in ("func", "debug")},
               "runs": [o.run_id for o in outcomes]}
     _report(folder, args, record)
-    (folder / record_name).write_text(dumps(record) + "\n")
+    write_atomic(folder / record_name, dumps(record) + "\n")
     return folder
 
 

@@ -37,7 +37,7 @@ PANELS: dict[str, tuple[str, str]] = {
     "hit_rate": ("prefix-cache hit rate (cumulative)", "hit rate"),
     "kv_usage": ("KV-cache usage", "blocks in use"),
     "queue": ("requests running (solid) and waiting (dashed)", "requests"),
-    "tokens_s": ("tokens/s (prompt + generated, last 8 steps)", "tokens/s"),
+    "tokens_s": ("tokens/s (prompt + generated, over up to 8 steps)", "tokens/s"),
 }
 _RATE_STEPS = 8
 
@@ -47,7 +47,7 @@ def live_series(steps: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]
 
     ``hit_rate`` (cumulative, 0-1), ``kv_usage`` (0-1), ``running`` and ``waiting``
     (requests), ``tokens_s`` (prompt + generated tokens per second over the last
-    `_RATE_STEPS` steps). Rows without the field are left out of that series.
+    `_RATE_STEPS` steps, fewer for passes of few steps). Rows without the field are left out of that series.
     """
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if steps is None or not len(steps) or "t_s" not in steps:
@@ -64,7 +64,7 @@ def live_series(steps: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]
         tok = np.nan_to_num(s["prompt_tokens"].to_numpy(float)) + np.nan_to_num(
             s["generation_tokens"].to_numpy(float))
         cum = np.cumsum(tok)
-        k = _RATE_STEPS
+        k = max(1, min(_RATE_STEPS, (len(cum) - 1) // 3))  # short passes: fewer steps
         if len(cum) > k:
             dt = t[k:] - t[:-k]
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -98,7 +98,7 @@ class LiveCurves:
         self.title = title
         self.updates = 0
         self.states: list[LiveState] = []
-        self.figure = Figure(figsize=(10, 5.6))
+        self.figure = Figure(figsize=(10, 5.6), layout="constrained")
         self._handle: Any = None
         self._cm: Any = None
         self._lock = threading.Lock()

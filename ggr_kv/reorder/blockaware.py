@@ -237,10 +237,16 @@ def greedy_fixed_order(
             break
         best, best_k = -1, tries[0]
         start = sum(len(units.members[c]) for c in chosen)  # equal within a prefix group
+        # A row's prompt shares with a row of another group at most a prefix ending
+        # inside the chosen fields, the same for every candidate: rows alone in their
+        # group, and each group's first row, score the same whatever k is. Only rows of
+        # groups of two or more are scored; the argmax (first on ties) is unchanged.
+        sub = np.flatnonzero(np.bincount(group)[group] >= 2)
         for k in tries:
             order = chosen + [k] + [x for x in rest if x != k]
-            perm = np.broadcast_to(np.asarray(order, dtype=np.int32), (n, u))
-            h = int(scorer.sorted_hits(None, expand_perm(units, perm), group, start)[3].sum())
+            cols = expand_perm(units, np.asarray([order], dtype=np.int32))[0]
+            cp = np.broadcast_to(cols, (len(sub), len(cols)))
+            h = int(scorer.sorted_hits(sub, cp, group[sub], start)[3].sum())
             if h > best:
                 best, best_k = h, k
         chosen.append(best_k)

@@ -2,7 +2,7 @@
 
 Run::
 
-    python benchmarks/bench_order_speed.py [--adrs PATH] [--repeats 3] [--million]
+    python benchmarks/bench_order_speed.py [--adrs PATH] [--repeats 3] [--million] [--before REF]
 
 Tables: the paper's real ``beer`` (28,479 x 9, from the ADRS snapshot, see
 `paper_ggr.py`), ``contributions`` (15,000 x 15, real), a generated 320 x 57 table
@@ -12,13 +12,20 @@ is pinned to one core (``os.sched_setaffinity``). Each ordering runs ``--repeats
 from a loaded `Table` (``blocks``: llama3, block 16, the table's first query, tokenizing
 included); wall and CPU seconds, median (min). Writes the part of
 ``benchmarks/RESULTS-orderings.md`` between ``bench:speed:begin``/``end``.
+
+``--before REF`` (a git ref, e.g. ``int``) times REF's ``ggr_kv`` against the working
+tree's in the same run: REF is exported (``git archive``) to a temp folder and the two
+versions run in alternating child processes (``--code DIR``), ``--rounds`` times each;
+each cell pools the repeats of all rounds.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 for p in (ROOT, ROOT / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
+if "--code" in sys.argv:  # child of --before: import this copy of ggr_kv
+    sys.path.insert(0, sys.argv[sys.argv.index("--code") + 1])
 
 import paper_ggr
 from bench_orderings import ADRS_BEER, GENERIC_QUERY, RESULTS, shared_dir, write_part
@@ -94,12 +103,59 @@ def _fmt(xs):
     return f"{np.median(xs):.2f} ({min(xs):.2f})"
 
 
+def measure(args, adrs) -> dict[str, dict]:
+    """Per table: the repeats' wall and CPU seconds of ``ggr`` and ``blocks``, stages."""
+    out = {}
+    for label, t, fds, q in tables(adrs, args.million):
+        reps = 1 if t.n_rows > 200_000 else args.repeats
+        gw, gc, _ = _time(lambda: reorder(t, "ggr", fds=fds), reps)
+        bw, bc, res = _time(
+            lambda: reorder(t, "blocks", fds=fds, tokenizer="llama3", block_size=16, query=q), reps
+        )
+        out[label] = {"gw": gw, "gc": gc, "bw": bw, "bc": bc, "stages": res.info["timings"]}
+        print(label, {k: v for k, v in out[label].items() if k != "stages"}, flush=True)
+    return out
+
+
+def _row(label: str, d: dict) -> str:
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in d["stages"].items())
+    return (f"| {label} | {_fmt(d['gw'])} | {_fmt(d['gc'])} | {_fmt(d['bw'])} | {_fmt(d['bc'])} | "
+            f"{np.median(d['bc']) / np.median(d['gc']):.1f} | {stages} |")  # fmt: skip
+
+
+def _before_after(args, argv) -> tuple[dict, dict]:
+    """Run REF's and this tree's code in alternating child processes; pool the repeats."""
+    scratch = Path(tempfile.mkdtemp(prefix="ggr-kv-before-"))
+    arch = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "ggr_kv"],
+                          check=True, capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(scratch)], input=arch, check=True)
+    keep = [a for a in argv if a not in ("--before", args.before)]
+    pooled: tuple[dict, dict] = ({}, {})
+    for r in range(args.rounds):
+        for i, code in enumerate((scratch, ROOT)):
+            js = scratch / f"out-{r}-{i}.json"
+            cmd = [sys.executable, __file__, *keep, "--code", str(code), "--json", str(js),
+                   "--no-write"]  # fmt: skip
+            subprocess.run(cmd, check=True)
+            for label, d in json.loads(js.read_text()).items():
+                acc = pooled[i].setdefault(label, {"gw": [], "gc": [], "bw": [], "bc": []})
+                for k in ("gw", "gc", "bw", "bc"):
+                    acc[k] += d[k]
+                acc["stages"] = d["stages"]
+    return pooled
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--adrs")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--million", action="store_true")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--before", help="git ref whose ggr_kv is timed beside this tree's")
+    ap.add_argument("--rounds", type=int, default=2, help="with --before: runs of each version")
+    ap.add_argument("--code", help=argparse.SUPPRESS)
+    ap.add_argument("--json", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
@@ -107,32 +163,40 @@ def main(argv=None) -> int:
         adrs = paper_ggr.resolve_source(args.adrs)
     except paper_ggr.SnapshotMissing:
         adrs = None
-    rows = []
-    for label, t, fds, q in tables(adrs, args.million):
-        reps = 1 if t.n_rows > 200_000 else args.repeats
-        gw, gc, _ = _time(lambda: reorder(t, "ggr", fds=fds), reps)
-        bw, bc, res = _time(
-            lambda: reorder(t, "blocks", fds=fds, tokenizer="llama3", block_size=16, query=q), reps
-        )
-        stages = ", ".join(f"{k} {v:.2f}" for k, v in res.info["timings"].items())
-        rows.append(f"| {label} | {_fmt(gw)} | {_fmt(gc)} | {_fmt(bw)} | {_fmt(bc)} | "
-                    f"{np.median(bc) / np.median(gc):.1f} | {stages} |")  # fmt: skip
-        print(rows[-1], flush=True)
-    now = _dt.datetime.now().isoformat(timespec="seconds")
-    text = "\n".join([
-        BEGIN,
-        f"Run {now}; one core (affinity), load average "
-        + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + " at the end (shared machine).",
-        "Command: `python benchmarks/bench_order_speed.py --adrs PATH"
-        + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
-        + (" --million" if args.million else "") + "`",
-        "",
-        "Seconds, median (min) of the repeats; `blocks`: llama3, block 16, tokenizing included.",
-        "",
+    t0 = time.perf_counter()
+    if args.before is None:
+        after, before = measure(args, adrs), None
+        if args.json:
+            Path(args.json).write_text(json.dumps(after))
+            return 0
+    else:
+        before, after = _before_after(args, argv)
+    header = [
         "| table | ggr wall | ggr CPU | blocks wall | blocks CPU | blocks / ggr (CPU) "
         "| blocks stages (wall s, last run) |",
         "|---|---:|---:|---:|---:|---:|---|",
-        *rows,
+    ]
+    body = []
+    if before is not None:
+        body += [f"Before (`{args.before}`):", "", *header,
+                 *[_row(k, v) for k, v in before.items()], "", "After (this tree):", ""]  # fmt: skip
+    body += [*header, *[_row(k, v) for k, v in after.items()]]
+    now = _dt.datetime.now().isoformat(timespec="seconds")
+    pooled = f", {args.rounds} alternating rounds of each version" if before else ""
+    text = "\n".join([
+        BEGIN,
+        f"Run {now} ({time.perf_counter() - t0:.0f} s); one core (affinity), load average "
+        + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + " at the end (shared 2-core machine).",
+        "Command: `python benchmarks/bench_order_speed.py --adrs PATH"
+        + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
+        + (" --million" if args.million else "")
+        + (f" --before {args.before}" if before else "")
+        + (f" --rounds {args.rounds}" if before and args.rounds != 2 else "") + "`",
+        "",
+        f"Seconds, median (min) of the repeats{pooled}; `blocks`: llama3, block 16, "
+        "tokenizing included.",
+        "",
+        *body,
         END,
     ])  # fmt: skip
     print(text)

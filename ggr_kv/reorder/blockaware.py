@@ -102,6 +102,69 @@ def _score_rows(
     return out
 
 
+@dataclass
+class _NodeScores:
+    """Block hits of one refinement level's nodes, for rescoring only what a move touches.
+
+    Rows are sorted by node, then in token order, so a row's hits depend only on its own
+    node and on the last row of the node before it. A move that changes the rows of
+    nodes T therefore changes the totals of T and the first row of each node after one
+    in T; `totals_with` rescores exactly those rows plus, for each node of T, the last
+    row of the (unchanged) node before it, and gets the same totals as scoring every
+    row (identical sort keys and ties, a subset in the same relative order).
+    """
+
+    nidx: np.ndarray  # (r,) dense node of each row, rows sorted by node first
+    start: int  # first field position that may differ inside a node
+    hits: np.ndarray  # (r,) block hits of each row as it is
+    totals: np.ndarray  # (N,) float64 node totals (bincount weights: exact below 2**53)
+    first: np.ndarray  # (N,) row (position in ``rows``) each node starts with, sorted
+    last: np.ndarray  # (N,) row each node ends with
+
+    @classmethod
+    def of(cls, scorer, units, rows, cur, nidx, N, start) -> _NodeScores:
+        order, _, _, h = scorer.sorted_hits(rows, expand_perm(units, cur), nidx, start)
+        hits = np.empty(len(rows), dtype=np.int64)
+        hits[order] = h
+        sn = nidx[order]
+        brk = np.flatnonzero(np.r_[True, sn[1:] != sn[:-1]])
+        ends = np.r_[brk[1:] - 1, len(sn) - 1]
+        first = np.zeros(N, dtype=np.int64)
+        last = np.zeros(N, dtype=np.int64)
+        first[sn[brk]] = order[brk]
+        last[sn[ends]] = order[ends]
+        tot = np.bincount(nidx, weights=hits, minlength=N)
+        return cls(nidx, start, hits, tot, first, last)
+
+    def totals_with(self, scorer, units, rows, cur, mask, k, j) -> np.ndarray:
+        """``(N,)`` node totals once the rows in ``mask`` move ``k`` to position ``j``."""
+        nidx, N = self.nidx, len(self.totals)
+        touched = np.zeros(N, dtype=bool)
+        touched[nidx[mask]] = True
+        after = np.zeros(N, dtype=bool)  # unchanged nodes right after a changed one
+        after[1:] = touched[:-1] & ~touched[1:]
+        before = np.zeros(N, dtype=bool)  # unchanged nodes right before a changed one
+        before[:-1] = touched[1:] & ~touched[:-1]
+        take = touched[nidx]
+        take[self.first[after]] = True
+        take[self.last[before]] = True
+        sub = np.flatnonzero(take)
+        trial = cur[sub]
+        ms = mask[sub]
+        trial[ms] = _move_to(trial[ms], k, j)
+        h = _score_rows(scorer, units, rows[sub], trial, nidx[sub], self.start)
+        ns = nidx[sub]
+        inside = touched[ns]
+        tot = np.where(
+            touched, np.bincount(ns[inside], weights=h[inside], minlength=N), self.totals
+        )
+        ids = np.flatnonzero(after)
+        if len(ids):
+            f = self.first[ids]
+            tot[ids] += h[np.searchsorted(sub, f)] - self.hits[f]
+        return tot
+
+
 #: units scored exactly per decision: the best by `token_scores` (the rest are skipped)
 SHORTLIST = 8
 
@@ -121,16 +184,22 @@ def token_scores(
     ``(len(cand),)`` int64 tokens (0 for a unit with no value shared in any group).
     """
     out = np.zeros(len(cand), dtype=np.int64)
+    if not len(cand) or not len(rows):
+        return out
     klen = scorer.k_len[0]
-    for i, k in enumerate(cand):
-        cols = list(units.members[k])
-        tl = scorer.v_len[0][rows][:, cols].sum(axis=1) + int(klen[cols].sum())
-        key = group * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
-        kid, _ = pd.factorize(key)
-        cnt = np.bincount(kid)
-        first = np.zeros(len(cnt), dtype=np.int64)
-        first[kid] = tl  # equal value in a group: equal tokens
-        out[i] = int(((cnt - 1) * first).sum())
+    vl = scorer.v_len[0][rows]
+    # (r, c) tokens of each candidate unit's key + value pieces, and (group, value) keys
+    tl = np.stack(
+        [vl[:, list(units.members[k])].sum(axis=1) + int(klen[list(units.members[k])].sum())
+         for k in cand], axis=1,
+    ).astype(np.int64)  # fmt: skip
+    nd = units.n_distinct[cand].astype(np.int64) + 1
+    key = np.asarray(group, dtype=np.int64)[:, None] * nd[None, :] + units.codes[rows][:, cand]
+    # equal (group, value) keys have equal tokens: every repeat after the first adds them
+    o = np.argsort(key, axis=0, kind="stable")
+    ks = np.take_along_axis(key, o, 0)
+    dup = ks[1:] == ks[:-1]
+    out[:] = (np.take_along_axis(tl, o, 0)[1:] * dup).sum(axis=0)
     return out
 
 
@@ -168,10 +237,16 @@ def greedy_fixed_order(
             break
         best, best_k = -1, tries[0]
         start = sum(len(units.members[c]) for c in chosen)  # equal within a prefix group
+        # A row's prompt shares with a row of another group at most a prefix ending
+        # inside the chosen fields, the same for every candidate: rows alone in their
+        # group, and each group's first row, score the same whatever k is. Only rows of
+        # groups of two or more are scored; the argmax (first on ties) is unchanged.
+        sub = np.flatnonzero(np.bincount(group)[group] >= 2)
         for k in tries:
             order = chosen + [k] + [x for x in rest if x != k]
-            perm = np.broadcast_to(np.asarray(order, dtype=np.int32), (n, u))
-            h = int(scorer.sorted_hits(None, expand_perm(units, perm), group, start)[3].sum())
+            cols = expand_perm(units, np.asarray([order], dtype=np.int32))[0]
+            cp = np.broadcast_to(cols, (len(sub), len(cols)))
+            h = int(scorer.sorted_hits(sub, cp, group[sub], start)[3].sum())
             if h > best:
                 best, best_k = h, k
         chosen.append(best_k)
@@ -247,8 +322,8 @@ def refine(
         cur = perm[rows]
         # columns before position j: equal within a node; the sort skips them
         start = int(width[cur[:, :j]].sum(axis=1).min()) if j else 0
-        base_rows = _score_rows(scorer, units, rows, cur, nidx, start)
-        best = np.bincount(nidx, weights=base_rows, minlength=N)
+        base = _NodeScores.of(scorer, units, rows, cur, nidx, N, start)
+        best = base.totals.copy()
         choice = np.full(N, -1, dtype=np.int64)  # candidate index that won, -1 = keep
         cands: list[tuple[int, str, np.ndarray]] = []  # (unit, variant, rows that move)
         pos = np.argsort(cur, axis=1)  # pos[r, k] = position of unit k in row r
@@ -264,10 +339,7 @@ def refine(
             for variant, mask in (("all", movable), ("shared", movable & shared)):
                 if not mask.any() or (variant == "shared" and (mask == movable).all()):
                     continue
-                trial = cur.copy()
-                trial[mask] = _move_to(cur[mask], k, j)
-                h = _score_rows(scorer, units, rows, trial, nidx, start)
-                tot = np.bincount(nidx, weights=h, minlength=N)
+                tot = base.totals_with(scorer, units, rows, cur, mask, k, j)
                 better = tot > best
                 best = np.where(better, tot, best)
                 choice = np.where(better, len(cands), choice)

@@ -239,7 +239,7 @@ class BlockScorer:
         comb = krank * self.width + rank
         if self.width * 2 * m < 2**31:
             comb = comb.astype(np.int32)
-        plen = np.empty((cp.shape[0], 2 * m), dtype=np.int64)
+        plen = np.empty((cp.shape[0], 2 * m), dtype=np.int32)  # prompts < 2**31 tokens
         plen[:, 0::2] = klen
         plen[:, 1::2] = vlen
         return comb, plen, krank
@@ -282,9 +282,9 @@ class BlockScorer:
             keys = np.concatenate([np.asarray(group, dtype=np.int64)[:, None], comb[:, start:]], 1)
             order = _lexsort_rows(keys, max(rng, int(keys[:, 0].max()) + 1 if r else 1))
         p = len(pp.prefix)
-        cum = np.zeros((r, 2 * m + 1), dtype=np.int64)
+        cum = np.zeros((r, 2 * m + 1), dtype=np.int32)
         np.cumsum(plen, axis=1, out=cum[:, 1:])
-        lengths = (p + cum[:, -1])[order]
+        lengths = (p + cum[:, -1].astype(np.int64))[order]
         lcp = np.zeros(r, dtype=np.int64)
         if r > 1:
             cs = comb[order]

@@ -8,7 +8,9 @@ The job, step by step:
    (``Dataset.to_pandas``), then reordered, tokenized and split; each shard's rows go to
    its replica through Ray's object store. The table must fit the driver's memory;
    planning distributed over the cluster (per-partition plans merged by their prefix
-   groups) is future work.
+   groups) is future work. (Ray Data below 2.50 cannot convert pandas 3 frames:
+   ``from_pandas`` / ``to_pandas`` fail on the removed ``SettingWithCopyWarning``; with
+   pandas 3, pass the table itself.)
 2. The planned order is cut into one shard per replica (`ggr_kv.reorder.shard`): with
    ``how="groups"`` no boundary splits a prefix group and the shards are balanced by
    predicted work (uncached prompt tokens); ``"round_robin"``, ``"contiguous"`` and

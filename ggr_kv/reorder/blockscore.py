@@ -346,10 +346,10 @@ def _lexsort_rows(keys: np.ndarray, key_range: int) -> np.ndarray:
         return np.arange(r, dtype=np.int64)
     bits = max(1, int(key_range - 1).bit_length())
     per = max(1, 63 // bits)
-    packed = []
-    for a in range(0, m, per):
-        k = np.zeros(r, dtype=np.int64)
-        for p in range(a, min(m, a + per)):
-            k = (k << bits) | keys[:, p]
-        packed.append(k)
-    return np.lexsort(packed[::-1]).astype(np.int64)
+    # ``per`` keys per int64 (shift-or of the chunk, zero-padded at the end: same order)
+    nch = -(-m // per)
+    k = np.zeros((r, nch * per), dtype=np.int64)
+    k[:, :m] = keys
+    w = np.left_shift(1, bits * np.arange(per - 1, -1, -1, dtype=np.int64))
+    packed = (k.reshape(r, nch, per) * w).sum(axis=2)
+    return np.lexsort(packed.T[::-1]).astype(np.int64)

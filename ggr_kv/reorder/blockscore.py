@@ -117,20 +117,25 @@ def lex_order(ps: PieceSet, bar=None) -> tuple[np.ndarray, np.ndarray]:
     return order, adj
 
 
-def _pair_lcp(ps: PieceSet, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Tokens shared at the start of pieces ``a[i]`` and ``b[i]`` (vectorized compare)."""
+def _pair_lcp(ps: PieceSet, a: np.ndarray, b: np.ndarray, window: int = 8) -> np.ndarray:
+    """Tokens shared at the start of pieces ``a[i]`` and ``b[i]`` (vectorized compare,
+    ``window`` tokens per pass)."""
     lens = ps.lengths
-    lim = np.minimum(lens[a], lens[b])
+    lim = np.minimum(lens[a], lens[b]).astype(np.int64)
     out = np.zeros(len(a), dtype=np.int64)
     act = np.flatnonzero(lim > 0)
-    oa, ob = ps.offsets[a], ps.offsets[b]
+    oa = ps.offsets[a].astype(np.int64)
+    ob = ps.offsets[b].astype(np.int64)
+    ar = np.arange(window, dtype=np.int64)
     t = 0
     while len(act):
-        eq = ps.tokens[oa[act] + t] == ps.tokens[ob[act] + t]
-        act = act[eq]
-        out[act] += 1
-        t += 1
-        act = act[lim[act] > t]
+        ta = np.take(ps.tokens, oa[act, None] + (t + ar), mode="clip")
+        tb = np.take(ps.tokens, ob[act, None] + (t + ar), mode="clip")
+        ne = ta != tb
+        first = np.where(ne.any(axis=1), ne.argmax(axis=1), window)
+        out[act] = t + np.minimum(first, lim[act] - t)  # tokens past ``lim`` never count
+        act = act[(first == window) & (lim[act] > t + window)]
+        t += window
     return out
 
 

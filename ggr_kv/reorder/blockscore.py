@@ -117,20 +117,25 @@ def lex_order(ps: PieceSet, bar=None) -> tuple[np.ndarray, np.ndarray]:
     return order, adj
 
 
-def _pair_lcp(ps: PieceSet, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Tokens shared at the start of pieces ``a[i]`` and ``b[i]`` (vectorized compare)."""
+def _pair_lcp(ps: PieceSet, a: np.ndarray, b: np.ndarray, window: int = 8) -> np.ndarray:
+    """Tokens shared at the start of pieces ``a[i]`` and ``b[i]`` (vectorized compare,
+    ``window`` tokens per pass)."""
     lens = ps.lengths
-    lim = np.minimum(lens[a], lens[b])
+    lim = np.minimum(lens[a], lens[b]).astype(np.int64)
     out = np.zeros(len(a), dtype=np.int64)
     act = np.flatnonzero(lim > 0)
-    oa, ob = ps.offsets[a], ps.offsets[b]
+    oa = ps.offsets[a].astype(np.int64)
+    ob = ps.offsets[b].astype(np.int64)
+    ar = np.arange(window, dtype=np.int64)
     t = 0
     while len(act):
-        eq = ps.tokens[oa[act] + t] == ps.tokens[ob[act] + t]
-        act = act[eq]
-        out[act] += 1
-        t += 1
-        act = act[lim[act] > t]
+        ta = np.take(ps.tokens, oa[act, None] + (t + ar), mode="clip")
+        tb = np.take(ps.tokens, ob[act, None] + (t + ar), mode="clip")
+        ne = ta != tb
+        first = np.where(ne.any(axis=1), ne.argmax(axis=1), window)
+        out[act] = t + np.minimum(first, lim[act] - t)  # tokens past ``lim`` never count
+        act = act[(first == window) & (lim[act] > t + window)]
+        t += window
     return out
 
 
@@ -346,10 +351,10 @@ def _lexsort_rows(keys: np.ndarray, key_range: int) -> np.ndarray:
         return np.arange(r, dtype=np.int64)
     bits = max(1, int(key_range - 1).bit_length())
     per = max(1, 63 // bits)
-    packed = []
-    for a in range(0, m, per):
-        k = np.zeros(r, dtype=np.int64)
-        for p in range(a, min(m, a + per)):
-            k = (k << bits) | keys[:, p]
-        packed.append(k)
-    return np.lexsort(packed[::-1]).astype(np.int64)
+    # ``per`` keys per int64 (shift-or of the chunk, zero-padded at the end: same order)
+    nch = -(-m // per)
+    k = np.zeros((r, nch * per), dtype=np.int64)
+    k[:, :m] = keys
+    w = np.left_shift(1, bits * np.arange(per - 1, -1, -1, dtype=np.int64))
+    packed = (k.reshape(r, nch, per) * w).sum(axis=2)
+    return np.lexsort(packed.T[::-1]).astype(np.int64)

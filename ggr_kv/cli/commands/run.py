@@ -257,7 +257,7 @@ def summarize(result: Any) -> dict[str, Any]:
               "max_kv_cache_usage", "num_preemptions"):
         out[k] = result.summary.get(k)
     out.update(result.timings)
-    rep = m.get("repeats") or {}
+    rep = m.get("repeats") if isinstance(m.get("repeats"), dict) else {}  # sharded: a count
     out.update(repeats=rep.get("count"), job_s_min=rep.get("job_s_min"),
                job_s_max=rep.get("job_s_max"))
     counters = m.get("counters") or {}

@@ -315,8 +315,9 @@ def test_counter_check_on_a_real_run(llm, expected_hits):
         outputs = llm.generate(PROMPTS, _params(), use_tqdm=False)
     col.requests(outputs)
     c = col.counter_check()
-    assert c.consistent is True and c.hits_diff == 0 and c.queries_diff == 0
-    assert c.request_hits == expected_hits.sum() > 0
+    assert c.consistent is True and c.mismatch is False and c.hits_diff == 0 and c.queries_diff == 0
+    assert c.max_gap_tokens == 0
+    assert c.request_cached_tokens == c.collector_hits == expected_hits.sum() > 0
     s = col.summary()
     assert s["offload_tier"]["present"] is False and s["offload_hits"] is None
     assert s["connector_hits"] is None and "kv_offloading_size" in s["offload_tier_reason"]

@@ -311,11 +311,21 @@ def test_ggr_beats_sorted_on_rag():
 
 
 @pytest.mark.slow
-def test_sorted_beats_ggr_on_beer():
-    """Short frequent score fields win GGR's len^2 * count rule but save little."""
-    plans, rates = _block_rates(load_dataset("beer@paper"))
+def test_ggr_pick_closes_most_of_sorted_lead_on_beer():
+    """Short frequent score fields win GGR's len^2 * count rule but save little: with our
+    settings alone ggr is >3 points under sorted here; its default pick of the paper's
+    settings (`ggr_kv.reorder.ggrpick`) leaves less than 1 point."""
+    from ggr_kv.reorder import reorder
+    from ggr_kv.reorder.metrics import score
+
+    ds = load_dataset("beer@paper")
+    plans, rates = _block_rates(ds)
     assert not _same_plan(plans["sorted"], plans["ggr"])
-    assert rates["sorted"] - rates["ggr"] > 0.03, rates
+    assert rates["sorted"] - rates["ggr"] < 0.01, rates
+    table, query = ds.table(), ds.query(ds.query_types[0]).text
+    ours = reorder(table, "ggr", fds=ds.fds or None, pick=False).plan
+    alone = score(table, ours, query=query, tokenizer="llama3", block_size=16).block_hit_rate
+    assert rates["sorted"] - alone > 0.03, (rates, alone)
 
 
 @pytest.mark.slow

@@ -105,6 +105,9 @@ def _fmt(xs):
 
 def measure(args, adrs) -> dict[str, dict]:
     """Per table: the repeats' wall and CPU seconds of ``ggr`` and ``blocks``, stages."""
+    import ggr_kv
+
+    print("ggr_kv from", Path(ggr_kv.__file__).parent, flush=True)
     out = {}
     for label, t, fds, q in tables(adrs, args.million):
         reps = 1 if t.n_rows > 200_000 else args.repeats

@@ -181,8 +181,8 @@ def main(argv=None) -> int:
     ]
     body = []
     if before is not None:
-        body += [f"Before (`{args.before}`):", "", *header,
-                 *[_row(k, v) for k, v in before.items()], "", "After (this tree):", ""]  # fmt: skip
+        body += [f"Before (`{args.before}`):", "", *header]
+        body += [*[_row(k, v) for k, v in before.items()], "", "After (this tree):", ""]
     body += [*header, *[_row(k, v) for k, v in after.items()]]
     now = _dt.datetime.now().isoformat(timespec="seconds")
     pooled = f", {args.rounds} alternating rounds of each version" if before else ""

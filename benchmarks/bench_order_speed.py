@@ -105,6 +105,9 @@ def _fmt(xs):
 
 def measure(args, adrs) -> dict[str, dict]:
     """Per table: the repeats' wall and CPU seconds of ``ggr`` and ``blocks``, stages."""
+    import ggr_kv
+
+    print("ggr_kv from", Path(ggr_kv.__file__).parent, flush=True)
     out = {}
     for label, t, fds, q in tables(adrs, args.million):
         reps = 1 if t.n_rows > 200_000 else args.repeats
@@ -178,8 +181,8 @@ def main(argv=None) -> int:
     ]
     body = []
     if before is not None:
-        body += [f"Before (`{args.before}`):", "", *header,
-                 *[_row(k, v) for k, v in before.items()], "", "After (this tree):", ""]  # fmt: skip
+        body += [f"Before (`{args.before}`):", "", *header]
+        body += [*[_row(k, v) for k, v in before.items()], "", "After (this tree):", ""]
     body += [*header, *[_row(k, v) for k, v in after.items()]]
     now = _dt.datetime.now().isoformat(timespec="seconds")
     pooled = f", {args.rounds} alternating rounds of each version" if before else ""

@@ -65,7 +65,7 @@ import yaml
 
 from ggr_kv.core.atomic import write_atomic
 from ggr_kv.core.jsonutil import dumps, to_jsonable
-from ggr_kv.core.paths import CHECKOUT_DIR, project_path, slug
+from ggr_kv.core.paths import CHECKOUT_DIR, slug
 from ggr_kv.run.sweepstate import SweepLock, SweepState, done_dir, next_attempt
 
 __all__ = [

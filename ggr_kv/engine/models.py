@@ -273,8 +273,6 @@ def _model_problem(model: str) -> str | None:
         return None if (path / "config.json").is_file() else "the folder has no config.json"
     if model.startswith((".", "/", "~")) or model.count("/") != 1:
         return "no such folder, and not a Hugging Face org/name id"
-    import os
-
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if not offline:
         return None  # vLLM downloads it

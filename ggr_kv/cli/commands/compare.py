@@ -98,9 +98,10 @@ def _specs(args: argparse.Namespace, inp: Any, query: Any, engine: Any) -> list[
     from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
     from ggr_kv.run import RunSpec
 
-    return [RunSpec(inp.source, m, query, None, args.repeats, engine, None, inp.name, inp.fds,
-                    None, args.instruction or DEFAULT_INSTRUCTION,
-                    {"max_tokens": args.max_tokens}, no_cache_by="salt")
+    return [RunSpec(inp.source, m, query, repeats=args.repeats, engine=engine,
+                    dataset=inp.name, fds=inp.fds,
+                    instruction=args.instruction or DEFAULT_INSTRUCTION,
+                    sampling={"max_tokens": args.max_tokens}, no_cache_by="salt")
             for m in args.methods]
 
 

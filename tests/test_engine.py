@@ -55,6 +55,16 @@ def test_llm_kwargs_for_a_dummy_shape_keep_stats_on_and_leave_defaults_to_vllm(t
     assert cfg.extra == {"distributed_executor_backend": "mp", "swap_space": 0}  # not shared
 
 
+def test_eager_by_default_without_a_gpu_and_as_asked_otherwise(tmp_path):
+    from ggr_kv.engine.memory import has_gpu
+
+    cfg = EngineConfig(model="tiny-llama", models_dir=str(tmp_path))
+    assert cfg.enforce_eager is None  # not decided until the engine starts
+    assert cfg.to_llm_kwargs()["enforce_eager"] is (not has_gpu())
+    for asked in (True, False):
+        assert cfg.replace(enforce_eager=asked).to_llm_kwargs()["enforce_eager"] is asked
+
+
 def test_a_model_with_weights_is_passed_through_unchanged(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # vLLM may download it
     kw = EngineConfig(model="meta-llama/Llama-3.1-8B-Instruct", tensor_parallel_size=4,

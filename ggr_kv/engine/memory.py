@@ -76,7 +76,8 @@ class EngineMemory:
         return {}
 
 
-def _has_gpu() -> bool:
+def has_gpu() -> bool:
+    """Whether NVML sees a GPU here."""
     from ggr_kv.engine.resources import probe_gpus
 
     probe = probe_gpus()
@@ -126,7 +127,7 @@ def engine_memory(
     """
     asked = None if kv_space_gib is None else _parse(kv_space_gib, "--kv-space")
     if gpu is None:
-        gpu = _has_gpu()
+        gpu = has_gpu()
     if gpu:
         if asked is None:
             return EngineMemory("gpu", None, "vllm", None,

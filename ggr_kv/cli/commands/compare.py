@@ -83,15 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, model: str = "demo-llama",
 
 
 def _engine(args: argparse.Namespace) -> Any:
-    """The engine: the options, eager mode on a CPU (no compile: a fast start)."""
+    """The engine of the options (None with a server)."""
     if args.server_url:
         return None
-    cfg = engine_config(args)
-    from ggr_kv.engine.memory import _has_gpu
-
-    if not args.enforce_eager and "enforce_eager" not in dict(args.engine_arg) and not _has_gpu():
-        cfg = cfg.replace(enforce_eager=True)
-    return cfg
+    return engine_config(args)
 
 
 def _specs(args: argparse.Namespace, inp: Any, query: Any, engine: Any) -> list[Any]:

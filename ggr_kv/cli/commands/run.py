@@ -109,7 +109,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser, model: str) -> None:
     eng.add_argument("--max-num-seqs", type=positive_int, default=None, metavar="N")
     eng.add_argument("--max-num-batched-tokens", type=positive_int, default=None, metavar="TOKENS")
     eng.add_argument("--block-size", type=positive_int, default=None, metavar="TOKENS")
-    eng.add_argument("--enforce-eager", action="store_true")
+    eng.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
+                     help="skip compilation (default: eager without a GPU, compiled on one)")
     eng.add_argument(
         "--no-prefix-caching",
         action="store_true",

@@ -21,7 +21,8 @@ with (`ggr_kv.simulate.stepcost`, host costs added to the engine's) and the two-
 model (`ggr_kv.simulate.feedtime`: engine steps and prompt submission overlapped),
 refitted here from the same data: for pre-run and other call, the calibration jobs
 only; for leave one table out, also the other tables' runs and the time each took to
-submit its prompts (`ggr_kv.analysis.jobfeed`, from the run's step records).
+submit its prompts (`ggr_kv.analysis.jobfeed`, from the run's step records);
+``jobtime-loto-variants`` shows what each part of that training data contributes.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ if str(ROOT) not in sys.path:
 import pandas as pd  # noqa: E402
 
 from ggr_kv.analysis.jobfeed import job_clocks  # noqa: E402
-from ggr_kv.simulate.feedtime import fit_feed_costs  # noqa: E402
+from ggr_kv.simulate.feedtime import P_GRID, fit_feed_costs  # noqa: E402
 from ggr_kv.simulate.stepcost import StepCosts, fit_step_costs  # noqa: E402
 
 WITHIN = 0.10
@@ -122,22 +123,12 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
                 if (k[0], k[1]) == t:
                     loto[k] = fit.predict(v[0]["summary"]).job_s
     # the two-clock model, refitted: per call from its calibration jobs; leave one table out
-    # from the calibration jobs, the other tables' runs and their feed times
+    # from the step-cost model's data (calibration jobs, other tables' runs) and the feed
+    # time of each of those runs (its step records say when the last prompt was in)
     two = {call: fit_feed_costs([(j["features"], j["median_s"])
                                  for j in c.meta.get("jobs", {}).values()])
            for call, c in data["cals"].items()}
-    loto2 = {}
-    for t in tables:
-        train = list(cal_samples)
-        feed = []
-        for k, v in by_key.items():
-            if (k[0], k[1]) != t:
-                train.append((v[0]["summary"], med[k]))
-                feed += [(r["summary"], r["clocks"].feed_s) for r in v if r["clocks"]]
-        fit = fit_feed_costs(train, feed_samples=feed)
-        for k, v in by_key.items():
-            if (k[0], k[1]) == t:
-                loto2[k] = fit.predict(v[0]["summary"])
+    loto2 = loto_two_clock(by_key, med, cal_samples, host=True)
     out = []
     for k in sorted(by_key, key=lambda k: (k[0], k[1], _order(k[2]))):
         v = by_key[k]
@@ -160,6 +151,56 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
                     "pre": pre, "other": other, "loto": loto.get(k, math.nan) / med[k],
                     "old": old, "bound": v[0]["bound"], "device": v[0]["device"]})
     return out, med, {"two_clock": {c: f.to_dict() for c, f in two.items()}}
+
+
+def loto_two_clock(by_key: dict, med: dict, cal_samples: list, *, with_cal: bool = True,
+                   host: bool = False, p_grid: tuple = P_GRID) -> dict:
+    """Two-clock predictions of every job, fitted without its table: to the calibration
+    jobs (``with_cal``) and the other tables' job medians, and (``host``) the feed time
+    measured in each of their runs (`ggr_kv.analysis.jobfeed.JobClocks.feed_s`)."""
+    out = {}
+    for t in sorted({(k[0], k[1]) for k in by_key}):
+        train = list(cal_samples) if with_cal else []
+        feed = []
+        for k, v in by_key.items():
+            if (k[0], k[1]) != t:
+                train.append((v[0]["summary"], med[k]))
+                feed += [(r["summary"], r["clocks"].feed_s) for r in v if r["clocks"]]
+        fit = fit_feed_costs(train, feed_samples=feed if host else (), p_grid=p_grid)
+        for k, v in by_key.items():
+            if (k[0], k[1]) == t:
+                out[k] = fit.predict(v[0]["summary"])
+    return out
+
+
+def variants_table(data: dict) -> str:
+    """Leave one table out, two-clock model: what each choice of training data gives."""
+    rows = campaign_rows(data)
+    by_key: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_key[r["key"]].append(r)
+    med = {k: statistics.median([t for r in v for t in r["measured"]]) for k, v in by_key.items()}
+    cal = [(j["features"], j["median_s"]) for c in data["cals"].values()
+           for j in c.meta.get("jobs", {}).values()]
+    lines = ["| trained on | feed times of the runs | p | within 10% | median abs. error |",
+             "|---|---|---|---:|---:|"]
+    for with_cal in (True, False):
+        for host in (False, True):
+            for grid, gname in ((P_GRID, "fitted"), ((math.inf,), "inf (max)")):
+                pr = loto_two_clock(by_key, med, cal, with_cal=with_cal, host=host, p_grid=grid)
+                r = [pr[k].job_s / med[k] for k in pr]
+                w, n = _within(r)
+                lines.append(
+                    f"| {'calibration jobs + ' if with_cal else ''}other tables' runs | "
+                    f"{'fitted to' if host else 'not used'} | {gname} | {w} of {n} | "
+                    f"{_mae(r):.1%} |")
+    return "\n".join(lines)
+
+
+def _mae(ratios: list[float]) -> float:
+    """Median of |predicted / measured - 1|."""
+    xs = [abs(x - 1) for x in ratios if not math.isnan(x)]
+    return statistics.median(xs) if xs else math.nan
 
 
 def _order(m: str) -> int:
@@ -202,10 +243,18 @@ def accuracy_table(acc: list[dict], med: dict) -> str:
             "other call": _within([x for a in acc for x in a["other2"]]),
             "leave table out": _within([a["loto2"] for a in acc])}
     lines.append("")
-    lines.append("Within 10% of the measured median, step-cost model: " + "; ".join(
-        f"{k} {w} of {n} ({w / n:.0%})" for k, (w, n) in tot.items() if n))
+    mae = {"pre-run": _mae([x for a in acc for x in a["pre"]]),
+           "other call": _mae([x for a in acc for x in a["other"]]),
+           "old 3-term model": _mae([x for a in acc for x in a["old"]]),
+           "leave table out": _mae([a["loto"] for a in acc])}
+    mae2 = {"calibration only": _mae([x for a in acc for x in a["pre2"]]),
+            "other call": _mae([x for a in acc for x in a["other2"]]),
+            "leave table out": _mae([a["loto2"] for a in acc])}
+    lines.append("Within 10% of the measured median (median abs. error), step-cost model: "
+                 + "; ".join(f"{k} {w} of {n} ({w / n:.0%}; {mae[k]:.1%})"
+                             for k, (w, n) in tot.items() if n))
     lines.append("Two-clock model: " + "; ".join(
-        f"{k} {w} of {n} ({w / n:.0%})" for k, (w, n) in tot2.items() if n))
+        f"{k} {w} of {n} ({w / n:.0%}; {mae2[k]:.1%})" for k, (w, n) in tot2.items() if n))
     devs = sorted({str(a["device"]) for a in acc})
     lines.append(f"Cards: {', '.join(devs)}.")
     return "\n".join(lines)
@@ -394,6 +443,7 @@ def render(folder: Path) -> dict[str, str]:
             "jobtime-two-clock": two_clock_table(fits),
             "jobtime-accuracy": accuracy_table(acc, med),
             "jobtime-clocks": clocks_table(acc),
+            "jobtime-loto-variants": variants_table(data),
             "jobtime-spread": spread_table(acc),
             "jobtime-profile": profile_table(folder),
             "jobtime-trial": trial_table(data)}

@@ -28,7 +28,7 @@ def tables():
 
 
 def test_jobtime_tables_are_generated_from_the_run_folders(tables):
-    assert len(tables) == 7
+    assert len(tables) == 8
     for name, body in tables.items():
         assert read_block(FOLDER / "README.md", name) == body + "\n", name
 
@@ -51,6 +51,7 @@ def test_job_clocks_read_the_feed_from_the_first_output_received():
     assert (c.feed_s, c.engine_end_s, c.job_s) == (0.80, 1.00, 1.05)
     assert c.steps == 5 and c.steps_during_feed == 3 and c.max_waiting == 2
     assert c.bound == "feed"  # the engine ended 0.2 s after the last prompt was in
+    assert c.host_s == pytest.approx(0.85)  # and outputs went on 0.05 s after it
     late = job_clocks(steps.assign(t_s=steps["t_s"] * 5), 5.1)
     assert late.bound == "engine"
     with pytest.raises(ValueError, match="lacks"):

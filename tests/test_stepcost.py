@@ -207,6 +207,8 @@ def test_two_clock_fit_recovers_the_costs_that_made_the_times():
     assert fit.feed["submit"] == pytest.approx(FEED["submit"], rel=1e-6)
     assert fit.feed["tokenize"] == pytest.approx(FEED["tokenize"], rel=1e-6)
     assert fit.feed["drain"] == pytest.approx(1e-4, rel=1e-6)
+    for s in sims:
+        assert fit.predict(s).job_s == pytest.approx(drained.predict(s).job_s, rel=1e-6)
 
 
 def test_two_clock_costs_round_trip_and_refuse_what_cannot_be_priced():

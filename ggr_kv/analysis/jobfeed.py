@@ -40,6 +40,12 @@ class JobClocks:
     max_waiting: int
 
     @property
+    def host_s(self) -> float:
+        """The host's own clock: the feed, plus the time the job went on after both the
+        feed and the engine were done (outputs processed after the last submission)."""
+        return self.feed_s + max(0.0, self.job_s - max(self.feed_s, self.engine_end_s))
+
+    @property
     def bound(self) -> str:
         """``"feed"`` when the engine's last step came within max(0.3 s, 10% of the job)
         of the last submission (the engine kept up with the prompts), else ``"engine"``."""

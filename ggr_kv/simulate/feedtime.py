@@ -188,10 +188,12 @@ def fit_feed_costs(
     Parameters
     ----------
     samples : ``(replay or its totals, measured job seconds)`` pairs (at least 4).
-    feed_samples : ``(replay or its totals, measured seconds to submit every prompt)``
-        pairs, e.g. `ggr_kv.analysis.jobfeed.feed_seconds` of measured runs. When given,
-        ``submit`` and ``tokenize`` are fitted to them alone and the jobs fit ``drain``;
-        else the jobs fit ``submit`` and ``tokenize`` (``drain`` folded into ``submit``).
+    feed_samples : ``(replay or its totals, measured seconds)`` pairs: the time a job's
+        host took to submit every prompt (`ggr_kv.analysis.jobfeed.JobClocks.feed_s` of
+        a measured run; ``host_s`` includes the drain). When given, ``submit`` and
+        ``tokenize`` are fitted to them alone and ``drain`` is the median of what the
+        feed-bound jobs took beyond their feed; else the feed-bound jobs fit ``submit``
+        and ``tokenize`` (``drain`` folded into ``submit``, fitted as 0).
     p_grid : candidate sharpness values.
     iterations : at most this many reassignments per start.
     meta : stored in `FeedCosts.meta` with the fit's relative residuals.
@@ -207,13 +209,11 @@ def fit_feed_costs(
     computed = Xe[:, 1] / np.maximum(Xf[:, 1], 1.0)
 
     def fit_feed(mask: np.ndarray) -> np.ndarray:
-        """(submit, tokenize, drain) from the jobs in ``mask``."""
-        if known is not None:
-            base = Xf[mask] @ known
-            rest = y[mask] - base
+        """(submit, tokenize, drain): from the feed samples and the jobs in ``mask``."""
+        if known is not None:  # drain: what the feed-bound jobs took beyond their feed
             n = Xf[mask, 0]
-            ok = n > 0
-            d = max(0.0, float(np.median(rest[ok] / n[ok]))) if ok.any() else 0.0
+            rest = (y[mask] - Xf[mask] @ known)[n > 0] / n[n > 0]
+            d = max(0.0, float(np.median(rest))) if len(rest) else 0.0
             return np.array([known[0], known[1], d])
         c = _nnls_rel(Xf[mask], y[mask]) if mask.any() else np.zeros(2)
         return np.array([c[0], c[1], 0.0])

@@ -72,3 +72,41 @@ def test_highly_cached_job_waits_for_its_prompts_uncached_for_the_engine(call):
     # 31% hits: thousands waited, and the engine ran for seconds after the last prompt
     assert uncached.max_waiting > 1000 and uncached.bound == "engine"
     assert uncached.engine_end_s > 3 * uncached.feed_s
+
+
+@pytest.fixture(scope="module")
+def driver():
+    """experiments/jobtime_gpu.py, imported without keeping the env defaults it sets."""
+    import os
+
+    saved = dict(os.environ)
+    spec = importlib.util.spec_from_file_location(
+        "jobtime_gpu", CHECKOUT_DIR / "experiments" / "jobtime_gpu.py")
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return mod
+
+
+def test_campaign_order_shuffles_every_repeat_and_runs_each_job_once_per_repeat(driver):
+    keys = [("movies@3000", "filter", m) for m in ("original", "sorted", "ggr", "blocks")] + \
+        [("beer@3000", "filter", m) for m in ("original", "sorted", "ggr", "blocks")]
+    order = driver.campaign_order(keys, 3, seed=7)
+    assert [k for k, _ in order] == [1] * 8 + [2] * 8 + [3] * 8  # repeat k before k+1
+    for k in (1, 2, 3):
+        assert sorted(key for r, key in order if r == k) == sorted(keys)
+    perms = [[key for r, key in order if r == k] for k in (1, 2, 3)]
+    assert len({tuple(p) for p in perms}) == 3  # a new order each repeat
+    assert driver.campaign_order(keys, 3, seed=7) == order  # reproducible from the seed
+
+
+def test_repeats_are_planned_from_the_predicted_job_times(driver):
+    # four jobs predicted 10 s together, 1 s per run beyond its job: 14 s a repeat
+    assert driver.plan_repeats([4, 3, 2, 1], 60, 1.0, want=3) == 3
+    assert driver.plan_repeats([4, 3, 2, 1], 30, 1.0, want=3) == 2
+    assert driver.plan_repeats([4, 3, 2, 1], 10, 1.0, want=3) == 0
+    state = driver.host_state()
+    assert state["t"] > 0 and ("steal" not in state or state["steal"] >= 0)

@@ -412,17 +412,21 @@ def trial_table(data: dict) -> str:
             continue
         arm = (p["arm"]["max_num_batched_tokens"], p["arm"]["max_num_seqs"])
         by_w[(p["dataset"], p["query_type"], p["method"])].append(
-            (arm, statistics.median(r["job_s"]), p["predicted_job_s"], len(r["job_s"])))
+            (arm, statistics.median(r["job_s"]), p["predicted_job_s"], len(r["job_s"]),
+             r["clocks"]))
     lines = ["| workload | max_num_batched_tokens : max_num_seqs | job s | vs default | "
-             "predicted s | best measured | best predicted |", "|---|---|---:|---:|---:|---|---|"]
+             "predicted s | best measured | best predicted | feed s (last prompt in) | waited "
+             "for |", "|---|---|---:|---:|---:|---|---|---:|---|"]
     for w, xs in sorted(by_w.items()):
         default = next((x for x in xs if x[0] == (16384, 1024)), xs[0])
         best_m = min(xs, key=lambda x: x[1])[0]
         best_p = min(xs, key=lambda x: x[2])[0]
-        for arm, t, pr, n in sorted(xs, reverse=True):
+        for arm, t, pr, n, c in sorted(xs, key=lambda x: x[0], reverse=True):
+            feed = f"{c.feed_s:.2f} | {c.bound}" if c is not None else " | "
             lines.append(f"| {w[0]}, {w[1]}, {w[2]} | {arm[0]} : {arm[1]} | {t:.2f} (n={n}) | "
                          f"{default[1] / t:.2f}× | {pr:.2f} | "
-                         f"{'yes' if arm == best_m else ''} | {'yes' if arm == best_p else ''} |")
+                         f"{'yes' if arm == best_m else ''} | {'yes' if arm == best_p else ''} | "
+                         f"{feed} |")
     return "\n".join(lines)
 
 

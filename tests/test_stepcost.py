@@ -231,3 +231,24 @@ def test_two_clock_costs_round_trip_and_refuse_what_cannot_be_priced():
         fit_feed_costs([(res, 1.0)] * 3)
     with pytest.raises(ValueError, match="must be > 0"):
         fit_feed_costs([(res, -1.0)] * 8)
+
+
+def test_predict_command_overlaps_engine_and_feed_when_the_calibration_has_both(tmp_path):
+    from ggr_kv.simulate.feedtime import FeedCosts
+
+    sched = {"block_size": 16, "num_blocks": 3000, "max_num_seqs": 64,
+             "max_num_batched_tokens": 2048}
+    # a host 100x slower than the engine at submitting prompts: every ordering waits for it
+    two = FeedCosts(StepCosts(ENGINE), {"submit": 1e-2, "tokenize": 1e-4, "drain": 0.0})
+    costs = StepCosts(TRUE, {"scheduler": sched, "two_clock": two.to_dict()})
+    cal = save_calibration(costs, tmp_path / "cal.json")
+    r = _cli("predict", "movies", "--rows", "40", "--query-type", "filter", "--calibration",
+             str(cal), "--orderings", "original,ggr", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["predictions"]
+    for p in rows:
+        assert p["model"] == "two-clock" and p["bound"] == "feed"
+        assert p["predicted_job_s"] == pytest.approx(p["feed_s"])
+        assert p["feed_s"] > p["engine_s"] and p["step_cost_job_s"] > 0
+    # the same prompts to submit whatever the order: the feed-bound job time does not move
+    assert rows[0]["predicted_job_s"] == pytest.approx(rows[1]["predicted_job_s"], rel=0.02)

@@ -186,15 +186,22 @@ def predict(prep: dict, keys, costs, tp, prefix: str, path: Path, extra=None) ->
     """Predicted job time of every run by the step-cost model (and the old model)."""
     from ggr_kv.simulate.jobtime import predict_job_time
 
+    from ggr_kv.simulate.feedtime import FeedCosts
+
+    two = costs.meta.get("two_clock")
+    two = FeedCosts.from_dict(two) if isinstance(two, dict) and "engine" in two else None
     rows = []
     for key in keys:
         p = prep[key]
         name, qtype, m = key
         pr = costs.predict(p["summary"])
+        pr2 = two.predict(p["summary"]) if two is not None else None
         old = predict_job_time(_totals(p["summary"]), tp).job_s if tp is not None else None
         rows.append({"run_id": f"{prefix}{tag_of(name, qtype)}-{m}", "dataset": name,
                      "query_type": qtype, "method": m, "predicted_job_s": pr.job_s,
                      "predicted_job_s_3term": old, "bound": pr.bound,
+                     "predicted_job_s_two_clock": pr2.job_s if pr2 is not None else None,
+                     "bound_two_clock": pr2.bound if pr2 is not None else None,
                      "parts": pr.parts, "predicted_hit_rate": p["summary"]["hit_rate"],
                      "summary": p["summary"], "config": p["config"],
                      "reorder_s": p["reorder_s"]})

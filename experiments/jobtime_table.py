@@ -18,10 +18,12 @@ folders ``jN-*`` (``run.json``: measured job seconds and hits), ``profile-jN.jso
 
 Each way is scored for two models: the per-step cost model the predictions were written
 with (`ggr_kv.simulate.stepcost`, host costs added to the engine's) and the two-clock
-model (`ggr_kv.simulate.feedtime`: engine steps and prompt submission overlapped),
-refitted here from the same data: for pre-run and other call, the calibration jobs
-only; for leave one table out, also the other tables' runs and the time each took to
-submit its prompts (`ggr_kv.analysis.jobfeed`, from the run's step records);
+model (`ggr_kv.simulate.feedtime`: engine steps and prompt submission overlapped):
+for pre-run and other call, the calibration's own two-clock model (written with the
+predictions by calibrations that hold one; else refitted here from the calibration jobs
+only, with their feed times where recorded); for leave one table out, fitted to the
+calibration jobs, the other tables' runs and the time each of those runs took to submit
+its prompts (`ggr_kv.analysis.jobfeed`, from the run's step records);
 ``jobtime-loto-variants`` shows what each part of that training data contributes.
 """
 
@@ -125,9 +127,7 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
     # the two-clock model, refitted: per call from its calibration jobs; leave one table out
     # from the step-cost model's data (calibration jobs, other tables' runs) and the feed
     # time of each of those runs (its step records say when the last prompt was in)
-    two = {call: fit_feed_costs([(j["features"], j["median_s"])
-                                 for j in c.meta.get("jobs", {}).values()])
-           for call, c in data["cals"].items()}
+    two = {call: _two_clock_of(c) for call, c in data["cals"].items()}
     loto2 = loto_two_clock(by_key, med, cal_samples, host=True)
     out = []
     for k in sorted(by_key, key=lambda k: (k[0], k[1], _order(k[2]))):
@@ -138,8 +138,9 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
                 [c.predict(v[0]["summary"]).job_s / med[k] for call, c in data["cals"].items()
                  if any(r["call"] != call for r in v)]
         old = [r["predicted_job_s_3term"] / med[k] for r in v if r.get("predicted_job_s_3term")]
-        pre2 = [two[r["call"]].predict(v[0]["summary"]).job_s / med[k] for r in v
-                if r["call"] in two]
+        pre2 = [(r.get("predicted_job_s_two_clock") or
+                 two[r["call"]].predict(v[0]["summary"]).job_s) / med[k] for r in v
+                if r.get("predicted_job_s_two_clock") or r["call"] in two]
         other2 = [two[c].predict(v[0]["summary"]).job_s / med[k] for r in v for c in two
                   if c != r["call"]]
         out.append({"key": k, "runs": v, "measured": meas[k], "median": med[k],
@@ -151,6 +152,19 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
                     "pre": pre, "other": other, "loto": loto.get(k, math.nan) / med[k],
                     "old": old, "bound": v[0]["bound"], "device": v[0]["device"]})
     return out, med, {"two_clock": {c: f.to_dict() for c, f in two.items()}}
+
+
+def _two_clock_of(cal: StepCosts):
+    """A calibration's two-clock model: the one it holds (fitted when it was made), else
+    refitted from its jobs' times (and their feed times where recorded)."""
+    from ggr_kv.simulate.feedtime import FeedCosts
+
+    d = cal.meta.get("two_clock")
+    if isinstance(d, dict) and "engine" in d:
+        return FeedCosts.from_dict(d)
+    jobs = list(cal.meta.get("jobs", {}).values())
+    feed = [(j["features"], j["feed_median_s"]) for j in jobs if j.get("feed_median_s")]
+    return fit_feed_costs([(j["features"], j["median_s"]) for j in jobs], feed_samples=feed)
 
 
 def loto_two_clock(by_key: dict, med: dict, cal_samples: list, *, with_cal: bool = True,

@@ -7,7 +7,7 @@ the prompts one by one while the engine already steps, and processes the outputs
 the last one is submitted. So the host's work overlaps the engine's instead of adding
 to it, and a highly cached job (few new tokens a request) finishes when its last prompt
 is in, not when its GPU work is done (on an H200 with an 8B model, 87%-hit jobs of
-3,000 prompts ran ~60 small steps with no request waiting). Two clocks::
+3,000 prompts ran 31-102 small steps, mostly with no request waiting). Two clocks::
 
     engine_s = step-cost sum of the replay (`ENGINE_FEATURES`, as `StepCosts`)
     feed_s   = num_requests * (submit + drain) + prompt_tokens * tokenize

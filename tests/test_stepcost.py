@@ -252,3 +252,13 @@ def test_predict_command_overlaps_engine_and_feed_when_the_calibration_has_both(
         assert p["feed_s"] > p["engine_s"] and p["step_cost_job_s"] > 0
     # the same prompts to submit whatever the order: the feed-bound job time does not move
     assert rows[0]["predicted_job_s"] == pytest.approx(rows[1]["predicted_job_s"], rel=0.02)
+    # a two-clock model that fits the calibration jobs worse than the step costs is not used
+    worse = FeedCosts(two.engine, two.feed, meta={"fit": {"relative_residuals": [0.3, -0.3]}})
+    costs = StepCosts(TRUE, {"scheduler": sched, "two_clock": worse.to_dict(),
+                             "fit": {"relative_residuals": [0.05, -0.05]}})
+    cal = save_calibration(costs, tmp_path / "cal2.json")
+    r = _cli("predict", "movies", "--rows", "40", "--query-type", "filter", "--calibration",
+             str(cal), "--orderings", "original", "--json")
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)["predictions"]
+    assert row["model"] == "step-cost" and row["predicted_job_s"] == row["step_cost_job_s"]

@@ -5,7 +5,8 @@ the calibration was made with (`ggr_kv.simulate`), and prices every step of each
 with the calibrated step costs (`ggr_kv.simulate.stepcost`), or, when the calibration
 holds one (``meta["two_clock"]``, written by `ggr_kv.engine.calibrate` since issue 22's
 two-clock model), with the engine's steps and the host's prompt feed overlapped
-(`ggr_kv.simulate.feedtime`; the step-cost time stays beside it). ``--settings`` also
+(`ggr_kv.simulate.feedtime`; the step-cost time stays beside it) if it fits the
+calibration jobs at least as well. ``--settings`` also
 predicts each ordering under other scheduler limits and recommends the fastest.
 """
 
@@ -135,16 +136,27 @@ def main(args: argparse.Namespace) -> int:
 
 def _two_clock(costs: Any, path: str) -> Any:
     """The calibration's two-clock model (`ggr_kv.simulate.feedtime`), or ``None`` when
-    it has none (older files, or a fit that failed)."""
+    it has none (older files, or a fit that failed) or when the step costs fit the
+    calibration jobs better (e.g. the CPU engine, whose per-request work is the engine's)."""
     from ggr_kv.simulate.feedtime import FeedCosts
 
     d = costs.meta.get("two_clock")
     if not isinstance(d, dict) or "error" in d:
         return None
     try:
-        return FeedCosts.from_dict(d)
+        two = FeedCosts.from_dict(d)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: its two_clock model is not readable ({e})") from None
+    # the model that fits the calibration jobs better (RMS relative residual) predicts
+    mine, theirs = _rms_residual(two.meta), _rms_residual(costs.meta)
+    if mine is not None and theirs is not None and mine > theirs:
+        return None
+    return two
+
+
+def _rms_residual(meta: dict) -> float | None:
+    r = (meta.get("fit") or {}).get("relative_residuals")
+    return (sum(x * x for x in r) / len(r)) ** 0.5 if r else None
 
 
 def _query(inp: Any, args: argparse.Namespace) -> tuple[str, int]:

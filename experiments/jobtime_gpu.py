@@ -3,8 +3,9 @@
 One process, one engine (Llama-3.1-8B shape, dummy weights, CUDA graphs, vLLM defaults).
 Steps, in the order they run, each bounded by ``--budget-s``::
 
-    python experiments/jobtime_gpu.py --out results/h200/jobtime --prefix j1- \
-        --steps calibrate,campaign --budget-s 540
+    python experiments/jobtime_gpu.py --out results/h200/jobtime --prefix j3- \
+        --steps warmup,calibrate,campaign --only movies@3000,products@1500 \
+        --repeats 3 --budget-s 480
 
 - while the engine starts, a second process reorders every table and replays every run
   on the simulator (the engine's settings are checked afterwards; a replay whose KV use
@@ -18,7 +19,23 @@ Steps, in the order they run, each bounded by ``--budget-s``::
 - ``trial``: scheduler settings changed on the live engine (``max_num_batched_tokens``,
   ``max_num_seqs``: downward only, the engine's buffers are sized for its settings),
   predicted then measured per workload (``trial-PREFIX.json`` + run folders);
-- ``campaign``: every table x ordering, one repeat, as ordinary run folders.
+- ``warmup``: before calibrating, ``--warmup`` highly cached jobs of the campaign, run
+  and kept apart (run folders ``PREFIXwarmK-...``, in no prediction file): the first
+  jobs on a fresh engine ran up to 2x slower, and that must not land in the calibration
+  or the first campaign jobs;
+- ``campaign``: every table x ordering, ``--repeats`` times (as many as the budget
+  allows by the predictions), each repeat in its own random order (``--order-seed``),
+  one run folder per run (repeat 1: ``PREFIXtag-method``, repeat k: ``PREFIXrk-...``,
+  predicted in ``predictions-PREFIXrk.json`` before the first run). The host's state
+  around every run (CPU steal and busy time, load, clock) goes to ``hoststate-PREFIX.json``.
+
+Campaign design (issue 22): the spread of a highly cached job comes from the host that
+feeds the engine (`ggr_kv.analysis.jobfeed`), and it differed between engine starts
+(first call 1.39x slower to submit the same prompts as the second, 25 of 28 jobs), so
+repeats must span engine starts: run each table group in two or more calls (``--only``),
+each call ~8 minutes: engine start (60-200 s), replays finished first (they compete for
+the CPU with the calibration otherwise), warm-up (~20 s), calibration (~35 s), then the
+repeats that fit. E.g. ``--only movies@3000,products@1500 --repeats 3``.
 """
 
 from __future__ import annotations
@@ -58,6 +75,49 @@ MODEL = "llama-3.1-8b"
 SMOKE = {"campaign": [("movies@60", "filter"), ("movies@40", "projection")],
          "trial": [("movies@40", "filter", "blocks")], "profile": ("movies@60", "filter", "ggr"),
          "arms": [(8192, 256), (2048, 256), (8192, 16)]}
+
+
+def campaign_order(keys: list, repeats: int, seed: int) -> list[tuple[int, tuple]]:
+    """``(repeat, key)`` in run order: repeat 1 of every key, then repeat 2, ..., each
+    repeat a fresh random permutation (``seed``), so no ordering always runs first or
+    right after the same job."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for k in range(1, repeats + 1):
+        order = list(keys)
+        rng.shuffle(order)
+        out += [(k, key) for key in order]
+    return out
+
+
+def plan_repeats(predicted_s: list[float], left_s: float, per_run_s: float,
+                 want: int) -> int:
+    """How many repeats of every job fit in ``left_s`` seconds (at most ``want``, 0 when
+    not even one does), each run taking its predicted seconds plus ``per_run_s``."""
+    one = sum(predicted_s) + per_run_s * len(predicted_s)
+    if one <= 0:
+        return want
+    return max(0, min(want, int(left_s // one)))
+
+
+def host_state() -> dict:
+    """CPU counters of this machine (s since boot, all CPUs), load and mean clock (MHz)."""
+    out: dict = {"t": time.time()}
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            cpu = f.readline().split()[1:]
+        hz = os.sysconf("SC_CLK_TCK")
+        names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+        out.update({n: int(v) / hz for n, v in zip(names, cpu)})
+        out["loadavg"] = os.getloadavg()
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            mhz = [float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")]
+        out["cpu_mhz_mean"] = sum(mhz) / len(mhz) if mhz else None
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
 
 
 def log(msg: str) -> None:
@@ -126,15 +186,22 @@ def predict(prep: dict, keys, costs, tp, prefix: str, path: Path, extra=None) ->
     """Predicted job time of every run by the step-cost model (and the old model)."""
     from ggr_kv.simulate.jobtime import predict_job_time
 
+    from ggr_kv.simulate.feedtime import FeedCosts
+
+    two = costs.meta.get("two_clock")
+    two = FeedCosts.from_dict(two) if isinstance(two, dict) and "engine" in two else None
     rows = []
     for key in keys:
         p = prep[key]
         name, qtype, m = key
         pr = costs.predict(p["summary"])
+        pr2 = two.predict(p["summary"]) if two is not None else None
         old = predict_job_time(_totals(p["summary"]), tp).job_s if tp is not None else None
         rows.append({"run_id": f"{prefix}{tag_of(name, qtype)}-{m}", "dataset": name,
                      "query_type": qtype, "method": m, "predicted_job_s": pr.job_s,
                      "predicted_job_s_3term": old, "bound": pr.bound,
+                     "predicted_job_s_two_clock": pr2.job_s if pr2 is not None else None,
+                     "bound_two_clock": pr2.bound if pr2 is not None else None,
                      "parts": pr.parts, "predicted_hit_rate": p["summary"]["hit_rate"],
                      "summary": p["summary"], "config": p["config"],
                      "reorder_s": p["reorder_s"]})
@@ -362,16 +429,56 @@ def left(args) -> float:
     return args.budget_s - (time.monotonic() - T0)
 
 
+def do_campaign(llm, prep, camp, costs, tp, preds, facts, out: Path, args) -> None:
+    """Every campaign job ``--repeats`` times (as the budget allows), each repeat in its
+    own random order, one run at a time with the host's state recorded around it."""
+    import zlib
+
+    want = max(1, args.repeats)
+    if preds is not None:
+        left_s = left(args) - args.reserve_s
+        n = plan_repeats([r["predicted_job_s"] for r in preds], left_s, args.per_run_s, want)
+        if n < want:
+            log(f"campaign: {n} of {want} repeats fit in {left_s:.0f} s")
+        want = max(1, n)
+        for k in range(2, want + 1):  # predicted before the first run, like repeat 1
+            pre = f"{args.prefix}r{k}-"
+            predict(prep, camp, costs, tp, pre, out / f"predictions-{pre.rstrip('-')}.json",
+                    {"engine": facts, "repeat": k})
+    seed = args.order_seed if args.order_seed is not None else zlib.crc32(args.prefix.encode())
+    states = []
+    for k, key in campaign_order(camp, want, seed):
+        if left(args) < args.reserve_s + 10:
+            log("campaign: budget spent")
+            break
+        pre = args.prefix if k == 1 else f"{args.prefix}r{k}-"
+        before = host_state()
+        o = run_specs(llm, specs_for(prep, [key], pre, args), out, left(args) - args.reserve_s)
+        states.append({"run_id": f"{pre}{tag_of(key[0], key[1])}-{key[2]}", "repeat": k,
+                       "before": before, "after": host_state(),
+                       "status": [x.status for x in o]})
+    _write(out / f"hoststate-{args.prefix.rstrip('-')}.json",
+           {"order_seed": seed, "repeats": want, "runs": states})
+    log(f"campaign: {len(states)} runs")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/h200/jobtime")
     ap.add_argument("--prefix", default="j1-")
-    ap.add_argument("--steps", default="calibrate,campaign")
+    ap.add_argument("--steps", default="warmup,calibrate,campaign")
     ap.add_argument("--budget-s", type=float, default=540)
     ap.add_argument("--reserve-s", type=float, default=20)
     ap.add_argument("--max-model-len", type=int, default=4096)
     ap.add_argument("--calib-repeats", type=int, default=2)
     ap.add_argument("--only", default=None, help="comma list of dataset@rows to run")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="repeats of every campaign job (fewer when the budget says so)")
+    ap.add_argument("--warmup", type=int, default=4, help="warm-up jobs before calibrating")
+    ap.add_argument("--order-seed", type=int, default=None,
+                    help="seed of the campaign's run order (default: from the prefix)")
+    ap.add_argument("--per-run-s", type=float, default=3.0,
+                    help="seconds a run takes beyond its job (reset, records)")
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU engine")
     args = ap.parse_args()
     global CAMPAIGN, TRIAL, PROFILE, ARMS, MODEL, ASSUMED
@@ -416,9 +523,7 @@ def main() -> None:
     facts = engine_facts(llm)
     log(f"engine started in {start_s:.1f} s: {facts['device']}, "
         f"{facts['num_kv_blocks']} blocks, vLLM {facts['vllm_version']}")
-    costs = tp = None
-    if "calibrate" in steps:
-        costs, tp = _guard("calibrate", do_calibrate, llm, args, out, start_s) or (None, None)
+    # the replays finish before anything is timed: they compete for the host's CPU
     prep = {}
     for f in futs:
         prep.update(f.result())
@@ -427,18 +532,26 @@ def main() -> None:
     log(f"prepared {len(prep)} runs")
     cfg = live_config(llm)
     prep = refit(prep, cfg, model_dir)
+    if "warmup" in steps and args.warmup > 0:
+        warm = sorted((k for k in camp if k[2] != "original"),
+                      key=lambda k: -prep[k]["summary"]["hit_rate"])[:args.warmup]
+        for i, key in enumerate(warm, start=1):
+            run_specs(llm, specs_for(prep, [key], f"{args.prefix}warm{i}-", args), out, 60)
+        log(f"warm-up: {len(warm)} jobs")
+    costs = tp = None
+    if "calibrate" in steps:
+        costs, tp = _guard("calibrate", do_calibrate, llm, args, out, start_s) or (None, None)
+    preds = None
     if costs is not None:
-        predict(prep, camp, costs, tp, args.prefix,
-                out / f"predictions-{args.prefix.rstrip('-')}.json", {"engine": facts})
+        preds = predict(prep, camp, costs, tp, args.prefix,
+                        out / f"predictions-{args.prefix.rstrip('-')}.json", {"engine": facts})
         log("predictions written")
     if "profile" in steps and left(args) > 120:
         _guard("profile", do_profile, llm, prep, PROFILE, out, args.prefix, args)
     if "trial" in steps and costs is not None and left(args) > 150:
         _guard("trial", do_trial, llm, arm_preps, costs, out, args.prefix, args, model_dir)
     if "campaign" in steps:
-        outc = run_specs(llm, specs_for(prep, camp, args.prefix, args), out,
-                         left(args) - args.reserve_s)
-        log(f"campaign: {[o.status for o in outc]}")
+        do_campaign(llm, prep, camp, costs, tp, preds, facts, out, args)
     shutdown_llm(llm)
     log("finished")
 

@@ -15,6 +15,16 @@ folders ``jN-*`` (``run.json``: measured job seconds and hits), ``profile-jN.jso
   engine start on the same machine);
 - **leave one table out**: step costs fitted to the calibration jobs plus every
   campaign run of the other tables, predicting this table's runs.
+
+Each way is scored for two models: the per-step cost model the predictions were written
+with (`ggr_kv.simulate.stepcost`, host costs added to the engine's) and the two-clock
+model (`ggr_kv.simulate.feedtime`: engine steps and prompt submission overlapped):
+for pre-run and other call, the calibration's own two-clock model (written with the
+predictions by calibrations that hold one; else refitted here from the calibration jobs
+only, with their feed times where recorded); for leave one table out, fitted to the
+calibration jobs, the other tables' runs and the time each of those runs took to submit
+its prompts (`ggr_kv.analysis.jobfeed`, from the run's step records);
+``jobtime-loto-variants`` shows what each part of that training data contributes.
 """
 
 from __future__ import annotations
@@ -31,6 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import pandas as pd  # noqa: E402
+
+from ggr_kv.analysis.jobfeed import job_clocks  # noqa: E402
+from ggr_kv.simulate.feedtime import P_GRID, fit_feed_costs  # noqa: E402
 from ggr_kv.simulate.stepcost import StepCosts, fit_step_costs  # noqa: E402
 
 WITHIN = 0.10
@@ -56,9 +70,14 @@ def load(folder: Path) -> dict:
         rep = rj.get("repeats") or {}
         if not rep.get("job_s"):
             continue
+        clocks = None
+        if len(rep["job_s"]) == 1 and (folder / rid / "steps.parquet").is_file():
+            clocks = job_clocks(pd.read_parquet(folder / rid / "steps.parquet"),
+                                rep["job_s"][0])
         runs[rid] = {"job_s": rep["job_s"],
-                               "hit_rate": rj["summary"].get("prefix_cache_hit_rate"),
-                               "device": rj["summary"].get("device") or rj.get("device")}
+                     "hit_rate": rj["summary"].get("prefix_cache_hit_rate"),
+                     "device": rj["summary"].get("device") or rj.get("device"),
+                     "clocks": clocks}
     return {"cals": cals, "preds": preds, "runs": runs}
 
 
@@ -70,7 +89,7 @@ def campaign_rows(data: dict) -> list[dict]:
             continue
         r = data["runs"][rid]
         rows.append({**p, "measured": r["job_s"], "hit": r["hit_rate"], "device": r["device"],
-                     "key": (p["dataset"], p["query_type"], p["method"])})
+                     "clocks": r["clocks"], "key": (p["dataset"], p["query_type"], p["method"])})
     return rows
 
 
@@ -105,6 +124,11 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
             for k, v in by_key.items():
                 if (k[0], k[1]) == t:
                     loto[k] = fit.predict(v[0]["summary"]).job_s
+    # the two-clock model, refitted: per call from its calibration jobs; leave one table out
+    # from the step-cost model's data (calibration jobs, other tables' runs) and the feed
+    # time of each of those runs (its step records say when the last prompt was in)
+    two = {call: _two_clock_of(c) for call, c in data["cals"].items()}
+    loto2 = loto_two_clock(by_key, med, cal_samples, host=True)
     out = []
     for k in sorted(by_key, key=lambda k: (k[0], k[1], _order(k[2]))):
         v = by_key[k]
@@ -114,13 +138,83 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
                 [c.predict(v[0]["summary"]).job_s / med[k] for call, c in data["cals"].items()
                  if any(r["call"] != call for r in v)]
         old = [r["predicted_job_s_3term"] / med[k] for r in v if r.get("predicted_job_s_3term")]
+        pre2 = [(r.get("predicted_job_s_two_clock") or
+                 two[r["call"]].predict(v[0]["summary"]).job_s) / med[k] for r in v
+                if r.get("predicted_job_s_two_clock") or r["call"] in two]
+        other2 = [two[c].predict(v[0]["summary"]).job_s / med[k] for r in v for c in two
+                  if c != r["call"]]
         out.append({"key": k, "runs": v, "measured": meas[k], "median": med[k],
+                    "pre2": pre2, "other2": other2, "loto2": loto2[k].job_s / med[k] if k in loto2 else math.nan,
+                    "bound2": loto2[k].bound if k in loto2 else "",
                     "hit": statistics.median([r["hit"] for r in v if r["hit"] is not None] or
                                              [math.nan]),
                     "pred_hit": v[0]["predicted_hit_rate"],
                     "pre": pre, "other": other, "loto": loto.get(k, math.nan) / med[k],
                     "old": old, "bound": v[0]["bound"], "device": v[0]["device"]})
-    return out, med
+    return out, med, {"two_clock": {c: f.to_dict() for c, f in two.items()}}
+
+
+def _two_clock_of(cal: StepCosts):
+    """A calibration's two-clock model: the one it holds (fitted when it was made), else
+    refitted from its jobs' times (and their feed times where recorded)."""
+    from ggr_kv.simulate.feedtime import FeedCosts
+
+    d = cal.meta.get("two_clock")
+    if isinstance(d, dict) and "engine" in d:
+        return FeedCosts.from_dict(d)
+    jobs = list(cal.meta.get("jobs", {}).values())
+    feed = [(j["features"], j["feed_median_s"]) for j in jobs if j.get("feed_median_s")]
+    return fit_feed_costs([(j["features"], j["median_s"]) for j in jobs], feed_samples=feed)
+
+
+def loto_two_clock(by_key: dict, med: dict, cal_samples: list, *, with_cal: bool = True,
+                   host: bool = False, p_grid: tuple = P_GRID) -> dict:
+    """Two-clock predictions of every job, fitted without its table: to the calibration
+    jobs (``with_cal``) and the other tables' job medians, and (``host``) the feed time
+    measured in each of their runs (`ggr_kv.analysis.jobfeed.JobClocks.feed_s`)."""
+    out = {}
+    for t in sorted({(k[0], k[1]) for k in by_key}):
+        train = list(cal_samples) if with_cal else []
+        feed = []
+        for k, v in by_key.items():
+            if (k[0], k[1]) != t:
+                train.append((v[0]["summary"], med[k]))
+                feed += [(r["summary"], r["clocks"].feed_s) for r in v if r["clocks"]]
+        fit = fit_feed_costs(train, feed_samples=feed if host else (), p_grid=p_grid)
+        for k, v in by_key.items():
+            if (k[0], k[1]) == t:
+                out[k] = fit.predict(v[0]["summary"])
+    return out
+
+
+def variants_table(data: dict) -> str:
+    """Leave one table out, two-clock model: what each choice of training data gives."""
+    rows = campaign_rows(data)
+    by_key: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_key[r["key"]].append(r)
+    med = {k: statistics.median([t for r in v for t in r["measured"]]) for k, v in by_key.items()}
+    cal = [(j["features"], j["median_s"]) for c in data["cals"].values()
+           for j in c.meta.get("jobs", {}).values()]
+    lines = ["| trained on | feed times of the runs | p | within 10% | median abs. error |",
+             "|---|---|---|---:|---:|"]
+    for with_cal in (True, False):
+        for host in (False, True):
+            for grid, gname in ((P_GRID, "fitted"), ((math.inf,), "inf (max)")):
+                pr = loto_two_clock(by_key, med, cal, with_cal=with_cal, host=host, p_grid=grid)
+                r = [pr[k].job_s / med[k] for k in pr]
+                w, n = _within(r)
+                lines.append(
+                    f"| {'calibration jobs + ' if with_cal else ''}other tables' runs | "
+                    f"{'fitted to' if host else 'not used'} | {gname} | {w} of {n} | "
+                    f"{_mae(r):.1%} |")
+    return "\n".join(lines)
+
+
+def _mae(ratios: list[float]) -> float:
+    """Median of |predicted / measured - 1|."""
+    xs = [abs(x - 1) for x in ratios if not math.isnan(x)]
+    return statistics.median(xs) if xs else math.nan
 
 
 def _order(m: str) -> int:
@@ -135,9 +229,11 @@ def _within(xs: list[float]) -> tuple[int, int]:
 
 def accuracy_table(acc: list[dict], med: dict) -> str:
     lines = ["| table, query | ordering | hit rate (measured / simulated) | job s, median [min-max] "
-             "| vs original, median [range] | predicted s, pre-run | predicted / measured: "
-             "pre-run | other call | leave table out | old 3-term model | bound by |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| vs original, median [range] | predicted s, pre-run | step-cost model, "
+             "predicted / measured: pre-run | other call | leave table out | old 3-term model "
+             "| bound by | two-clock model: calibration only | other call | leave table out "
+             "| two-clock bound |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in acc:
         d, q, m = a["key"]
         base = med.get((d, q, "original"))
@@ -150,42 +246,126 @@ def accuracy_table(acc: list[dict], med: dict) -> str:
         lines.append(
             f"| {d}, {q} | {m} | {a['hit']:.1%} / {a['pred_hit']:.1%} | "
             f"{_fmt_spread(a['measured'])} | {vs} | {preds} | "
-            f"{', '.join(f'{x:.2f}' for x in a['pre'])} | "
-            f"{', '.join(f'{x:.2f}' for x in a['other'])} | {a['loto']:.2f} | "
-            f"{', '.join(f'{x:.2f}' for x in a['old'])} | {a['bound']} |")
+            f"{_fmt_ratios(a['pre'])} | {_fmt_ratios(a['other'])} | {a['loto']:.2f} | "
+            f"{_fmt_ratios(a['old'])} | {a['bound']} | {_fmt_ratios(a['pre2'])} | "
+            f"{_fmt_ratios(a['other2'])} | {a['loto2']:.2f} | {a['bound2']} |")
     tot = {}
     for name, f in (("pre-run", "pre"), ("other call", "other"), ("old 3-term model", "old")):
         tot[name] = _within([x for a in acc for x in a[f]])
     tot["leave table out"] = _within([a["loto"] for a in acc])
+    tot2 = {"calibration only": _within([x for a in acc for x in a["pre2"]]),
+            "other call": _within([x for a in acc for x in a["other2"]]),
+            "leave table out": _within([a["loto2"] for a in acc])}
     lines.append("")
-    lines.append("Within 10% of the measured median: " + "; ".join(
-        f"{k} {w} of {n} ({w / n:.0%})" for k, (w, n) in tot.items() if n))
+    mae = {"pre-run": _mae([x for a in acc for x in a["pre"]]),
+           "other call": _mae([x for a in acc for x in a["other"]]),
+           "old 3-term model": _mae([x for a in acc for x in a["old"]]),
+           "leave table out": _mae([a["loto"] for a in acc])}
+    mae2 = {"calibration only": _mae([x for a in acc for x in a["pre2"]]),
+            "other call": _mae([x for a in acc for x in a["other2"]]),
+            "leave table out": _mae([a["loto2"] for a in acc])}
+    lines.append("Within 10% of the measured median (median abs. error), step-cost model: "
+                 + "; ".join(f"{k} {w} of {n} ({w / n:.0%}; {mae[k]:.1%})"
+                             for k, (w, n) in tot.items() if n))
+    lines.append("Two-clock model: " + "; ".join(
+        f"{k} {w} of {n} ({w / n:.0%}; {mae2[k]:.1%})" for k, (w, n) in tot2.items() if n))
     devs = sorted({str(a["device"]) for a in acc})
     lines.append(f"Cards: {', '.join(devs)}.")
     return "\n".join(lines)
 
 
+def _fmt_ratios(xs: list[float]) -> str:
+    return ", ".join(f"{x:.2f}" for x in xs)
+
+
+def clocks_table(acc: list[dict]) -> str:
+    """Per run: when the last prompt was submitted, the engine's last step, the job."""
+    lines = ["| table, query | ordering | call | feed s (last prompt in) | engine's last step s "
+             "| job s | steps (during feed) | most waiting | waited for |",
+             "|---|---|---|---:|---:|---:|---|---:|---|"]
+    pairs = []
+    for a in acc:
+        by_call = {}
+        for r in sorted(a["runs"], key=lambda r: r["call"]):
+            c = r["clocks"]
+            if c is None:
+                continue
+            by_call[r["call"]] = c
+            lines.append(f"| {a['key'][0]}, {a['key'][1]} | {a['key'][2]} | {r['call']} | "
+                         f"{c.feed_s:.2f} | {c.engine_end_s:.2f} | {c.job_s:.2f} | {c.steps} "
+                         f"({c.steps_during_feed}) | {c.max_waiting} | {c.bound} |")
+        if len(by_call) == 2:
+            x, y = (by_call[k] for k in sorted(by_call))
+            pairs.append((a, x, y))
+    if pairs:
+        fr = sorted(x.feed_s / y.feed_s for _, x, y in pairs)
+        jr_f = sorted(x.job_s / y.job_s for _, x, y in pairs if x.bound == "feed" or
+                      y.bound == "feed")
+        jr_e = sorted(x.job_s / y.job_s for _, x, y in pairs if x.bound == y.bound == "engine")
+        lines.append("")
+        lines.append(
+            f"First call / second call, same job: feed time {statistics.median(fr):.2f}× "
+            f"median [{fr[0]:.2f}-{fr[-1]:.2f}] ({sum(f > 1 for f in fr)} of {len(fr)} "
+            f"slower); job time where either run waited for the feed "
+            f"{statistics.median(jr_f):.2f}× [{jr_f[0]:.2f}-{jr_f[-1]:.2f}] (n={len(jr_f)}), "
+            f"where both waited for the engine {statistics.median(jr_e):.2f}× "
+            f"[{jr_e[0]:.2f}-{jr_e[-1]:.2f}] (n={len(jr_e)}).")
+    return "\n".join(lines)
+
+
+def two_clock_table(fits: dict) -> str:
+    """The two-clock model fitted to each call's calibration jobs."""
+    lines = ["| call | engine: per step | per computed token | per attention pair | per decode "
+             "token | per decode context token | feed: per request | per prompt token | "
+             "drain per request | p | feed-bound calibration jobs | max fit residual |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for call, d in fits["two_clock"].items():
+        e, f = d["engine"]["coef"], d["feed"]
+        fit = d["meta"]["fit"]
+        lines.append(
+            f"| {call} | {e['num_steps'] * 1e6:.3g} µs | {e['prefill_tokens'] * 1e6:.3g} µs | "
+            f"{e['prefill_attn'] * 1e9:.3g} ns | {e['decode_tokens'] * 1e6:.3g} µs | "
+            f"{e['decode_ctx'] * 1e9:.3g} ns | {f['submit'] * 1e6:.3g} µs | "
+            f"{f['tokenize'] * 1e6:.3g} µs | {f['drain'] * 1e6:.3g} µs | "
+            f"{'inf' if d['p'] is None else format(d['p'], 'g')} | {fit['feed_bound']} of {fit['samples']} "
+            f"| {fit['max_abs_relative_residual']:.1%} |")
+    return "\n".join(lines)
+
+
 def spread_table(acc: list[dict]) -> str:
-    """Run-to-run spread and the repeats a user needs for a given precision."""
-    cvs = []
-    lines = ["| table, query | ordering | repeats | CV of job s | repeats for ±5% / ±10% "
-             "(95%) |", "|---|---|---:|---:|---|"]
+    """Run-to-run spread and the repeats a user needs for a given precision, overall and
+    by the clock the job waited for (`ggr_kv.analysis.jobfeed.JobClocks.bound`)."""
+    cvs: dict[str, list[float]] = defaultdict(list)
+    lines = ["| table, query | ordering | repeats | CV of job s | waited for | repeats for ±5% / "
+             "±10% (95%) |", "|---|---|---:|---:|---|---|"]
     for a in acc:
         xs = a["measured"]
         if len(xs) < 2:
             continue
         cv = statistics.stdev(xs) / statistics.mean(xs)
-        cvs.append(cv)
+        bounds = sorted({r["clocks"].bound for r in a["runs"] if r["clocks"] is not None})
+        group = "feed" if "feed" in bounds else "engine"
+        cvs["all"].append(cv)
+        cvs[group].append(cv)
         lines.append(f"| {a['key'][0]}, {a['key'][1]} | {a['key'][2]} | {len(xs)} | {cv:.1%} | "
-                     f"{_n_for(cv, 0.05)} / {_n_for(cv, 0.10)} |")
+                     f"{' / '.join(bounds)} | {_n_for(cv, 0.05)} / {_n_for(cv, 0.10)} |")
     if cvs:
-        pooled = math.sqrt(statistics.mean([c * c for c in cvs]))
         lines.append("")
-        lines.append(
-            f"Pooled CV {pooled:.1%} over {len(cvs)} jobs: a job time to ±5% (95%) needs "
-            f"{_n_for(pooled, 0.05)} repeats, ±10% needs {_n_for(pooled, 0.10)}; a speedup "
-            f"(ratio of two such medians, CV ≈ {pooled * math.sqrt(2):.1%}) needs "
-            f"{_n_for(pooled * math.sqrt(2), 0.05)} / {_n_for(pooled * math.sqrt(2), 0.10)}.")
+        for g, name in (("all", "all jobs"), ("engine", "jobs that waited for the engine in "
+                                                        "every run"),
+                        ("feed", "jobs that waited for the feed in some run")):
+            if not cvs[g]:
+                continue
+            pooled = math.sqrt(statistics.mean([c * c for c in cvs[g]]))
+            lines.append(
+                f"- {name} ({len(cvs[g])}): pooled CV {pooled:.1%}; a job time to ±5% (95%) "
+                f"needs {_n_for(pooled, 0.05)} repeats, ±10% needs {_n_for(pooled, 0.10)}; a "
+                f"speedup (ratio of two such medians, CV ≈ {pooled * math.sqrt(2):.1%}) needs "
+                f"{_n_for(pooled * math.sqrt(2), 0.05)} / {_n_for(pooled * math.sqrt(2), 0.10)}.")
+        far = sum(1 for a in acc if len(a["measured"]) >= 2 and
+                  max(abs(x / a["median"] - 1) for x in a["measured"]) > WITHIN)
+        lines.append(f"- {far} of {len(cvs['all'])} jobs have a run more than 10% from their "
+                     "own median: no single prediction is within 10% of both of their runs.")
     return "\n".join(lines)
 
 
@@ -246,17 +426,21 @@ def trial_table(data: dict) -> str:
             continue
         arm = (p["arm"]["max_num_batched_tokens"], p["arm"]["max_num_seqs"])
         by_w[(p["dataset"], p["query_type"], p["method"])].append(
-            (arm, statistics.median(r["job_s"]), p["predicted_job_s"], len(r["job_s"])))
+            (arm, statistics.median(r["job_s"]), p["predicted_job_s"], len(r["job_s"]),
+             r["clocks"]))
     lines = ["| workload | max_num_batched_tokens : max_num_seqs | job s | vs default | "
-             "predicted s | best measured | best predicted |", "|---|---|---:|---:|---:|---|---|"]
+             "predicted s | best measured | best predicted | feed s (last prompt in) | waited "
+             "for |", "|---|---|---:|---:|---:|---|---|---:|---|"]
     for w, xs in sorted(by_w.items()):
         default = next((x for x in xs if x[0] == (16384, 1024)), xs[0])
         best_m = min(xs, key=lambda x: x[1])[0]
         best_p = min(xs, key=lambda x: x[2])[0]
-        for arm, t, pr, n in sorted(xs, reverse=True):
+        for arm, t, pr, n, c in sorted(xs, key=lambda x: x[0], reverse=True):
+            feed = f"{c.feed_s:.2f} | {c.bound}" if c is not None else " | "
             lines.append(f"| {w[0]}, {w[1]}, {w[2]} | {arm[0]} : {arm[1]} | {t:.2f} (n={n}) | "
                          f"{default[1] / t:.2f}× | {pr:.2f} | "
-                         f"{'yes' if arm == best_m else ''} | {'yes' if arm == best_p else ''} |")
+                         f"{'yes' if arm == best_m else ''} | {'yes' if arm == best_p else ''} | "
+                         f"{feed} |")
     return "\n".join(lines)
 
 
@@ -285,9 +469,12 @@ def _fmt_coef(k: str, v: float) -> str:
 
 def render(folder: Path) -> dict[str, str]:
     data = load(folder)
-    acc, med = accuracy(data)
+    acc, med, fits = accuracy(data)
     return {"jobtime-calibration": calibration_table(data),
+            "jobtime-two-clock": two_clock_table(fits),
             "jobtime-accuracy": accuracy_table(acc, med),
+            "jobtime-clocks": clocks_table(acc),
+            "jobtime-loto-variants": variants_table(data),
             "jobtime-spread": spread_table(acc),
             "jobtime-profile": profile_table(folder),
             "jobtime-trial": trial_table(data)}

@@ -74,6 +74,25 @@ def test_calibration_jobs_move_the_features_they_are_built_for(calibrated):
     dec = [j for name, j in jobs.items() if name.startswith("decode_")]
     assert all(j["features"]["decode_tokens"] >= j["prompts"] * (j["out"] - 1) for j in dec)
     assert all(t > 0 for j in jobs.values() for t in j["seconds"])
+    # every job's feed (its last prompt submitted) was timed, within the job's own time
+    for j in jobs.values():
+        assert len(j["feed_s"]) == len(j["seconds"])
+        assert all(0 < f <= t for f, t in zip(j["feed_s"], j["seconds"]))
+    # long-context decode: few prompts, more output tokens than the short decode jobs
+    assert jobs["decode_long"]["out"] > max(j["out"] for n, j in jobs.items()
+                                            if n.startswith("decode_") and n != "decode_long")
+
+
+def test_calibration_fits_the_two_clock_model_beside_the_step_costs(calibrated):
+    from ggr_kv.simulate.feedtime import FeedCosts
+
+    two = calibrated["costs"].meta["two_clock"]
+    if "error" in two:  # a split leaving too few engine-bound jobs is said, not raised
+        assert "engine-bound" in two["error"] or "prefill" in two["error"]
+        return
+    costs = FeedCosts.from_dict(two)
+    assert costs.feed["tokenize"] > 0 or costs.feed["submit"] > 0
+    assert costs.predict(calibrated["sim"]).job_s > 0
 
 
 def test_calibration_predicts_a_table_job_and_survives_its_file(calibrated):

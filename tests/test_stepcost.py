@@ -145,3 +145,120 @@ def test_predict_command_bad_calibration_is_one_line_exit_2(tmp_path):
     r = _cli("predict", "movies", "--rows", "10", "--calibration", str(bad))
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "cal.json" in r.stderr
+
+
+# -- the two-clock model (ggr_kv.simulate.feedtime): engine steps and prompt submission --
+
+ENGINE = {"num_steps": 4e-3, "prefill_tokens": 2e-5, "prefill_attn": 3e-9, "decode_tokens": 5e-5,
+          "decode_ctx": 2e-8}
+FEED = {"submit": 3e-4, "tokenize": 2e-6, "drain": 0.0}
+
+
+def _two_clock_jobs():
+    from ggr_kv.simulate.feedtime import FeedCosts
+
+    truth = FeedCosts(StepCosts(ENGINE), FEED)
+    shapes = [(32, 0, 300, 1), (128, 0, 40, 1), (64, 0, 8, 32), (8, 0, 8, 32), (2, 0, 8, 32),
+              (32, 0, 120, 8), (16, 0, 200, 4),  # uncached or decode-heavy: engine-bound
+              (400, 600, 8, 1), (300, 1200, 16, 1), (500, 300, 8, 1)]  # cached: feed-bound
+    sims = [_job(*s, seed=i, num_blocks=20000, max_num_seqs=512) for i, s in enumerate(shapes)]
+    return truth, sims
+
+
+def test_two_clock_job_waits_for_the_slower_clock():
+    from ggr_kv.simulate.feedtime import FeedCosts
+
+    truth, sims = _two_clock_jobs()
+    cached, uncached = sims[7], sims[0]
+    p = truth.predict(cached)
+    assert p.bound == "feed" and p.job_s == pytest.approx(p.feed_s)
+    assert p.feed_s == pytest.approx(truth.feed_seconds(cached))
+    # a faster engine does not shorten a job that waits for its prompts; a faster host does
+    fast_engine = FeedCosts(StepCosts({k: v / 2 for k, v in ENGINE.items()}), FEED)
+    fast_host = FeedCosts(StepCosts(ENGINE), {k: v / 2 for k, v in FEED.items()})
+    assert fast_engine.predict(cached).job_s == pytest.approx(p.job_s)
+    assert fast_host.predict(cached).job_s < 0.9 * p.job_s
+    q = truth.predict(uncached)
+    assert q.bound == "engine" and fast_engine.predict(uncached).job_s < 0.6 * q.job_s
+    # the step-cost model adds the host's work to the engine's instead of overlapping them
+    added = StepCosts({**ENGINE, "num_requests": FEED["submit"], "prompt_tokens": FEED["tokenize"]})
+    assert added.predict(cached).job_s == pytest.approx(p.engine_s + p.feed_s)
+    # a finite p: both clocks close together take longer than either, never than both
+    soft = FeedCosts(StepCosts(ENGINE), FEED, p=4.0).predict(cached)
+    assert max(p.engine_s, p.feed_s) < soft.job_s < p.engine_s + p.feed_s
+
+
+def test_two_clock_fit_recovers_the_costs_that_made_the_times():
+    from ggr_kv.simulate.feedtime import fit_feed_costs
+
+    truth, sims = _two_clock_jobs()
+    samples = [(s, truth.predict(s).job_s) for s in sims]
+    assert {truth.predict(s).bound for s in sims} == {"engine", "feed"}
+    fit = fit_feed_costs(samples, meta={"engine": "synthetic"})
+    assert fit.p == float("inf") and fit.meta["fit"]["max_abs_relative_residual"] < 1e-6
+    assert fit.meta["fit"]["feed_bound"] == 3 and fit.meta["engine"] == "synthetic"
+    for s in sims:
+        assert fit.predict(s).job_s == pytest.approx(truth.predict(s).job_s, rel=1e-6)
+    # measured submission times fix the feed clock; the jobs then give the output drain
+    drained = truth.__class__(truth.engine, {**FEED, "drain": 1e-4})
+    samples = [(s, drained.predict(s).job_s) for s in sims]
+    feed = [(s, truth.feed_seconds(s)) for s in sims]
+    fit = fit_feed_costs(samples, feed_samples=feed)
+    assert fit.feed["submit"] == pytest.approx(FEED["submit"], rel=1e-6)
+    assert fit.feed["tokenize"] == pytest.approx(FEED["tokenize"], rel=1e-6)
+    assert fit.feed["drain"] == pytest.approx(1e-4, rel=1e-6)
+    for s in sims:
+        assert fit.predict(s).job_s == pytest.approx(drained.predict(s).job_s, rel=1e-6)
+
+
+def test_two_clock_costs_round_trip_and_refuse_what_cannot_be_priced():
+    from ggr_kv.simulate.feedtime import FeedCosts, fit_feed_costs
+
+    costs = FeedCosts(StepCosts(ENGINE), FEED, p=6.0, meta={"card": "x"})
+    back = FeedCosts.from_dict(json.loads(json.dumps(costs.to_dict())))
+    assert back == costs and back.meta == {"card": "x"}
+    assert FeedCosts.from_dict(FeedCosts(StepCosts(ENGINE), FEED).to_dict()).p == float("inf")
+    with pytest.raises(ValueError, match="belong in feed"):
+        FeedCosts(StepCosts({**ENGINE, "prompt_tokens": 1e-6}), FEED)
+    with pytest.raises(ValueError, match="unknown feed term"):
+        FeedCosts(StepCosts(ENGINE), {"magic": 1.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        FeedCosts(StepCosts(ENGINE), {"submit": -1.0})
+    with pytest.raises(ValueError, match="p must be"):
+        FeedCosts(StepCosts(ENGINE), FEED, p=0.5)
+    res = _job(4, 0, 20, 2, 0)
+    with pytest.raises(ValueError, match="cannot fit"):
+        fit_feed_costs([(res, 1.0)] * 3)
+    with pytest.raises(ValueError, match="must be > 0"):
+        fit_feed_costs([(res, -1.0)] * 8)
+
+
+def test_predict_command_overlaps_engine_and_feed_when_the_calibration_has_both(tmp_path):
+    from ggr_kv.simulate.feedtime import FeedCosts
+
+    sched = {"block_size": 16, "num_blocks": 3000, "max_num_seqs": 64,
+             "max_num_batched_tokens": 2048}
+    # a host 100x slower than the engine at submitting prompts: every ordering waits for it
+    two = FeedCosts(StepCosts(ENGINE), {"submit": 1e-2, "tokenize": 1e-4, "drain": 0.0})
+    costs = StepCosts(TRUE, {"scheduler": sched, "two_clock": two.to_dict()})
+    cal = save_calibration(costs, tmp_path / "cal.json")
+    r = _cli("predict", "movies", "--rows", "40", "--query-type", "filter", "--calibration",
+             str(cal), "--orderings", "original,ggr", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["predictions"]
+    for p in rows:
+        assert p["model"] == "two-clock" and p["bound"] == "feed"
+        assert p["predicted_job_s"] == pytest.approx(p["feed_s"])
+        assert p["feed_s"] > p["engine_s"] and p["step_cost_job_s"] > 0
+    # the same prompts to submit whatever the order: the feed-bound job time does not move
+    assert rows[0]["predicted_job_s"] == pytest.approx(rows[1]["predicted_job_s"], rel=0.02)
+    # a two-clock model that fits the calibration jobs worse than the step costs is not used
+    worse = FeedCosts(two.engine, two.feed, meta={"fit": {"relative_residuals": [0.3, -0.3]}})
+    costs = StepCosts(TRUE, {"scheduler": sched, "two_clock": worse.to_dict(),
+                             "fit": {"relative_residuals": [0.05, -0.05]}})
+    cal = save_calibration(costs, tmp_path / "cal2.json")
+    r = _cli("predict", "movies", "--rows", "40", "--query-type", "filter", "--calibration",
+             str(cal), "--orderings", "original", "--json")
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)["predictions"]
+    assert row["model"] == "step-cost" and row["predicted_job_s"] == row["step_cost_job_s"]

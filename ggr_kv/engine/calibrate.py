@@ -14,13 +14,17 @@ purpose:
   table job);
 - ``decode_<B>``: B short unique prompts, many output tokens: decode at batch B
   (full batch, an eighth, and a few) at short context;
-- ``decode_long``: prompts behind a long shared context, many output tokens: decode
-  over long contexts.
+- ``decode_long``: a few prompts behind a long shared context, many output tokens:
+  decode over long contexts, long enough that the engine, not the submission of the
+  long prompts, sets the job's time.
 
 Each job is timed as the runner times a job (the wall time of one ``LLM.generate`` over
-text prompts) ``repeats`` times, interleaved; the simulator replays each on the
-engine's settings and the token ids vLLM really ran, and
+text prompts) ``repeats`` times, interleaved, and so is its feed (when the last prompt
+was submitted: ``LLM.generate`` submits them all before it reads an output); the
+simulator replays each on the engine's settings and the token ids vLLM really ran, and
 `ggr_kv.simulate.stepcost.fit_step_costs` fits the coefficients to the median times.
+The two-clock model (`ggr_kv.simulate.feedtime`) is fitted too, its feed clock to the
+feed times, and kept in the result's ``meta["two_clock"]``.
 The result is written with `ggr_kv.simulate.stepcost.save_calibration` and read by ``ggr-kv predict``.
 Nothing here needs a GPU: the CPU engine calibrates the same way (smaller ``scale``).
 """
@@ -33,8 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ggr_kv.engine.throughput import _number_prompts, _replay, _time_job, scheduler_config
+from ggr_kv.engine.throughput import _number_prompts, _replay, scheduler_config
 from ggr_kv.simulate import SchedulerConfig
+from ggr_kv.simulate.feedtime import fit_feed_costs
 from ggr_kv.simulate.stepcost import StepCosts, features_of, fit_step_costs
 
 __all__ = ["CalibJob", "calibrate", "calibration_jobs"]
@@ -77,8 +82,10 @@ def calibration_jobs(config: SchedulerConfig, max_model_len: int, *, scale: floa
     dec = max(8, min(64, max_model_len // 8, n(64)))
     for b in sorted({full, max(2, full // 8), max(1, min(8, full))}, reverse=True):
         jobs.append(CalibJob(f"decode_{b}", b, 0, max(2, min(B - 1, 15)), dec))
-    jobs.append(CalibJob("decode_long", max(2, min(seqs, n(256))), max(B, ctx - dec - 64), 15,
-                         max(8, dec // 2)))
+    # few prompts, twice the decode length: engine-bound (256 prompts of ~3k tokens took
+    # longer to submit than to decode, so the fit could not price long-context decode)
+    jobs.append(CalibJob("decode_long", max(2, min(seqs, n(64))), max(B, ctx - 2 * dec - 64),
+                         15, 2 * dec))
     return [_fit_pool(j, config) for j in jobs]
 
 
@@ -99,6 +106,34 @@ def _texts(tok: Any, job: CalibJob, seed: int) -> list[str]:
         head = _number_prompts(tok, 1, job.shared, seed + 7919)[0] + " "
     bodies = _number_prompts(tok, job.n, job.unique, seed)
     return [head + b for b in bodies]
+
+
+def _time_job(llm: Any, texts: list[str], max_tokens: int) -> tuple[float, float | None, list]:
+    """Seconds of one ``generate`` over ``texts`` (prefix cache reset first), seconds until
+    its last prompt was submitted (``None`` when the engine's ``add_request`` cannot be
+    timed), and the outputs."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0.0)
+    llm.reset_prefix_cache()
+    engine = getattr(llm, "llm_engine", None)
+    add = getattr(engine, "add_request", None)
+    last = [None]
+    if add is not None:
+        def timed(*a: Any, **k: Any) -> Any:
+            r = add(*a, **k)
+            last[0] = time.perf_counter()
+            return r
+
+        engine.add_request = timed  # this instance only, for this job
+    t0 = time.perf_counter()
+    try:
+        outs = llm.generate(texts, params, use_tqdm=False)
+    finally:
+        if add is not None:
+            del engine.add_request
+    secs = time.perf_counter() - t0
+    return secs, (None if last[0] is None else last[0] - t0), outs
 
 
 def calibrate(
@@ -139,12 +174,15 @@ def calibrate(
     texts = {j.name: _texts(tok, j, seed + 101 * i) for i, j in enumerate(jobs)}
     _time_job(llm, texts[jobs[-1].name][:2], 2)  # untimed warm-up
     times: dict[str, list[float]] = {j.name: [] for j in jobs}
+    feeds: dict[str, list[float]] = {j.name: [] for j in jobs}
     replays: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     for _ in range(repeats):
         for j in jobs:
-            secs, outs = _time_job(llm, texts[j.name], j.out)
+            secs, feed, outs = _time_job(llm, texts[j.name], j.out)
             times[j.name].append(secs)
+            if feed is not None:
+                feeds[j.name].append(feed)
             if j.name not in replays:
                 replays[j.name] = dict(_replay(outs, config).summary)
             if on_job is not None:
@@ -161,8 +199,16 @@ def calibrate(
         "jobs": {
             j.name: {"prompts": j.n, "shared": j.shared, "unique": j.unique, "out": j.out,
                      "features": features_of(replays[j.name]), "seconds": times[j.name],
-                     "median_s": statistics.median(times[j.name])}
+                     "median_s": statistics.median(times[j.name]),
+                     "feed_s": feeds[j.name],
+                     "feed_median_s": statistics.median(feeds[j.name]) if feeds[j.name] else None}
             for j in jobs
         },
     }
+    feed_samples = [(replays[j.name], statistics.median(feeds[j.name])) for j in jobs
+                    if feeds[j.name]]
+    try:
+        meta["two_clock"] = fit_feed_costs(samples, feed_samples=feed_samples).to_dict()
+    except ValueError as e:  # e.g. too few engine-bound jobs: the step costs still hold
+        meta["two_clock"] = {"error": str(e)}
     return fit_step_costs(samples, meta=meta)

@@ -2,7 +2,11 @@
 
 Reorders the table with each ordering, replays vLLM's scheduler on the engine settings
 the calibration was made with (`ggr_kv.simulate`), and prices every step of each replay
-with the calibrated step costs (`ggr_kv.simulate.stepcost`). ``--settings`` also
+with the calibrated step costs (`ggr_kv.simulate.stepcost`), or, when the calibration
+holds one (``meta["two_clock"]``, written by `ggr_kv.engine.calibrate` since issue 22's
+two-clock model), with the engine's steps and the host's prompt feed overlapped
+(`ggr_kv.simulate.feedtime`; the step-cost time stays beside it) if it fits the
+calibration jobs at least as well. ``--settings`` also
 predicts each ordering under other scheduler limits and recommends the fastest.
 """
 
@@ -73,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
 
     costs = load_calibration(args.calibration)  # bad files fail before any work
     engine = _engine(costs, args)
+    two = _two_clock(costs, args.calibration)
     orderings = [m.strip() for m in args.orderings.split(",") if m.strip()]
     bad = [m for m in orderings if m not in METHODS]
     if bad:
@@ -92,9 +97,15 @@ def main(args: argparse.Namespace) -> int:
             cfg = dict(engine, max_num_batched_tokens=tokens, max_num_seqs=seqs)
             sim = simulate_plan(inp.table, plan, query, None, tok, out_len, progress=False, **cfg)
             p = costs.predict(sim)
-            rows.append({"ordering": m, "max_num_batched_tokens": tokens, "max_num_seqs": seqs,
-                         "hit_rate": sim.summary["hit_rate"], "predicted_job_s": p.job_s,
-                         "bound": p.bound, "parts": p.parts})
+            row = {"ordering": m, "max_num_batched_tokens": tokens, "max_num_seqs": seqs,
+                   "hit_rate": sim.summary["hit_rate"], "model": "step-cost",
+                   "predicted_job_s": p.job_s, "bound": p.bound, "parts": p.parts,
+                   "step_cost_job_s": p.job_s}
+            if two is not None:  # the engine and the prompt feed, overlapped
+                q = two.predict(sim)
+                row.update(model="two-clock", predicted_job_s=q.job_s, bound=q.bound,
+                           parts=q.parts, engine_s=q.engine_s, feed_s=q.feed_s)
+            rows.append(row)
     base = next((r["predicted_job_s"] for r in rows if r["ordering"] == "original"
                  and (r["max_num_batched_tokens"], r["max_num_seqs"]) == arms[0]), None)
     best = {}
@@ -121,6 +132,31 @@ def main(args: argparse.Namespace) -> int:
             print(f"recommended for {m}: max_num_batched_tokens={r['max_num_batched_tokens']} "
                   f"max_num_seqs={r['max_num_seqs']} ({r['predicted_job_s']:.2f} s)")
     return 0
+
+
+def _two_clock(costs: Any, path: str) -> Any:
+    """The calibration's two-clock model (`ggr_kv.simulate.feedtime`), or ``None`` when
+    it has none (older files, or a fit that failed) or when the step costs fit the
+    calibration jobs better (e.g. the CPU engine, whose per-request work is the engine's)."""
+    from ggr_kv.simulate.feedtime import FeedCosts
+
+    d = costs.meta.get("two_clock")
+    if not isinstance(d, dict) or "error" in d:
+        return None
+    try:
+        two = FeedCosts.from_dict(d)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its two_clock model is not readable ({e})") from None
+    # the model that fits the calibration jobs better (RMS relative residual) predicts
+    mine, theirs = _rms_residual(two.meta), _rms_residual(costs.meta)
+    if mine is not None and theirs is not None and mine > theirs:
+        return None
+    return two
+
+
+def _rms_residual(meta: dict) -> float | None:
+    r = (meta.get("fit") or {}).get("relative_residuals")
+    return (sum(x * x for x in r) / len(r)) ** 0.5 if r else None
 
 
 def _query(inp: Any, args: argparse.Namespace) -> tuple[str, int]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -59,7 +60,8 @@ def load(folder: Path) -> dict:
         call = p.stem.split("-", 1)[1]
         doc = json.loads(p.read_text())
         for r in doc["runs"]:
-            r["call"] = call.split("-")[0]
+            # repeat k of call N is predicted in predictions-NrK.json: same call
+            r["call"] = re.sub(r"r\d+$", "", call.split("-")[0])
             r["arm"] = doc.get("arm")
             preds[r["run_id"]] = r
     for rid in preds:
@@ -133,10 +135,8 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
     for k in sorted(by_key, key=lambda k: (k[0], k[1], _order(k[2]))):
         v = by_key[k]
         pre = [r["predicted_job_s"] / med[k] for r in v]
-        other = [c.predict(v[0]["summary"]).job_s / med[k] for call, c in data["cals"].items()
-                 if call not in {r["call"] for r in v}] or \
-                [c.predict(v[0]["summary"]).job_s / med[k] for call, c in data["cals"].items()
-                 if any(r["call"] != call for r in v)]
+        other = [c.predict(v[0]["summary"]).job_s / med[k] for r in v
+                 for call, c in data["cals"].items() if call != r["call"]]
         old = [r["predicted_job_s_3term"] / med[k] for r in v if r.get("predicted_job_s_3term")]
         pre2 = [(r.get("predicted_job_s_two_clock") or
                  two[r["call"]].predict(v[0]["summary"]).job_s) / med[k] for r in v
@@ -242,7 +242,7 @@ def accuracy_table(acc: list[dict], med: dict) -> str:
         if base and ob:
             lo, hi = min(ob) / max(a["measured"]), max(ob) / min(a["measured"])
             vs = f"{base / a['median']:.2f}× [{lo:.2f}-{hi:.2f}]"
-        preds = ", ".join(f"{r['predicted_job_s']:.2f}" for r in a["runs"])
+        preds = _fmt_ratios([r["predicted_job_s"] for r in a["runs"]])
         lines.append(
             f"| {d}, {q} | {m} | {a['hit']:.1%} / {a['pred_hit']:.1%} | "
             f"{_fmt_spread(a['measured'])} | {vs} | {preds} | "
@@ -275,42 +275,57 @@ def accuracy_table(acc: list[dict], med: dict) -> str:
 
 
 def _fmt_ratios(xs: list[float]) -> str:
-    return ", ".join(f"{x:.2f}" for x in xs)
+    """Distinct values in order (the repeats of one call share their prediction)."""
+    return ", ".join(dict.fromkeys(f"{x:.2f}" for x in xs))
 
 
 def clocks_table(acc: list[dict]) -> str:
-    """Per run: when the last prompt was submitted, the engine's last step, the job."""
+    """Per job and call (median of its repeats): when the last prompt was submitted, the
+    engine's last step, the job; and which clock the runs waited for."""
     lines = ["| table, query | ordering | call | feed s (last prompt in) | engine's last step s "
              "| job s | steps (during feed) | most waiting | waited for |",
              "|---|---|---|---:|---:|---:|---|---:|---|"]
     pairs = []
     for a in acc:
-        by_call = {}
-        for r in sorted(a["runs"], key=lambda r: r["call"]):
-            c = r["clocks"]
-            if c is None:
-                continue
-            by_call[r["call"]] = c
-            lines.append(f"| {a['key'][0]}, {a['key'][1]} | {a['key'][2]} | {r['call']} | "
-                         f"{c.feed_s:.2f} | {c.engine_end_s:.2f} | {c.job_s:.2f} | {c.steps} "
-                         f"({c.steps_during_feed}) | {c.max_waiting} | {c.bound} |")
-        if len(by_call) == 2:
-            x, y = (by_call[k] for k in sorted(by_call))
-            pairs.append((a, x, y))
+        by_call: dict[str, list] = defaultdict(list)
+        for r in a["runs"]:
+            if r["clocks"] is not None:
+                by_call[r["call"]].append(r["clocks"])
+        med_of = {}
+        for call in sorted(by_call):
+            cs = by_call[call]
+            md = {f: statistics.median(getattr(c, f) for c in cs)
+                  for f in ("feed_s", "engine_end_s", "job_s", "steps", "steps_during_feed")}
+            bounds = [c.bound for c in cs]
+            waited = bounds[0] if len(set(bounds)) == 1 else ", ".join(
+                f"{b} {bounds.count(b)}" for b in sorted(set(bounds)))
+            med_of[call] = (md, bounds)
+            lines.append(f"| {a['key'][0]}, {a['key'][1]} | {a['key'][2]} | {call} | "
+                         f"{md['feed_s']:.2f} | {md['engine_end_s']:.2f} | {md['job_s']:.2f} | "
+                         f"{md['steps']:.0f} ({md['steps_during_feed']:.0f}) | "
+                         f"{max(c.max_waiting for c in cs)} | {waited} |")
+        if len(med_of) == 2:
+            x, y = (med_of[k] for k in sorted(med_of))
+            pairs.append((x, y))
     if pairs:
-        fr = sorted(x.feed_s / y.feed_s for _, x, y in pairs)
-        jr_f = sorted(x.job_s / y.job_s for _, x, y in pairs if x.bound == "feed" or
-                      y.bound == "feed")
-        jr_e = sorted(x.job_s / y.job_s for _, x, y in pairs if x.bound == y.bound == "engine")
+        fr = sorted(x["feed_s"] / y["feed_s"] for (x, _), (y, _) in pairs)
+        jr_f = sorted(x["job_s"] / y["job_s"] for (x, bx), (y, by) in pairs
+                      if "feed" in bx + by)
+        jr_e = sorted(x["job_s"] / y["job_s"] for (x, bx), (y, by) in pairs
+                      if "feed" not in bx + by)
         lines.append("")
         lines.append(
-            f"First call / second call, same job: feed time {statistics.median(fr):.2f}× "
-            f"median [{fr[0]:.2f}-{fr[-1]:.2f}] ({sum(f > 1 for f in fr)} of {len(fr)} "
-            f"slower); job time where either run waited for the feed "
-            f"{statistics.median(jr_f):.2f}× [{jr_f[0]:.2f}-{jr_f[-1]:.2f}] (n={len(jr_f)}), "
-            f"where both waited for the engine {statistics.median(jr_e):.2f}× "
-            f"[{jr_e[0]:.2f}-{jr_e[-1]:.2f}] (n={len(jr_e)}).")
+            f"First call / second call, same job (medians of each call's runs): feed time "
+            f"{_ratio_summary(fr)} ({sum(f > 1 for f in fr)} of {len(fr)} slower); job time "
+            f"where a run waited for the feed {_ratio_summary(jr_f)} (n={len(jr_f)}), where "
+            f"every run waited for the engine {_ratio_summary(jr_e)} (n={len(jr_e)}).")
     return "\n".join(lines)
+
+
+def _ratio_summary(xs: list[float]) -> str:
+    if not xs:
+        return "-"
+    return f"{statistics.median(xs):.2f}× median [{xs[0]:.2f}-{xs[-1]:.2f}]"
 
 
 def two_clock_table(fits: dict) -> str:
@@ -336,8 +351,10 @@ def spread_table(acc: list[dict]) -> str:
     """Run-to-run spread and the repeats a user needs for a given precision, overall and
     by the clock the job waited for (`ggr_kv.analysis.jobfeed.JobClocks.bound`)."""
     cvs: dict[str, list[float]] = defaultdict(list)
-    lines = ["| table, query | ordering | repeats | CV of job s | waited for | repeats for ±5% / "
-             "±10% (95%) |", "|---|---|---:|---:|---|---|"]
+    lines = ["| table, query | ordering | repeats | CV of job s | CV within a call | call "
+             "medians, max / min | waited for | repeats for ±5% / ±10% (95%) |",
+             "|---|---|---:|---:|---:|---:|---|---|"]
+    within: dict[str, list[float]] = defaultdict(list)
     for a in acc:
         xs = a["measured"]
         if len(xs) < 2:
@@ -347,7 +364,15 @@ def spread_table(acc: list[dict]) -> str:
         group = "feed" if "feed" in bounds else "engine"
         cvs["all"].append(cv)
         cvs[group].append(cv)
+        wcv = _within_call_cv(a["runs"])
+        if not math.isnan(wcv):
+            within["all"].append(wcv)
+            within[group].append(wcv)
+        meds = [statistics.median(t for r in a["runs"] if r["call"] == c for t in r["measured"])
+                for c in sorted({r["call"] for r in a["runs"]})]
         lines.append(f"| {a['key'][0]}, {a['key'][1]} | {a['key'][2]} | {len(xs)} | {cv:.1%} | "
+                     f"{'-' if math.isnan(wcv) else format(wcv, '.1%')} | "
+                     f"{max(meds) / min(meds):.2f} | "
                      f"{' / '.join(bounds)} | {_n_for(cv, 0.05)} / {_n_for(cv, 0.10)} |")
     if cvs:
         lines.append("")
@@ -362,11 +387,28 @@ def spread_table(acc: list[dict]) -> str:
                 f"needs {_n_for(pooled, 0.05)} repeats, ±10% needs {_n_for(pooled, 0.10)}; a "
                 f"speedup (ratio of two such medians, CV ≈ {pooled * math.sqrt(2):.1%}) needs "
                 f"{_n_for(pooled * math.sqrt(2), 0.05)} / {_n_for(pooled * math.sqrt(2), 0.10)}.")
+            if within[g]:
+                pw = math.sqrt(statistics.mean([c * c for c in within[g]]))
+                lines.append(f"  Within one engine start ({len(within[g])} jobs with 2+ runs "
+                             f"in a call): pooled CV {pw:.1%}; ±5% needs {_n_for(pw, 0.05)}, "
+                             f"±10% needs {_n_for(pw, 0.10)}.")
         far = sum(1 for a in acc if len(a["measured"]) >= 2 and
                   max(abs(x / a["median"] - 1) for x in a["measured"]) > WITHIN)
         lines.append(f"- {far} of {len(cvs['all'])} jobs have a run more than 10% from their "
                      "own median: no single prediction is within 10% of both of their runs.")
     return "\n".join(lines)
+
+
+def _within_call_cv(runs: list[dict]) -> float:
+    """Pooled CV of the job times within each call (engine start) that ran a job 2+
+    times: sqrt(mean of the calls' variances) / mean job time; nan without such a call."""
+    by: dict[str, list[float]] = defaultdict(list)
+    for r in runs:
+        by[r["call"]] += list(r["measured"])
+    var = [statistics.variance(v) for v in by.values() if len(v) >= 2]
+    if not var:
+        return math.nan
+    return math.sqrt(statistics.mean(var)) / statistics.mean(t for v in by.values() for t in v)
 
 
 def _n_for(cv: float, p: float) -> int:

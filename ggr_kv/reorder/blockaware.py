@@ -96,7 +96,9 @@ def _score_rows(
     start: int = 0,
 ) -> np.ndarray:
     """Block hits of ``rows`` with unit orders ``uperm``, in token order within ``group``."""
-    order, _, _, hits = scorer.sorted_hits(rows, expand_perm(units, uperm), group, start)
+    order, _, _, hits = scorer.sorted_hits(
+        rows, expand_perm(units, uperm), group, start, exact_lcp=False
+    )
     out = np.empty(len(rows), dtype=np.int64)
     out[order] = hits
     return out
@@ -123,7 +125,9 @@ class _NodeScores:
 
     @classmethod
     def of(cls, scorer, units, rows, cur, nidx, N, start) -> _NodeScores:
-        order, _, _, h = scorer.sorted_hits(rows, expand_perm(units, cur), nidx, start)
+        order, _, _, h = scorer.sorted_hits(
+            rows, expand_perm(units, cur), nidx, start, exact_lcp=False
+        )
         hits = np.empty(len(rows), dtype=np.int64)
         hits[order] = h
         sn = nidx[order]
@@ -246,7 +250,7 @@ def greedy_fixed_order(
             order = chosen + [k] + [x for x in rest if x != k]
             cols = expand_perm(units, np.asarray([order], dtype=np.int32))[0]
             cp = np.broadcast_to(cols, (len(sub), len(cols)))
-            h = int(scorer.sorted_hits(sub, cp, group[sub], start)[3].sum())
+            h = int(scorer.sorted_hits(sub, cp, group[sub], start, exact_lcp=False)[3].sum())
             if h > best:
                 best, best_k = h, k
         chosen.append(best_k)
@@ -383,7 +387,7 @@ def plan_in_token_order(
 ) -> ReorderPlan:
     """The plan of ``unit_perm`` with rows in token order (the unbounded-cache optimum)."""
     colperm = expand_perm(units, np.ascontiguousarray(unit_perm))
-    order = scorer.sorted_hits(None, colperm)[0]
+    order = scorer.sorted_hits(None, colperm, exact_lcp=False)[0]
     m = colperm.shape[1]
     dtype = np.int16 if m < np.iinfo(np.int16).max else np.int32
     return ReorderPlan(columns, order, colperm[order].astype(dtype))

@@ -89,16 +89,13 @@ def _unit_value_ids(units: Units) -> np.ndarray:
 
 def _score_rows(
     scorer: BlockScorer,
-    units: Units,
     rows: np.ndarray,
-    uperm: np.ndarray,
+    cols: np.ndarray,
     group: np.ndarray | None = None,
     start: int = 0,
 ) -> np.ndarray:
-    """Block hits of ``rows`` with unit orders ``uperm``, in token order within ``group``."""
-    order, _, _, hits = scorer.sorted_hits(
-        rows, expand_perm(units, uperm), group, start, exact_lcp=False
-    )
+    """Block hits of ``rows`` with column orders ``cols``, in token order within ``group``."""
+    order, _, _, hits = scorer.sorted_hits(rows, cols, group, start, exact_lcp=False)
     out = np.empty(len(rows), dtype=np.int64)
     out[order] = hits
     return out
@@ -124,10 +121,8 @@ class _NodeScores:
     last: np.ndarray  # (N,) row each node ends with
 
     @classmethod
-    def of(cls, scorer, units, rows, cur, nidx, N, start) -> _NodeScores:
-        order, _, _, h = scorer.sorted_hits(
-            rows, expand_perm(units, cur), nidx, start, exact_lcp=False
-        )
+    def of(cls, scorer, rows, cols, nidx, N, start) -> _NodeScores:
+        order, _, _, h = scorer.sorted_hits(rows, cols, nidx, start, exact_lcp=False)
         hits = np.empty(len(rows), dtype=np.int64)
         hits[order] = h
         sn = nidx[order]
@@ -140,8 +135,9 @@ class _NodeScores:
         tot = np.bincount(nidx, weights=hits, minlength=N)
         return cls(nidx, start, hits, tot, first, last)
 
-    def totals_with(self, scorer, units, rows, cur, mask, k, j) -> np.ndarray:
-        """``(N,)`` node totals once the rows in ``mask`` move ``k`` to position ``j``."""
+    def totals_with(self, scorer, rows, cols, mask, at, src, w) -> np.ndarray:
+        """``(N,)`` node totals once the rows in ``mask`` move the ``w`` columns at
+        ``src`` (per row) to column position ``at`` (per row)."""
         nidx, N = self.nidx, len(self.totals)
         touched = np.zeros(N, dtype=bool)
         touched[nidx[mask]] = True
@@ -153,10 +149,11 @@ class _NodeScores:
         take[self.first[after]] = True
         take[self.last[before]] = True
         sub = np.flatnonzero(take)
-        trial = cur[sub]
-        ms = mask[sub]
-        trial[ms] = _move_to(trial[ms], k, j)
-        h = _score_rows(scorer, units, rows[sub], trial, nidx[sub], self.start)
+        trial = cols[sub]
+        ms = np.flatnonzero(mask[sub])
+        mv = sub[ms]
+        trial[ms] = _move_cols(trial[ms], at[mv], src[mv], w)
+        h = _score_rows(scorer, rows[sub], trial, nidx[sub], self.start)
         ns = nidx[sub]
         inside = touched[ns]
         tot = np.where(
@@ -276,6 +273,18 @@ def _move_to(perm: np.ndarray, unit: int, j: int) -> np.ndarray:
     return np.take_along_axis(perm, src, 1)
 
 
+def _move_cols(cols: np.ndarray, at: np.ndarray, src: np.ndarray, w: int) -> np.ndarray:
+    """Each row of ``cols`` with its ``w`` columns from position ``src`` moved to ``at``.
+
+    ``at <= src`` per row; the columns between keep their order (`_move_to` on the
+    unit order, in column positions).
+    """
+    q = np.arange(cols.shape[1])[None, :]
+    a, p = at[:, None], src[:, None]
+    idx = np.where(q < a, q, np.where(q < a + w, p + (q - a), np.where(q < p + w, q - w, q)))
+    return np.take_along_axis(cols, idx, 1)
+
+
 def refine(
     scorer: BlockScorer,
     units: Units,
@@ -303,13 +312,13 @@ def refine(
     t0 = time.perf_counter()
     n, u = units.codes.shape
     perm = np.ascontiguousarray(seed, dtype=np.int32).copy()
+    cols = np.ascontiguousarray(expand_perm(units, perm))  # the same orders, in columns
     uv = _unit_value_ids(units)
     n_uv = int(uv.max()) + 1 if n else 1
     rows_all = np.arange(n, dtype=np.int64)
     levels: list[dict] = []
     node = np.zeros(n, dtype=np.int64)
-    width = np.array([len(mm) for mm in units.members], dtype=np.int64)
-    total = scorer.total_hits(None, expand_perm(units, perm))
+    total = scorer.total_hits(None, cols)
     bar = _bar(progress, max(u - 1, 0), desc)
     for j in range(max(u - 1, 0)):
         if j:
@@ -319,56 +328,30 @@ def refine(
         rows = np.flatnonzero(size[node] >= 2)
         if len(rows) == 0:
             break
-        nd = node[rows]
-        nidx, _ = pd.factorize(nd)
-        nidx = nidx.astype(np.int64)
-        N = int(nidx.max()) + 1
-        cur = perm[rows]
-        # columns before position j: equal within a node; the sort skips them
-        start = int(width[cur[:, :j]].sum(axis=1).min()) if j else 0
-        base = _NodeScores.of(scorer, units, rows, cur, nidx, N, start)
-        best = base.totals.copy()
-        choice = np.full(N, -1, dtype=np.int64)  # candidate index that won, -1 = keep
-        cands: list[tuple[int, str, np.ndarray]] = []  # (unit, variant, rows that move)
-        pos = np.argsort(cur, axis=1)  # pos[r, k] = position of unit k in row r
-        open_units = [k for k in range(u) if (pos[:, k] > j).any()]
-        tries = _shortlist(
-            token_scores(scorer, units, rows, nidx, open_units), open_units, shortlist
-        )
-        for k in tries:
-            movable = pos[:, k] > j  # == j: already there, nothing to try
-            key = nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
-            kid, _ = pd.factorize(key)
-            shared = np.bincount(kid)[kid] >= 2
-            for variant, mask in (("all", movable), ("shared", movable & shared)):
-                if not mask.any() or (variant == "shared" and (mask == movable).all()):
-                    continue
-                tot = base.totals_with(scorer, units, rows, cur, mask, k, j)
-                better = tot > best
-                best = np.where(better, tot, best)
-                choice = np.where(better, len(cands), choice)
-                cands.append((k, variant, mask))
+        lv = _Level.of(units, rows, node[rows], perm[rows], cols[rows], j)
+        choice, cands = _level_moves(scorer, units, lv, shortlist)
         moved = choice >= 0
         taken: dict[str, int] = {}
         if moved.any():
-            new = cur.copy()
+            new, newc = lv.cur.copy(), lv.cols.copy()
             for ci in np.unique(choice[moved]):
                 k, variant, mask = cands[ci]
-                sel = (choice[nidx] == ci) & mask
-                new[sel] = _move_to(cur[sel], k, j)
+                sel = (choice[lv.nidx] == ci) & mask
+                new[sel] = _move_to(lv.cur[sel], k, j)
+                at, src = lv.col_starts(k)
+                newc[sel] = _move_cols(lv.cols[sel], at[sel], src[sel], lv.width[k])
                 taken[f"{k}:{variant}"] = int((choice == ci).sum())
-            old = perm[rows].copy()
-            perm[rows] = new
-            after = scorer.total_hits(None, expand_perm(units, perm))
+            perm[rows], cols[rows] = new, newc
+            after = scorer.total_hits(None, cols)
             if after < total:  # cannot happen up to the last-token cap of a node's
-                perm[rows] = old  # first prompt; keep the promise "never lower"
-                taken = {"reverted": int(moved.sum())}
+                perm[rows], cols[rows] = lv.cur, lv.cols  # first prompt; keep the
+                taken = {"reverted": int(moved.sum())}  # promise "never lower"
             else:
                 total = after
         levels.append(
             {
                 "level": j,
-                "nodes": N,
+                "nodes": lv.n_nodes,
                 "rows": len(rows),
                 "nodes_changed": int(moved.sum()),
                 "moves": taken,
@@ -380,6 +363,79 @@ def refine(
     if bar is not None:
         bar.close()
     return BlockSearch(perm, total, levels, time.perf_counter() - t0)
+
+
+@dataclass
+class _Level:
+    """The rows of one refinement level that share their first ``j`` units with another.
+
+    ``cur``/``cols``: their unit and column orders; ``nidx``: dense node of each;
+    ``pos[r, k]``: position of unit k in row r; ``cstart[r, p]``: first column position
+    of the unit at position p; ``start``: columns equal inside every node.
+    """
+
+    j: int
+    rows: np.ndarray
+    nidx: np.ndarray
+    n_nodes: int
+    cur: np.ndarray
+    cols: np.ndarray
+    pos: np.ndarray
+    cstart: np.ndarray
+    width: np.ndarray
+    start: int
+
+    @classmethod
+    def of(cls, units, rows, nd, cur, cols, j) -> _Level:
+        nidx = pd.factorize(nd)[0].astype(np.int64)
+        width = np.array([len(mm) for mm in units.members], dtype=np.int64)
+        wc = width[cur]
+        cstart = np.cumsum(wc, axis=1) - wc
+        start = int(cstart[:, j].min()) if j else 0
+        pos = np.argsort(cur, axis=1)  # pos[r, k] = position of unit k in row r
+        n_nodes = int(nidx.max()) + 1
+        return cls(j, rows, nidx, n_nodes, cur, cols, pos, cstart, width, start)
+
+    def col_starts(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: column position of slot ``j`` and of unit ``k``'s first column."""
+        ar = np.arange(len(self.rows))
+        return self.cstart[:, self.j], self.cstart[ar, self.pos[:, k]]
+
+
+def _level_moves(scorer, units, lv: _Level, shortlist: int):
+    """Score the level's moves; per node the best one that adds hits (-1: none).
+
+    Returns
+    -------
+    choice : ``(N,)`` index into ``cands`` per node, -1 = keep.
+    cands : ``(unit, variant, rows that move)`` of each scored move.
+    """
+    j, rows, nidx, N = lv.j, lv.rows, lv.nidx, lv.n_nodes
+    base = _NodeScores.of(scorer, rows, lv.cols, nidx, N, lv.start)
+    best = base.totals.copy()
+    choice = np.full(N, -1, dtype=np.int64)  # candidate index that won, -1 = keep
+    cands: list[tuple[int, str, np.ndarray]] = []  # (unit, variant, rows that move)
+    open_units = [k for k in range(units.n_units) if (lv.pos[:, k] > j).any()]
+    tries = _shortlist(token_scores(scorer, units, rows, nidx, open_units), open_units, shortlist)
+    for k in tries:
+        movable = lv.pos[:, k] > j  # == j: already there, nothing to try
+        key = nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
+        kid, _ = pd.factorize(key)
+        shared = np.bincount(kid)[kid] >= 2
+        # "shared" only differs from "all" in nodes with an unshared movable row;
+        # elsewhere it scores what "all" scored, which it cannot beat (ties keep "all")
+        differs = np.zeros(N, dtype=bool)
+        differs[nidx[movable & ~shared]] = True
+        at, src = lv.col_starts(k)
+        for variant, mask in (("all", movable), ("shared", movable & shared & differs[nidx])):
+            if not mask.any():
+                continue
+            tot = base.totals_with(scorer, rows, lv.cols, mask, at, src, int(lv.width[k]))
+            better = tot > best
+            best = np.where(better, tot, best)
+            choice = np.where(better, len(cands), choice)
+            cands.append((k, variant, mask))
+    return choice, cands
 
 
 def plan_in_token_order(

@@ -361,11 +361,23 @@ class BlockScorer:
         return int(self.sorted_hits(rows, colperm, exact_lcp=False)[3].sum())
 
     # -- any plan ---------------------------------------------------------------------
-    def plan_hits(self, plan: ReorderPlan) -> PlanHits:
-        """Exact per-prompt hits of ``plan`` in ITS row order (unbounded cache)."""
+    def plan_hits(self, plan: ReorderPlan, sorted_all: tuple | None = None) -> PlanHits:
+        """Exact per-prompt hits of ``plan`` in ITS row order (unbounded cache).
+
+        ``sorted_all``: optional `sorted_hits` of every row in table order (``rows`` None,
+        exact lcp) under the field orders ``colperm`` with ``colperm[plan.row_order] ==
+        plan.field_perm``; it is reused instead of sorting again (any row order of the
+        same field orders is scored from one sort).
+        """
         plan.check(self.pieces.table)
         n = plan.n_rows
-        order, lcp, lengths, _ = self.sorted_hits(plan.row_order, plan.field_perm)
+        if sorted_all is None:
+            order, lcp, lengths, _ = self.sorted_hits(plan.row_order, plan.field_perm)
+        else:
+            by_row, lcp, lengths, _ = sorted_all
+            slot = np.empty(n, dtype=np.int64)
+            slot[plan.row_order] = np.arange(n)
+            order = slot[by_row]
         # order[p] = run slot of the p-th prompt in token order
         if np.array_equal(order, np.arange(n)):  # already in token order: the previous
             best = lcp  # prompt shares the longest prefix of all earlier ones

@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from ggr_kv.core.plan import ReorderPlan
+from ggr_kv.reorder.blockmoves import MoveBase, move_cols, move_totals
 from ggr_kv.reorder.blockscore import BlockScorer
 from ggr_kv.reorder.units import Units, column_scores, expand_perm, fixed_order
 
@@ -119,10 +120,12 @@ class _NodeScores:
     totals: np.ndarray  # (N,) float64 node totals (bincount weights: exact below 2**53)
     first: np.ndarray  # (N,) row (position in ``rows``) each node starts with, sorted
     last: np.ndarray  # (N,) row each node ends with
+    moves: MoveBase  # what `move_totals` needs (exact prefixes of this order)
 
     @classmethod
     def of(cls, scorer, rows, cols, nidx, N, start) -> _NodeScores:
-        order, _, _, h = scorer.sorted_hits(rows, cols, nidx, start, exact_lcp=False)
+        sort = scorer.sorted_hits(rows, cols, nidx, start)
+        order, h = sort[0], sort[3]
         hits = np.empty(len(rows), dtype=np.int64)
         hits[order] = h
         sn = nidx[order]
@@ -133,11 +136,28 @@ class _NodeScores:
         first[sn[brk]] = order[brk]
         last[sn[ends]] = order[ends]
         tot = np.bincount(nidx, weights=hits, minlength=N)
-        return cls(nidx, start, hits, tot, first, last)
+        mb = MoveBase.of(scorer, rows, cols, nidx, N, sort)
+        return cls(nidx, start, hits, tot, first, last, mb)
 
-    def totals_with(self, scorer, rows, cols, mask, at, src, w) -> np.ndarray:
-        """``(N,)`` node totals once the rows in ``mask`` move the ``w`` columns at
-        ``src`` (per row) to column position ``at`` (per row)."""
+    def totals_with(self, scorer, lv, mask, k, uv) -> np.ndarray:
+        """``(N,)`` node totals once the rows in ``mask`` move unit ``k`` to slot ``lv.j``.
+
+        Nodes `ggr_kv.reorder.blockmoves.move_totals` can score without a sort are
+        scored there; the others by sorting their rows again.
+        """
+        done, light = move_totals(scorer, lv, self.moves, mask, k, uv)
+        rest = mask & ~done[self.nidx]
+        tot = self.totals.copy() if not rest.any() else self._sorted_totals(scorer, lv, rest, k)
+        if light is not None:
+            tot[done] = light[done]
+        return tot
+
+    def _sorted_totals(self, scorer, lv, mask, k) -> np.ndarray:
+        """`totals_with` by sorting the rows of the nodes ``mask`` touches (and the
+        neighbours their first and last rows compare with)."""
+        rows, cols = lv.rows, lv.cols
+        at, src = lv.col_starts(k)
+        w = int(lv.width[k])
         nidx, N = self.nidx, len(self.totals)
         touched = np.zeros(N, dtype=bool)
         touched[nidx[mask]] = True
@@ -152,7 +172,7 @@ class _NodeScores:
         trial = cols[sub]
         ms = np.flatnonzero(mask[sub])
         mv = sub[ms]
-        trial[ms] = _move_cols(trial[ms], at[mv], src[mv], w)
+        trial[ms] = move_cols(trial[ms], at[mv], src[mv], w)
         h = _score_rows(scorer, rows[sub], trial, nidx[sub], self.start)
         ns = nidx[sub]
         inside = touched[ns]
@@ -210,6 +230,43 @@ def _shortlist(scores: np.ndarray, cand: list[int], k: int) -> list[int]:
     return [cand[i] for i in order[:k] if scores[i] > 0]
 
 
+@dataclass
+class _FixedMoves:
+    """`greedy_fixed_order`'s candidates at one position as moves (`move_totals`).
+
+    Trying unit k at position ``j`` = moving it there from the current order (the
+    chosen units, then the rest in statistics order) in every row of a prefix group
+    of two or more; the groups are the nodes, in the order of their ids as the sort
+    puts them.
+    """
+
+    lv: _Level
+    base: _NodeScores
+    total0: int  # block hits of the current order (k already at ``j``)
+
+    @classmethod
+    def of(cls, scorer, units, order, j, sub, group) -> _FixedMoves | None:
+        if len(sub) < 2:
+            return None
+        cur = np.broadcast_to(np.asarray(order, dtype=np.int32), (len(sub), len(order)))
+        c1 = expand_perm(units, np.ascontiguousarray(cur[:1]))
+        cols = np.broadcast_to(c1, (len(sub), c1.shape[1]))
+        nidx = np.unique(group[sub], return_inverse=True)[1].ravel().astype(np.int64)
+        lv = _Level.of(units, sub, None, cur, cols, j, nidx)
+        base = _NodeScores.of(scorer, sub, cols, nidx, lv.n_nodes, lv.start)
+        return cls(lv, base, int(base.hits.sum()))
+
+    def total(self, scorer, k: int, uv) -> int | None:
+        """Block hits with ``k`` at position ``j``; None where `move_totals` cannot."""
+        mask = self.lv.pos[:, k] > self.lv.j
+        if not mask.any():
+            return self.total0
+        done, tot = move_totals(scorer, self.lv, self.base.moves, mask, k, uv)
+        if tot is None or not done.all():
+            return None
+        return int(round(float(tot.sum())))
+
+
 def greedy_fixed_order(
     scorer: BlockScorer, units: Units, progress: bool = False, shortlist: int = SHORTLIST
 ) -> np.ndarray:
@@ -231,6 +288,7 @@ def greedy_fixed_order(
     chosen: list[int] = []
     rows = np.arange(n, dtype=np.int64)
     group = np.zeros(n, dtype=np.int64)
+    uv = _unit_value_ids(units)
     bar = _bar(progress, u, "blocks: fixed order")
     while len(rest) > 1:
         tries = _shortlist(token_scores(scorer, units, rows, group, rest), rest, shortlist)
@@ -243,11 +301,16 @@ def greedy_fixed_order(
         # group, and each group's first row, score the same whatever k is. Only rows of
         # groups of two or more are scored; the argmax (first on ties) is unchanged.
         sub = np.flatnonzero(np.bincount(group)[group] >= 2)
+        light = None
+        if chosen:
+            light = _FixedMoves.of(scorer, units, chosen + rest, len(chosen), sub, group)
         for k in tries:
-            order = chosen + [k] + [x for x in rest if x != k]
-            cols = expand_perm(units, np.asarray([order], dtype=np.int32))[0]
-            cp = np.broadcast_to(cols, (len(sub), len(cols)))
-            h = int(scorer.sorted_hits(sub, cp, group[sub], start, exact_lcp=False)[3].sum())
+            h = None if light is None else light.total(scorer, k, uv)
+            if h is None:  # the first position, or k is last: sort again
+                order = chosen + [k] + [x for x in rest if x != k]
+                cols = expand_perm(units, np.asarray([order], dtype=np.int32))[0]
+                cp = np.broadcast_to(cols, (len(sub), len(cols)))
+                h = int(scorer.sorted_hits(sub, cp, group[sub], start, exact_lcp=False)[3].sum())
             if h > best:
                 best, best_k = h, k
         chosen.append(best_k)
@@ -271,18 +334,6 @@ def _move_to(perm: np.ndarray, unit: int, j: int) -> np.ndarray:
     k = np.arange(u)[None, :]
     src = np.where(k < j, k, np.where(k == j, p, np.where(k <= p, k - 1, k)))
     return np.take_along_axis(perm, src, 1)
-
-
-def _move_cols(cols: np.ndarray, at: np.ndarray, src: np.ndarray, w: int) -> np.ndarray:
-    """Each row of ``cols`` with its ``w`` columns from position ``src`` moved to ``at``.
-
-    ``at <= src`` per row; the columns between keep their order (`_move_to` on the
-    unit order, in column positions).
-    """
-    q = np.arange(cols.shape[1])[None, :]
-    a, p = at[:, None], src[:, None]
-    idx = np.where(q < a, q, np.where(q < a + w, p + (q - a), np.where(q < p + w, q - w, q)))
-    return np.take_along_axis(cols, idx, 1)
 
 
 def refine(
@@ -329,7 +380,7 @@ def refine(
         if len(rows) == 0:
             break
         lv = _Level.of(units, rows, node[rows], perm[rows], cols[rows], j)
-        choice, cands = _level_moves(scorer, units, lv, shortlist)
+        choice, cands = _level_moves(scorer, units, lv, shortlist, uv)
         moved = choice >= 0
         taken: dict[str, int] = {}
         if moved.any():
@@ -339,7 +390,7 @@ def refine(
                 sel = (choice[lv.nidx] == ci) & mask
                 new[sel] = _move_to(lv.cur[sel], k, j)
                 at, src = lv.col_starts(k)
-                newc[sel] = _move_cols(lv.cols[sel], at[sel], src[sel], lv.width[k])
+                newc[sel] = move_cols(lv.cols[sel], at[sel], src[sel], lv.width[k])
                 taken[f"{k}:{variant}"] = int((choice == ci).sum())
             perm[rows], cols[rows] = new, newc
             after = scorer.total_hits(None, cols)
@@ -386,8 +437,9 @@ class _Level:
     start: int
 
     @classmethod
-    def of(cls, units, rows, nd, cur, cols, j) -> _Level:
-        nidx = pd.factorize(nd)[0].astype(np.int64)
+    def of(cls, units, rows, nd, cur, cols, j, nidx=None) -> _Level:
+        if nidx is None:
+            nidx = pd.factorize(nd)[0].astype(np.int64)
         width = np.array([len(mm) for mm in units.members], dtype=np.int64)
         wc = width[cur]
         cstart = np.cumsum(wc, axis=1) - wc
@@ -402,7 +454,7 @@ class _Level:
         return self.cstart[:, self.j], self.cstart[ar, self.pos[:, k]]
 
 
-def _level_moves(scorer, units, lv: _Level, shortlist: int):
+def _level_moves(scorer, units, lv: _Level, shortlist: int, uv: np.ndarray):
     """Score the level's moves; per node the best one that adds hits (-1: none).
 
     Returns
@@ -426,11 +478,10 @@ def _level_moves(scorer, units, lv: _Level, shortlist: int):
         # elsewhere it scores what "all" scored, which it cannot beat (ties keep "all")
         differs = np.zeros(N, dtype=bool)
         differs[nidx[movable & ~shared]] = True
-        at, src = lv.col_starts(k)
         for variant, mask in (("all", movable), ("shared", movable & shared & differs[nidx])):
             if not mask.any():
                 continue
-            tot = base.totals_with(scorer, rows, lv.cols, mask, at, src, int(lv.width[k]))
+            tot = base.totals_with(scorer, lv, mask, k, uv)
             better = tot > best
             best = np.where(better, tot, best)
             choice = np.where(better, len(cands), choice)

@@ -261,6 +261,14 @@ class BlockScorer:
         clen[:, 0] += self._l_first_d[cp[:, 0]]
         return comb, clen, flat
 
+    def field_starts(self, rows: np.ndarray | None, colperm: np.ndarray) -> np.ndarray:
+        """``(r, m + 1)`` int32 tokens before each field of each prompt (after the head)."""
+        cp = np.asarray(colperm, dtype=np.intp)
+        _, clen, _ = self._row_arrays(rows, cp)
+        cum = np.zeros((cp.shape[0], cp.shape[1] + 1), dtype=np.int32)
+        np.cumsum(clen, axis=1, out=cum[:, 1:])
+        return cum
+
     # -- rows in token order ----------------------------------------------------------
     def sorted_hits(
         self,

@@ -144,7 +144,7 @@ def _rate(scorer: BlockScorer, plan: ReorderPlan, sort=None) -> tuple[float, int
 def _sort_all(scorer: BlockScorer, units: Units, unit_perm: np.ndarray) -> tuple[np.ndarray, tuple]:
     """Column orders of ``unit_perm`` and `BlockScorer.sorted_hits` of all rows under them."""
     colperm = expand_perm(units, np.ascontiguousarray(unit_perm))
-    return colperm, scorer.sorted_hits(None, colperm)
+    return colperm, scorer.sorted_hits(None, colperm, exact_lcp=False)  # block-exact
 
 
 def _token_order_plan(columns: tuple[str, ...], colperm: np.ndarray, sort: tuple) -> ReorderPlan:
@@ -241,7 +241,7 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
     tim["fixed_order"] = time.perf_counter() - t1
     info["fixed_order"] = [t.columns[c] for k in fixed for c in units.members[k]]
 
-    # every candidate's field orders are sorted once (exact lcp): the seed's token-order
+    # every candidate's field orders are sorted once: the seed's token-order
     # hits, its refinement's ranking and its plan's own-order rate all come from it
     plans: dict[str, ReorderPlan] = {"original": _original_plan(t, units)}
     sorts: dict[str, tuple[np.ndarray, tuple]] = {}

@@ -288,9 +288,10 @@ class BlockScorer:
             group must share their first ``start`` fields and values); prompts are then
             in token order within each group.
         start : with ``group``, the first field position that may differ in a group.
-        exact_lcp : False: ``lcp`` is only exact where it decides ``hits`` (two value
-            pieces are compared token by token only when their common prefix could
-            reach another block); ``hits`` are exact either way.
+        exact_lcp : False: ``lcp`` is exact in whole blocks only (``lcp // block_size``
+            is exact; two value pieces are compared token by token only when their
+            common prefix could reach another block), which is all ``hits`` and the
+            block hits of `plan_hits` need (minima of such prefixes keep the property).
 
         Returns
         -------
@@ -356,8 +357,7 @@ class BlockScorer:
         B = self.block_size
         vl = pp.values.lengths
         lim = np.minimum(vl[va], vl[vb])
-        cap = np.maximum(lengths[diff + 1] - 1, 0) // B  # the last-token rule
-        need = ((vat + lim - 1) // B > vat // B) & (vat // B < cap[iv])
+        need = (vat + lim - 1) // B > vat // B
         res = vat.copy()
         sel = np.flatnonzero(need)
         res[sel] += _pair_lcp(pp.values, va[sel], vb[sel])
@@ -372,10 +372,11 @@ class BlockScorer:
     def plan_hits(self, plan: ReorderPlan, sorted_all: tuple | None = None) -> PlanHits:
         """Exact per-prompt hits of ``plan`` in ITS row order (unbounded cache).
 
-        ``sorted_all``: optional `sorted_hits` of every row in table order (``rows`` None,
-        exact lcp) under the field orders ``colperm`` with ``colperm[plan.row_order] ==
+        ``sorted_all``: optional `sorted_hits` of every row in table order (``rows`` None)
+        under the field orders ``colperm`` with ``colperm[plan.row_order] ==
         plan.field_perm``; it is reused instead of sorting again (any row order of the
-        same field orders is scored from one sort).
+        same field orders is scored from one sort). Sorted with ``exact_lcp=False``,
+        the block hits are still exact; the token hits are then lower bounds.
         """
         plan.check(self.pieces.table)
         n = plan.n_rows

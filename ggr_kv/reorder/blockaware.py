@@ -38,7 +38,9 @@ orders decided group by group) but decides with the exact metric:
    group step). A node takes its best move only if it raises the node's block hits;
    hits of different nodes are independent (rows of two nodes diverge inside the shared
    prefix), so all nodes are scored in one pass per move. Each level therefore never
-   lowers the total (checked exactly after each level).
+   lowers the total (checked exactly after each level). Most moves are scored without
+   sorting the rows again (`ggr_kv.reorder.blockmoves`: a subgroup keeps its old token
+   order), the rest by a sort of the nodes they touch; both give the same totals.
 3. The result, in token order (the unbounded-cache optimum for its field orders), and
    every seed as given are scored exactly; the best one is returned. So ``blocks`` is
    never below ``original``, ``sorted`` or ``ggr`` under the same tokenizer, block size
@@ -301,12 +303,10 @@ def greedy_fixed_order(
         # group, and each group's first row, score the same whatever k is. Only rows of
         # groups of two or more are scored; the argmax (first on ties) is unchanged.
         sub = np.flatnonzero(np.bincount(group)[group] >= 2)
-        light = None
-        if chosen:
-            light = _FixedMoves.of(scorer, units, chosen + rest, len(chosen), sub, group)
+        light = _FixedMoves.of(scorer, units, chosen + rest, len(chosen), sub, group)
         for k in tries:
             h = None if light is None else light.total(scorer, k, uv)
-            if h is None:  # the first position, or k is last: sort again
+            if h is None:  # k is the last field: sort again
                 order = chosen + [k] + [x for x in rest if x != k]
                 cols = expand_perm(units, np.asarray([order], dtype=np.int32))[0]
                 cp = np.broadcast_to(cols, (len(sub), len(cols)))

@@ -36,7 +36,8 @@ class RangeMin:
         a = np.asarray(a)
         n = len(a)
         levels = max(1, int(n).bit_length())
-        t = np.empty((levels, n), dtype=np.int64)
+        dt = np.int32 if n == 0 or int(a.max()) < 2**31 else np.int64
+        t = np.empty((levels, n), dtype=dt)
         t[0] = a
         k = 1
         for lev in range(1, levels):
@@ -48,7 +49,8 @@ class RangeMin:
     def query(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """``(q,)`` minima over ``[lo, hi]`` (``lo <= hi``)."""
         lev = np.frexp((hi - lo + 1).astype(np.float64))[1].astype(np.int64) - 1
-        return np.minimum(self.table[lev, lo], self.table[lev, hi - (1 << lev) + 1])
+        got = np.minimum(self.table[lev, lo], self.table[lev, hi - (1 << lev) + 1])
+        return got.astype(np.int64)
 
 
 @dataclass
@@ -104,8 +106,6 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     """
     N, j, m = lv.n_nodes, lv.j, lv.cols.shape[1]
     done = np.zeros(N, dtype=bool)
-    if j == 0:
-        return done, None
     nidx, r = lv.nidx, len(lv.rows)
     ar = np.arange(r)
     at = lv.cstart[:, j]
@@ -113,17 +113,18 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     src = np.where(mask, lv.cstart[ar, lv.pos[:, k]], at)
     w = lv.width[unit_j]
     done[nidx[mask]] = True
-    done[nidx[src + w >= m]] = False  # the last field moves: pieces change form
+    done[nidx[src + w >= m]] = False  # the last field moves: its value changes form
     sel = np.flatnonzero(done[nidx])
     if not len(sel):
         return done, None
+    dlen, how = _first_field(scorer, lv, mask, src)
     sg = np.full(r, -1, dtype=np.int64)
     sg[sel] = _dense(nidx[sel] * (int(uv.max()) + 1) + uv[lv.rows[sel], unit_j[sel]])
     ns_g = sg.max() + 1
-    lo = np.full(ns_g, m, dtype=np.int64)
-    hi = np.zeros(ns_g, dtype=np.int64)
-    np.minimum.at(lo, sg[sel], src[sel])
-    np.maximum.at(hi, sg[sel], src[sel])
+    lo = np.full(ns_g, np.iinfo(np.int64).max, dtype=np.int64)
+    hi = np.full(ns_g, -1, dtype=np.int64)
+    np.minimum.at(lo, sg[sel], how[sel])
+    np.maximum.at(hi, sg[sel], how[sel])
     mixed = np.zeros(r, dtype=bool)
     mixed[sel] = lo[sg[sel]] != hi[sg[sel]]  # rows came from different places: sort them
     within = mb.bpos.copy()  # rank inside the subgroup
@@ -148,14 +149,29 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
         i1 = np.arange(len(b1))
         before = p + cb[i1, src[b1]]
         block = cb[i1, src[b1] + w[b1]] - cb[i1, src[b1]]
-        lcp[uni + 1] = old + np.where(old < before, block, 0)
+        lcp[uni + 1] = old + np.where(old < before, block, 0) + dlen[b1]
     if len(other):
         a2, b2 = a[other], b[other]
         head = p + mb.cum[b2, at[b2]]
         lcp[other + 1] = head + _block_lcp(scorer, lv, a2, b2, src, w)
     B = scorer.block_size
-    hits = B * np.minimum(lcp // B, np.maximum(mb.lengths[s] - 1, 0) // B)
+    hits = B * np.minimum(lcp // B, np.maximum(mb.lengths[s] + dlen[s] - 1, 0) // B)
     return done, np.bincount(ns, weights=hits, minlength=N)
+
+
+def _first_field(scorer: BlockScorer, lv, mask, src) -> tuple[np.ndarray, np.ndarray]:
+    """What a move to the first slot changes: per row, the tokens it adds (its key
+    and the old first field's key swap forms) and the key rows must share to keep
+    their order (where the block came from, and at slot 0 the old first column)."""
+    r, m = len(lv.rows), lv.cols.shape[1]
+    if lv.j:
+        return np.zeros(r, dtype=np.int64), src
+    ar = np.arange(r)
+    c0 = lv.cols[:, 0].astype(np.int64)
+    ck = lv.cols[ar, src].astype(np.int64)
+    k0, k1 = scorer.k_len[0], scorer.k_len[1]
+    dlen = np.where(mask, k1[ck] - k0[ck] + k0[c0] - k1[c0], 0).astype(np.int64)
+    return dlen, src * m + c0
 
 
 def _sort_mixed(scorer, lv, rows_m, mask, sg, src, w, within, inner) -> None:
@@ -201,6 +217,8 @@ def _new_order(scorer, lv, sel, src, w, within) -> np.ndarray:
         ok = w[sel] > i
         c = lv.cols[sel[ok], src[sel[ok]] + i]
         keys[ok, 1 + i] = scorer._c_mid[rows[ok] * m + c]
+        if lv.j == 0 and i == 0:  # the first field's key
+            keys[ok, 1] += scorer._c_first_d[c]
     keys[:, -1] = within[sel]
     rng = max(scorer.width * len(scorer.pieces.keys), lv.n_nodes, len(lv.rows))
     return _lexsort_rows(keys, rng)
@@ -212,8 +230,9 @@ def _block_lcp(scorer: BlockScorer, lv, a, b, src, w) -> np.ndarray:
     out = np.zeros(len(a), dtype=np.int64)
     acc = np.zeros(len(a), dtype=np.int64)
     act = np.arange(len(a))
-    klen = scorer.k_len[0]
     for i in range(int(max(w[a].max(), w[b].max()))):
+        first = lv.j == 0 and i == 0  # the prompt's first key (its own pieces)
+        klen, koff = (scorer.k_len[1], 0) if first else (scorer.k_len[0], m)
         aa, bb = a[act], b[act]
         ca = lv.cols[aa, src[aa] + i].astype(np.int64)
         cb = lv.cols[bb, src[bb] + i].astype(np.int64)
@@ -221,11 +240,11 @@ def _block_lcp(scorer: BlockScorer, lv, a, b, src, w) -> np.ndarray:
         ga, gb = scorer._gid_flat[fa], scorer._gid_flat[fb]
         kd = ca != cb
         vd = ~kd & (ga != gb)
-        out[act[kd]] = acc[act[kd]] + scorer.klcp[ca[kd] + m, cb[kd] + m]
+        out[act[kd]] = acc[act[kd]] + scorer.klcp[ca[kd] + koff, cb[kd] + koff]
         iv = act[vd]
         out[iv] = acc[iv] + klen[ca[vd]] + _pair_lcp(scorer.pieces.values, ga[vd], gb[vd])
         rest = ~(kd | vd)
-        acc[act[rest]] += scorer._l_mid[fa[rest]]
+        acc[act[rest]] += scorer._l_mid[fa[rest]] + (scorer._l_first_d[ca[rest]] if first else 0)
         act = act[rest]
         if not len(act):
             break

@@ -57,7 +57,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.reorder.blockmoves import MoveBase, move_cols, move_totals
 from ggr_kv.reorder.blockscore import BlockScorer
 from ggr_kv.reorder.units import Units, column_scores, expand_perm, fixed_order
@@ -487,17 +486,6 @@ def _level_moves(scorer, units, lv: _Level, shortlist: int, uv: np.ndarray):
             choice = np.where(better, len(cands), choice)
             cands.append((k, variant, mask))
     return choice, cands
-
-
-def plan_in_token_order(
-    scorer: BlockScorer, units: Units, unit_perm: np.ndarray, columns: tuple[str, ...]
-) -> ReorderPlan:
-    """The plan of ``unit_perm`` with rows in token order (the unbounded-cache optimum)."""
-    colperm = expand_perm(units, np.ascontiguousarray(unit_perm))
-    order = scorer.sorted_hits(None, colperm, exact_lcp=False)[0]
-    m = colperm.shape[1]
-    dtype = np.int16 if m < np.iinfo(np.int16).max else np.int32
-    return ReorderPlan(columns, order, colperm[order].astype(dtype))
 
 
 def _bar(progress: bool, total: int, desc: str):

@@ -120,18 +120,24 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     dlen, how = _first_field(scorer, lv, mask, src)
     sg = np.full(r, -1, dtype=np.int64)
     sg[sel] = _dense(nidx[sel] * (int(uv.max()) + 1) + uv[lv.rows[sel], unit_j[sel]])
-    ns_g = sg.max() + 1
-    lo = np.full(ns_g, np.iinfo(np.int64).max, dtype=np.int64)
-    hi = np.full(ns_g, -1, dtype=np.int64)
-    np.minimum.at(lo, sg[sel], how[sel])
-    np.maximum.at(hi, sg[sel], how[sel])
-    mixed = np.zeros(r, dtype=bool)
-    mixed[sel] = lo[sg[sel]] != hi[sg[sel]]  # rows came from different places: sort them
+    p = len(scorer.pieces.prefix)
+    mixed = np.zeros(r, dtype=bool)  # rows of subgroups whose order may change: sorted
+    if j == 0:  # keys change form: only rows from the same place keep their order
+        lo = np.full(sg.max() + 1, np.iinfo(np.int64).max, dtype=np.int64)
+        hi = np.full(sg.max() + 1, -1, dtype=np.int64)
+        np.minimum.at(lo, sg[sel], how[sel])
+        np.maximum.at(hi, sg[sel], how[sel])
+        mixed[sel] = lo[sg[sel]] != hi[sg[sel]]
     within = mb.bpos.copy()  # rank inside the subgroup
     inner = np.zeros(r, dtype=np.int64)  # exact-enough prefix with the previous row there
     if mixed.any():
         _sort_mixed(scorer, lv, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
     s = sel[_new_order(scorer, lv, sel, src, w, within)]
+    if j:
+        mixed = _reordered(mb, s, sg, src, p)
+        if mixed.any():
+            _sort_mixed(scorer, lv, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
+            s = sel[_new_order(scorer, lv, sel, src, w, within)]
     lcp = np.empty(len(s), dtype=np.int64)
     ns = nidx[s]
     first = np.r_[True, ns[1:] != ns[:-1]]
@@ -141,7 +147,6 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     uni = np.flatnonzero(same & ~mixed[b])
     lcp[np.flatnonzero(same & mixed[b]) + 1] = inner[b[same & mixed[b]]]
     other = np.flatnonzero(~first[1:] & ~same)
-    p = len(scorer.pieces.prefix)
     if len(uni):
         a1, b1 = a[uni], b[uni]
         old = mb.rmq.query(mb.bpos[a1] + 1, mb.bpos[b1])
@@ -157,6 +162,27 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     B = scorer.block_size
     hits = B * np.minimum(lcp // B, np.maximum(mb.lengths[s] + dlen[s] - 1, 0) // B)
     return done, np.bincount(ns, weights=hits, minlength=N)
+
+
+def _reordered(mb: MoveBase, s, sg, src, p: int) -> np.ndarray:
+    """``(r,)`` rows of subgroups that may not keep their old order (``s``: old order
+    inside each subgroup). Two rows keep theirs if their blocks came from the same
+    place, or if they diverged before either block (both now start with it)."""
+    a, b = s[:-1], s[1:]
+    pair = np.flatnonzero(sg[a] == sg[b])
+    out = np.zeros(len(sg), dtype=bool)
+    if not len(pair):
+        return out
+    a, b = a[pair], b[pair]
+    diff = np.flatnonzero(src[a] != src[b])
+    if not len(diff):
+        return out
+    a, b = a[diff], b[diff]
+    old = mb.rmq.query(mb.bpos[a] + 1, mb.bpos[b])
+    early = old < p + mb.cum[a, np.minimum(src[a], src[b])]
+    bad = np.zeros(sg.max() + 1, dtype=bool)
+    bad[sg[b[~early]]] = True
+    return bad[sg] & (sg >= 0)
 
 
 def _first_field(scorer: BlockScorer, lv, mask, src) -> tuple[np.ndarray, np.ndarray]:

@@ -86,7 +86,13 @@ def lex_order(ps: PieceSet, bar=None) -> tuple[np.ndarray, np.ndarray]:
         return order, np.zeros(k, dtype=np.int64)
     lens = ps.lengths
     offs = ps.offsets[:-1]
-    top = int(ps.tokens.max()) + 2 if len(ps.tokens) else 2
+    # tokens by their rank among the ids present (same order, fewer bits: more tokens
+    # per pass)
+    toks = ps.tokens
+    if len(toks):
+        rank = (np.cumsum(np.bincount(toks) > 0) - 1).astype(np.int32)
+        toks = rank[toks]
+    top = int(toks.max()) + 2 if len(toks) else 2
     bits = top.bit_length()
     per = max(1, 63 // bits)
     pos = np.arange(k, dtype=np.int64)  # positions still tied with a neighbour
@@ -99,7 +105,7 @@ def lex_order(ps: PieceSet, bar=None) -> tuple[np.ndarray, np.ndarray]:
         for i in range(t, t + per):
             live = ln > i
             tok = np.zeros(len(items), dtype=np.int64)
-            tok[live] = ps.tokens[st[live] + i].astype(np.int64) + 1
+            tok[live] = toks[st[live] + i].astype(np.int64) + 1
             key = (key << bits) | tok
         o = np.lexsort((key, seg))
         items, key, s = items[o], key[o], seg[o]

@@ -38,7 +38,9 @@ orders decided group by group) but decides with the exact metric:
    group step). A node takes its best move only if it raises the node's block hits;
    hits of different nodes are independent (rows of two nodes diverge inside the shared
    prefix), so all nodes are scored in one pass per move. Each level therefore never
-   lowers the total (checked exactly after each level).
+   lowers the total (checked exactly after each level). Most moves are scored without
+   sorting the rows again (`ggr_kv.reorder.blockmoves`: a subgroup keeps its old token
+   order), the rest by a sort of the nodes they touch; both give the same totals.
 3. The result, in token order (the unbounded-cache optimum for its field orders), and
    every seed as given are scored exactly; the best one is returned. So ``blocks`` is
    never below ``original``, ``sorted`` or ``ggr`` under the same tokenizer, block size
@@ -55,7 +57,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ggr_kv.core.plan import ReorderPlan
+from ggr_kv.reorder.blockmoves import MoveBase, move_cols, move_totals
 from ggr_kv.reorder.blockscore import BlockScorer
 from ggr_kv.reorder.units import Units, column_scores, expand_perm, fixed_order
 
@@ -89,14 +91,13 @@ def _unit_value_ids(units: Units) -> np.ndarray:
 
 def _score_rows(
     scorer: BlockScorer,
-    units: Units,
     rows: np.ndarray,
-    uperm: np.ndarray,
+    cols: np.ndarray,
     group: np.ndarray | None = None,
     start: int = 0,
 ) -> np.ndarray:
-    """Block hits of ``rows`` with unit orders ``uperm``, in token order within ``group``."""
-    order, _, _, hits = scorer.sorted_hits(rows, expand_perm(units, uperm), group, start)
+    """Block hits of ``rows`` with column orders ``cols``, in token order within ``group``."""
+    order, _, _, hits = scorer.sorted_hits(rows, cols, group, start, exact_lcp=False)
     out = np.empty(len(rows), dtype=np.int64)
     out[order] = hits
     return out
@@ -120,10 +121,12 @@ class _NodeScores:
     totals: np.ndarray  # (N,) float64 node totals (bincount weights: exact below 2**53)
     first: np.ndarray  # (N,) row (position in ``rows``) each node starts with, sorted
     last: np.ndarray  # (N,) row each node ends with
+    moves: MoveBase  # what `move_totals` needs (exact prefixes of this order)
 
     @classmethod
-    def of(cls, scorer, units, rows, cur, nidx, N, start) -> _NodeScores:
-        order, _, _, h = scorer.sorted_hits(rows, expand_perm(units, cur), nidx, start)
+    def of(cls, scorer, rows, cols, nidx, N, start) -> _NodeScores:
+        sort = scorer.sorted_hits(rows, cols, nidx, start)
+        order, h = sort[0], sort[3]
         hits = np.empty(len(rows), dtype=np.int64)
         hits[order] = h
         sn = nidx[order]
@@ -134,10 +137,28 @@ class _NodeScores:
         first[sn[brk]] = order[brk]
         last[sn[ends]] = order[ends]
         tot = np.bincount(nidx, weights=hits, minlength=N)
-        return cls(nidx, start, hits, tot, first, last)
+        mb = MoveBase.of(scorer, rows, cols, nidx, N, sort)
+        return cls(nidx, start, hits, tot, first, last, mb)
 
-    def totals_with(self, scorer, units, rows, cur, mask, k, j) -> np.ndarray:
-        """``(N,)`` node totals once the rows in ``mask`` move ``k`` to position ``j``."""
+    def totals_with(self, scorer, lv, mask, k, uv) -> np.ndarray:
+        """``(N,)`` node totals once the rows in ``mask`` move unit ``k`` to slot ``lv.j``.
+
+        Nodes `ggr_kv.reorder.blockmoves.move_totals` can score without a sort are
+        scored there; the others by sorting their rows again.
+        """
+        done, light = move_totals(scorer, lv, self.moves, mask, k, uv)
+        rest = mask & ~done[self.nidx]
+        tot = self.totals.copy() if not rest.any() else self._sorted_totals(scorer, lv, rest, k)
+        if light is not None:
+            tot[done] = light[done]
+        return tot
+
+    def _sorted_totals(self, scorer, lv, mask, k) -> np.ndarray:
+        """`totals_with` by sorting the rows of the nodes ``mask`` touches (and the
+        neighbours their first and last rows compare with)."""
+        rows, cols = lv.rows, lv.cols
+        at, src = lv.col_starts(k)
+        w = int(lv.width[k])
         nidx, N = self.nidx, len(self.totals)
         touched = np.zeros(N, dtype=bool)
         touched[nidx[mask]] = True
@@ -149,10 +170,11 @@ class _NodeScores:
         take[self.first[after]] = True
         take[self.last[before]] = True
         sub = np.flatnonzero(take)
-        trial = cur[sub]
-        ms = mask[sub]
-        trial[ms] = _move_to(trial[ms], k, j)
-        h = _score_rows(scorer, units, rows[sub], trial, nidx[sub], self.start)
+        trial = cols[sub]
+        ms = np.flatnonzero(mask[sub])
+        mv = sub[ms]
+        trial[ms] = move_cols(trial[ms], at[mv], src[mv], w)
+        h = _score_rows(scorer, rows[sub], trial, nidx[sub], self.start)
         ns = nidx[sub]
         inside = touched[ns]
         tot = np.where(
@@ -209,6 +231,43 @@ def _shortlist(scores: np.ndarray, cand: list[int], k: int) -> list[int]:
     return [cand[i] for i in order[:k] if scores[i] > 0]
 
 
+@dataclass
+class _FixedMoves:
+    """`greedy_fixed_order`'s candidates at one position as moves (`move_totals`).
+
+    Trying unit k at position ``j`` = moving it there from the current order (the
+    chosen units, then the rest in statistics order) in every row of a prefix group
+    of two or more; the groups are the nodes, in the order of their ids as the sort
+    puts them.
+    """
+
+    lv: _Level
+    base: _NodeScores
+    total0: int  # block hits of the current order (k already at ``j``)
+
+    @classmethod
+    def of(cls, scorer, units, order, j, sub, group) -> _FixedMoves | None:
+        if len(sub) < 2:
+            return None
+        cur = np.broadcast_to(np.asarray(order, dtype=np.int32), (len(sub), len(order)))
+        c1 = expand_perm(units, np.ascontiguousarray(cur[:1]))
+        cols = np.broadcast_to(c1, (len(sub), c1.shape[1]))
+        nidx = np.unique(group[sub], return_inverse=True)[1].ravel().astype(np.int64)
+        lv = _Level.of(units, sub, None, cur, cols, j, nidx)
+        base = _NodeScores.of(scorer, sub, cols, nidx, lv.n_nodes, lv.start)
+        return cls(lv, base, int(base.hits.sum()))
+
+    def total(self, scorer, k: int, uv) -> int | None:
+        """Block hits with ``k`` at position ``j``; None where `move_totals` cannot."""
+        mask = self.lv.pos[:, k] > self.lv.j
+        if not mask.any():
+            return self.total0
+        done, tot = move_totals(scorer, self.lv, self.base.moves, mask, k, uv)
+        if tot is None or not done.all():
+            return None
+        return int(round(float(tot.sum())))
+
+
 def greedy_fixed_order(
     scorer: BlockScorer, units: Units, progress: bool = False, shortlist: int = SHORTLIST
 ) -> np.ndarray:
@@ -230,6 +289,7 @@ def greedy_fixed_order(
     chosen: list[int] = []
     rows = np.arange(n, dtype=np.int64)
     group = np.zeros(n, dtype=np.int64)
+    uv = _unit_value_ids(units)
     bar = _bar(progress, u, "blocks: fixed order")
     while len(rest) > 1:
         tries = _shortlist(token_scores(scorer, units, rows, group, rest), rest, shortlist)
@@ -242,11 +302,14 @@ def greedy_fixed_order(
         # group, and each group's first row, score the same whatever k is. Only rows of
         # groups of two or more are scored; the argmax (first on ties) is unchanged.
         sub = np.flatnonzero(np.bincount(group)[group] >= 2)
+        light = _FixedMoves.of(scorer, units, chosen + rest, len(chosen), sub, group)
         for k in tries:
-            order = chosen + [k] + [x for x in rest if x != k]
-            cols = expand_perm(units, np.asarray([order], dtype=np.int32))[0]
-            cp = np.broadcast_to(cols, (len(sub), len(cols)))
-            h = int(scorer.sorted_hits(sub, cp, group[sub], start)[3].sum())
+            h = None if light is None else light.total(scorer, k, uv)
+            if h is None:  # k is the last field: sort again
+                order = chosen + [k] + [x for x in rest if x != k]
+                cols = expand_perm(units, np.asarray([order], dtype=np.int32))[0]
+                cp = np.broadcast_to(cols, (len(sub), len(cols)))
+                h = int(scorer.sorted_hits(sub, cp, group[sub], start, exact_lcp=False)[3].sum())
             if h > best:
                 best, best_k = h, k
         chosen.append(best_k)
@@ -299,13 +362,13 @@ def refine(
     t0 = time.perf_counter()
     n, u = units.codes.shape
     perm = np.ascontiguousarray(seed, dtype=np.int32).copy()
+    cols = np.ascontiguousarray(expand_perm(units, perm))  # the same orders, in columns
     uv = _unit_value_ids(units)
     n_uv = int(uv.max()) + 1 if n else 1
     rows_all = np.arange(n, dtype=np.int64)
     levels: list[dict] = []
     node = np.zeros(n, dtype=np.int64)
-    width = np.array([len(mm) for mm in units.members], dtype=np.int64)
-    total = scorer.total_hits(None, expand_perm(units, perm))
+    total = scorer.total_hits(None, cols)
     bar = _bar(progress, max(u - 1, 0), desc)
     for j in range(max(u - 1, 0)):
         if j:
@@ -315,56 +378,30 @@ def refine(
         rows = np.flatnonzero(size[node] >= 2)
         if len(rows) == 0:
             break
-        nd = node[rows]
-        nidx, _ = pd.factorize(nd)
-        nidx = nidx.astype(np.int64)
-        N = int(nidx.max()) + 1
-        cur = perm[rows]
-        # columns before position j: equal within a node; the sort skips them
-        start = int(width[cur[:, :j]].sum(axis=1).min()) if j else 0
-        base = _NodeScores.of(scorer, units, rows, cur, nidx, N, start)
-        best = base.totals.copy()
-        choice = np.full(N, -1, dtype=np.int64)  # candidate index that won, -1 = keep
-        cands: list[tuple[int, str, np.ndarray]] = []  # (unit, variant, rows that move)
-        pos = np.argsort(cur, axis=1)  # pos[r, k] = position of unit k in row r
-        open_units = [k for k in range(u) if (pos[:, k] > j).any()]
-        tries = _shortlist(
-            token_scores(scorer, units, rows, nidx, open_units), open_units, shortlist
-        )
-        for k in tries:
-            movable = pos[:, k] > j  # == j: already there, nothing to try
-            key = nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
-            kid, _ = pd.factorize(key)
-            shared = np.bincount(kid)[kid] >= 2
-            for variant, mask in (("all", movable), ("shared", movable & shared)):
-                if not mask.any() or (variant == "shared" and (mask == movable).all()):
-                    continue
-                tot = base.totals_with(scorer, units, rows, cur, mask, k, j)
-                better = tot > best
-                best = np.where(better, tot, best)
-                choice = np.where(better, len(cands), choice)
-                cands.append((k, variant, mask))
+        lv = _Level.of(units, rows, node[rows], perm[rows], cols[rows], j)
+        choice, cands = _level_moves(scorer, units, lv, shortlist, uv)
         moved = choice >= 0
         taken: dict[str, int] = {}
         if moved.any():
-            new = cur.copy()
+            new, newc = lv.cur.copy(), lv.cols.copy()
             for ci in np.unique(choice[moved]):
                 k, variant, mask = cands[ci]
-                sel = (choice[nidx] == ci) & mask
-                new[sel] = _move_to(cur[sel], k, j)
+                sel = (choice[lv.nidx] == ci) & mask
+                new[sel] = _move_to(lv.cur[sel], k, j)
+                at, src = lv.col_starts(k)
+                newc[sel] = move_cols(lv.cols[sel], at[sel], src[sel], lv.width[k])
                 taken[f"{k}:{variant}"] = int((choice == ci).sum())
-            old = perm[rows].copy()
-            perm[rows] = new
-            after = scorer.total_hits(None, expand_perm(units, perm))
+            perm[rows], cols[rows] = new, newc
+            after = scorer.total_hits(None, cols)
             if after < total:  # cannot happen up to the last-token cap of a node's
-                perm[rows] = old  # first prompt; keep the promise "never lower"
-                taken = {"reverted": int(moved.sum())}
+                perm[rows], cols[rows] = lv.cur, lv.cols  # first prompt; keep the
+                taken = {"reverted": int(moved.sum())}  # promise "never lower"
             else:
                 total = after
         levels.append(
             {
                 "level": j,
-                "nodes": N,
+                "nodes": lv.n_nodes,
                 "rows": len(rows),
                 "nodes_changed": int(moved.sum()),
                 "moves": taken,
@@ -378,15 +415,77 @@ def refine(
     return BlockSearch(perm, total, levels, time.perf_counter() - t0)
 
 
-def plan_in_token_order(
-    scorer: BlockScorer, units: Units, unit_perm: np.ndarray, columns: tuple[str, ...]
-) -> ReorderPlan:
-    """The plan of ``unit_perm`` with rows in token order (the unbounded-cache optimum)."""
-    colperm = expand_perm(units, np.ascontiguousarray(unit_perm))
-    order = scorer.sorted_hits(None, colperm)[0]
-    m = colperm.shape[1]
-    dtype = np.int16 if m < np.iinfo(np.int16).max else np.int32
-    return ReorderPlan(columns, order, colperm[order].astype(dtype))
+@dataclass
+class _Level:
+    """The rows of one refinement level that share their first ``j`` units with another.
+
+    ``cur``/``cols``: their unit and column orders; ``nidx``: dense node of each;
+    ``pos[r, k]``: position of unit k in row r; ``cstart[r, p]``: first column position
+    of the unit at position p; ``start``: columns equal inside every node.
+    """
+
+    j: int
+    rows: np.ndarray
+    nidx: np.ndarray
+    n_nodes: int
+    cur: np.ndarray
+    cols: np.ndarray
+    pos: np.ndarray
+    cstart: np.ndarray
+    width: np.ndarray
+    start: int
+
+    @classmethod
+    def of(cls, units, rows, nd, cur, cols, j, nidx=None) -> _Level:
+        if nidx is None:
+            nidx = pd.factorize(nd)[0].astype(np.int64)
+        width = np.array([len(mm) for mm in units.members], dtype=np.int64)
+        wc = width[cur]
+        cstart = np.cumsum(wc, axis=1) - wc
+        start = int(cstart[:, j].min()) if j else 0
+        pos = np.argsort(cur, axis=1)  # pos[r, k] = position of unit k in row r
+        n_nodes = int(nidx.max()) + 1
+        return cls(j, rows, nidx, n_nodes, cur, cols, pos, cstart, width, start)
+
+    def col_starts(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: column position of slot ``j`` and of unit ``k``'s first column."""
+        ar = np.arange(len(self.rows))
+        return self.cstart[:, self.j], self.cstart[ar, self.pos[:, k]]
+
+
+def _level_moves(scorer, units, lv: _Level, shortlist: int, uv: np.ndarray):
+    """Score the level's moves; per node the best one that adds hits (-1: none).
+
+    Returns
+    -------
+    choice : ``(N,)`` index into ``cands`` per node, -1 = keep.
+    cands : ``(unit, variant, rows that move)`` of each scored move.
+    """
+    j, rows, nidx, N = lv.j, lv.rows, lv.nidx, lv.n_nodes
+    base = _NodeScores.of(scorer, rows, lv.cols, nidx, N, lv.start)
+    best = base.totals.copy()
+    choice = np.full(N, -1, dtype=np.int64)  # candidate index that won, -1 = keep
+    cands: list[tuple[int, str, np.ndarray]] = []  # (unit, variant, rows that move)
+    open_units = [k for k in range(units.n_units) if (lv.pos[:, k] > j).any()]
+    tries = _shortlist(token_scores(scorer, units, rows, nidx, open_units), open_units, shortlist)
+    for k in tries:
+        movable = lv.pos[:, k] > j  # == j: already there, nothing to try
+        key = nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
+        kid, _ = pd.factorize(key)
+        shared = np.bincount(kid)[kid] >= 2
+        # "shared" only differs from "all" in nodes with an unshared movable row;
+        # elsewhere it scores what "all" scored, which it cannot beat (ties keep "all")
+        differs = np.zeros(N, dtype=bool)
+        differs[nidx[movable & ~shared]] = True
+        for variant, mask in (("all", movable), ("shared", movable & shared & differs[nidx])):
+            if not mask.any():
+                continue
+            tot = base.totals_with(scorer, lv, mask, k, uv)
+            better = tot > best
+            best = np.where(better, tot, best)
+            choice = np.where(better, len(cands), choice)
+            cands.append((k, variant, mask))
+    return choice, cands
 
 
 def _bar(progress: bool, total: int, desc: str):

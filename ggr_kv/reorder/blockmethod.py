@@ -16,7 +16,7 @@ import numpy as np
 from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.core.prompts import DEFAULT_INSTRUCTION
 from ggr_kv.core.table import Table
-from ggr_kv.reorder.blockaware import greedy_fixed_order, plan_in_token_order, refine
+from ggr_kv.reorder.blockaware import greedy_fixed_order, refine
 from ggr_kv.reorder.blockscore import BlockScorer
 from ggr_kv.reorder.fragments import PromptPieces, as_tokenizer
 from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
@@ -134,9 +134,23 @@ def _original_plan(t: Table, units: Units) -> ReorderPlan:
     return _plan(t.columns, np.arange(n, dtype=np.int64), expand_perm(units, perm))
 
 
-def _rate(scorer: BlockScorer, plan: ReorderPlan) -> tuple[float, int, int]:
-    ph = scorer.plan_hits(plan)
+def _rate(scorer: BlockScorer, plan: ReorderPlan, sort=None) -> tuple[float, int, int]:
+    """Block hit rate, hits and prompt tokens of ``plan`` in its row order (``sort``: the
+    `_sort_all` of its field orders, reused)."""
+    ph = scorer.plan_hits(plan, None if sort is None else sort[1])
     return ph.block_hit_rate, int(ph.block_hits.sum()), int(ph.lengths.sum())
+
+
+def _sort_all(scorer: BlockScorer, units: Units, unit_perm: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """Column orders of ``unit_perm`` and `BlockScorer.sorted_hits` of all rows under them."""
+    colperm = expand_perm(units, np.ascontiguousarray(unit_perm))
+    return colperm, scorer.sorted_hits(None, colperm, exact_lcp=False)  # block-exact
+
+
+def _token_order_plan(columns: tuple[str, ...], colperm: np.ndarray, sort: tuple) -> ReorderPlan:
+    """The plan of ``colperm`` with rows in the token order of ``sort`` (its `sorted_hits`)."""
+    order = sort[0]
+    return _plan(columns, order, colperm[order])
 
 
 def _fallback(t: Table, units: Units, pieces: PromptPieces, cfg: BlocksConfig, info: dict):
@@ -227,13 +241,26 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
     tim["fixed_order"] = time.perf_counter() - t1
     info["fixed_order"] = [t.columns[c] for k in fixed for c in units.members[k]]
 
-    plans: dict[str, ReorderPlan] = _seed_plans_from(t, units, seeds_u)
+    t1 = time.perf_counter()
+    # every candidate's field orders are sorted once: the seed's token-order
+    # hits, its refinement's ranking and its plan's own-order rate all come from it
+    plans: dict[str, ReorderPlan] = {"original": _original_plan(t, units)}
+    sorts: dict[str, tuple[np.ndarray, tuple]] = {}
+    for k, v in seeds_u.items():
+        twin = next((s for s in sorts if np.array_equal(seeds_u[s], v)), None)
+        if twin is not None:  # e.g. both ggr presets chose the same orders
+            plans[k], sorts[k] = plans[twin], sorts[twin]
+            continue
+        plans[k] = _code_order_plan(t, units, v)
+        sorts[k] = _sort_all(scorer, units, v)
     ident = np.broadcast_to(np.arange(u, dtype=np.int32), (n, u))
-    plans["trie"] = plan_in_token_order(scorer, units, ident, t.columns)
-    seed_hits = {
-        k: scorer.total_hits(None, expand_perm(units, np.ascontiguousarray(v)))
-        for k, v in seeds_u.items()
-    }
+    sorts["trie"] = _sort_all(scorer, units, ident)
+    plans["trie"] = _token_order_plan(t.columns, *sorts["trie"])
+    cp_id = sorts["trie"][0]
+    if np.array_equal(plans["original"].field_perm, cp_id[plans["original"].row_order]):
+        sorts["original"] = sorts["trie"]
+    seed_hits = {k: int(sorts[k][1][3].sum()) for k in seeds_u}
+    tim["seed_plans"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     info["refinement"] = {}
     k_seeds = cfg.refine_seeds
@@ -242,7 +269,9 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
     info["knobs"]["refine_seeds"] = k_seeds
     for k in sorted(seed_hits, key=lambda s: -seed_hits[s])[:k_seeds]:
         res = refine(scorer, units, seeds_u[k], progress=cfg.progress, desc=f"blocks: refine {k}")
-        plans[f"{k} + refine"] = plan_in_token_order(scorer, units, res.unit_perm, t.columns)
+        name = f"{k} + refine"
+        sorts[name] = _sort_all(scorer, units, res.unit_perm)
+        plans[name] = _token_order_plan(t.columns, *sorts[name])
         info["refinement"][k] = {
             "hits_before": seed_hits[k],
             "hits_after": res.hits,
@@ -258,7 +287,7 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
 
         names = tqdm(names, desc="blocks: score candidates", unit="plan")
     for name in names:
-        rate, hits, total = _rate(scorer, plans[name])
+        rate, hits, total = _rate(scorer, plans[name], sorts.get(name))
         info["candidates"][name] = {"block_hit_rate": rate, "hits": hits, "prompt_tokens": total}
         if rate > best_rate:
             best_name, best_rate = name, rate
@@ -268,16 +297,6 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
     if cfg.kv_blocks is not None:
         plan = _finite(pieces, scorer, plan, cfg, info)
     return plan, info
-
-
-def _seed_plans_from(
-    t: Table, units: Units, seeds_u: dict[str, np.ndarray]
-) -> dict[str, ReorderPlan]:
-    """``original`` and every seed as its method outputs it (rows by value codes)."""
-    plans = {"original": _original_plan(t, units)}
-    for k, up in seeds_u.items():
-        plans[k] = _code_order_plan(t, units, up)
-    return plans
 
 
 def _check_pool(pieces: PromptPieces, t: Table, cfg: BlocksConfig) -> None:

@@ -86,7 +86,13 @@ def lex_order(ps: PieceSet, bar=None) -> tuple[np.ndarray, np.ndarray]:
         return order, np.zeros(k, dtype=np.int64)
     lens = ps.lengths
     offs = ps.offsets[:-1]
-    top = int(ps.tokens.max()) + 2 if len(ps.tokens) else 2
+    # tokens by their rank among the ids present (same order, fewer bits: more tokens
+    # per pass)
+    toks = ps.tokens
+    if len(toks):
+        rank = (np.cumsum(np.bincount(toks) > 0) - 1).astype(np.int32)
+        toks = rank[toks]
+    top = int(toks.max()) + 2 if len(toks) else 2
     bits = top.bit_length()
     per = max(1, 63 // bits)
     pos = np.arange(k, dtype=np.int64)  # positions still tied with a neighbour
@@ -99,7 +105,7 @@ def lex_order(ps: PieceSet, bar=None) -> tuple[np.ndarray, np.ndarray]:
         for i in range(t, t + per):
             live = ln > i
             tok = np.zeros(len(items), dtype=np.int64)
-            tok[live] = ps.tokens[st[live] + i].astype(np.int64) + 1
+            tok[live] = toks[st[live] + i].astype(np.int64) + 1
             key = (key << bits) | tok
         o = np.lexsort((key, seg))
         items, key, s = items[o], key[o], seg[o]
@@ -222,32 +228,52 @@ class BlockScorer:
         self.v_len = (vlen[g].astype(np.int32), vlen[g + V].astype(np.int32))
         self.width = max(1, len(vorder))
         self.n_values = V
+        self._cells(m)
+
+    def _cells(self, m: int) -> None:
+        """Per-cell sort key and tokens in the middle form, and the end-form corrections.
+
+        A cell (row, column c) at a position that is neither first nor last sorts by
+        ``k_rank[0][c] * width + v_rank[0]`` and spans ``k_len[0][c] + v_len[0]`` tokens;
+        the first position changes only the key part (per column), the last only the
+        value part (per cell). Flat ``(n * m,)`` arrays: one gather per scored position.
+        """
+        w = self.width
+        dt = np.int32 if w * 2 * m < 2**31 else np.int64
+        kr0, kr1 = self.k_rank[0].astype(np.int64), self.k_rank[1].astype(np.int64)
+        self._c_mid = (kr0[None, :] * w + self.v_rank[0]).astype(dt).ravel()
+        self._c_last = (kr0[None, :] * w + self.v_rank[1]).astype(dt).ravel()
+        self._c_first_d = ((kr1 - kr0) * w).astype(dt)  # (m,) first-position correction
+        self._l_mid = (self.k_len[0][None, :] + self.v_len[0]).astype(np.int32).ravel()
+        self._l_last = (self.k_len[0][None, :] + self.v_len[1]).astype(np.int32).ravel()
+        self._l_first_d = (self.k_len[1] - self.k_len[0]).astype(np.int32)
+        self._gid_flat = self.gid.ravel()
 
     def _row_arrays(
         self, rows: np.ndarray | None, cp: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sort keys ``(r, m)``, piece lengths ``(r, 2m)`` and value piece ids helper."""
+        """Sort keys ``(r, m)``, cell tokens ``(r, m)`` and flat cell indices ``(r, m)``."""
         r, m = cp.shape
         base = (
             np.arange(r, dtype=np.intp) if rows is None else np.asarray(rows, dtype=np.intp)
         ) * m
         flat = cp + base[:, None]  # index of each (row, field) cell in the (n, m) arrays
-        rank = self.v_rank[0].ravel()[flat]
-        vlen = self.v_len[0].ravel()[flat]
+        comb = self._c_mid[flat]
+        clen = self._l_mid[flat]
         last = flat[:, m - 1]
-        rank[:, m - 1] = self.v_rank[1].ravel()[last]
-        vlen[:, m - 1] = self.v_len[1].ravel()[last]
-        krank = self.k_rank[0][cp]
-        klen = self.k_len[0][cp]
-        krank[:, 0] = self.k_rank[1][cp[:, 0]]
-        klen[:, 0] = self.k_len[1][cp[:, 0]]
-        comb = krank * self.width + rank
-        if self.width * 2 * m < 2**31:
-            comb = comb.astype(np.int32)
-        plen = np.empty((cp.shape[0], 2 * m), dtype=np.int32)  # prompts < 2**31 tokens
-        plen[:, 0::2] = klen
-        plen[:, 1::2] = vlen
-        return comb, plen, krank
+        comb[:, m - 1] = self._c_last[last]
+        clen[:, m - 1] = self._l_last[last]
+        comb[:, 0] += self._c_first_d[cp[:, 0]]
+        clen[:, 0] += self._l_first_d[cp[:, 0]]
+        return comb, clen, flat
+
+    def field_starts(self, rows: np.ndarray | None, colperm: np.ndarray) -> np.ndarray:
+        """``(r, m + 1)`` int32 tokens before each field of each prompt (after the head)."""
+        cp = np.asarray(colperm, dtype=np.intp)
+        _, clen, _ = self._row_arrays(rows, cp)
+        cum = np.zeros((cp.shape[0], cp.shape[1] + 1), dtype=np.int32)
+        np.cumsum(clen, axis=1, out=cum[:, 1:])
+        return cum
 
     # -- rows in token order ----------------------------------------------------------
     def sorted_hits(
@@ -256,6 +282,7 @@ class BlockScorer:
         colperm: np.ndarray,
         group: np.ndarray | None = None,
         start: int = 0,
+        exact_lcp: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Sort prompts in token order and count their hits.
 
@@ -267,6 +294,10 @@ class BlockScorer:
             group must share their first ``start`` fields and values); prompts are then
             in token order within each group.
         start : with ``group``, the first field position that may differ in a group.
+        exact_lcp : False: ``lcp`` is exact in whole blocks only (``lcp // block_size``
+            is exact; two value pieces are compared token by token only when their
+            common prefix could reach another block), which is all ``hits`` and the
+            block hits of `plan_hits` need (minima of such prefixes keep the property).
 
         Returns
         -------
@@ -279,7 +310,7 @@ class BlockScorer:
         pp = self.pieces
         cp = np.asarray(colperm, dtype=np.intp)
         r, m = cp.shape
-        comb, plen, krank = self._row_arrays(rows, cp)
+        comb, clen, flat = self._row_arrays(rows, cp)
         rng = self.width * len(pp.keys)
         if group is None:
             order = _lexsort_rows(comb, rng)
@@ -287,47 +318,81 @@ class BlockScorer:
             keys = np.concatenate([np.asarray(group, dtype=np.int64)[:, None], comb[:, start:]], 1)
             order = _lexsort_rows(keys, max(rng, int(keys[:, 0].max()) + 1 if r else 1))
         p = len(pp.prefix)
-        cum = np.zeros((r, 2 * m + 1), dtype=np.int32)
-        np.cumsum(plen, axis=1, out=cum[:, 1:])
+        cum = np.zeros((r, m + 1), dtype=np.int32)  # tokens before each field, after the head
+        np.cumsum(clen, axis=1, out=cum[:, 1:])
         lengths = (p + cum[:, -1].astype(np.int64))[order]
         lcp = np.zeros(r, dtype=np.int64)
-        if r > 1:
-            cs = comb[order]
-            eq = cs[1:] == cs[:-1]
-            same = eq.all(axis=1)
-            lcp[1:][same] = lengths[1:][same]
-            diff = np.flatnonzero(~same)
-            dd = np.argmin(eq[diff], axis=1)
-            b = diff + 1
-            ob, oa = order[b], order[b - 1]  # rows of the pair, in ``rows`` positions
-            kdiff = krank[ob, dd] != krank[oa, dd]
-            ik, iv = np.flatnonzero(kdiff), np.flatnonzero(~kdiff)
-            dk = dd[ik]
-            # key piece ids in ``pieces.keys``: column + m, or column for the first field
-            off = np.where(dk == 0, 0, m)
-            lcp[b[ik]] = (
-                p + cum[ob[ik], 2 * dk] + self.klcp[cp[oa[ik], dk] + off, cp[ob[ik], dk] + off]
-            )
-            dv = dd[iv]
-            rr = np.arange(r) if rows is None else np.asarray(rows)
-            lastv = np.where(dv == m - 1, self.n_values, 0)
-            va = self.gid[rr[oa[iv]], cp[oa[iv], dv]] + lastv
-            vb = self.gid[rr[ob[iv]], cp[ob[iv], dv]] + lastv
-            lcp[b[iv]] = p + cum[ob[iv], 2 * dv + 1] + _pair_lcp(pp.values, va, vb)
         B = self.block_size
+        if r > 1:
+            lcp[1:] = self._adjacent_lcp(comb, cum, cp, flat, order, lengths, exact_lcp)
         hits = B * np.minimum(lcp // B, np.maximum(lengths - 1, 0) // B)
         return order, lcp, lengths, hits
 
+    def _adjacent_lcp(self, comb, cum, cp, flat, order, lengths, exact: bool) -> np.ndarray:
+        """``(r - 1,)`` tokens shared by each sorted prompt and the one before it."""
+        pp, m = self.pieces, cp.shape[1]
+        p = len(pp.prefix)
+        cs = comb[order]
+        eq = cs[1:] == cs[:-1]
+        same = eq.all(axis=1)
+        out = np.where(same, lengths[1:], 0)
+        diff = np.flatnonzero(~same)
+        dd = np.argmin(eq[diff], axis=1)
+        ob, oa = order[diff + 1], order[diff]  # rows of the pair, in ``rows`` positions
+        fb, fa = ob * m + dd, oa * m + dd  # their differing cells in the (r, m) arrays
+        cpf = cp.ravel()
+        ca, cb = cpf[fa], cpf[fb]
+        at = p + cum.ravel()[ob * (m + 1) + dd].astype(np.int64)  # where the field starts
+        kdiff = ca != cb  # different fields there: the key pieces differ
+        ik, iv = np.flatnonzero(kdiff), np.flatnonzero(~kdiff)
+        # key piece ids in ``pieces.keys``: column + m, or column for the first field
+        off = np.where(dd[ik] == 0, 0, m)
+        out[diff[ik]] = at[ik] + self.klcp[ca[ik] + off, cb[ik] + off]
+        dv, cv = dd[iv], cb[iv]
+        klen = np.where(dv == 0, self.k_len[1][cv], self.k_len[0][cv])
+        vat = at[iv] + klen  # where the value piece starts
+        lastv = np.where(dv == m - 1, self.n_values, 0)
+        ff = flat.ravel()
+        va = self._gid_flat[ff[fa[iv]]] + lastv
+        vb = self._gid_flat[ff[fb[iv]]] + lastv
+        if exact:
+            out[diff[iv]] = vat + _pair_lcp(pp.values, va, vb)
+            return out
+        # the pieces differ (prefix-free), so they share fewer tokens than the shorter
+        # one has: compare them only if that could reach the next block boundary
+        B = self.block_size
+        vl = pp.values.lengths
+        lim = np.minimum(vl[va], vl[vb])
+        need = (vat + lim - 1) // B > vat // B
+        res = vat.copy()
+        sel = np.flatnonzero(need)
+        res[sel] += _pair_lcp(pp.values, va[sel], vb[sel])
+        out[diff[iv]] = res
+        return out
+
     def total_hits(self, rows: np.ndarray | None, colperm: np.ndarray) -> int:
         """Block hits (tokens) of ``rows`` (None = all) run in token order."""
-        return int(self.sorted_hits(rows, colperm)[3].sum())
+        return int(self.sorted_hits(rows, colperm, exact_lcp=False)[3].sum())
 
     # -- any plan ---------------------------------------------------------------------
-    def plan_hits(self, plan: ReorderPlan) -> PlanHits:
-        """Exact per-prompt hits of ``plan`` in ITS row order (unbounded cache)."""
+    def plan_hits(self, plan: ReorderPlan, sorted_all: tuple | None = None) -> PlanHits:
+        """Exact per-prompt hits of ``plan`` in ITS row order (unbounded cache).
+
+        ``sorted_all``: optional `sorted_hits` of every row in table order (``rows`` None)
+        under the field orders ``colperm`` with ``colperm[plan.row_order] ==
+        plan.field_perm``; it is reused instead of sorting again (any row order of the
+        same field orders is scored from one sort). Sorted with ``exact_lcp=False``,
+        the block hits are still exact; the token hits are then lower bounds.
+        """
         plan.check(self.pieces.table)
         n = plan.n_rows
-        order, lcp, lengths, _ = self.sorted_hits(plan.row_order, plan.field_perm)
+        if sorted_all is None:
+            order, lcp, lengths, _ = self.sorted_hits(plan.row_order, plan.field_perm)
+        else:
+            by_row, lcp, lengths, _ = sorted_all
+            slot = np.empty(n, dtype=np.int64)
+            slot[plan.row_order] = np.arange(n)
+            order = slot[by_row]
         # order[p] = run slot of the p-th prompt in token order
         if np.array_equal(order, np.arange(n)):  # already in token order: the previous
             best = lcp  # prompt shares the longest prefix of all earlier ones
@@ -351,10 +416,17 @@ def _lexsort_rows(keys: np.ndarray, key_range: int) -> np.ndarray:
         return np.arange(r, dtype=np.int64)
     bits = max(1, int(key_range - 1).bit_length())
     per = max(1, 63 // bits)
-    # ``per`` keys per int64 (shift-or of the chunk, zero-padded at the end: same order)
+    # ``per`` keys per int64 (shift-or of the chunk, zero-padded at the end: same order),
+    # most significant chunk last for `np.lexsort`
     nch = -(-m // per)
-    k = np.zeros((r, nch * per), dtype=np.int64)
-    k[:, :m] = keys
-    w = np.left_shift(1, bits * np.arange(per - 1, -1, -1, dtype=np.int64))
-    packed = (k.reshape(r, nch, per) * w).sum(axis=2)
-    return np.lexsort(packed.T[::-1]).astype(np.int64)
+    packed = np.empty((nch, r), dtype=np.int64)
+    for c in range(nch):
+        a = keys[:, c * per].astype(np.int64)
+        hi = min(m, c * per + per)
+        for p in range(c * per + 1, hi):
+            a <<= bits
+            a |= keys[:, p]
+        if hi - c * per < per:
+            a <<= bits * (per - (hi - c * per))
+        packed[nch - 1 - c] = a
+    return np.lexsort(packed).astype(np.int64)

@@ -1,0 +1,277 @@
+"""Exact block hits of a refinement move without sorting the rows again.
+
+`ggr_kv.reorder.blockaware.refine` scores moves "unit k to slot j" in nodes (rows that
+share their first ``j`` units and values). After a move, a node's rows sort by the unit
+value now at slot ``j`` (a *subgroup*: same node, same unit and value there), then by
+what follows. Inside one subgroup, if every row moved its block (the unit's columns)
+from the SAME column position ``src``, comparing two rows after the move is comparing
+them before it (their blocks are equal and sat at the same place), so the subgroup
+keeps the rows' token order from before the move; the common prefix of two of its rows
+is the one before the move (a range minimum of the neighbours' prefixes in the old
+order), plus the block's tokens when the rows diverged before ``src`` (the block now
+comes first). Between two subgroups the prefix ends inside the slot-``j`` block; the
+first row of a node shares with the node before it what it shared before (the nodes
+differ in the first ``j`` units). This holds while no piece changes its form: ``j > 0``
+(the first field keeps its key) and the block was not the last field (the last field's
+value carries the prompt's tail). Nodes that break a condition are left to the full
+sort; the others are scored here with one narrow sort per move (`move_totals`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ggr_kv.reorder.blockscore import BlockScorer, _lexsort_rows, _pair_lcp
+
+__all__ = ["MoveBase", "RangeMin", "move_cols", "move_totals"]
+
+
+class RangeMin:
+    """Minimum of ``a[lo..hi]`` (inclusive) for many ranges at once (sparse table)."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        a = np.asarray(a)
+        n = len(a)
+        levels = max(1, int(n).bit_length())
+        dt = np.int32 if n == 0 or int(a.max()) < 2**31 else np.int64
+        t = np.empty((levels, n), dtype=dt)
+        t[0] = a
+        k = 1
+        for lev in range(1, levels):
+            t[lev, : n - k] = np.minimum(t[lev - 1, : n - k], t[lev - 1, k:])
+            t[lev, n - k :] = t[lev - 1, n - k :]
+            k *= 2
+        self.table = t
+
+    def query(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """``(q,)`` minima over ``[lo, hi]`` (``lo <= hi``)."""
+        lev = np.frexp((hi - lo + 1).astype(np.float64))[1].astype(np.int64) - 1
+        got = np.minimum(self.table[lev, lo], self.table[lev, hi - (1 << lev) + 1])
+        return got.astype(np.int64)
+
+
+@dataclass
+class MoveBase:
+    """One level's rows before any move: their token order and prefixes (exact).
+
+    Attributes
+    ----------
+    bpos : ``(r,)`` position of each row (index into the level's rows) in token order
+        within its node.
+    rmq : range minima over the exact prefixes shared with the previous row, in order.
+    lengths : ``(r,)`` prompt tokens of each row.
+    cum : ``(r, m + 1)`` int32 tokens before each column (after the head).
+    node_lcp : ``(N,)`` tokens each node's first row shares with the node before it.
+    """
+
+    bpos: np.ndarray
+    rmq: RangeMin
+    lengths: np.ndarray
+    cum: np.ndarray
+    node_lcp: np.ndarray
+
+    @classmethod
+    def of(cls, scorer: BlockScorer, rows, cols, nidx, n_nodes: int, sort: tuple) -> MoveBase:
+        """From ``sort``: `BlockScorer.sorted_hits` of ``rows`` grouped by ``nidx``, exact."""
+        order, lcp, lengths, _ = sort
+        r = len(rows)
+        bpos = np.empty(r, dtype=np.int64)
+        bpos[order] = np.arange(r)
+        ln = np.empty(r, dtype=np.int64)
+        ln[order] = lengths
+        sn = nidx[order]
+        brk = np.flatnonzero(np.r_[True, sn[1:] != sn[:-1]])
+        node_lcp = np.zeros(n_nodes, dtype=np.int64)
+        node_lcp[sn[brk]] = lcp[brk]
+        return cls(bpos, RangeMin(lcp), ln, scorer.field_starts(rows, cols), node_lcp)
+
+
+def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndarray):
+    """Node totals of moving unit ``k`` to slot ``lv.j`` in the rows of ``mask``.
+
+    Parameters
+    ----------
+    lv : the level (`ggr_kv.reorder.blockaware._Level`).
+    mb : the level's `MoveBase`.
+    mask : ``(r,)`` rows that move.
+    uv : ``(n, u)`` global (unit, value) id of every cell of the table.
+
+    Returns
+    -------
+    done : ``(N,)`` nodes scored here (touched by the move and meeting the conditions).
+    totals : ``(N,)`` float64 block hits of each node after the move (valid where done).
+    """
+    N, j, m = lv.n_nodes, lv.j, lv.cols.shape[1]
+    done = np.zeros(N, dtype=bool)
+    nidx, r = lv.nidx, len(lv.rows)
+    ar = np.arange(r)
+    at = lv.cstart[:, j]
+    unit_j = np.where(mask, k, lv.cur[:, j])
+    src = np.where(mask, lv.cstart[ar, lv.pos[:, k]], at)
+    w = lv.width[unit_j]
+    done[nidx[mask]] = True
+    done[nidx[src + w >= m]] = False  # the last field moves: its value changes form
+    sel = np.flatnonzero(done[nidx])
+    if not len(sel):
+        return done, None
+    dlen, how = _first_field(scorer, lv, mask, src)
+    sg = np.full(r, -1, dtype=np.int64)
+    sg[sel] = _dense(nidx[sel] * (int(uv.max()) + 1) + uv[lv.rows[sel], unit_j[sel]])
+    p = len(scorer.pieces.prefix)
+    mixed = np.zeros(r, dtype=bool)  # rows of subgroups whose order may change: sorted
+    if j == 0:  # keys change form: only rows from the same place keep their order
+        lo = np.full(sg.max() + 1, np.iinfo(np.int64).max, dtype=np.int64)
+        hi = np.full(sg.max() + 1, -1, dtype=np.int64)
+        np.minimum.at(lo, sg[sel], how[sel])
+        np.maximum.at(hi, sg[sel], how[sel])
+        mixed[sel] = lo[sg[sel]] != hi[sg[sel]]
+    within = mb.bpos.copy()  # rank inside the subgroup
+    inner = np.zeros(r, dtype=np.int64)  # exact-enough prefix with the previous row there
+    if mixed.any():
+        _sort_mixed(scorer, lv, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
+    s = sel[_new_order(scorer, lv, sel, src, w, within)]
+    if j:
+        mixed = _reordered(mb, s, sg, src, p)
+        if mixed.any():
+            _sort_mixed(scorer, lv, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
+            s = sel[_new_order(scorer, lv, sel, src, w, within)]
+    lcp = np.empty(len(s), dtype=np.int64)
+    ns = nidx[s]
+    first = np.r_[True, ns[1:] != ns[:-1]]
+    lcp[first] = mb.node_lcp[ns[first]]
+    a, b = s[:-1], s[1:]
+    same = ~first[1:] & (sg[a] == sg[b])
+    uni = np.flatnonzero(same & ~mixed[b])
+    lcp[np.flatnonzero(same & mixed[b]) + 1] = inner[b[same & mixed[b]]]
+    other = np.flatnonzero(~first[1:] & ~same)
+    if len(uni):
+        a1, b1 = a[uni], b[uni]
+        old = mb.rmq.query(mb.bpos[a1] + 1, mb.bpos[b1])
+        cb = mb.cum[b1]
+        i1 = np.arange(len(b1))
+        before = p + cb[i1, src[b1]]
+        block = cb[i1, src[b1] + w[b1]] - cb[i1, src[b1]]
+        lcp[uni + 1] = old + np.where(old < before, block, 0) + dlen[b1]
+    if len(other):
+        a2, b2 = a[other], b[other]
+        head = p + mb.cum[b2, at[b2]]
+        lcp[other + 1] = head + _block_lcp(scorer, lv, a2, b2, src, w)
+    B = scorer.block_size
+    hits = B * np.minimum(lcp // B, np.maximum(mb.lengths[s] + dlen[s] - 1, 0) // B)
+    return done, np.bincount(ns, weights=hits, minlength=N)
+
+
+def _reordered(mb: MoveBase, s, sg, src, p: int) -> np.ndarray:
+    """``(r,)`` rows of subgroups that may not keep their old order (``s``: old order
+    inside each subgroup). Two rows keep theirs if their blocks came from the same
+    place, or if they diverged before either block (both now start with it)."""
+    a, b = s[:-1], s[1:]
+    pair = np.flatnonzero(sg[a] == sg[b])
+    out = np.zeros(len(sg), dtype=bool)
+    if not len(pair):
+        return out
+    a, b = a[pair], b[pair]
+    diff = np.flatnonzero(src[a] != src[b])
+    if not len(diff):
+        return out
+    a, b = a[diff], b[diff]
+    old = mb.rmq.query(mb.bpos[a] + 1, mb.bpos[b])
+    early = old < p + mb.cum[a, np.minimum(src[a], src[b])]
+    bad = np.zeros(sg.max() + 1, dtype=bool)
+    bad[sg[b[~early]]] = True
+    return bad[sg] & (sg >= 0)
+
+
+def _first_field(scorer: BlockScorer, lv, mask, src) -> tuple[np.ndarray, np.ndarray]:
+    """What a move to the first slot changes: per row, the tokens it adds (its key
+    and the old first field's key swap forms) and the key rows must share to keep
+    their order (where the block came from, and at slot 0 the old first column)."""
+    r, m = len(lv.rows), lv.cols.shape[1]
+    if lv.j:
+        return np.zeros(r, dtype=np.int64), src
+    ar = np.arange(r)
+    c0 = lv.cols[:, 0].astype(np.int64)
+    ck = lv.cols[ar, src].astype(np.int64)
+    k0, k1 = scorer.k_len[0], scorer.k_len[1]
+    dlen = np.where(mask, k1[ck] - k0[ck] + k0[c0] - k1[c0], 0).astype(np.int64)
+    return dlen, src * m + c0
+
+
+def _sort_mixed(scorer, lv, rows_m, mask, sg, src, w, within, inner) -> None:
+    """Rows of subgroups whose blocks came from different places: sort them after the
+    move (grouped by subgroup); write their rank and prefix into ``within``/``inner``."""
+    trial = lv.cols[rows_m]
+    mv = mask[rows_m]
+    at = lv.cstart[rows_m, lv.j]
+    trial[mv] = move_cols(trial[mv], at[mv], src[rows_m][mv], w[rows_m][mv])
+    order, lcp, _, _ = scorer.sorted_hits(
+        lv.rows[rows_m], trial, sg[rows_m], lv.start, exact_lcp=False
+    )
+    within[rows_m[order]] = np.arange(len(order))
+    inner[rows_m[order]] = lcp
+
+
+def move_cols(cols: np.ndarray, at: np.ndarray, src: np.ndarray, w) -> np.ndarray:
+    """Each row of ``cols`` with its ``w`` columns from position ``src`` moved to ``at``.
+
+    ``at <= src`` per row (``w``: one width or one per row); the columns between keep
+    their order (`ggr_kv.reorder.blockaware._move_to` on the unit order, in columns).
+    """
+    q = np.arange(cols.shape[1])[None, :]
+    a, p = at[:, None], src[:, None]
+    w = np.asarray(w)[:, None] if np.ndim(w) else w
+    idx = np.where(q < a, q, np.where(q < a + w, p + (q - a), np.where(q < p + w, q - w, q)))
+    return np.take_along_axis(cols, idx, 1)
+
+
+def _dense(key: np.ndarray) -> np.ndarray:
+    """Dense ids of ``key`` (in order of first appearance)."""
+    return pd.factorize(key)[0].astype(np.int64)
+
+
+def _new_order(scorer, lv, sel, src, w, within) -> np.ndarray:
+    """Order of rows ``sel`` after the move: node, slot-``j`` block, rank inside."""
+    m = lv.cols.shape[1]
+    rows = lv.rows[sel]
+    wmax = int(w[sel].max())
+    keys = np.zeros((len(sel), wmax + 2), dtype=np.int64)
+    keys[:, 0] = lv.nidx[sel]
+    for i in range(wmax):
+        ok = w[sel] > i
+        c = lv.cols[sel[ok], src[sel[ok]] + i]
+        keys[ok, 1 + i] = scorer._c_mid[rows[ok] * m + c]
+        if lv.j == 0 and i == 0:  # the first field's key
+            keys[ok, 1] += scorer._c_first_d[c]
+    keys[:, -1] = within[sel]
+    rng = max(scorer.width * len(scorer.pieces.keys), lv.n_nodes, len(lv.rows))
+    return _lexsort_rows(keys, rng)
+
+
+def _block_lcp(scorer: BlockScorer, lv, a, b, src, w) -> np.ndarray:
+    """Tokens rows ``a`` and ``b`` (different subgroups) share inside the slot-j block."""
+    m = lv.cols.shape[1]
+    out = np.zeros(len(a), dtype=np.int64)
+    acc = np.zeros(len(a), dtype=np.int64)
+    act = np.arange(len(a))
+    for i in range(int(max(w[a].max(), w[b].max()))):
+        first = lv.j == 0 and i == 0  # the prompt's first key (its own pieces)
+        klen, koff = (scorer.k_len[1], 0) if first else (scorer.k_len[0], m)
+        aa, bb = a[act], b[act]
+        ca = lv.cols[aa, src[aa] + i].astype(np.int64)
+        cb = lv.cols[bb, src[bb] + i].astype(np.int64)
+        fa, fb = lv.rows[aa] * m + ca, lv.rows[bb] * m + cb
+        ga, gb = scorer._gid_flat[fa], scorer._gid_flat[fb]
+        kd = ca != cb
+        vd = ~kd & (ga != gb)
+        out[act[kd]] = acc[act[kd]] + scorer.klcp[ca[kd] + koff, cb[kd] + koff]
+        iv = act[vd]
+        out[iv] = acc[iv] + klen[ca[vd]] + _pair_lcp(scorer.pieces.values, ga[vd], gb[vd])
+        rest = ~(kd | vd)
+        acc[act[rest]] += scorer._l_mid[fa[rest]] + (scorer._l_first_d[ca[rest]] if first else 0)
+        act = act[rest]
+        if not len(act):
+            break
+    return out

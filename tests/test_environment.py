@@ -297,3 +297,27 @@ def test_git_add_strips_outputs_once_make_install_has_wired_the_filter(tmp_path)
     _make("-f", str(ROOT / "Makefile"), "git-filter", f"NBSTRIPOUT={wrapper}", cwd=repo)
     attrs = (repo / ".git" / "info" / "attributes").read_text().splitlines()
     assert attrs.count("*.ipynb filter=nbstripout") == 1
+
+
+_LOG_SCRIPT = """
+import sys
+from ggr_kv.engine.logs import engine_log
+with engine_log(sys.argv[1]) as term:
+    from transformers import AutoConfig  # first imported here, as an engine start does
+    AutoConfig.from_pretrained(sys.argv[2])
+    print("VISIBLE", file=term.out)
+"""
+
+
+@pytest.mark.subprocess
+def test_engine_log_keeps_transformers_info_lines_in_the_file(tmp_path, tiny_dir):
+    # compare asks transformers for INFO (into vllm.log); transformers >= 5 adds its
+    # handler on its first line, when sys.stderr is already the terminal's stream
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "info", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "vllm.log"
+    res = subprocess.run([sys.executable, "-c", _LOG_SCRIPT, str(log), str(tiny_dir)], env=env,
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (res.stdout + res.stderr).split() == ["VISIBLE"], (res.stdout + res.stderr)[:2000]
+    assert "loading configuration file" in log.read_text()

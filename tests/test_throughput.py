@@ -3,7 +3,7 @@
 One in-process tiny-llama engine serves the module. It is calibrated
 (`measure_throughputs`) and runs a few dozen movie rows in the original and the GGR
 order as the runner sends them (text prompts from the project's serializer, one
-``generate`` call), five rounds, each round the three calibration jobs then the two
+``generate`` call), three rounds, each round the three calibration jobs then the two
 orders, so both see the same load; medians over the rounds are compared. The simulator replays those exact prompts on the
 engine's settings and the calibrated throughputs price the replay.
 
@@ -31,7 +31,7 @@ from ggr_kv.simulate.jobtime import Throughputs, predict_job_time, predict_speed
 pytestmark = pytest.mark.vllm
 #: calibration sizes for the CPU engine (seconds, not minutes, per job)
 CALIBRATION = {"prefill_steps": 8, "decode_batch": 32, "decode_len": 16}
-ROWS, MAX_TOKENS, REPEATS = 48, 8, 5
+ROWS, MAX_TOKENS, REPEATS = 48, 8, 3
 #: how far the predicted job time may be from the measured one (medians of the rounds)
 TOLERANCE = 0.5
 

@@ -46,6 +46,16 @@ def _flush() -> None:
             s.flush()
 
 
+def _configure_transformers() -> None:
+    """Make transformers add its own stderr handler now, while sys.stderr is still the
+    process's: added later (on its first log line, transformers >= 5), it would write onto
+    the terminal stream `engine_log` puts in sys.stderr's place."""
+    with contextlib.suppress(ImportError):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.get_logger("transformers")
+
+
 @contextlib.contextmanager
 def engine_log(path: str | Path, *, verbose: bool = False) -> Iterator[Terminal]:
     """Redirect this process's stdout/stderr (file descriptors 1 and 2) to ``path``
@@ -70,6 +80,7 @@ def engine_log(path: str | Path, *, verbose: bool = False) -> Iterator[Terminal]
         for fd in saved:
             os.close(fd)
         saved = []
+    _configure_transformers()
     handler = logging.StreamHandler(log)
     handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s %(name)s: %(message)s"))
     levels = {}

@@ -32,6 +32,7 @@ import pytest
 
 # the folder of the paper's real samples (``$GGR_KV_SHARED_DATASETS``), as scripts find it
 from ggr_kv.datasets.benchtables import SHARED_ENV, shared_datasets_dir
+from ggr_kv.engine.config import EngineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 #: what every vLLM-starting test needs (CPU engine; set once per session)
@@ -159,6 +160,7 @@ def tiny_server_launch(tiny_dir, tmp_path_factory) -> VLLMServer:
         "--model", str(tiny_dir), "--load-format", "dummy", "--host", "127.0.0.1",
         "--port", str(port), "--max-model-len", str(TINY_ENGINE["max_model_len"]),
         "--enforce-eager", "--enable-prompt-tokens-details",
+        "--dtype", EngineConfig(**TINY_ENGINE).engine_dtype(),  # as the in-process engines
     ]  # fmt: skip
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,

@@ -65,6 +65,24 @@ def test_eager_by_default_without_a_gpu_and_as_asked_otherwise(tmp_path):
         assert cfg.replace(enforce_eager=asked).to_llm_kwargs()["enforce_eager"] is asked
 
 
+def test_auto_dtype_is_float32_on_a_cpu_without_native_bf16(tmp_path):
+    from ggr_kv.engine.memory import has_gpu
+    from ggr_kv.engine.resources import cpu_has_bf16
+
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    spr = tmp_path / "spr"
+    spr.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    arm = tmp_path / "arm"
+    arm.write_text("Features\t: fp asimd bf16 i8mm\n")
+    assert not cpu_has_bf16(str(avx2)) and not cpu_has_bf16(str(tmp_path / "missing"))
+    assert cpu_has_bf16(str(spr)) and cpu_has_bf16(str(arm))
+    cfg = EngineConfig(model="tiny-llama", models_dir=str(tmp_path))
+    native = has_gpu() or cpu_has_bf16()
+    assert cfg.to_llm_kwargs()["dtype"] == ("auto" if native else "float32")
+    assert cfg.replace(dtype="bfloat16").to_llm_kwargs()["dtype"] == "bfloat16"  # as asked
+
+
 def test_a_model_with_weights_is_passed_through_unchanged(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # vLLM may download it
     kw = EngineConfig(model="meta-llama/Llama-3.1-8B-Instruct", tensor_parallel_size=4,

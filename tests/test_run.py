@@ -141,7 +141,9 @@ def test_run_folder_holds_every_file_and_the_run_metadata(first, table, plan, to
     assert meta["vllm_version"] == vllm.__version__
     assert meta["block_size"] == BLOCK and meta["num_kv_blocks"] > 0
     assert meta["enable_prefix_caching"] is True and meta["engine_args"]["load_format"] == "dummy"
-    assert meta["dtype"] == "bfloat16" and meta["device"]
+    # the dtype the engine ran: the model's bf16, or float32 on a CPU without native bf16
+    asked = EngineConfig(model="tiny-llama").engine_dtype()
+    assert meta["dtype"] == ("bfloat16" if asked == "auto" else asked) and meta["device"]
     assert meta["hardware"]["cpu_count"] >= 1 and meta["hardware"]["memory_bytes"] > 0
     assert meta["versions"]["vllm"] == vllm.__version__ and meta["versions"]["python"]
     assert set(meta["timings"]) == {"reorder_s", "engine_start_s", "job_s", "total_s"}

@@ -79,6 +79,23 @@ def _visible(nvml: Any, count: int) -> list[tuple[int, Any]]:
     return out
 
 
+#: CPU flags (``/proc/cpuinfo``) of native bf16 matrix math: x86 AVX512-BF16 / AMX, Arm BF16
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bf16 natively (False where ``cpuinfo`` cannot be read)."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return bool(BF16_FLAGS & set(value.split()))
+    except OSError:
+        pass
+    return False
+
+
 def probe_gpus() -> GpuProbe:
     """Initialize NVML and find the visible NVIDIA GPUs.
 

@@ -198,3 +198,20 @@ def test_demo_shape_costs_more_prefill_than_tiny_but_stays_small():
                          ("tiny-llama", "demo-llama", "llama-3.2-1b"))
     assert 10 < demo / tiny < 50
     assert demo / small < 0.05
+
+
+def test_a_tokenizer_file_is_loaded_once_and_again_when_it_changes(tiny_dir, tmp_path):
+    # reports and simulations load the model's tokenizer per run: one load per file version
+    path = tmp_path / "tokenizer.json"
+    shutil.copy(tiny_dir / "tokenizer.json", path)
+    first, again = load_tokenizer(path), load_tokenizer(tmp_path)
+    assert again._encode_batch is first._encode_batch  # the same loaded tokenizer
+    assert first.name == str(path) and again.name == str(path)
+    spec = json.loads(path.read_text())
+    spec["added_tokens"].append({**spec["added_tokens"][-1], "id": 128256,
+                                 "content": "<|ggr-kv-test|>"})
+    path.write_text(json.dumps(spec))
+    changed = load_tokenizer(path)
+    assert changed._encode_batch is not first._encode_batch
+    assert changed.encode("<|ggr-kv-test|>", add_special_tokens=False) == [128256]
+    assert first.encode("<|ggr-kv-test|>", add_special_tokens=False) != [128256]

@@ -19,6 +19,8 @@ same.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +176,15 @@ def pattern_of_tokenizer_json(spec: dict) -> str | None:
 
 
 def _tokenizers_json(path: Path) -> Tok:
+    """The `Tok` of a ``tokenizer.json``, loaded once per file version (a load takes ~1-2 s
+    for Llama-3's 9 MB file; a report loads it for every run)."""
+    st = path.stat()
+    tok = _tokenizers_json_of(str(path.resolve()), st.st_mtime_ns, st.st_size)
+    return dataclasses.replace(tok, name=str(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizers_json_of(path: str, _mtime_ns: int, _size: int) -> Tok:
     from tokenizers import Tokenizer
 
     tk = Tokenizer.from_file(str(path))
@@ -197,7 +208,7 @@ def _tokenizers_json(path: Path) -> Tok:
         toks = np.fromiter((i for e in encs for i in e.ids), dtype=np.int64, count=int(offs[-1]))
         return toks, offs
 
-    return Tok(str(path), bos_id, batch, lambda ids: tk.decode(ids), pattern)
+    return Tok(path, bos_id, batch, lambda ids: tk.decode(ids), pattern)
 
 
 def load_tokenizer(name_or_path: str | Path) -> Tok:

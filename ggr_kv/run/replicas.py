@@ -41,6 +41,7 @@ from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.core.prompts import DEFAULT_INSTRUCTION, encode_prompts
 from ggr_kv.engine.config import EngineConfig
 from ggr_kv.engine.lifetime import exit_with
+from ggr_kv.engine.memory import has_gpu
 from ggr_kv.reorder.shard import Sharding, shard_order
 from ggr_kv.run.prepare import _as_plan, _as_table, as_query, restrict_plan
 from ggr_kv.run.rundir import new_run_id, reserve_run_dir
@@ -247,7 +248,7 @@ def run_sharded_many(
     if devices is None:
         devices, kind = replica_devices(n_replicas)
     else:
-        kind = "gpu" if _has_gpus() else "cpu"
+        kind = "gpu" if has_gpu() else "cpu"
     if len(devices) != n_replicas:
         raise ValueError(f"{n_replicas} replicas but {len(devices)} devices: {devices}")
     bs = block_size or engine.block_size or (16 if kind == "gpu" else 128)
@@ -295,16 +296,6 @@ def split_job(job: ShardJob, engine: EngineConfig, n: int, bs: int, out: Path) -
     return {"table": tbl, "plan": plan, "query": q, "instruction": job.instruction,
             "sampling": job.sampling, "name": name, "method": method, "how": job.how,
             "sharding": sharding, "rows": _replica_rows(sharding, plan), "run_id": run_id}
-
-
-def _has_gpus() -> bool:
-    from ggr_kv.engine.resources import probe_gpus
-
-    probe = probe_gpus()
-    try:
-        return bool(probe.indices)
-    finally:
-        probe.shutdown()
 
 
 def _drive(barrier: Path, procs, n: int, repeats: int, n_jobs: int, timeout_s: float):

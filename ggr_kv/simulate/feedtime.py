@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 
 from ggr_kv.simulate.api import SimResult, SimTotals
-from ggr_kv.simulate.jobtime import _nonnegative_lstsq
-from ggr_kv.simulate.stepcost import StepCosts, features_of
+from ggr_kv.simulate.stepcost import StepCosts, features_of, relative_nnls, sample_matrix
 
 __all__ = [
     "ENGINE_FEATURES",
@@ -152,23 +151,6 @@ class FeedCosts:
                    math.inf if p is None else float(p), dict(d.get("meta") or {}))
 
 
-def _nnls_rel(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative least squares on relative errors (columns scaled first)."""
-    scale = np.abs(X).max(axis=0)
-    scale[scale == 0] = 1.0
-    return _nonnegative_lstsq(X / scale / y[:, None], np.ones_like(y)) / scale
-
-
-def _matrix(samples: Sequence[tuple[Any, float]], cols: Sequence[str]) -> tuple[np.ndarray, ...]:
-    feats = [features_of(s) for s, _ in samples]
-    X = np.array([[f[k] for k in cols] for f in feats], dtype=np.float64).reshape(len(feats), -1)
-    y = np.array([float(t) for _, t in samples], dtype=np.float64)
-    if (y <= 0).any() or not np.isfinite(y).all():
-        bad = int(np.flatnonzero((y <= 0) | ~np.isfinite(y))[0])
-        raise ValueError(f"sample {bad}: measured seconds must be > 0, got {y[bad]}")
-    return X, y
-
-
 def fit_feed_costs(
     samples: Sequence[tuple[SimResult | SimTotals | Mapping[str, Any], float]],
     *,
@@ -200,12 +182,12 @@ def fit_feed_costs(
     """
     if len(samples) < 4:
         raise ValueError(f"{len(samples)} samples cannot fit an engine and a feed clock")
-    Xe, y = _matrix(samples, ENGINE_FEATURES)
-    Xf, _ = _matrix(samples, ("num_requests", "prompt_tokens"))
+    Xe, y = sample_matrix(samples, ENGINE_FEATURES)
+    Xf, _ = sample_matrix(samples, ("num_requests", "prompt_tokens"))
     known: np.ndarray | None = None
     if feed_samples:
-        Xk, yk = _matrix(feed_samples, ("num_requests", "prompt_tokens"))
-        known = _nnls_rel(Xk, yk)
+        Xk, yk = sample_matrix(feed_samples, ("num_requests", "prompt_tokens"))
+        known = relative_nnls(Xk, yk)
     computed = Xe[:, 1] / np.maximum(Xf[:, 1], 1.0)
 
     def fit_feed(mask: np.ndarray) -> np.ndarray:
@@ -215,11 +197,11 @@ def fit_feed_costs(
             rest = (y[mask] - Xf[mask] @ known)[n > 0] / n[n > 0]
             d = max(0.0, float(np.median(rest))) if len(rest) else 0.0
             return np.array([known[0], known[1], d])
-        c = _nnls_rel(Xf[mask], y[mask]) if mask.any() else np.zeros(2)
+        c = relative_nnls(Xf[mask], y[mask]) if mask.any() else np.zeros(2)
         return np.array([c[0], c[1], 0.0])
 
     def state(feedb: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        ce = _nnls_rel(Xe[~feedb], y[~feedb])
+        ce = relative_nnls(Xe[~feedb], y[~feedb])
         cf = fit_feed(feedb)
         pred = np.maximum(Xe @ ce, Xf @ cf[:2] + Xf[:, 0] * cf[2])
         return float(np.sum((pred / y - 1.0) ** 2)), ce, cf

@@ -43,6 +43,8 @@ __all__ = [
     "features_of",
     "fit_step_costs",
     "load_calibration",
+    "relative_nnls",
+    "sample_matrix",
     "save_calibration",
 ]
 
@@ -192,15 +194,8 @@ def fit_step_costs(
         raise ValueError(f"unknown feature(s) {unknown}; known: {list(FEATURES)}")
     if len(samples) < len(feats):
         raise ValueError(f"{len(samples)} samples cannot fit {len(feats)} features")
-    X = np.array([[features_of(s)[k] for k in feats] for s, _ in samples], dtype=np.float64)
-    y = np.array([float(t) for _, t in samples])
-    if (y <= 0).any() or not np.isfinite(y).all():
-        bad = int(np.flatnonzero((y <= 0) | ~np.isfinite(y))[0])
-        raise ValueError(f"sample {bad}: measured seconds must be > 0, got {y[bad]}")
-    scale = np.abs(X).max(axis=0)
-    scale[scale == 0] = 1.0
-    A = X / scale / y[:, None]
-    coef = _nonnegative_lstsq(A, np.ones_like(y)) / scale
+    X, y = sample_matrix(samples, feats)
+    coef = relative_nnls(X, y)
     rel = X @ coef / y - 1.0
     info = dict(meta or {})
     info["fit"] = {
@@ -210,6 +205,27 @@ def fit_step_costs(
         "max_abs_relative_residual": float(np.abs(rel).max()),
     }
     return StepCosts({k: float(c) for k, c in zip(feats, coef)}, info)
+
+
+def sample_matrix(samples: Sequence[tuple[Any, float]],
+                  cols: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, y)``: the `features_of` columns ``cols`` of each sample's replay, and its
+    measured seconds (each > 0, else a ValueError naming the sample)."""
+    feats = [features_of(s) for s, _ in samples]
+    X = np.array([[f[k] for k in cols] for f in feats], dtype=np.float64).reshape(len(feats), -1)
+    y = np.array([float(t) for _, t in samples], dtype=np.float64)
+    if (y <= 0).any() or not np.isfinite(y).all():
+        bad = int(np.flatnonzero((y <= 0) | ~np.isfinite(y))[0])
+        raise ValueError(f"sample {bad}: measured seconds must be > 0, got {y[bad]}")
+    return X, y
+
+
+def relative_nnls(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Coefficients >= 0 (s per unit) minimizing the relative errors of ``X @ c`` to ``y``
+    (columns scaled first)."""
+    scale = np.abs(X).max(axis=0)
+    scale[scale == 0] = 1.0
+    return _nonnegative_lstsq(X / scale / y[:, None], np.ones_like(y)) / scale
 
 
 def save_calibration(costs: StepCosts, path: str | Path) -> Path:

@@ -9,7 +9,6 @@ job waited for (`ggr_kv.simulate.feedtime`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +66,7 @@ def job_clocks(steps: pd.DataFrame, job_s: float) -> JobClocks:
         raise ValueError("the step table has no step with work and outputs")
     feed = float(out["t_recv_s"].min())
     t = act["t_s"].to_numpy(dtype=np.float64)
-    wait = steps["num_waiting"].to_numpy(dtype=np.float64)
+    most = steps["num_waiting"].max()  # NaN-skipping; NaN when no step recorded it
     return JobClocks(feed_s=feed, engine_end_s=float(t.max()), job_s=float(job_s),
                      steps=len(act), steps_during_feed=int((t < feed).sum()),
-                     max_waiting=int(np.nanmax(wait)) if not math.isnan(np.nanmax(wait)) else 0)
+                     max_waiting=0 if pd.isna(most) else int(most))

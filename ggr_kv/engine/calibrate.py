@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ggr_kv.engine.throughput import _number_prompts, _replay, scheduler_config
+from ggr_kv.engine.throughput import _number_prompts, _replay, _time_job, scheduler_config
 from ggr_kv.simulate import SchedulerConfig
 from ggr_kv.simulate.feedtime import fit_feed_costs
 from ggr_kv.simulate.stepcost import StepCosts, features_of, fit_step_costs
@@ -106,34 +106,6 @@ def _texts(tok: Any, job: CalibJob, seed: int) -> list[str]:
         head = _number_prompts(tok, 1, job.shared, seed + 7919)[0] + " "
     bodies = _number_prompts(tok, job.n, job.unique, seed)
     return [head + b for b in bodies]
-
-
-def _time_job(llm: Any, texts: list[str], max_tokens: int) -> tuple[float, float | None, list]:
-    """Seconds of one ``generate`` over ``texts`` (prefix cache reset first), seconds until
-    its last prompt was submitted (``None`` when the engine's ``add_request`` cannot be
-    timed), and the outputs."""
-    from vllm import SamplingParams
-
-    params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0.0)
-    llm.reset_prefix_cache()
-    engine = getattr(llm, "llm_engine", None)
-    add = getattr(engine, "add_request", None)
-    last = [None]
-    if add is not None:
-        def timed(*a: Any, **k: Any) -> Any:
-            r = add(*a, **k)
-            last[0] = time.perf_counter()
-            return r
-
-        engine.add_request = timed  # this instance only, for this job
-    t0 = time.perf_counter()
-    try:
-        outs = llm.generate(texts, params, use_tqdm=False)
-    finally:
-        if add is not None:
-            del engine.add_request
-    secs = time.perf_counter() - t0
-    return secs, (None if last[0] is None else last[0] - t0), outs
 
 
 def calibrate(

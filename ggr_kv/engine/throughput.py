@@ -81,15 +81,32 @@ def _plan(config: SchedulerConfig, max_model_len: int, prefill_len: int, prefill
     }
 
 
-def _time_job(llm: Any, texts: list[str], max_tokens: int) -> tuple[float, list]:
-    """Seconds of one ``generate`` over ``texts`` (prefix cache reset first) and outputs."""
+def _time_job(llm: Any, texts: list[str], max_tokens: int) -> tuple[float, float | None, list]:
+    """Seconds of one ``generate`` over ``texts`` (prefix cache reset first), seconds until
+    its last prompt was submitted (``None`` when the engine's ``add_request`` cannot be
+    timed), and the outputs."""
     from vllm import SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0.0)
     llm.reset_prefix_cache()
+    engine = getattr(llm, "llm_engine", None)
+    add = getattr(engine, "add_request", None)
+    last = [None]
+    if add is not None:
+        def timed(*a: Any, **k: Any) -> Any:
+            r = add(*a, **k)
+            last[0] = time.perf_counter()
+            return r
+
+        engine.add_request = timed  # this instance only, for this job
     t0 = time.perf_counter()
-    outs = llm.generate(texts, params, use_tqdm=False)
-    return time.perf_counter() - t0, outs
+    try:
+        outs = llm.generate(texts, params, use_tqdm=False)
+    finally:
+        if add is not None:
+            del engine.add_request
+    secs = time.perf_counter() - t0
+    return secs, (None if last[0] is None else last[0] - t0), outs
 
 
 def _replay(outs: list, config: SchedulerConfig) -> SimResult:
@@ -155,7 +172,7 @@ def measure_throughputs(
     with tqdm(total=repeats * len(plan), desc="calibrate", unit="job", disable=not progress) as bar:
         for _ in range(repeats):
             for job, (_, _, out) in plan.items():
-                secs, outs = _time_job(llm, texts[job], out)
+                secs, _, outs = _time_job(llm, texts[job], out)
                 times[job].append(secs)
                 if job not in replays:
                     replays[job] = _replay(outs, config)

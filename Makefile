@@ -52,6 +52,10 @@ $(STAMP): pyproject.toml
 	fi
 	# PyPI builds of these break `import vllm` beside torch 2.13.0+cpu; vLLM does not need them
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	# rfc3987-syntax (jupyter's jsonschema[format-nongpl]) builds ~38 Lark parsers on every
+	# `import jsonschema`, which vLLM (through Ray), nbformat and papermill do: ~5 s of each
+	# engine start here. jsonschema then skips only the iri formats, which nothing here uses.
+	$(PY) -m pip uninstall -y -q rfc3987-syntax || true
 	$(PY) -c "import vllm, ggr_kv; print('vllm', vllm.__version__)"
 	-$(MAKE) -s --no-print-directory git-filter
 	touch $(STAMP)

@@ -207,6 +207,16 @@ def test_make_test_checks_notebooks_and_install_wires_the_git_filter():
     assert shutil.which("make")
 
 
+@pytest.mark.subprocess
+def test_importing_jsonschema_builds_no_iri_grammars():
+    # `make install` removes rfc3987-syntax: its ~38 Lark parsers cost ~5 s of every
+    # process that imports vLLM's engine (through Ray), nbformat or papermill
+    code = "import sys, jsonschema; print(sorted(m for m in sys.modules if m.startswith(('rfc3987', 'lark'))))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert res.stdout.strip() == "[]", res.stdout
+
+
 def test_ipywidgets_is_a_dependency_for_widget_progress_bars():
     deps = [_name(d) for d in _project()["dependencies"]]
     assert "ipywidgets" in deps

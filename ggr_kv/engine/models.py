@@ -12,6 +12,7 @@ Users with real weights pass a local path or a Hugging Face id to the runner ins
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -230,11 +231,9 @@ def model_config(shape: str) -> dict:
     """
     if shape not in SHAPES:
         raise ValueError(f"unknown model shape {shape!r}; available: {sorted(SHAPES)}")
-    try:
-        import transformers
-
-        tf_version = transformers.__version__
-    except ImportError:  # pragma: no cover - vLLM brings transformers
+    try:  # the installed version without importing transformers (3 s here)
+        tf_version = importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - vLLM brings it
         tf_version = "5.0.0"
     return {**_LLAMA3_BASE, **SHAPES[shape], "transformers_version": tf_version,
             "_ggr_kv_shape": shape}

@@ -21,7 +21,7 @@ from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm
 from ggr_kv.engine.throughput import scheduler_config
 from ggr_kv.simulate.stepcost import load_calibration, save_calibration
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.timing]
 ROWS, MAX_TOKENS, TOLERANCE = 48, 8, 0.5
 
 

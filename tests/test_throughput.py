@@ -28,7 +28,7 @@ from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm
 from ggr_kv.engine.throughput import CALIBRATION_JOBS, measure_throughputs, scheduler_config
 from ggr_kv.simulate.jobtime import Throughputs, predict_job_time, predict_speedup
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.timing]
 #: calibration sizes for the CPU engine (seconds, not minutes, per job)
 CALIBRATION = {"prefill_steps": 8, "decode_batch": 32, "decode_len": 16}
 ROWS, MAX_TOKENS, REPEATS = 48, 8, 3

@@ -99,6 +99,10 @@ def engine_log(path: str | Path, *, verbose: bool = False) -> Iterator[Terminal]
     os.environ["VLLM_LOGGING_STREAM"] = "ext://sys.__stderr__"
     capturing = logging.captureWarnings  # Python warnings as log records, into the file
     capturing(True)
+    # a record of a logger without handlers (vLLM's import-time warnings come before vLLM
+    # configures its logger) goes to logging.lastResort, which writes to sys.stderr: the
+    # terminal stream below; into the file instead
+    last_resort, logging.lastResort = logging.lastResort, handler
     out = err = None
     streams = (sys.stdout, sys.stderr)
     try:
@@ -117,6 +121,7 @@ def engine_log(path: str | Path, *, verbose: bool = False) -> Iterator[Terminal]
         _flush()
         sys.stdout, sys.stderr = streams
         capturing(False)
+        logging.lastResort = last_resort
         if stream_was is None:
             os.environ.pop("VLLM_LOGGING_STREAM", None)
         else:

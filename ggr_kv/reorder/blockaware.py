@@ -72,6 +72,7 @@ class BlockSearch:
     ----------
     unit_perm : ``(n, u)`` unit order of each row (original row ids).
     hits : block hits (tokens) of ``unit_perm`` with rows in token order.
+    sort : exact `BlockScorer.sorted_hits` of every row under ``unit_perm``'s columns.
     levels : per level: nodes examined, nodes changed, hits after the level, and the
         moves taken as ``{"unit:all"|"unit:shared": nodes}``.
     seconds : wall time (s).
@@ -79,6 +80,7 @@ class BlockSearch:
 
     unit_perm: np.ndarray
     hits: int
+    sort: tuple
     levels: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -124,8 +126,11 @@ class _NodeScores:
     moves: MoveBase  # what `move_totals` needs (exact prefixes of this order)
 
     @classmethod
-    def of(cls, scorer, rows, cols, nidx, N, start) -> _NodeScores:
-        sort = scorer.sorted_hits(rows, cols, nidx, start)
+    def of(cls, scorer, rows, cols, nidx, N, start, sort=None) -> _NodeScores:
+        """``sort``: `BlockScorer.sorted_hits` of ``rows`` grouped by ``nidx`` (exact),
+        e.g. from `_grouped_sort`; None = sort them here."""
+        if sort is None:
+            sort = scorer.sorted_hits(rows, cols, nidx, start)
         order, h = sort[0], sort[3]
         hits = np.empty(len(rows), dtype=np.int64)
         hits[order] = h
@@ -187,6 +192,38 @@ class _NodeScores:
         return tot
 
 
+def _grouped_sort(scorer: BlockScorer, every: tuple, rows, cols, nidx) -> tuple:
+    """`BlockScorer.sorted_hits` of ``rows`` grouped by node ``nidx``, from ``every``:
+    the exact `BlockScorer.sorted_hits` of all rows of the table under the same orders.
+
+    A node's rows share their first fields and values, so they are contiguous in the
+    token order of all rows (a row between two of them shares those pieces too) and keep
+    their relative order and their prefix with the previous row there (ties stay in row
+    order, as `np.lexsort` keeps them). Only each node's first row compares with another
+    node (the one before it in ``nidx`` order): those pairs are compared here.
+    """
+    gorder, glcp, glen, _ = every
+    where = np.full(len(gorder), -1, dtype=np.int64)
+    where[rows] = np.arange(len(rows))
+    at = where[gorder]
+    keep = at >= 0
+    loc = at[keep]  # level positions in token order
+    o = np.argsort(nidx[loc], kind="stable")
+    order = loc[o]
+    lcp = glcp[keep][o]
+    lengths = glen[keep][o]
+    sn = nidx[order]
+    brk = np.flatnonzero(sn[1:] != sn[:-1]) + 1  # first rows of the nodes after the first
+    if len(order):
+        lcp[0] = 0
+    if len(brk):
+        a, b = order[brk - 1], order[brk]
+        lcp[brk] = scorer.pair_lcp(rows[a], cols[a], rows[b], cols[b])
+    B = scorer.block_size
+    hits = B * np.minimum(lcp // B, np.maximum(lengths - 1, 0) // B)
+    return order, lcp, lengths, hits
+
+
 #: units scored exactly per decision: the best by `token_scores` (the rest are skipped)
 SHORTLIST = 8
 
@@ -215,13 +252,14 @@ def token_scores(
         [vl[:, list(units.members[k])].sum(axis=1) + int(klen[list(units.members[k])].sum())
          for k in cand], axis=1,
     ).astype(np.int64)  # fmt: skip
-    nd = units.n_distinct[cand].astype(np.int64) + 1
-    key = np.asarray(group, dtype=np.int64)[:, None] * nd[None, :] + units.codes[rows][:, cand]
-    # equal (group, value) keys have equal tokens: every repeat after the first adds them
-    o = np.argsort(key, axis=0, kind="stable")
-    ks = np.take_along_axis(key, o, 0)
-    dup = ks[1:] == ks[:-1]
-    out[:] = (np.take_along_axis(tl, o, 0)[1:] * dup).sum(axis=0)
+    g = np.asarray(group, dtype=np.int64)
+    # equal (group, value) keys have equal tokens: every repeat after the first adds
+    # them, i.e. all rows' tokens minus one row's per distinct key (hashed, no sort)
+    for i, k in enumerate(cand):
+        kid, uniq = pd.factorize(g * (int(units.n_distinct[k]) + 1) + units.codes[rows, k])
+        once = np.zeros(len(uniq), dtype=np.int64)
+        once[kid] = tl[:, i]
+        out[i] = int(tl[:, i].sum()) - int(once.sum())
     return out
 
 
@@ -342,6 +380,7 @@ def refine(
     progress: bool = False,
     desc: str = "blocks: refine",
     shortlist: int = SHORTLIST,
+    seed_sort: tuple | None = None,
 ) -> BlockSearch:
     """Improve per-row unit orders node by node, accepting only moves that add block hits.
 
@@ -354,6 +393,10 @@ def refine(
     shortlist : units scored exactly per level: those that would share the most tokens
         at that position (`token_scores` over the level's nodes); units that share no
         value in any node are not tried.
+    seed_sort : the exact `BlockScorer.sorted_hits` of every row under ``seed``'s
+        columns when the caller has it (None: sorted here). Each level's nodes are
+        scored from the sort of all rows (`_grouped_sort`), kept from the check after
+        the level before.
 
     Returns
     -------
@@ -368,7 +411,8 @@ def refine(
     rows_all = np.arange(n, dtype=np.int64)
     levels: list[dict] = []
     node = np.zeros(n, dtype=np.int64)
-    total = scorer.total_hits(None, cols)
+    every = seed_sort if seed_sort is not None else scorer.sorted_hits(None, cols)
+    total = int(every[3].sum())
     bar = _bar(progress, max(u - 1, 0), desc)
     for j in range(max(u - 1, 0)):
         if j:
@@ -379,7 +423,9 @@ def refine(
         if len(rows) == 0:
             break
         lv = _Level.of(units, rows, node[rows], perm[rows], cols[rows], j)
-        choice, cands = _level_moves(scorer, units, lv, shortlist, uv)
+        sort = _grouped_sort(scorer, every, rows, lv.cols, lv.nidx)
+        base = _NodeScores.of(scorer, rows, lv.cols, lv.nidx, lv.n_nodes, lv.start, sort)
+        choice, cands = _level_moves(scorer, units, lv, base, shortlist, uv)
         moved = choice >= 0
         taken: dict[str, int] = {}
         if moved.any():
@@ -392,12 +438,13 @@ def refine(
                 newc[sel] = move_cols(lv.cols[sel], at[sel], src[sel], lv.width[k])
                 taken[f"{k}:{variant}"] = int((choice == ci).sum())
             perm[rows], cols[rows] = new, newc
-            after = scorer.total_hits(None, cols)
+            sort_after = scorer.sorted_hits(None, cols)
+            after = int(sort_after[3].sum())
             if after < total:  # cannot happen up to the last-token cap of a node's
                 perm[rows], cols[rows] = lv.cur, lv.cols  # first prompt; keep the
                 taken = {"reverted": int(moved.sum())}  # promise "never lower"
             else:
-                total = after
+                total, every = after, sort_after
         levels.append(
             {
                 "level": j,
@@ -412,7 +459,7 @@ def refine(
             bar.update(1)
     if bar is not None:
         bar.close()
-    return BlockSearch(perm, total, levels, time.perf_counter() - t0)
+    return BlockSearch(perm, total, every, levels, time.perf_counter() - t0)
 
 
 @dataclass
@@ -453,8 +500,9 @@ class _Level:
         return self.cstart[:, self.j], self.cstart[ar, self.pos[:, k]]
 
 
-def _level_moves(scorer, units, lv: _Level, shortlist: int, uv: np.ndarray):
-    """Score the level's moves; per node the best one that adds hits (-1: none).
+def _level_moves(scorer, units, lv: _Level, base: _NodeScores, shortlist: int, uv: np.ndarray):
+    """Score the level's moves (``base``: the level as it is); per node the best one that
+    adds hits (-1: none).
 
     Returns
     -------
@@ -462,7 +510,6 @@ def _level_moves(scorer, units, lv: _Level, shortlist: int, uv: np.ndarray):
     cands : ``(unit, variant, rows that move)`` of each scored move.
     """
     j, rows, nidx, N = lv.j, lv.rows, lv.nidx, lv.n_nodes
-    base = _NodeScores.of(scorer, rows, lv.cols, nidx, N, lv.start)
     best = base.totals.copy()
     choice = np.full(N, -1, dtype=np.int64)  # candidate index that won, -1 = keep
     cands: list[tuple[int, str, np.ndarray]] = []  # (unit, variant, rows that move)

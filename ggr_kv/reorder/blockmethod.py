@@ -144,7 +144,7 @@ def _rate(scorer: BlockScorer, plan: ReorderPlan, sort=None) -> tuple[float, int
 def _sort_all(scorer: BlockScorer, units: Units, unit_perm: np.ndarray) -> tuple[np.ndarray, tuple]:
     """Column orders of ``unit_perm`` and `BlockScorer.sorted_hits` of all rows under them."""
     colperm = expand_perm(units, np.ascontiguousarray(unit_perm))
-    return colperm, scorer.sorted_hits(None, colperm, exact_lcp=False)  # block-exact
+    return colperm, scorer.sorted_hits(None, colperm)  # exact: refine starts from it
 
 
 def _token_order_plan(columns: tuple[str, ...], colperm: np.ndarray, sort: tuple) -> ReorderPlan:
@@ -268,9 +268,12 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
         k_seeds = 2 if n * t.n_cols <= 60_000 else 1
     info["knobs"]["refine_seeds"] = k_seeds
     for k in sorted(seed_hits, key=lambda s: -seed_hits[s])[:k_seeds]:
-        res = refine(scorer, units, seeds_u[k], progress=cfg.progress, desc=f"blocks: refine {k}")
+        res = refine(
+            scorer, units, seeds_u[k], progress=cfg.progress, desc=f"blocks: refine {k}",
+            seed_sort=sorts[k][1],
+        )  # fmt: skip
         name = f"{k} + refine"
-        sorts[name] = _sort_all(scorer, units, res.unit_perm)
+        sorts[name] = (expand_perm(units, np.ascontiguousarray(res.unit_perm)), res.sort)
         plans[name] = _token_order_plan(t.columns, *sorts[name])
         info["refinement"][k] = {
             "hits_before": seed_hits[k],

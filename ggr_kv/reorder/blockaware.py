@@ -284,7 +284,9 @@ class _FixedMoves:
     total0: int  # block hits of the current order (k already at ``j``)
 
     @classmethod
-    def of(cls, scorer, units, order, j, sub, group) -> _FixedMoves | None:
+    def of(cls, scorer, units, order, j, sub, group, every) -> _FixedMoves | None:
+        """``every``: exact `BlockScorer.sorted_hits` of all rows under ``order``, or
+        None (``sub`` is sorted here)."""
         if len(sub) < 2:
             return None
         cur = np.broadcast_to(np.asarray(order, dtype=np.int32), (len(sub), len(order)))
@@ -292,7 +294,8 @@ class _FixedMoves:
         cols = np.broadcast_to(c1, (len(sub), c1.shape[1]))
         nidx = np.unique(group[sub], return_inverse=True)[1].ravel().astype(np.int64)
         lv = _Level.of(units, sub, None, cur, cols, j, nidx)
-        base = _NodeScores.of(scorer, sub, cols, nidx, lv.n_nodes, lv.start)
+        sort = None if every is None else _grouped_sort(scorer, every, sub, cols, nidx)
+        base = _NodeScores.of(scorer, sub, cols, nidx, lv.n_nodes, lv.start, sort)
         return cls(lv, base, int(base.hits.sum()))
 
     def total(self, scorer, k: int, uv) -> int | None:
@@ -307,7 +310,11 @@ class _FixedMoves:
 
 
 def greedy_fixed_order(
-    scorer: BlockScorer, units: Units, progress: bool = False, shortlist: int = SHORTLIST
+    scorer: BlockScorer,
+    units: Units,
+    progress: bool = False,
+    shortlist: int = SHORTLIST,
+    sorts: dict[tuple[int, ...], tuple] | None = None,
 ) -> np.ndarray:
     """One field order for every row, built position by position under the block metric.
 
@@ -317,6 +324,10 @@ def greedy_fixed_order(
     whole table (rows in token order within each prefix group; prompts of two groups
     share the same tokens whichever rows meet) is kept. Ties keep the statistics order. Once no
     remaining unit shares a value, the rest keep the statistics order.
+
+    ``sorts``: a dict this fills with the exact `BlockScorer.sorted_hits` of all rows
+    under each unit order it sorted (key: the order as a tuple; the first is the
+    statistics order), for callers that score those orders too.
 
     Returns
     -------
@@ -328,6 +339,7 @@ def greedy_fixed_order(
     rows = np.arange(n, dtype=np.int64)
     group = np.zeros(n, dtype=np.int64)
     uv = _unit_value_ids(units)
+    sorts = {} if sorts is None else sorts
     bar = _bar(progress, u, "blocks: fixed order")
     while len(rest) > 1:
         tries = _shortlist(token_scores(scorer, units, rows, group, rest), rest, shortlist)
@@ -340,7 +352,13 @@ def greedy_fixed_order(
         # group, and each group's first row, score the same whatever k is. Only rows of
         # groups of two or more are scored; the argmax (first on ties) is unchanged.
         sub = np.flatnonzero(np.bincount(group)[group] >= 2)
-        light = _FixedMoves.of(scorer, units, chosen + rest, len(chosen), sub, group)
+        # all rows are sorted (and kept) when the groups hold most of them; the order
+        # is unchanged when the last pick was rest[0]
+        cur = tuple(chosen + rest)
+        if cur not in sorts and 2 * len(sub) >= n:
+            c1 = expand_perm(units, np.asarray([cur], dtype=np.int32))
+            sorts[cur] = scorer.sorted_hits(None, np.broadcast_to(c1, (n, c1.shape[1])))
+        light = _FixedMoves.of(scorer, units, list(cur), len(chosen), sub, group, sorts.get(cur))
         for k in tries:
             h = None if light is None else light.total(scorer, k, uv)
             if h is None:  # k is the last field: sort again

@@ -236,7 +236,8 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
     }
     tim["ggr"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    fixed = greedy_fixed_order(scorer, units, progress=cfg.progress)
+    fixed_sorts: dict[tuple[int, ...], tuple] = {}  # all rows under fixed unit orders
+    fixed = greedy_fixed_order(scorer, units, progress=cfg.progress, sorts=fixed_sorts)
     seeds_u["fixed order"] = np.broadcast_to(fixed, (n, u))
     tim["fixed_order"] = time.perf_counter() - t1
     info["fixed_order"] = [t.columns[c] for k in fixed for c in units.members[k]]
@@ -252,7 +253,11 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
             plans[k], sorts[k] = plans[twin], sorts[twin]
             continue
         plans[k] = _code_order_plan(t, units, v)
-        sorts[k] = _sort_all(scorer, units, v)
+        same = fixed_sorts.get(tuple(int(x) for x in v[0])) if n and (v == v[:1]).all() else None
+        if same is not None:  # the greedy fixed order sorted all rows under it already
+            sorts[k] = (expand_perm(units, np.ascontiguousarray(v)), same)
+        else:
+            sorts[k] = _sort_all(scorer, units, v)
     ident = np.broadcast_to(np.arange(u, dtype=np.int32), (n, u))
     sorts["trie"] = _sort_all(scorer, units, ident)
     plans["trie"] = _token_order_plan(t.columns, *sorts["trie"])

@@ -69,7 +69,8 @@ def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray
     """Token-lexicographic order of the pieces of ``ps`` (a shorter prefix sorts first).
 
     Most-significant-digit radix refinement: each pass sorts the still-tied pieces by
-    their next few tokens packed into one int64 (token + 1, 0 once a piece has ended).
+    their tie group and next few tokens packed into one int64 (token + 1, 0 once a
+    piece has ended).
 
     ``bar``: an optional tqdm bar, advanced by the pieces whose rank is settled.
     ``adjacent``: False skips ``adj_lcp`` (returned as zeros), a token-by-token pass over
@@ -96,20 +97,27 @@ def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray
         toks = rank[toks]
     top = int(toks.max()) + 2 if len(toks) else 2
     bits = top.bit_length()
-    per = max(1, 63 // bits)
     pos = np.arange(k, dtype=np.int64)  # positions still tied with a neighbour
     seg = np.zeros(k, dtype=np.int64)  # their tie group (contiguous, increasing)
     t = 0
     while len(pos):
+        # one int64 per piece: its tie group, then as many tokens as fit (one stable
+        # argsort per pass; the groups shrink, so later passes take more tokens)
+        sbits = int(seg[-1]).bit_length()
+        per = (63 - sbits) // bits
         items = order[pos]
         ln, st = lens[items], offs[items]
         key = np.zeros(len(items), dtype=np.int64)
-        for i in range(t, t + per):
+        for i in range(t, t + max(1, per)):
             live = ln > i
             tok = np.zeros(len(items), dtype=np.int64)
             tok[live] = toks[st[live] + i].astype(np.int64) + 1
             key = (key << bits) | tok
-        o = np.lexsort((key, seg))
+        if per >= 1:
+            o = np.argsort(key | (seg << (per * bits)), kind="stable")
+        else:  # pragma: no cover - over 2**45 tie groups
+            o = np.lexsort((key, seg))
+        per = max(1, per)
         items, key, s = items[o], key[o], seg[o]
         order[pos] = items
         start = np.r_[True, (s[1:] != s[:-1]) | (key[1:] != key[:-1])]

@@ -253,13 +253,17 @@ def token_scores(
          for k in cand], axis=1,
     ).astype(np.int64)  # fmt: skip
     g = np.asarray(group, dtype=np.int64)
+    nd = units.n_distinct[cand].astype(np.int64) + 1
+    span = (int(g.max()) + 1) * nd  # keys of candidate i lie in [base[i], base[i] + span[i])
+    base = np.r_[0, np.cumsum(span)[:-1]]
+    key = g[:, None] * nd[None, :] + units.codes[rows][:, cand] + base[None, :]
     # equal (group, value) keys have equal tokens: every repeat after the first adds
     # them, i.e. all rows' tokens minus one row's per distinct key (hashed, no sort)
-    for i, k in enumerate(cand):
-        kid, uniq = pd.factorize(g * (int(units.n_distinct[k]) + 1) + units.codes[rows, k])
-        once = np.zeros(len(uniq), dtype=np.int64)
-        once[kid] = tl[:, i]
-        out[i] = int(tl[:, i].sum()) - int(once.sum())
+    kid, uniq = pd.factorize(key.ravel())
+    once = np.zeros(len(uniq), dtype=np.int64)
+    once[kid] = tl.ravel()
+    owner = np.searchsorted(base, uniq, side="right") - 1  # candidate of each key
+    out[:] = tl.sum(axis=0) - np.bincount(owner, weights=once, minlength=len(cand)).astype(np.int64)
     return out
 
 

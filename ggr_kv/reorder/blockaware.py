@@ -194,7 +194,8 @@ class _NodeScores:
 
 def _grouped_sort(scorer: BlockScorer, every: tuple, rows, cols, nidx) -> tuple:
     """`BlockScorer.sorted_hits` of ``rows`` grouped by node ``nidx``, from ``every``:
-    the exact `BlockScorer.sorted_hits` of all rows of the table under the same orders.
+    the exact `BlockScorer.sorted_hits` of all rows of the table under the same orders
+    (``rows``: ascending row ids, as `np.flatnonzero` gives them; ``cols``: their orders).
 
     A node's rows share their first fields and values, so they are contiguous in the
     token order of all rows (a row between two of them shares those pieces too) and keep

@@ -130,6 +130,11 @@ def test_refinement_never_lowers_the_hits(llama3):
     assert res.hits > before  # beer's statistics order leaves room
     assert [lv["hits"] for lv in res.levels] == sorted(lv["hits"] for lv in res.levels)
     assert res.hits == sc.total_hits(None, expand_perm(units, res.unit_perm))
+    # the sort it returns is the sort of its orders; given the seed's sort, same result
+    want = sc.sorted_hits(None, expand_perm(units, res.unit_perm))
+    assert [x.tolist() for x in res.sort] == [x.tolist() for x in want]
+    again = refine(sc, units, seed, seed_sort=sc.sorted_hits(None, expand_perm(units, seed)))
+    assert np.array_equal(again.unit_perm, res.unit_perm) and again.levels == res.levels
 
 
 def test_info_says_what_won_and_every_candidates_rate(llama3):

@@ -61,6 +61,11 @@ def _check_levels(table: Table, groups, tok, block_size: int, query: str) -> int
                 break
             lv = ba._Level.of(units, rows, node[rows], perm[rows], cols[rows], j)
             base = ba._NodeScores.of(scorer, rows, lv.cols, lv.nidx, lv.n_nodes, lv.start)
+            # the level's sort, taken from the sort of all rows, is the level's own sort
+            derived = ba._grouped_sort(scorer, scorer.sorted_hits(None, cols), rows, lv.cols,
+                                       lv.nidx)  # fmt: skip
+            own = scorer.sorted_hits(rows, lv.cols, lv.nidx, lv.start)
+            assert [x.tolist() for x in derived] == [x.tolist() for x in own], j
             for k in range(u):
                 movable = lv.pos[:, k] > j
                 key = lv.nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]

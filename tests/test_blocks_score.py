@@ -99,6 +99,21 @@ def test_sorted_hits_sort_in_token_order_with_previous_prompt_lcp(tp, llama3):
     assert lengths.tolist() == [len(s) for s in srt]
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tp=tables_and_plans(), data=st.data())
+def test_pair_lcp_is_the_common_prefix_of_the_two_prompts(tp, data, llama3):
+    table, plan = tp
+    sc = BlockScorer(PromptPieces.build(table, llama3, "Q"), 4)
+    tokens, offsets = encode_prompts(table, plan, llama3, "Q")
+    seqs = [tokens[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
+    n = plan.n_rows
+    a = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=12)))
+    b = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=len(a), max_size=len(a))))
+    r, fp = plan.row_order, plan.field_perm
+    got = sc.pair_lcp(r[a], fp[a], r[b], fp[b])
+    assert got.tolist() == [len(os.path.commonprefix([seqs[i], seqs[j]])) for i, j in zip(a, b)]
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.lists(st.integers(0, 5), max_size=8), min_size=1, max_size=30))
 def test_lex_order_matches_python_sort(seqs):

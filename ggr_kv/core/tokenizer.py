@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +120,9 @@ def _quicktok(name: str) -> Tok:
         # special-token text in a cell (e.g. "<|eot_id|>") becomes the special id, as in
         # the HF tokenizer.json that vLLM loads; only texts with a "<" can hold one, and
         # the special-token scan is slow, so the others skip it
-        special = np.fromiter(("<" in t for t in texts), dtype=bool, count=len(texts))
+        special = np.fromiter(
+            map(operator.contains, texts, itertools.repeat("<")), dtype=bool, count=len(texts)
+        )
         if not special.any():
             return enc.encode_batch(texts, 0, False)
         if special.all():

@@ -72,6 +72,7 @@ class BlockSearch:
     ----------
     unit_perm : ``(n, u)`` unit order of each row (original row ids).
     hits : block hits (tokens) of ``unit_perm`` with rows in token order.
+    sort : exact `BlockScorer.sorted_hits` of every row under ``unit_perm``'s columns.
     levels : per level: nodes examined, nodes changed, hits after the level, and the
         moves taken as ``{"unit:all"|"unit:shared": nodes}``.
     seconds : wall time (s).
@@ -79,6 +80,7 @@ class BlockSearch:
 
     unit_perm: np.ndarray
     hits: int
+    sort: tuple
     levels: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -124,8 +126,11 @@ class _NodeScores:
     moves: MoveBase  # what `move_totals` needs (exact prefixes of this order)
 
     @classmethod
-    def of(cls, scorer, rows, cols, nidx, N, start) -> _NodeScores:
-        sort = scorer.sorted_hits(rows, cols, nidx, start)
+    def of(cls, scorer, rows, cols, nidx, N, start, sort=None) -> _NodeScores:
+        """``sort``: `BlockScorer.sorted_hits` of ``rows`` grouped by ``nidx`` (exact),
+        e.g. from `_grouped_sort`; None = sort them here."""
+        if sort is None:
+            sort = scorer.sorted_hits(rows, cols, nidx, start)
         order, h = sort[0], sort[3]
         hits = np.empty(len(rows), dtype=np.int64)
         hits[order] = h
@@ -187,6 +192,39 @@ class _NodeScores:
         return tot
 
 
+def _grouped_sort(scorer: BlockScorer, every: tuple, rows, cols, nidx) -> tuple:
+    """`BlockScorer.sorted_hits` of ``rows`` grouped by node ``nidx``, from ``every``:
+    the exact `BlockScorer.sorted_hits` of all rows of the table under the same orders
+    (``rows``: ascending row ids, as `np.flatnonzero` gives them; ``cols``: their orders).
+
+    A node's rows share their first fields and values, so they are contiguous in the
+    token order of all rows (a row between two of them shares those pieces too) and keep
+    their relative order and their prefix with the previous row there (ties stay in row
+    order, as `np.lexsort` keeps them). Only each node's first row compares with another
+    node (the one before it in ``nidx`` order): those pairs are compared here.
+    """
+    gorder, glcp, glen, _ = every
+    where = np.full(len(gorder), -1, dtype=np.int64)
+    where[rows] = np.arange(len(rows))
+    at = where[gorder]
+    keep = at >= 0
+    loc = at[keep]  # level positions in token order
+    o = np.argsort(nidx[loc], kind="stable")
+    order = loc[o]
+    lcp = glcp[keep][o]
+    lengths = glen[keep][o]
+    sn = nidx[order]
+    brk = np.flatnonzero(sn[1:] != sn[:-1]) + 1  # first rows of the nodes after the first
+    if len(order):
+        lcp[0] = 0
+    if len(brk):
+        a, b = order[brk - 1], order[brk]
+        lcp[brk] = scorer.pair_lcp(rows[a], cols[a], rows[b], cols[b])
+    B = scorer.block_size
+    hits = B * np.minimum(lcp // B, np.maximum(lengths - 1, 0) // B)
+    return order, lcp, lengths, hits
+
+
 #: units scored exactly per decision: the best by `token_scores` (the rest are skipped)
 SHORTLIST = 8
 
@@ -215,13 +253,18 @@ def token_scores(
         [vl[:, list(units.members[k])].sum(axis=1) + int(klen[list(units.members[k])].sum())
          for k in cand], axis=1,
     ).astype(np.int64)  # fmt: skip
+    g = np.asarray(group, dtype=np.int64)
     nd = units.n_distinct[cand].astype(np.int64) + 1
-    key = np.asarray(group, dtype=np.int64)[:, None] * nd[None, :] + units.codes[rows][:, cand]
-    # equal (group, value) keys have equal tokens: every repeat after the first adds them
-    o = np.argsort(key, axis=0, kind="stable")
-    ks = np.take_along_axis(key, o, 0)
-    dup = ks[1:] == ks[:-1]
-    out[:] = (np.take_along_axis(tl, o, 0)[1:] * dup).sum(axis=0)
+    span = (int(g.max()) + 1) * nd  # keys of candidate i lie in [base[i], base[i] + span[i])
+    base = np.r_[0, np.cumsum(span)[:-1]]
+    key = g[:, None] * nd[None, :] + units.codes[rows][:, cand] + base[None, :]
+    # equal (group, value) keys have equal tokens: every repeat after the first adds
+    # them, i.e. all rows' tokens minus one row's per distinct key (hashed, no sort)
+    kid, uniq = pd.factorize(key.ravel())
+    once = np.zeros(len(uniq), dtype=np.int64)
+    once[kid] = tl.ravel()
+    owner = np.searchsorted(base, uniq, side="right") - 1  # candidate of each key
+    out[:] = tl.sum(axis=0) - np.bincount(owner, weights=once, minlength=len(cand)).astype(np.int64)
     return out
 
 
@@ -246,7 +289,9 @@ class _FixedMoves:
     total0: int  # block hits of the current order (k already at ``j``)
 
     @classmethod
-    def of(cls, scorer, units, order, j, sub, group) -> _FixedMoves | None:
+    def of(cls, scorer, units, order, j, sub, group, every) -> _FixedMoves | None:
+        """``every``: exact `BlockScorer.sorted_hits` of all rows under ``order``, or
+        None (``sub`` is sorted here)."""
         if len(sub) < 2:
             return None
         cur = np.broadcast_to(np.asarray(order, dtype=np.int32), (len(sub), len(order)))
@@ -254,7 +299,8 @@ class _FixedMoves:
         cols = np.broadcast_to(c1, (len(sub), c1.shape[1]))
         nidx = np.unique(group[sub], return_inverse=True)[1].ravel().astype(np.int64)
         lv = _Level.of(units, sub, None, cur, cols, j, nidx)
-        base = _NodeScores.of(scorer, sub, cols, nidx, lv.n_nodes, lv.start)
+        sort = None if every is None else _grouped_sort(scorer, every, sub, cols, nidx)
+        base = _NodeScores.of(scorer, sub, cols, nidx, lv.n_nodes, lv.start, sort)
         return cls(lv, base, int(base.hits.sum()))
 
     def total(self, scorer, k: int, uv) -> int | None:
@@ -269,7 +315,11 @@ class _FixedMoves:
 
 
 def greedy_fixed_order(
-    scorer: BlockScorer, units: Units, progress: bool = False, shortlist: int = SHORTLIST
+    scorer: BlockScorer,
+    units: Units,
+    progress: bool = False,
+    shortlist: int = SHORTLIST,
+    sorts: dict[tuple[int, ...], tuple] | None = None,
 ) -> np.ndarray:
     """One field order for every row, built position by position under the block metric.
 
@@ -279,6 +329,10 @@ def greedy_fixed_order(
     whole table (rows in token order within each prefix group; prompts of two groups
     share the same tokens whichever rows meet) is kept. Ties keep the statistics order. Once no
     remaining unit shares a value, the rest keep the statistics order.
+
+    ``sorts``: a dict this fills with the exact `BlockScorer.sorted_hits` of all rows
+    under each unit order it sorted (key: the order as a tuple; the first is the
+    statistics order), for callers that score those orders too.
 
     Returns
     -------
@@ -290,6 +344,7 @@ def greedy_fixed_order(
     rows = np.arange(n, dtype=np.int64)
     group = np.zeros(n, dtype=np.int64)
     uv = _unit_value_ids(units)
+    sorts = {} if sorts is None else sorts
     bar = _bar(progress, u, "blocks: fixed order")
     while len(rest) > 1:
         tries = _shortlist(token_scores(scorer, units, rows, group, rest), rest, shortlist)
@@ -302,7 +357,13 @@ def greedy_fixed_order(
         # group, and each group's first row, score the same whatever k is. Only rows of
         # groups of two or more are scored; the argmax (first on ties) is unchanged.
         sub = np.flatnonzero(np.bincount(group)[group] >= 2)
-        light = _FixedMoves.of(scorer, units, chosen + rest, len(chosen), sub, group)
+        # all rows are sorted (and kept) when the groups hold most of them; the order
+        # is unchanged when the last pick was rest[0]
+        cur = tuple(chosen + rest)
+        if cur not in sorts and 2 * len(sub) >= n:
+            c1 = expand_perm(units, np.asarray([cur], dtype=np.int32))
+            sorts[cur] = scorer.sorted_hits(None, np.broadcast_to(c1, (n, c1.shape[1])))
+        light = _FixedMoves.of(scorer, units, list(cur), len(chosen), sub, group, sorts.get(cur))
         for k in tries:
             h = None if light is None else light.total(scorer, k, uv)
             if h is None:  # k is the last field: sort again
@@ -342,6 +403,7 @@ def refine(
     progress: bool = False,
     desc: str = "blocks: refine",
     shortlist: int = SHORTLIST,
+    seed_sort: tuple | None = None,
 ) -> BlockSearch:
     """Improve per-row unit orders node by node, accepting only moves that add block hits.
 
@@ -354,6 +416,10 @@ def refine(
     shortlist : units scored exactly per level: those that would share the most tokens
         at that position (`token_scores` over the level's nodes); units that share no
         value in any node are not tried.
+    seed_sort : the exact `BlockScorer.sorted_hits` of every row under ``seed``'s
+        columns when the caller has it (None: sorted here). Each level's nodes are
+        scored from the sort of all rows (`_grouped_sort`), kept from the check after
+        the level before.
 
     Returns
     -------
@@ -368,7 +434,8 @@ def refine(
     rows_all = np.arange(n, dtype=np.int64)
     levels: list[dict] = []
     node = np.zeros(n, dtype=np.int64)
-    total = scorer.total_hits(None, cols)
+    every = seed_sort if seed_sort is not None else scorer.sorted_hits(None, cols)
+    total = int(every[3].sum())
     bar = _bar(progress, max(u - 1, 0), desc)
     for j in range(max(u - 1, 0)):
         if j:
@@ -379,7 +446,9 @@ def refine(
         if len(rows) == 0:
             break
         lv = _Level.of(units, rows, node[rows], perm[rows], cols[rows], j)
-        choice, cands = _level_moves(scorer, units, lv, shortlist, uv)
+        sort = _grouped_sort(scorer, every, rows, lv.cols, lv.nidx)
+        base = _NodeScores.of(scorer, rows, lv.cols, lv.nidx, lv.n_nodes, lv.start, sort)
+        choice, cands = _level_moves(scorer, units, lv, base, shortlist, uv)
         moved = choice >= 0
         taken: dict[str, int] = {}
         if moved.any():
@@ -392,12 +461,13 @@ def refine(
                 newc[sel] = move_cols(lv.cols[sel], at[sel], src[sel], lv.width[k])
                 taken[f"{k}:{variant}"] = int((choice == ci).sum())
             perm[rows], cols[rows] = new, newc
-            after = scorer.total_hits(None, cols)
+            sort_after = scorer.sorted_hits(None, cols)
+            after = int(sort_after[3].sum())
             if after < total:  # cannot happen up to the last-token cap of a node's
                 perm[rows], cols[rows] = lv.cur, lv.cols  # first prompt; keep the
                 taken = {"reverted": int(moved.sum())}  # promise "never lower"
             else:
-                total = after
+                total, every = after, sort_after
         levels.append(
             {
                 "level": j,
@@ -412,7 +482,7 @@ def refine(
             bar.update(1)
     if bar is not None:
         bar.close()
-    return BlockSearch(perm, total, levels, time.perf_counter() - t0)
+    return BlockSearch(perm, total, every, levels, time.perf_counter() - t0)
 
 
 @dataclass
@@ -453,8 +523,9 @@ class _Level:
         return self.cstart[:, self.j], self.cstart[ar, self.pos[:, k]]
 
 
-def _level_moves(scorer, units, lv: _Level, shortlist: int, uv: np.ndarray):
-    """Score the level's moves; per node the best one that adds hits (-1: none).
+def _level_moves(scorer, units, lv: _Level, base: _NodeScores, shortlist: int, uv: np.ndarray):
+    """Score the level's moves (``base``: the level as it is); per node the best one that
+    adds hits (-1: none).
 
     Returns
     -------
@@ -462,7 +533,6 @@ def _level_moves(scorer, units, lv: _Level, shortlist: int, uv: np.ndarray):
     cands : ``(unit, variant, rows that move)`` of each scored move.
     """
     j, rows, nidx, N = lv.j, lv.rows, lv.nidx, lv.n_nodes
-    base = _NodeScores.of(scorer, rows, lv.cols, nidx, N, lv.start)
     best = base.totals.copy()
     choice = np.full(N, -1, dtype=np.int64)  # candidate index that won, -1 = keep
     cands: list[tuple[int, str, np.ndarray]] = []  # (unit, variant, rows that move)

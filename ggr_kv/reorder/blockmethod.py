@@ -144,7 +144,7 @@ def _rate(scorer: BlockScorer, plan: ReorderPlan, sort=None) -> tuple[float, int
 def _sort_all(scorer: BlockScorer, units: Units, unit_perm: np.ndarray) -> tuple[np.ndarray, tuple]:
     """Column orders of ``unit_perm`` and `BlockScorer.sorted_hits` of all rows under them."""
     colperm = expand_perm(units, np.ascontiguousarray(unit_perm))
-    return colperm, scorer.sorted_hits(None, colperm, exact_lcp=False)  # block-exact
+    return colperm, scorer.sorted_hits(None, colperm)  # exact: refine starts from it
 
 
 def _token_order_plan(columns: tuple[str, ...], colperm: np.ndarray, sort: tuple) -> ReorderPlan:
@@ -236,7 +236,8 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
     }
     tim["ggr"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    fixed = greedy_fixed_order(scorer, units, progress=cfg.progress)
+    fixed_sorts: dict[tuple[int, ...], tuple] = {}  # all rows under fixed unit orders
+    fixed = greedy_fixed_order(scorer, units, progress=cfg.progress, sorts=fixed_sorts)
     seeds_u["fixed order"] = np.broadcast_to(fixed, (n, u))
     tim["fixed_order"] = time.perf_counter() - t1
     info["fixed_order"] = [t.columns[c] for k in fixed for c in units.members[k]]
@@ -252,7 +253,11 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
             plans[k], sorts[k] = plans[twin], sorts[twin]
             continue
         plans[k] = _code_order_plan(t, units, v)
-        sorts[k] = _sort_all(scorer, units, v)
+        same = fixed_sorts.get(tuple(int(x) for x in v[0])) if n and (v == v[:1]).all() else None
+        if same is not None:  # the greedy fixed order sorted all rows under it already
+            sorts[k] = (expand_perm(units, np.ascontiguousarray(v)), same)
+        else:
+            sorts[k] = _sort_all(scorer, units, v)
     ident = np.broadcast_to(np.arange(u, dtype=np.int32), (n, u))
     sorts["trie"] = _sort_all(scorer, units, ident)
     plans["trie"] = _token_order_plan(t.columns, *sorts["trie"])
@@ -268,9 +273,12 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
         k_seeds = 2 if n * t.n_cols <= 60_000 else 1
     info["knobs"]["refine_seeds"] = k_seeds
     for k in sorted(seed_hits, key=lambda s: -seed_hits[s])[:k_seeds]:
-        res = refine(scorer, units, seeds_u[k], progress=cfg.progress, desc=f"blocks: refine {k}")
+        res = refine(
+            scorer, units, seeds_u[k], progress=cfg.progress, desc=f"blocks: refine {k}",
+            seed_sort=sorts[k][1],
+        )  # fmt: skip
         name = f"{k} + refine"
-        sorts[name] = _sort_all(scorer, units, res.unit_perm)
+        sorts[name] = (expand_perm(units, np.ascontiguousarray(res.unit_perm)), res.sort)
         plans[name] = _token_order_plan(t.columns, *sorts[name])
         info["refinement"][k] = {
             "hits_before": seed_hits[k],

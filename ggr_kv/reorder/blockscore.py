@@ -65,13 +65,16 @@ def _nearest_earlier_lcp(idx: list[int] | np.ndarray, adj: list[int] | np.ndarra
     return out
 
 
-def lex_order(ps: PieceSet, bar=None) -> tuple[np.ndarray, np.ndarray]:
+def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Token-lexicographic order of the pieces of ``ps`` (a shorter prefix sorts first).
 
     Most-significant-digit radix refinement: each pass sorts the still-tied pieces by
-    their next few tokens packed into one int64 (token + 1, 0 once a piece has ended).
+    their tie group and next few tokens packed into one int64 (token + 1, 0 once a
+    piece has ended).
 
     ``bar``: an optional tqdm bar, advanced by the pieces whose rank is settled.
+    ``adjacent``: False skips ``adj_lcp`` (returned as zeros), a token-by-token pass over
+    every neighbouring pair.
 
     Returns
     -------
@@ -94,20 +97,27 @@ def lex_order(ps: PieceSet, bar=None) -> tuple[np.ndarray, np.ndarray]:
         toks = rank[toks]
     top = int(toks.max()) + 2 if len(toks) else 2
     bits = top.bit_length()
-    per = max(1, 63 // bits)
     pos = np.arange(k, dtype=np.int64)  # positions still tied with a neighbour
     seg = np.zeros(k, dtype=np.int64)  # their tie group (contiguous, increasing)
     t = 0
     while len(pos):
+        # one int64 per piece: its tie group, then as many tokens as fit (one stable
+        # argsort per pass; the groups shrink, so later passes take more tokens)
+        sbits = int(seg[-1]).bit_length()
+        per = (63 - sbits) // bits
         items = order[pos]
         ln, st = lens[items], offs[items]
         key = np.zeros(len(items), dtype=np.int64)
-        for i in range(t, t + per):
+        for i in range(t, t + max(1, per)):
             live = ln > i
             tok = np.zeros(len(items), dtype=np.int64)
             tok[live] = toks[st[live] + i].astype(np.int64) + 1
             key = (key << bits) | tok
-        o = np.lexsort((key, seg))
+        if per >= 1:
+            o = np.argsort(key | (seg << (per * bits)), kind="stable")
+        else:  # pragma: no cover - over 2**45 tie groups
+            o = np.lexsort((key, seg))
+        per = max(1, per)
         items, key, s = items[o], key[o], seg[o]
         order[pos] = items
         start = np.r_[True, (s[1:] != s[:-1]) | (key[1:] != key[:-1])]
@@ -119,7 +129,8 @@ def lex_order(ps: PieceSet, bar=None) -> tuple[np.ndarray, np.ndarray]:
         pos, seg = pos[keep], nseg[keep]
         t += per
     adj = np.zeros(k, dtype=np.int64)
-    adj[1:] = _pair_lcp(ps, order[:-1], order[1:])
+    if adjacent:
+        adj[1:] = _pair_lcp(ps, order[:-1], order[1:])
     return order, adj
 
 
@@ -214,7 +225,7 @@ class BlockScorer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(pieces.values), desc="blocks: rank pieces", unit="piece")
-        vorder, _ = lex_order(pieces.values, bar)
+        vorder, _ = lex_order(pieces.values, bar, adjacent=False)
         if bar is not None:
             bar.close()
         vrank = np.empty(len(vorder), dtype=np.int64)
@@ -369,6 +380,25 @@ class BlockScorer:
         res[sel] += _pair_lcp(pp.values, va[sel], vb[sel])
         out[diff[iv]] = res
         return out
+
+    def pair_lcp(
+        self, rows_a: np.ndarray, cp_a: np.ndarray, rows_b: np.ndarray, cp_b: np.ndarray
+    ) -> np.ndarray:
+        """``(q,)`` exact tokens shared by the prompts of rows ``rows_a[i]`` (field order
+        ``cp_a[i]``) and ``rows_b[i]`` (``cp_b[i]``), the head included."""
+        q, m = len(rows_a), self.pieces.table.n_cols
+        if not q:
+            return np.zeros(0, dtype=np.int64)
+        rows = np.empty(2 * q, dtype=np.intp)
+        rows[0::2], rows[1::2] = rows_a, rows_b
+        cp = np.empty((2 * q, m), dtype=np.intp)
+        cp[0::2], cp[1::2] = cp_a, cp_b
+        comb, clen, flat = self._row_arrays(rows, cp)
+        cum = np.zeros((2 * q, m + 1), dtype=np.int32)
+        np.cumsum(clen, axis=1, out=cum[:, 1:])
+        lengths = len(self.pieces.prefix) + cum[:, -1].astype(np.int64)
+        order = np.arange(2 * q, dtype=np.int64)  # pairs (0, 1), (2, 3), ...
+        return self._adjacent_lcp(comb, cum, cp, flat, order, lengths, True)[0::2]
 
     def total_hits(self, rows: np.ndarray | None, colperm: np.ndarray) -> int:
         """Block hits (tokens) of ``rows`` (None = all) run in token order."""

@@ -49,6 +49,10 @@ TINY_ENGINE = {"model": "tiny-llama", "enforce_eager": True, "max_model_len": 40
 #: orderings of the shared tiny comparison
 COMPARISON_ORDERINGS = ("no_cache", "original", "ggr")
 _missing_shared: set[str] = set()
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test`'s two workers share the cores: one compute thread each (torch reads it
+    # when first imported, i.e. before any test module imports it; the user's value wins)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def shared_path(name: str, required: bool = True) -> Path | None:

@@ -21,6 +21,7 @@ import gc
 import json
 import os
 import platform
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -569,13 +570,16 @@ def _nvml_gpus() -> list[dict[str, Any]]:
 
 
 def hardware_info() -> dict[str, Any]:
-    """CPU count, memory and GPUs of this machine (for ``run.json``)."""
+    """CPU count, memory and GPUs of this machine, and the threads torch computes with in
+    this process (None before torch is imported), for ``run.json``."""
     import psutil
 
+    torch = sys.modules.get("torch")
     return {
         "cpu_model": cpu_model().removeprefix("CPU: "),
         "cpu_count": os.cpu_count(),
         "cpu_count_physical": psutil.cpu_count(logical=False),
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
         "memory_bytes": int(psutil.virtual_memory().total),
         "gpus": _nvml_gpus(),
         "platform": platform.platform(),

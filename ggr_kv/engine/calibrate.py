@@ -20,8 +20,9 @@ purpose:
 
 Each job is timed as the runner times a job (the wall time of one ``LLM.generate``, its
 prompts sent as the runs to be predicted send them: ``submit``, token ids tokenized
-before the timer by default, or text) ``repeats`` times, interleaved, and so is its feed (when the last prompt
-was submitted: ``LLM.generate`` submits them all before it reads an output); the
+before the timer by default, or text) ``repeats`` times, interleaved, and so is its feed
+(when the last prompt was submitted: ``LLM.generate`` submits them all before it reads
+an output); the
 simulator replays each on the engine's settings and the token ids vLLM really ran, and
 `ggr_kv.simulate.stepcost.fit_step_costs` fits the coefficients to the median times.
 The two-clock model (`ggr_kv.simulate.feedtime`) is fitted too, its feed clock to the

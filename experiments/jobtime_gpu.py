@@ -29,6 +29,11 @@ Steps, in the order they run, each bounded by ``--budget-s``::
   predicted in ``predictions-PREFIXrk.json`` before the first run). The host's state
   around every run (CPU steal and busy time, load, clock) goes to ``hoststate-PREFIX.json``.
 
+Prompts go to the engine as ``--submit`` says, in the calibration jobs and the runs alike:
+``ids`` (default: token ids made by the engine's tokenizer before each job's timer,
+`ggr_kv.engine.submit`) or ``text`` (vLLM tokenizes inside the job time; how
+``results/h200/jobtime/`` and ``jobtime-2/`` ran).
+
 Campaign design (issue 22): the spread of a highly cached job comes from the host that
 feeds the engine (`ggr_kv.analysis.jobfeed`), and it differed between engine starts
 (first call 1.39x slower to submit the same prompts as the second, 25 of 28 jobs), so
@@ -205,7 +210,8 @@ def predict(prep: dict, keys, costs, tp, prefix: str, path: Path, extra=None) ->
                      "parts": pr.parts, "predicted_hit_rate": p["summary"]["hit_rate"],
                      "summary": p["summary"], "config": p["config"],
                      "reorder_s": p["reorder_s"]})
-    doc = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step_costs": costs.to_dict(),
+    doc = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "submit": SUBMIT,
+           "step_costs": costs.to_dict(),
            "throughputs": tp.to_dict() if tp is not None else None, "runs": rows}
     doc.update(extra or {})
     _write(path, doc)
@@ -242,6 +248,10 @@ def specs_for(prep: dict, keys, prefix: str, args):
     return out
 
 
+#: how prompts go to the engine (``--submit``; set in main)
+SUBMIT = "ids"
+
+
 def run_specs(llm, specs, out: Path, stop_s: float):
     from ggr_kv.run import run_batch
 
@@ -250,7 +260,8 @@ def run_specs(llm, specs, out: Path, stop_s: float):
             log(line)
 
     return run_batch(specs, llm=llm, out_dir=out, on_error="continue", on_update=on_update,
-                     progress=False, predict=False, stop_after_s=max(stop_s, 0))
+                     progress=False, predict=False, stop_after_s=max(stop_s, 0),
+                     submit=SUBMIT)
 
 
 # -- in the engine core process (through collective_rpc; the worker is in that process) --
@@ -411,10 +422,11 @@ def do_calibrate(llm, args, out: Path, start_s: float):
     from ggr_kv.simulate.stepcost import save_calibration
 
     costs = calibrate(llm, repeats=args.calib_repeats, scale=1 / 16 if args.smoke else 1.0,
-                      on_job=lambda j, s: log(f"calib {j}: {s:.3f} s"))
+                      on_job=lambda j, s: log(f"calib {j}: {s:.3f} s"), submit=SUBMIT)
     costs.meta["engine_start_s"] = start_s
     tp = measure_throughputs(llm, repeats=1, decode_batch=32 if args.smoke else 256,
-                             decode_len=16 if args.smoke else 64, progress=False)
+                             decode_len=16 if args.smoke else 64, progress=False,
+                             submit=SUBMIT)
     costs.meta["throughputs_3term"] = tp.to_dict()
     path = out / f"calibration-{args.prefix.rstrip('-')}.json"
     if path.exists():
@@ -480,8 +492,11 @@ def main() -> None:
     ap.add_argument("--per-run-s", type=float, default=3.0,
                     help="seconds a run takes beyond its job (reset, records)")
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU engine")
+    ap.add_argument("--submit", choices=("ids", "text"), default="ids",
+                    help="prompts as token ids tokenized before the timer (default) or text")
     args = ap.parse_args()
-    global CAMPAIGN, TRIAL, PROFILE, ARMS, MODEL, ASSUMED
+    global CAMPAIGN, TRIAL, PROFILE, ARMS, MODEL, ASSUMED, SUBMIT
+    SUBMIT = args.submit
     if args.smoke:
         CAMPAIGN, TRIAL, PROFILE, ARMS = (SMOKE["campaign"], SMOKE["trial"], SMOKE["profile"],
                                           SMOKE["arms"])
@@ -522,7 +537,7 @@ def main() -> None:
     start_s = time.monotonic() - t
     facts = engine_facts(llm)
     log(f"engine started in {start_s:.1f} s: {facts['device']}, "
-        f"{facts['num_kv_blocks']} blocks, vLLM {facts['vllm_version']}")
+        f"{facts['num_kv_blocks']} blocks, vLLM {facts['vllm_version']}, prompts as {SUBMIT}")
     # the replays finish before anything is timed: they compete for the host's CPU
     prep = {}
     for f in futs:

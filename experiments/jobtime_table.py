@@ -79,7 +79,10 @@ def load(folder: Path) -> dict:
         runs[rid] = {"job_s": rep["job_s"],
                      "hit_rate": rj["summary"].get("prefix_cache_hit_rate"),
                      "device": rj["summary"].get("device") or rj.get("device"),
-                     "clocks": clocks}
+                     "clocks": clocks,
+                     # run.json files from before token-id submission sent text
+                     "submit": rj.get("submit") or "text",
+                     "tokenize_s": [r.get("tokenize_s") for r in rj.get("repeat_runs") or []]}
     return {"cals": cals, "preds": preds, "runs": runs}
 
 
@@ -272,6 +275,25 @@ def accuracy_table(acc: list[dict], med: dict) -> str:
     devs = sorted({str(a["device"]) for a in acc})
     lines.append(f"Cards: {', '.join(devs)}.")
     return "\n".join(lines)
+
+
+def submit_line(data: dict) -> str:
+    """How the campaign runs sent their prompts, and what tokenizing ids cost."""
+    rows = campaign_rows(data)
+    parts = []
+    for mode in ("ids", "text"):
+        mine = [data["runs"][r["run_id"]] for r in rows
+                if data["runs"][r["run_id"]]["submit"] == mode]
+        if not mine:
+            continue
+        if mode == "text":
+            parts.append(f"text, tokenized by vLLM inside the job time ({len(mine)} runs)")
+            continue
+        tok = sorted(x for r in mine for x in r["tokenize_s"] if x is not None)
+        cost = (f"; tokenizing before the timer, median {statistics.median(tok):.2f} s "
+                f"[{tok[0]:.2f}-{tok[-1]:.2f}], not in job s" if tok else "")
+        parts.append(f"token ids ({len(mine)} runs{cost})")
+    return "Prompts submitted as: " + "; ".join(parts) + "." if parts else ""
 
 
 def _fmt_ratios(xs: list[float]) -> str:
@@ -514,7 +536,8 @@ def render(folder: Path) -> dict[str, str]:
     acc, med, fits = accuracy(data)
     return {"jobtime-calibration": calibration_table(data),
             "jobtime-two-clock": two_clock_table(fits),
-            "jobtime-accuracy": accuracy_table(acc, med),
+            "jobtime-accuracy": "\n".join(x for x in (accuracy_table(acc, med),
+                                                        submit_line(data)) if x),
             "jobtime-clocks": clocks_table(acc),
             "jobtime-loto-variants": variants_table(data),
             "jobtime-spread": spread_table(acc),

@@ -33,6 +33,18 @@ def test_jobtime_tables_are_generated_from_the_run_folders(tables):
         assert read_block(FOLDER / "README.md", name) == body + "\n", name
 
 
+@pytest.mark.parametrize("folder", sorted(
+    str(p.parent.relative_to(CHECKOUT_DIR))
+    for p in (CHECKOUT_DIR / "results").glob("*/jobtime*/README.md")))
+def test_every_jobtime_readme_holds_the_tables_of_its_own_runs(folder):
+    spec = importlib.util.spec_from_file_location("jobtime_table", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path = CHECKOUT_DIR / folder
+    for name, body in mod.render(path).items():
+        assert read_block(path / "README.md", name) == body + "\n", (folder, name)
+
+
 def test_every_campaign_run_was_predicted_before_it_ran(tables):
     # 7 tables x 4 orderings, two engine starts: 56 runs, each with a pre-run prediction
     assert re.search(r"pre-run \d+ of 56 ", tables["jobtime-accuracy"])

@@ -146,7 +146,8 @@ def test_run_folder_holds_every_file_and_the_run_metadata(first, table, plan, to
     assert meta["dtype"] == ("bfloat16" if asked == "auto" else asked) and meta["device"]
     assert meta["hardware"]["cpu_count"] >= 1 and meta["hardware"]["memory_bytes"] > 0
     assert meta["versions"]["vllm"] == vllm.__version__ and meta["versions"]["python"]
-    assert set(meta["timings"]) == {"reorder_s", "engine_start_s", "job_s", "total_s"}
+    assert set(meta["timings"]) == {"reorder_s", "engine_start_s", "job_s", "total_s",
+                                    "tokenize_s"}
     assert 0 < meta["timings"]["job_s"] <= meta["timings"]["total_s"]
     assert meta["timings"]["engine_start_s"] > 0
     prompts = build_prompts(table, plan, QUERY)

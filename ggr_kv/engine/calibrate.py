@@ -18,9 +18,11 @@ purpose:
   decode over long contexts, long enough that the engine, not the submission of the
   long prompts, sets the job's time.
 
-Each job is timed as the runner times a job (the wall time of one ``LLM.generate`` over
-text prompts) ``repeats`` times, interleaved, and so is its feed (when the last prompt
-was submitted: ``LLM.generate`` submits them all before it reads an output); the
+Each job is timed as the runner times a job (the wall time of one ``LLM.generate``, its
+prompts sent as the runs to be predicted send them: ``submit``, token ids tokenized
+before the timer by default, or text) ``repeats`` times, interleaved, and so is its feed
+(when the last prompt was submitted: ``LLM.generate`` submits them all before it reads
+an output); the
 simulator replays each on the engine's settings and the token ids vLLM really ran, and
 `ggr_kv.simulate.stepcost.fit_step_costs` fits the coefficients to the median times.
 The two-clock model (`ggr_kv.simulate.feedtime`) is fitted too, its feed clock to the
@@ -37,7 +39,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ggr_kv.engine.throughput import _number_prompts, _replay, _time_job, scheduler_config
+from ggr_kv.engine.submit import DEFAULT_SUBMIT
+from ggr_kv.engine.throughput import (
+    _number_prompts,
+    _replay,
+    _time_job,
+    job_inputs,
+    scheduler_config,
+)
 from ggr_kv.simulate import SchedulerConfig
 from ggr_kv.simulate.feedtime import fit_feed_costs
 from ggr_kv.simulate.stepcost import StepCosts, features_of, fit_step_costs
@@ -117,6 +126,7 @@ def calibrate(
     seed: int = 0,
     jobs: list[CalibJob] | None = None,
     on_job: Callable[[str, float], Any] | None = None,
+    submit: str = DEFAULT_SUBMIT,
 ) -> StepCosts:
     """Run the calibration jobs on ``llm`` and fit the step-cost model.
 
@@ -128,6 +138,8 @@ def calibrate(
     seed : seed of the random prompts.
     jobs : the jobs to run instead of `calibration_jobs`' (at least 7).
     on_job : called with (job name, seconds) after each timed job.
+    submit : how the prompts go in: ``"ids"`` (tokenized before the timer) or ``"text"``;
+        calibrate as the runs to be predicted submit (`ggr_kv.engine.submit`).
 
     Returns
     -------
@@ -143,7 +155,8 @@ def calibrate(
     jobs = jobs or calibration_jobs(config, facts["max_model_len"], scale=scale,
                                     max_context=max_context)
     tok = llm.get_tokenizer()
-    texts = {j.name: _texts(tok, j, seed + 101 * i) for i, j in enumerate(jobs)}
+    texts = {j.name: job_inputs(llm, _texts(tok, j, seed + 101 * i), submit)
+             for i, j in enumerate(jobs)}
     _time_job(llm, texts[jobs[-1].name][:2], 2)  # untimed warm-up
     times: dict[str, list[float]] = {j.name: [] for j in jobs}
     feeds: dict[str, list[float]] = {j.name: [] for j in jobs}
@@ -166,6 +179,7 @@ def calibrate(
         "scheduler": config.to_dict(),
         "repeats": repeats,
         "seed": seed,
+        "submit": submit,
         "calibration_s": time.perf_counter() - t0,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "jobs": {

@@ -11,8 +11,9 @@ share a KV block, so nothing hits:
   fixed cost of a step from the cost of each decode token.
 
 Each job is timed ``repeats`` times (interleaved; the median is used) as the runner
-times a job: the wall time of one ``LLM.generate`` call over all prompts, sent as text
-so tokenizing is inside the timer. On a shared machine, where other processes' load
+times a job: the wall time of one ``LLM.generate`` call over all prompts, sent as the
+runner sends them (``submit``: token ids tokenized before the timer, by default, or
+text, tokenized inside it; `ggr_kv.engine.submit`). On a shared machine, where other processes' load
 swings wall times, ``interleave`` lets a caller time its own jobs between the rounds of
 calibration jobs, so that both see the same load. The simulator replays each job on the engine's own
 settings and exact prompt tokens, and `ggr_kv.simulate.jobtime.fit_throughputs` finds
@@ -30,10 +31,11 @@ from typing import Any
 import numpy as np
 
 from ggr_kv.engine.config import engine_facts
+from ggr_kv.engine.submit import DEFAULT_SUBMIT, check_submit, encode_prompts, engine_inputs
 from ggr_kv.simulate import SchedulerConfig, SimResult, simulate
 from ggr_kv.simulate.jobtime import Throughputs, fit_throughputs
 
-__all__ = ["CALIBRATION_JOBS", "measure_throughputs", "scheduler_config"]
+__all__ = ["CALIBRATION_JOBS", "job_inputs", "measure_throughputs", "scheduler_config"]
 
 #: names of the calibration jobs, in the order they run
 CALIBRATION_JOBS: tuple[str, ...] = ("prefill", "decode", "decode_small")
@@ -81,10 +83,17 @@ def _plan(config: SchedulerConfig, max_model_len: int, prefill_len: int, prefill
     }
 
 
-def _time_job(llm: Any, texts: list[str], max_tokens: int) -> tuple[float, float | None, list]:
-    """Seconds of one ``generate`` over ``texts`` (prefix cache reset first), seconds until
-    its last prompt was submitted (``None`` when the engine's ``add_request`` cannot be
-    timed), and the outputs."""
+def job_inputs(llm: Any, texts: list[str], submit: str = DEFAULT_SUBMIT) -> list[Any]:
+    """What `_time_job` hands ``generate`` for ``texts``: token-id prompts (tokenized
+    here, before any timer) or the texts themselves (``submit="text"``)."""
+    ids = encode_prompts(llm, texts)[0] if check_submit(submit) == "ids" else None
+    return engine_inputs(texts, ids)
+
+
+def _time_job(llm: Any, texts: list[Any], max_tokens: int) -> tuple[float, float | None, list]:
+    """Seconds of one ``generate`` over ``texts`` (prompt strings or token-id prompts,
+    `job_inputs`; prefix cache reset first), seconds until its last prompt was submitted
+    (``None`` when the engine's ``add_request`` cannot be timed), and the outputs."""
     from vllm import SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0.0)
@@ -129,6 +138,7 @@ def measure_throughputs(
     seed: int = 0,
     interleave: Callable[[int], Any] | None = None,
     progress: bool = True,
+    submit: str = DEFAULT_SUBMIT,
 ) -> Throughputs:
     """Measure uncached prefill tokens/s, decode tokens/s and the per-step overhead.
 
@@ -147,6 +157,8 @@ def measure_throughputs(
     interleave : called with the repeat index after each round of calibration jobs, so
         a caller can time its own jobs between them, under the same machine load.
     progress : a tqdm bar over the calibration jobs.
+    submit : how the prompts go in, as the runs to be predicted send them: ``"ids"``
+        (tokenized before the timer) or ``"text"`` (`ggr_kv.engine.submit`).
 
     Returns
     -------
@@ -164,8 +176,8 @@ def measure_throughputs(
     plan = _plan(config, facts["max_model_len"], prefill_len, prefill_steps, decode_batch,
                  decode_len)
     tok = llm.get_tokenizer()
-    texts = {j: _number_prompts(tok, n, L, seed + i) for i, (j, (n, L, _)) in
-             enumerate(plan.items())}
+    texts = {j: job_inputs(llm, _number_prompts(tok, n, L, seed + i), submit)
+             for i, (j, (n, L, _)) in enumerate(plan.items())}
     _time_job(llm, texts["decode_small"][:2], 2)  # untimed warm-up
     times: dict[str, list[float]] = {j: [] for j in plan}
     replays: dict[str, SimResult] = {}
@@ -200,6 +212,7 @@ def measure_throughputs(
         "jobs": jobs,
         "repeats": repeats,
         "seed": seed,
+        "submit": submit,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return fit_throughputs(samples, meta=meta)

@@ -46,6 +46,7 @@ from ggr_kv.engine.config import (
 )
 from ggr_kv.engine.errors import cause_line
 from ggr_kv.engine.lifetime import interrupted
+from ggr_kv.engine.submit import DEFAULT_SUBMIT
 from ggr_kv.reorder.registry import NO_CACHE
 from ggr_kv.run.execute import EngineHandle, run_stages
 from ggr_kv.run.options import BatchOptions
@@ -400,7 +401,8 @@ class _Batch:
     def _group_repeats(self, g: EngineGroup, members: list[int], llm: Any, owned: bool) -> None:
         em = engine_meta(llm, self.url, g.settings)
         handle = EngineHandle(llm, self.url, em.facts.get("served_model"),
-                              self.opt["max_concurrency"], False)  # `RunBars` instead
+                              self.opt["max_concurrency"], False,  # `RunBars` instead
+                              self.opt.get("submit", DEFAULT_SUBMIT))
         ctx = EngineContext(em.facts.get("model"), em.facts.get("max_model_len"),
                             em.facts.get("block_size"), "engine")
         active = []
@@ -528,8 +530,9 @@ def run_batch(
     ----------
     specs : the runs (`RunSpec`); each becomes one run folder holding all its repeats.
     options, **option_fields : how (`ggr_kv.run.options.BatchOptions`: ``out_dir``,
-        ``llm``, ``server_url``, ``max_concurrency``, ``reset_prefix_cache``, ``predict``,
-        ``progress``, ``on_error``, ``on_update``, ``stop_after_s``, ``executor``), as an
+        ``llm``, ``server_url``, ``max_concurrency``, ``submit``, ``reset_prefix_cache``,
+        ``predict``, ``progress``, ``on_error``, ``on_update``, ``stop_after_s``,
+        ``executor``), as an
         object and/or by name.
 
     Returns
@@ -546,7 +549,7 @@ def run_batch(
         return o.executor.run(specs, out_dir=out, on_update=on_update)
     options = {"continue": o.on_error == "continue", "progress": o.progress,
                "reset": o.reset_prefix_cache, "max_concurrency": o.max_concurrency,
-               "predict": o.predict, "stop_after_s": o.stop_after_s}
+               "predict": o.predict, "stop_after_s": o.stop_after_s, "submit": o.submit}
     batch = _Batch(specs, out, llm, server_url, options, on_update)
     groups = group_specs(specs, llm=llm, server_url=server_url)
     batch.prepare(groups)

@@ -6,6 +6,11 @@ server; `run_stages` sends a prepared run's prompts in run order through it (one
 metrics collector on, each stage on the rows the previous stage kept, and returns the
 outputs in ORIGINAL row order with the stage's steps, requests and summary.
 `EngineHandle.reset` empties the prefix cache between runs.
+
+An offline engine gets token ids by default (``submit="ids"``: tokenized with its own
+tokenizer before the job's timer starts, ``tokenize_s`` kept apart;
+`ggr_kv.engine.submit`), or the texts (``submit="text"``: vLLM tokenizes them inside the
+job time). A server always gets the texts.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ggr_kv.core.prompts import build_prompts
 from ggr_kv.core.schema import add_running_totals
 from ggr_kv.core.table import Table
 from ggr_kv.datasets.queries import Query
+from ggr_kv.engine.submit import DEFAULT_SUBMIT, check_submit, encode_prompts, engine_inputs
 from ggr_kv.run.prepare import restrict_plan
 
 __all__ = ["SERVER_SCRAPE_INTERVAL_S", "EngineHandle", "Pass", "Staged", "aggregate", "run_stages"]
@@ -35,7 +41,10 @@ SERVER_SCRAPE_INTERVAL_S = 0.05
 
 @dataclass
 class Pass:
-    """One batch of prompts through the engine, in run order."""
+    """One batch of prompts through the engine, in run order: output texts, prompt and
+    output tokens per request, the collector's tables, the generate wall time (s), how
+    the prompts went in (``submit``) and the seconds spent tokenizing them before the
+    timer started (0 for text)."""
 
     texts: list[str]
     prompt_tokens: np.ndarray
@@ -44,25 +53,27 @@ class Pass:
     requests: pd.DataFrame
     summary: dict[str, Any]
     job_s: float
+    submit: str = "text"
+    tokenize_s: float = 0.0
 
 
 def _offline_pass(
     llm: Any, prompts: list[str], rows: np.ndarray, sampling: dict, progress: bool,
-    salt: str | None = None,
+    salt: str | None = None, submit: str = DEFAULT_SUBMIT,
 ) -> Pass:
     from vllm import SamplingParams
 
     from ggr_kv.collector.vllm_collector import VLLMMetricsCollector
 
     params = SamplingParams(**sampling)
+    ids, tokenize_s = encode_prompts(llm, prompts) if submit == "ids" else (None, 0.0)
+    inputs = engine_inputs(prompts, ids, salt)  # built before the timer: not in job_s
     with warnings.catch_warnings():
         # the run asked for caching off (no_cache): no warning that hits will be 0
         warnings.filterwarnings("ignore", message="prefix caching is off")
         col = VLLMMetricsCollector(llm, sample_resources=True).start()
     try:
         t0 = time.perf_counter()
-        inputs: list[Any] = prompts if salt is None else [  # nothing shared across requests
-            {"prompt": p, "cache_salt": f"{salt}-{i}"} for i, p in enumerate(prompts)]
         outs = llm.generate(inputs, params, use_tqdm=progress)  # one call: vLLM batches
         job_s = time.perf_counter() - t0
     finally:
@@ -73,7 +84,8 @@ def _offline_pass(
         [len(o.outputs[0].token_ids) if o.outputs else 0 for o in outs], dtype=np.int64
     )
     return Pass(
-        texts, ptoks, otoks, col.steps(), col.requests(outs, rows=rows), col.summary(), job_s
+        texts, ptoks, otoks, col.steps(), col.requests(outs, rows=rows), col.summary(), job_s,
+        submit, tokenize_s,
     )
 
 
@@ -186,12 +198,16 @@ class EngineHandle:
     served_model : the model name the server answers to.
     max_concurrency : server requests in flight.
     progress : tqdm bars for each pass.
+    submit : how an offline engine gets the prompts: ``"ids"`` (tokenized before the
+        timer) or ``"text"`` (`ggr_kv.engine.submit`); a server always gets text.
     """
 
     def __init__(self, llm: Any = None, url: str | None = None, served_model: str | None = None,
-                 max_concurrency: int = 32, progress: bool = True) -> None:
+                 max_concurrency: int = 32, progress: bool = True,
+                 submit: str = DEFAULT_SUBMIT) -> None:
         self.llm, self.url, self.model = llm, url, served_model
         self.max_concurrency, self.progress = max_concurrency, progress
+        self.submit = check_submit(submit)
         #: set per run: every request gets its own ``cache_salt`` (a ``no_cache`` run on a
         #: caching engine); None shares the cache as usual
         self.salt: str | None = None
@@ -203,7 +219,8 @@ class EngineHandle:
                                 self.max_concurrency, self.progress)
         if self.salt is not None and self.url:
             raise ValueError("a salted no_cache run needs an offline engine, not a server")
-        return _offline_pass(self.llm, prompts, rows, sampling, self.progress, self.salt)
+        return _offline_pass(self.llm, prompts, rows, sampling, self.progress, self.salt,
+                             self.submit)
 
     def reset(self) -> bool:
         """Empty the prefix cache; False (with a warning) when it could not be emptied."""
@@ -294,6 +311,9 @@ class Staged:
     job_s : generate wall time over all stages, s.
     prompt_tokens, output_tokens : totals (tokens).
     stages : per-stage details.
+    submit : how the prompts went in (``"ids"`` or ``"text"``).
+    tokenize_s : seconds spent tokenizing prompts before the timer (all stages; 0 for
+        text, which vLLM tokenizes inside ``job_s``).
     """
 
     columns: dict[str, np.ndarray]
@@ -304,6 +324,8 @@ class Staged:
     prompt_tokens: int
     output_tokens: int
     stages: list[dict[str, Any]]
+    submit: str = "text"
+    tokenize_s: float = 0.0
 
 
 def _stage_meta(k: int, st: Any, p: Pass, n_rows: int) -> dict[str, Any]:
@@ -315,6 +337,7 @@ def _stage_meta(k: int, st: Any, p: Pass, n_rows: int) -> dict[str, Any]:
         "max_tokens": st.max_tokens,
         "rows": n_rows,
         "job_s": p.job_s,
+        "tokenize_s": p.tokenize_s,
         "prompt_tokens": int(p.prompt_tokens.sum()),
         "output_tokens": int(p.output_tokens.sum()),
         "summary": p.summary,
@@ -391,6 +414,8 @@ def run_stages(
         int(ptok.sum()),
         int(otok.sum()),
         stages_meta,
+        passes[0].submit if passes else "text",
+        float(sum(p.tokenize_s for p in passes)),
     )
 
 

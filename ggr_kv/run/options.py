@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ggr_kv.engine.submit import DEFAULT_SUBMIT, check_submit
 from ggr_kv.run.prepare import RunSpec
 
 __all__ = ["BatchOptions", "split_settings"]
@@ -31,6 +32,11 @@ class BatchOptions:
     server_url : base URL of a running vLLM server for every run instead: prompts go to
         ``/v1/completions``, the collector scrapes ``/metrics``.
     max_concurrency : server requests in flight (>= 1).
+    submit : how an offline engine gets the prompts: ``"ids"`` (default: token ids made
+        by the engine's own tokenizer before each job's timer starts, the seconds kept
+        as ``tokenize_s``) or ``"text"`` (vLLM tokenizes inside the job time, the way a
+        caller handing vLLM strings sees it). Hits and outputs are the same; highly
+        cached jobs run faster with ids (`ggr_kv.engine.submit`). A server gets text.
     reset_prefix_cache : empty the prefix cache before every repeat, so hits come from
         that repeat only.
     predict : simulate each run and record collector, request and simulator hit counts
@@ -50,6 +56,7 @@ class BatchOptions:
     llm: Any = None
     server_url: str | None = None
     max_concurrency: int = 32
+    submit: str = DEFAULT_SUBMIT
     reset_prefix_cache: bool = True
     predict: bool = True
     progress: bool = True
@@ -65,6 +72,7 @@ class BatchOptions:
             raise ValueError("give either llm (an offline engine) or server_url, not both")
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {self.max_concurrency}")
+        check_submit(self.submit)
         ex = self.executor
         if ex is not None and not ex.local and (self.llm is not None or self.server_url):
             raise ValueError(f"executor {ex.kind!r} starts its own engines; give no llm or "

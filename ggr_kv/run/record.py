@@ -156,7 +156,7 @@ def _repeat_record(o: RepeatOutcome) -> RepeatRecord:
         request_prompt_tokens=_total(req, "prompt_tokens"),
         num_preemptions=s.get("num_preemptions"), num_steps=s.get("num_steps"),
         max_kv_cache_usage=s.get("max_kv_cache_usage"),
-        output_tokens=o.staged.output_tokens,
+        output_tokens=o.staged.output_tokens, tokenize_s=o.staged.tokenize_s,
     )
 
 
@@ -224,6 +224,7 @@ def build_record(
         rows=n, columns=list(prep.table.columns), model=em.model, model_path=facts.get("model"),
         dummy_weights=em.dummy, mode="server" if server_url else "offline",
         server_url=server_url, max_concurrency=max_concurrency if server_url else None,
+        submit=med.submit,
         engine_args=em.engine_args, engine_kwargs=em.kwargs,
         vllm_version=facts.get("vllm_version"), dtype=facts.get("dtype"),
         block_size=facts.get("block_size"), num_kv_blocks=facts.get("num_kv_blocks"),
@@ -235,7 +236,7 @@ def build_record(
         sampling={**sp, "max_tokens": [s.max_tokens for s in stages] if multi
                   else stages[0].max_tokens},
         prefix_cache_reset=all(o.reset for o in outcomes),
-        timings=Timings(prep.reorder_s, use.start_s, rep.job_s_median, total),
+        timings=Timings(prep.reorder_s, use.start_s, rep.job_s_median, total, med.tokenize_s),
         prompt_tokens=med.prompt_tokens, prompt_tokens_source="vllm",
         output_tokens=med.output_tokens, summary=med.summary,
         reorder=({**prep.reorder_info, "run_knobs": prep.context} if prep.context

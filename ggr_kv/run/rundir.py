@@ -102,12 +102,16 @@ class Timings:
         building prompts, emptying the cache and recording are outside it.
     total_s : what running this alone costs: reorder + engine start (when the runner
         started it) + every repeat + preparing and recording.
+    tokenize_s : seconds the median repeat spent tokenizing its prompts before the timer
+        (token-id submission, `RunRecord.submit` ``"ids"``); 0 for text, None in older
+        files.
     """
 
     reorder_s: float | None
     engine_start_s: float | None
     job_s: float
     total_s: float
+    tokenize_s: float | None = None
 
 
 @dataclass
@@ -129,6 +133,7 @@ class RepeatRecord:
     num_preemptions, num_steps : the collector's counts.
     max_kv_cache_usage : peak KV usage (0-1).
     output_tokens : tokens generated.
+    tokenize_s : seconds spent tokenizing the prompts before the timer (0 for text).
     """
 
     repeat: int
@@ -145,6 +150,7 @@ class RepeatRecord:
     max_kv_cache_usage: float | None = None
     output_tokens: int | None = None
     connector_hits: int | None = None
+    tokenize_s: float | None = None
 
 
 @dataclass
@@ -222,6 +228,9 @@ class RunRecord:
     rows, columns : input rows and column names.
     model, model_path, dummy_weights : label, folder/id vLLM loaded, random weights.
     mode, server_url, max_concurrency : ``offline`` or ``server`` and its settings.
+    submit : how the prompts went to the engine: ``"ids"`` (token ids, tokenized before
+        the job's timer) or ``"text"`` (tokenized by vLLM inside it); None in older files,
+        which all sent text.
     engine_args, engine_kwargs : effective engine settings; what was passed to ``LLM``.
     vllm_version, dtype, block_size, num_kv_blocks, enable_prefix_caching,
     max_model_len, max_num_seqs, device : engine facts (tokens where counts).
@@ -265,6 +274,7 @@ class RunRecord:
     mode: str = "offline"
     server_url: str | None = None
     max_concurrency: int | None = None
+    submit: str | None = None
     engine_args: dict[str, Any] = field(default_factory=dict)
     engine_kwargs: dict[str, Any] | None = None
     vllm_version: str | None = None

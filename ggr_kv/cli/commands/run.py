@@ -4,8 +4,9 @@ The rows run in the order of ``--plan PLAN.json`` or of ``--method`` (default: t
 input order); the query is ``--query TEXT`` or a template (``--query-type``). The
 engine is started here (``--model``, engine options) unless ``--server-url`` names a
 running vLLM server. ``--repeats N`` runs all rows N times on the warm engine (one run
-folder; run.json keeps every repeat, the median and the spread). Prints the run's summary
-(``--json``: one JSON object).
+folder; run.json keeps every repeat, the median and the spread). The engine gets the
+prompts as token ids, tokenized before the job's timer (``--submit text``: as text,
+tokenized by vLLM inside it). Prints the run's summary (``--json``: one JSON object).
 
 Everything that can be checked without an engine is checked before one starts: the run
 id, the table, plan and query, engine argument names, and every prompt's length against
@@ -29,6 +30,7 @@ from ggr_kv.cli.common import (
     positive_int,
     query_file,
 )
+from ggr_kv.engine.submit import DEFAULT_SUBMIT, SUBMIT_MODES
 
 #: ``--executor`` and ``--split`` values (`ggr_kv.run.executors.EXECUTORS`,
 #: `ggr_kv.reorder.shard.SHARDINGS`; a test keeps them equal, the parser stays light)
@@ -68,6 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=32,
         help="server requests in flight (default 32)",
+    )
+    parser.add_argument(
+        "--submit",
+        choices=SUBMIT_MODES,
+        default=DEFAULT_SUBMIT,
+        help="how the engine gets the prompts: token ids, tokenized before the job's timer "
+        "(default), or text, tokenized by vLLM inside it; a server always gets text",
     )
     parser.add_argument(
         "--max-tokens", type=positive_int, default=None, help="output tokens per row"
@@ -386,6 +395,7 @@ def _run(args: argparse.Namespace, data: Any, plan: Any, query: Any, engine: Any
         run_id=run_id,
         server_url=args.server_url,
         max_concurrency=args.max_concurrency,
+        submit=args.submit,
         progress=not args.no_progress,
         repeats=args.repeats,
         predict=not args.no_predict,

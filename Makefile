@@ -89,7 +89,8 @@ test: install check-notebooks
 	$(PY) -m pytest -q tests -p no:cacheprovider --durations=5 -m timing
 
 test-fast: install  ## the under-a-minute loop: no engine, no subprocess, no slow test, no notebook
-	$(PY) -m pytest -q tests -m "not vllm and not slow and not subprocess" -p no:cacheprovider
+	$(PY) -m pytest -q tests -m "not vllm and not slow and not subprocess" -p no:cacheprovider \
+	  -n $(TEST_WORKERS)
 
 demo: install
 	$(PY) -m ggr_kv demo

@@ -55,17 +55,17 @@ def test_llm_kwargs_for_a_dummy_shape_keep_stats_on_and_leave_defaults_to_vllm(t
     assert cfg.extra == {"distributed_executor_backend": "mp", "swap_space": 0}  # not shared
 
 
-def test_eager_by_default_without_a_gpu_and_as_asked_otherwise(tmp_path):
+def test_eager_by_default_without_a_gpu_and_as_asked_otherwise(tiny_dir):
     from ggr_kv.engine.memory import has_gpu
 
-    cfg = EngineConfig(model="tiny-llama", models_dir=str(tmp_path))
+    cfg = EngineConfig(model="tiny-llama", models_dir=str(tiny_dir.parent))
     assert cfg.enforce_eager is None  # not decided until the engine starts
     assert cfg.to_llm_kwargs()["enforce_eager"] is (not has_gpu())
     for asked in (True, False):
         assert cfg.replace(enforce_eager=asked).to_llm_kwargs()["enforce_eager"] is asked
 
 
-def test_auto_dtype_is_float32_on_a_cpu_without_native_bf16(tmp_path):
+def test_auto_dtype_is_float32_on_a_cpu_without_native_bf16(tmp_path, tiny_dir):
     from ggr_kv.engine.memory import has_gpu
     from ggr_kv.engine.resources import cpu_has_bf16
 
@@ -77,7 +77,7 @@ def test_auto_dtype_is_float32_on_a_cpu_without_native_bf16(tmp_path):
     arm.write_text("Features\t: fp asimd bf16 i8mm\n")
     assert not cpu_has_bf16(str(avx2)) and not cpu_has_bf16(str(tmp_path / "missing"))
     assert cpu_has_bf16(str(spr)) and cpu_has_bf16(str(arm))
-    cfg = EngineConfig(model="tiny-llama", models_dir=str(tmp_path))
+    cfg = EngineConfig(model="tiny-llama", models_dir=str(tiny_dir.parent))
     native = has_gpu() or cpu_has_bf16()
     assert cfg.to_llm_kwargs()["dtype"] == ("auto" if native else "float32")
     assert cfg.replace(dtype="bfloat16").to_llm_kwargs()["dtype"] == "bfloat16"  # as asked

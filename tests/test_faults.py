@@ -162,6 +162,7 @@ def fake_run_files(n: int = 3) -> dict:
 
 
 # ------------------------------------------------- 1. input overwritten (data loss)
+@pytest.mark.subprocess
 def test_1_out_onto_the_file_behind_a_dataset_name_is_refused(tmp_path):
     from ggr_kv.datasets import dataset_path
 
@@ -186,6 +187,7 @@ def test_1_out_onto_the_file_behind_a_dataset_name_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("link", ["hard", "symbolic"])
+@pytest.mark.subprocess
 def test_1_out_onto_a_link_to_an_input_is_refused(tmp_path, link):
     table = tmp_path / "t.csv"
     table.write_text("a,b\n1,x\n2,y\n1,x\n")
@@ -213,6 +215,7 @@ def test_1_out_onto_a_link_to_an_input_is_refused(tmp_path, link):
 
 
 # ------------------------------------------------- 2. writes are not atomic (data loss)
+@pytest.mark.subprocess
 def test_2_full_disk_keeps_the_previous_plan_whole(tmp_path, small_disk):
     table = tmp_path / "t.csv"
     table.write_text("a,b\n" + "".join(f"{i % 7},{'x' * 40}{i}\n" for i in range(2000)))
@@ -288,6 +291,7 @@ def test_2_every_writer_of_the_package_goes_through_the_atomic_write():
 
 
 # ------------------------------------------------- 3. orphaned engines
+@pytest.mark.subprocess
 def test_3_forked_children_die_with_a_killed_parent(tmp_path):
     """The guard `make_llm` sets: a forked child (and its fork) die when we are killed."""
     code = (
@@ -318,6 +322,7 @@ def test_3_forked_children_die_with_a_killed_parent(tmp_path):
         p.kill()
 
 
+@pytest.mark.subprocess
 def test_3_a_replica_worker_dies_with_its_killed_parent(tmp_path):
     """`exit_with`, as `ggr_kv.run.replicas` starts its engine workers: exec'd children too."""
     code = (
@@ -336,6 +341,7 @@ def test_3_a_replica_worker_dies_with_its_killed_parent(tmp_path):
     assert not left
 
 
+@pytest.mark.subprocess
 def test_3_leftover_engines_are_found_and_named(tmp_path):
     from ggr_kv.engine.lifetime import leftover_engines, leftovers_line
 
@@ -377,6 +383,7 @@ class SilentServer:
         self.sock.close()
 
 
+@pytest.mark.subprocess
 def test_4_ctrl_c_while_waiting_exits_130_within_seconds(tmp_path):
     srv = SilentServer()
     try:
@@ -469,6 +476,7 @@ def test_5_sweep_resume_refuses_points_run_with_other_settings(tmp_path, capsys)
 
 # ------------------------------------------------- 6. hangs and blow-ups
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+@pytest.mark.subprocess
 def test_6_a_fifo_or_device_as_table_fails_fast(tmp_path, kind):
     if kind == "fifo":
         path = tmp_path / "t.csv"
@@ -482,6 +490,7 @@ def test_6_a_fifo_or_device_as_table_fails_fast(tmp_path, kind):
     assert secs < 30
 
 
+@pytest.mark.subprocess
 def test_6_a_100k_column_header_fails_fast(tmp_path):
     path = tmp_path / "wide.csv"
     path.write_text(",".join(f"c{i}" for i in range(100_000)) + "\n" + "1," * 99_999 + "1\n")
@@ -512,6 +521,7 @@ def test_6_sweep_grids_are_capped_and_built_in_linear_time(tmp_path):
 
 
 # ------------------------------------------------- 7. causes dropped
+@pytest.mark.subprocess
 def test_7_max_model_len_above_the_model_names_the_limit(tmp_path, tiny_dir):
     proc, _ = cli("run", "movies", "--rows", "3", "--query", "q", "--model", tiny_dir,
                   "--max-model-len", "999999999", "--out-dir", tmp_path / "r", cwd=tmp_path)
@@ -519,6 +529,7 @@ def test_7_max_model_len_above_the_model_names_the_limit(tmp_path, tiny_dir):
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
 
+@pytest.mark.vllm
 def test_7_vllm_validation_errors_keep_their_message():
     pytest.importorskip("vllm")
     from pydantic import ValidationError
@@ -549,6 +560,7 @@ def test_7_engine_memory_failure_is_one_line_with_its_log():
     assert "107374182400 bytes" in line and "results/x/vllm.log" in line and "\n" not in line
 
 
+@pytest.mark.subprocess
 def test_7_bad_sep_binary_sweep_and_foreign_notebook_are_named(tmp_path):
     table = tmp_path / "t.csv"
     table.write_text("a,b\n1,2\n")
@@ -569,6 +581,7 @@ def test_7_bad_sep_binary_sweep_and_foreign_notebook_are_named(tmp_path):
 
 
 # ------------------------------------------------- 8. network at run time
+@pytest.mark.subprocess
 def test_8_unknown_model_and_tokenizer_fail_fast_without_network(tmp_path):
     srv = SilentServer()  # every hub and proxy address points here: any try is counted
     try:
@@ -593,6 +606,7 @@ def test_8_unknown_model_and_tokenizer_fail_fast_without_network(tmp_path):
 
 
 # ------------------------------------------------- 9. smaller ones
+@pytest.mark.subprocess
 def test_9_server_url_file_and_run_id_newline_are_refused_before_any_folder(tmp_path):
     proc, _ = cli("run", "movies", "--rows", "3", "--query", "q", "--server-url",
                   "file:///etc/passwd", "--out-dir", tmp_path / "r", cwd=tmp_path)
@@ -603,6 +617,7 @@ def test_9_server_url_file_and_run_id_newline_are_refused_before_any_folder(tmp_
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.subprocess
 def test_9_a_killed_sweep_point_reads_interrupted(tmp_path, capsys):
     from ggr_kv.analysis.sweep import grid, load_sweep
     from ggr_kv.run.sweepstate import SweepState
@@ -635,6 +650,7 @@ def test_9_nested_parquet_cells_reach_prompts_as_json(tmp_path):
     assert json.loads(data["cast"]) == {"lead": "Ann"}
 
 
+@pytest.mark.subprocess
 def test_9_make_model_overwrite_only_into_its_own_folder(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
@@ -644,6 +660,7 @@ def test_9_make_model_overwrite_only_into_its_own_folder(tmp_path):
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.subprocess
 def test_9_query_file_gives_the_prompts_their_query(tmp_path):
     query = "Which of these movies " + "really " * 3000 + "deserves a sequel?"
     qf = tmp_path / "q.txt"
@@ -659,6 +676,7 @@ def test_9_query_file_gives_the_prompts_their_query(tmp_path):
     assert proc.returncode == 2 and "none.txt" in proc.stderr
 
 
+@pytest.mark.subprocess
 def test_9_two_sweeps_racing_for_the_lock_one_wins(tmp_path):
     code = (
         "import sys, time\nfrom pathlib import Path\n"

@@ -66,6 +66,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, env=env, cwd=cwd, timeout=300)
 
 
+@pytest.mark.subprocess
 def test_compare_refuses_bad_input_in_one_line_before_any_engine(tmp_path):
     proc = _cli("compare", "movies", "--methods", "ggr,fastest", cwd=tmp_path)
     assert proc.returncode == 2 and "fastest" in proc.stderr

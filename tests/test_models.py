@@ -200,6 +200,7 @@ def test_demo_shape_costs_more_prefill_than_tiny_but_stays_small():
     assert demo / small < 0.05
 
 
+@pytest.mark.slow  # two loads of a 128k-token vocabulary
 def test_a_tokenizer_file_is_loaded_once_and_again_when_it_changes(tiny_dir, tmp_path):
     # reports and simulations load the model's tokenizer per run: one load per file version
     path = tmp_path / "tokenizer.json"

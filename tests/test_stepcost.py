@@ -116,6 +116,7 @@ def _cli(*argv):
                           text=True, timeout=600)
 
 
+@pytest.mark.subprocess
 def test_predict_command_prices_every_ordering_and_recommends_settings(tmp_path):
     sched = {"block_size": 16, "num_blocks": 3000, "max_num_seqs": 64,
              "max_num_batched_tokens": 2048}
@@ -139,6 +140,7 @@ def test_predict_command_prices_every_ordering_and_recommends_settings(tmp_path)
     assert text.returncode == 0 and "sorted" in text.stdout and "vs original" in text.stdout
 
 
+@pytest.mark.subprocess
 def test_predict_command_bad_calibration_is_one_line_exit_2(tmp_path):
     bad = tmp_path / "cal.json"
     bad.write_text("not json")
@@ -233,6 +235,7 @@ def test_two_clock_costs_round_trip_and_refuse_what_cannot_be_priced():
         fit_feed_costs([(res, -1.0)] * 8)
 
 
+@pytest.mark.subprocess
 def test_predict_command_overlaps_engine_and_feed_when_the_calibration_has_both(tmp_path):
     from ggr_kv.simulate.feedtime import FeedCosts
 

@@ -206,6 +206,7 @@ def test_a_broken_yaml_file_is_named_with_its_line(tmp_path, capsys):
     assert len(err) == 1 and "broken.yaml:3:" in err[0] and "unicode string" not in err[0]
 
 
+@pytest.mark.subprocess
 def test_a_second_sweep_in_the_same_folder_is_refused_while_the_first_lives(tmp_path):
     with SweepLock(tmp_path), pytest.raises(RuntimeError, match=r"another sweep \(pid \d+"):
         SweepLock(tmp_path).__enter__()

@@ -1,6 +1,6 @@
 """``ggr-kv demo``: ``ggr-kv compare`` on the bundled default, CPU engine.
 
-150 movie rows, every ordering but ``ophr`` (exponential), 3 timed jobs each on one warm
+120 movie rows, every ordering but ``ophr`` (exponential), 3 timed jobs each on one warm
 engine, interleaved, 4 output tokens per row, into a new ``results/demo-<dataset>-<time>/``
 folder: a run folder per ordering, ``figures/``, ``report.md``, ``live_curves.png``,
 ``vllm.log`` and ``demo.json`` (the arguments, wall time). It ends with the table the
@@ -38,7 +38,7 @@ def _default_orderings() -> list[str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="movies", help="bundled dataset (default: movies)")
-    p.add_argument("--rows", type=positive_int, default=150, help="rows to run through vLLM")
+    p.add_argument("--rows", type=positive_int, default=120, help="rows to run through vLLM")
     p.add_argument("--model", default="demo-llama",
                    help="models.SHAPES name or model path (default: demo-llama)")
     p.add_argument("--repeats", type=positive_int, default=3,

@@ -79,13 +79,14 @@ check-notebooks:  ## fail when a notebook carries outputs that `make strip` woul
 	  { echo "notebooks carry outputs: run 'make strip' and commit again" >&2; exit 1; }
 
 # `make test`: two pytest workers (pytest-xdist; TEST_WORKERS=1 for one), a test file's
-# tests on one worker (module engines and a notebook's cells stay together), notebooks
-# first (the longest files, so no worker idles at the end); then the `timing` tests alone,
-# since they compare job times and another worker's engine would be in them.
+# tests on one worker (module engines stay shared), the notebooks on one worker in order
+# (tests/conftest.py's scheduler), notebooks first (the longest group, so no worker idles
+# at the end); then the `timing` tests alone, since they compare job times and another
+# worker's engine would be in them.
 TEST_WORKERS ?= 2
 test: install check-notebooks
 	$(PY) -m pytest -q notebooks tests --nbval-lax -p no:cacheprovider --durations=15 \
-	  -n $(TEST_WORKERS) --dist loadfile -m "not timing"
+	  -n $(TEST_WORKERS) -m "not timing"
 	$(PY) -m pytest -q tests -p no:cacheprovider --durations=5 -m timing
 
 test-fast: install  ## the under-a-minute loop: no engine, no subprocess, no slow test, no notebook

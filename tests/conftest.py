@@ -238,6 +238,20 @@ def pytest_ignore_collect(collection_path, config):
     return True
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """`make test`'s workers (pytest-xdist): a test file's tests run on one worker (its
+    module engines start once), and all notebooks on one worker, in order (03_curves
+    reads the comparison 02_inference writes)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesAndNotebooks(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "notebooks" if path.endswith(".ipynb") else path
+
+    return FilesAndNotebooks(config, log)
+
+
 def pytest_terminal_summary(terminalreporter):
     if _missing_shared:
         terminalreporter.write_sep(

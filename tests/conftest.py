@@ -238,6 +238,7 @@ def pytest_ignore_collect(collection_path, config):
     return True
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist (`-p no:xdist` works too)
 def pytest_xdist_make_scheduler(config, log):
     """`make test`'s workers (pytest-xdist): a test file's tests run on one worker (its
     module engines start once), and all notebooks on one worker, in order (03_curves

@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from ggr_kv.reorder.blockmoves import MoveBase, move_cols, move_totals
-from ggr_kv.reorder.blockscore import BlockScorer
+from ggr_kv.reorder.blockscore import BlockScorer, served_tokens
 from ggr_kv.reorder.units import Units, column_scores, expand_perm, fixed_order
 
 __all__ = ["BlockSearch", "greedy_fixed_order", "refine"]
@@ -220,9 +220,7 @@ def _grouped_sort(scorer: BlockScorer, every: tuple, rows, cols, nidx) -> tuple:
     if len(brk):
         a, b = order[brk - 1], order[brk]
         lcp[brk] = scorer.pair_lcp(rows[a], cols[a], rows[b], cols[b])
-    B = scorer.block_size
-    hits = B * np.minimum(lcp // B, np.maximum(lengths - 1, 0) // B)
-    return order, lcp, lengths, hits
+    return order, lcp, lengths, served_tokens(lcp, lengths, scorer.block_size)
 
 
 #: units scored exactly per decision: the best by `token_scores` (the rest are skipped)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ggr_kv.reorder.blockscore import BlockScorer, _lexsort_rows, _pair_lcp
+from ggr_kv.reorder.blockscore import BlockScorer, _lexsort_rows, _pair_lcp, served_tokens
 
 __all__ = ["MoveBase", "RangeMin", "move_cols", "move_totals"]
 
@@ -159,8 +159,7 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
         a2, b2 = a[other], b[other]
         head = p + mb.cum[b2, at[b2]]
         lcp[other + 1] = head + _block_lcp(scorer, lv, a2, b2, src, w)
-    B = scorer.block_size
-    hits = B * np.minimum(lcp // B, np.maximum(mb.lengths[s] + dlen[s] - 1, 0) // B)
+    hits = served_tokens(lcp, mb.lengths[s] + dlen[s], scorer.block_size)
     return done, np.bincount(ns, weights=hits, minlength=N)
 
 

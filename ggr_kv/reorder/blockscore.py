@@ -32,7 +32,7 @@ import numpy as np
 from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.reorder.fragments import PieceSet, PromptPieces
 
-__all__ = ["BlockScorer", "PlanHits", "lex_order"]
+__all__ = ["BlockScorer", "PlanHits", "lex_order", "served_tokens"]
 
 
 def _nearest_earlier_lcp(idx: list[int] | np.ndarray, adj: list[int] | np.ndarray) -> np.ndarray:
@@ -63,6 +63,14 @@ def _nearest_earlier_lcp(idx: list[int] | np.ndarray, adj: list[int] | np.ndarra
         low[act] = np.minimum(low[act], low[c])
         cand[act] = cand[c]
     return out
+
+
+def served_tokens(lcp: np.ndarray, lengths: np.ndarray, block_size: int) -> np.ndarray:
+    """Tokens vLLM's prefix cache serves a prompt of ``lengths`` tokens sharing its first
+    ``lcp`` tokens with a cached one: ``B * min(lcp // B, (len - 1) // B)`` (whole blocks,
+    and never the prompt's last token)."""
+    B = block_size
+    return B * np.minimum(lcp // B, np.maximum(lengths - 1, 0) // B)
 
 
 def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -333,11 +341,9 @@ class BlockScorer:
         np.cumsum(clen, axis=1, out=cum[:, 1:])
         lengths = (p + cum[:, -1].astype(np.int64))[order]
         lcp = np.zeros(r, dtype=np.int64)
-        B = self.block_size
         if r > 1:
             lcp[1:] = self._adjacent_lcp(comb, cum, cp, flat, order, lengths, exact_lcp)
-        hits = B * np.minimum(lcp // B, np.maximum(lengths - 1, 0) // B)
-        return order, lcp, lengths, hits
+        return order, lcp, lengths, served_tokens(lcp, lengths, self.block_size)
 
     def _adjacent_lcp(self, comb, cum, cp, flat, order, lengths, exact: bool) -> np.ndarray:
         """``(r - 1,)`` tokens shared by each sorted prompt and the one before it."""
@@ -435,8 +441,7 @@ class BlockScorer:
         run_len = np.empty(n, dtype=np.int64)
         run_len[order] = lengths
         B = self.block_size
-        block = B * np.minimum(token_hits // B, np.maximum(run_len - 1, 0) // B)
-        return PlanHits(run_len, token_hits, block, B)
+        return PlanHits(run_len, token_hits, served_tokens(token_hits, run_len, B), B)
 
 
 def _lexsort_rows(keys: np.ndarray, key_range: int) -> np.ndarray:

@@ -58,6 +58,7 @@ os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # profile/trial
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from ggr_kv.engine.submit import DEFAULT_SUBMIT, SUBMIT_MODES  # noqa: E402 - after the path
 
 T0 = time.monotonic()
 METHODS = ("original", "sorted", "ggr", "blocks")
@@ -249,7 +250,7 @@ def specs_for(prep: dict, keys, prefix: str, args):
 
 
 #: how prompts go to the engine (``--submit``; set in main)
-SUBMIT = "ids"
+SUBMIT = DEFAULT_SUBMIT
 
 
 def run_specs(llm, specs, out: Path, stop_s: float):
@@ -492,7 +493,7 @@ def main() -> None:
     ap.add_argument("--per-run-s", type=float, default=3.0,
                     help="seconds a run takes beyond its job (reset, records)")
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU engine")
-    ap.add_argument("--submit", choices=("ids", "text"), default="ids",
+    ap.add_argument("--submit", choices=SUBMIT_MODES, default=DEFAULT_SUBMIT,
                     help="prompts as token ids tokenized before the timer (default) or text")
     args = ap.parse_args()
     global CAMPAIGN, TRIAL, PROFILE, ARMS, MODEL, ASSUMED, SUBMIT

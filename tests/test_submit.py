@@ -88,14 +88,14 @@ def plan(table):
 
 
 @pytest.mark.vllm
-def test_encode_prompts_gives_the_ids_vllm_makes_of_the_texts(llm, table, plan):
+def test_encode_texts_gives_the_ids_vllm_makes_of_the_texts(llm, table, plan):
     from vllm import SamplingParams
 
     from ggr_kv.core.prompts import build_prompts
-    from ggr_kv.engine.submit import encode_prompts
+    from ggr_kv.engine.submit import encode_texts
 
     texts = build_prompts(table, plan, QUERY)
-    ids, secs = encode_prompts(llm, texts)
+    ids, secs = encode_texts(llm, texts)
     outs = llm.generate(texts, SamplingParams(max_tokens=1), use_tqdm=False)
     assert [list(o.prompt_token_ids) for o in outs] == ids
     assert secs > 0 and max(len(x) for x in ids) > 128  # prompts span KV blocks

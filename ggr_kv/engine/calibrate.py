@@ -39,14 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ggr_kv.engine.submit import DEFAULT_SUBMIT
-from ggr_kv.engine.throughput import (
-    _number_prompts,
-    _replay,
-    _time_job,
-    job_inputs,
-    scheduler_config,
-)
+from ggr_kv.engine.submit import DEFAULT_SUBMIT, submit_inputs
+from ggr_kv.engine.throughput import _number_prompts, _replay, _time_job, scheduler_config
 from ggr_kv.simulate import SchedulerConfig
 from ggr_kv.simulate.feedtime import fit_feed_costs
 from ggr_kv.simulate.stepcost import StepCosts, features_of, fit_step_costs
@@ -155,7 +149,7 @@ def calibrate(
     jobs = jobs or calibration_jobs(config, facts["max_model_len"], scale=scale,
                                     max_context=max_context)
     tok = llm.get_tokenizer()
-    texts = {j.name: job_inputs(llm, _texts(tok, j, seed + 101 * i), submit)
+    texts = {j.name: submit_inputs(llm, _texts(tok, j, seed + 101 * i), submit)[0]
              for i, j in enumerate(jobs)}
     _time_job(llm, texts[jobs[-1].name][:2], 2)  # untimed warm-up
     times: dict[str, list[float]] = {j.name: [] for j in jobs}

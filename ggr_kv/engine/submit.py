@@ -3,10 +3,11 @@
 Given text, ``LLM.generate`` tokenizes every prompt inside the call, one by one on the
 host, while the engine waits for them: on an H200 with an 8B model that feed cost
 ~3.3 µs per prompt token + ~0.4 ms per request, and it, not the GPU, set the time of
-highly cached jobs (``results/h200/jobtime-2/``). `encode_prompts` tokenizes them once,
+highly cached jobs (``results/h200/jobtime-2/``). `encode_texts` tokenizes them once,
 before the timed window, with the engine's own tokenizer and its own settings (special
 tokens added, as vLLM adds them to a text prompt), so the engine receives the very
-token ids it would have made itself; `engine_inputs` builds what ``generate`` takes.
+token ids it would have made itself; `engine_inputs` builds what ``generate`` takes,
+and `submit_inputs` does both as a ``submit`` mode says.
 
 - ``"ids"``: ``{"prompt_token_ids": [...]}`` per prompt; the tokenizing seconds are
   measured apart (``tokenize_s``), outside the job time.
@@ -19,7 +20,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-__all__ = ["DEFAULT_SUBMIT", "SUBMIT_MODES", "check_submit", "encode_prompts", "engine_inputs"]
+__all__ = ["DEFAULT_SUBMIT", "SUBMIT_MODES", "check_submit", "encode_texts", "engine_inputs",
+           "submit_inputs"]
 
 #: ways of handing prompts to ``LLM.generate``
 SUBMIT_MODES: tuple[str, ...] = ("ids", "text")
@@ -34,7 +36,7 @@ def check_submit(submit: str) -> str:
     return submit
 
 
-def encode_prompts(llm: Any, texts: list[str]) -> tuple[list[list[int]], float]:
+def encode_texts(llm: Any, texts: list[str]) -> tuple[list[list[int]], float]:
     """Token ids of every text under ``llm``'s tokenizer, as vLLM tokenizes a text
     prompt (special tokens added), and the seconds it took (one batched call)."""
     tok = llm.get_tokenizer()
@@ -62,3 +64,11 @@ def engine_inputs(texts: list[str], ids: list[list[int]] | None,
     if salt is None:
         return list(texts)
     return [{"prompt": p, "cache_salt": f"{salt}-{i}"} for i, p in enumerate(texts)]
+
+
+def submit_inputs(llm: Any, texts: list[str], submit: str = DEFAULT_SUBMIT,
+                  salt: str | None = None) -> tuple[list[Any], float]:
+    """What ``LLM.generate`` takes for ``texts`` as ``submit`` says (`engine_inputs`), and
+    the seconds tokenizing took (`encode_texts`; 0 for ``"text"``)."""
+    ids, secs = encode_texts(llm, texts) if check_submit(submit) == "ids" else (None, 0.0)
+    return engine_inputs(texts, ids, salt), secs

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from ggr_kv.engine.config import engine_facts
-from ggr_kv.engine.submit import DEFAULT_SUBMIT, check_submit, encode_prompts, engine_inputs
+from ggr_kv.engine.submit import DEFAULT_SUBMIT, submit_inputs
 from ggr_kv.simulate import SchedulerConfig, SimResult, simulate
 from ggr_kv.simulate.jobtime import Throughputs, fit_throughputs
 
-__all__ = ["CALIBRATION_JOBS", "job_inputs", "measure_throughputs", "scheduler_config"]
+__all__ = ["CALIBRATION_JOBS", "measure_throughputs", "scheduler_config"]
 
 #: names of the calibration jobs, in the order they run
 CALIBRATION_JOBS: tuple[str, ...] = ("prefill", "decode", "decode_small")
@@ -83,16 +83,9 @@ def _plan(config: SchedulerConfig, max_model_len: int, prefill_len: int, prefill
     }
 
 
-def job_inputs(llm: Any, texts: list[str], submit: str = DEFAULT_SUBMIT) -> list[Any]:
-    """What `_time_job` hands ``generate`` for ``texts``: token-id prompts (tokenized
-    here, before any timer) or the texts themselves (``submit="text"``)."""
-    ids = encode_prompts(llm, texts)[0] if check_submit(submit) == "ids" else None
-    return engine_inputs(texts, ids)
-
-
 def _time_job(llm: Any, texts: list[Any], max_tokens: int) -> tuple[float, float | None, list]:
     """Seconds of one ``generate`` over ``texts`` (prompt strings or token-id prompts,
-    `job_inputs`; prefix cache reset first), seconds until its last prompt was submitted
+    `ggr_kv.engine.submit.submit_inputs`; prefix cache reset first), seconds until its last prompt was submitted
     (``None`` when the engine's ``add_request`` cannot be timed), and the outputs."""
     from vllm import SamplingParams
 
@@ -176,7 +169,7 @@ def measure_throughputs(
     plan = _plan(config, facts["max_model_len"], prefill_len, prefill_steps, decode_batch,
                  decode_len)
     tok = llm.get_tokenizer()
-    texts = {j: job_inputs(llm, _number_prompts(tok, n, L, seed + i), submit)
+    texts = {j: submit_inputs(llm, _number_prompts(tok, n, L, seed + i), submit)[0]
              for i, (j, (n, L, _)) in enumerate(plan.items())}
     _time_job(llm, texts["decode_small"][:2], 2)  # untimed warm-up
     times: dict[str, list[float]] = {j: [] for j in plan}

@@ -30,7 +30,7 @@ from ggr_kv.core.prompts import build_prompts
 from ggr_kv.core.schema import add_running_totals
 from ggr_kv.core.table import Table
 from ggr_kv.datasets.queries import Query
-from ggr_kv.engine.submit import DEFAULT_SUBMIT, check_submit, encode_prompts, engine_inputs
+from ggr_kv.engine.submit import DEFAULT_SUBMIT, check_submit, submit_inputs
 from ggr_kv.run.prepare import restrict_plan
 
 __all__ = ["SERVER_SCRAPE_INTERVAL_S", "EngineHandle", "Pass", "Staged", "aggregate", "run_stages"]
@@ -66,8 +66,7 @@ def _offline_pass(
     from ggr_kv.collector.vllm_collector import VLLMMetricsCollector
 
     params = SamplingParams(**sampling)
-    ids, tokenize_s = encode_prompts(llm, prompts) if submit == "ids" else (None, 0.0)
-    inputs = engine_inputs(prompts, ids, salt)  # built before the timer: not in job_s
+    inputs, tokenize_s = submit_inputs(llm, prompts, submit, salt)  # before the timer
     with warnings.catch_warnings():
         # the run asked for caching off (no_cache): no warning that hits will be 0
         warnings.filterwarnings("ignore", message="prefix caching is off")

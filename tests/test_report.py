@@ -299,6 +299,17 @@ def test_latest_comparison_and_folder_discovery(comparison, tmp_path):
         os.utime(rj, (1_000_000, 1_000_000))
     assert latest_comparison(tmp_path) == new
     assert latest_comparison(tmp_path / "none") is None
+    # a newer campaign folder whose sharded runs repeat run ids (as results/h200x2 in a
+    # fresh clone) is no comparison: notebook 03 would fail to load it
+    campaign = tmp_path / "campaign"
+    shutil.copytree(comparison, campaign / "shards-a")
+    shutil.copytree(comparison, campaign / "shards-b")
+    shutil.copytree(next(comparison.glob("*/run.json")).parent,
+                    campaign / "one-gpu")
+    for rj in campaign.rglob("run.json"):
+        os.utime(rj)  # newer than `new`'s
+    assert any(campaign.glob("*/run.json"))
+    assert latest_comparison(tmp_path) == new
     assert len(find_run_dirs([new, str(new / "*")])) == len(COMPARISON_ORDERINGS)  # no duplicates
 
 

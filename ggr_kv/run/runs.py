@@ -406,7 +406,9 @@ def load_runs(
 
 
 def latest_comparison(out_dir: str | Path = "results") -> Path | None:
-    """The most recently modified folder under ``out_dir`` whose children are run folders.
+    """The most recently modified folder under ``out_dir`` whose children are run folders
+    and that `load_runs` can load (no run id twice at any depth: a campaign folder of
+    sharded replica runs is not a comparison).
 
     ``out_dir`` itself counts when it directly holds run folders (a sweep folder).
     Returns None when there is none. Relative paths resolve with `project_path`.
@@ -418,9 +420,16 @@ def latest_comparison(out_dir: str | Path = "results") -> Path | None:
     found = [
         (max(rj.stat().st_mtime for rj in c.glob("*/run.json")), c)
         for c in candidates
-        if any(c.glob("*/run.json"))
+        if any(c.glob("*/run.json")) and _unique_run_ids(c)
     ]
     return max(found)[1] if found else None
+
+
+def _unique_run_ids(folder: Path) -> bool:
+    """Whether no run id repeats among the run folders under ``folder`` (`load_runs`'s check)."""
+    ids = [json.loads(rj.read_text()).get("run_id", rj.parent.name)
+           for rj in folder.rglob("run.json")]
+    return len(ids) == len(set(ids))
 
 
 def run_dataset(run: Run | str | Path) -> Any:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import re
 import signal
@@ -238,19 +239,49 @@ def pytest_ignore_collect(collection_path, config):
     return True
 
 
+#: session fixtures that start vLLM: the test files using one run on the same worker, so
+#: each is made once per `make test`, not once per worker
+_SHARED_ENGINES = re.compile(r"\b(tiny_comparison|tiny_server)")
+
+
+@functools.cache
+def _test_scope(path: str) -> str:
+    """The unit `make test`'s scheduler gives to one worker: ``notebooks`` (all, in order),
+    the name of a shared engine fixture the file uses, or the file itself."""
+    if path.endswith(".ipynb"):
+        return "notebooks"
+    try:
+        found = _SHARED_ENGINES.search((ROOT / path).read_text(encoding="utf-8"))
+    except OSError:
+        found = None
+    return found.group(1) if found else path
+
+
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist (`-p no:xdist` works too)
 def pytest_xdist_make_scheduler(config, log):
     """`make test`'s workers (pytest-xdist): a test file's tests run on one worker (its
-    module engines start once), and all notebooks on one worker, in order (03_curves
-    reads the comparison 02_inference writes)."""
+    module engines start once), files that share a session engine (`_SHARED_ENGINES`)
+    on one worker, and all notebooks on one worker, in order (03_curves reads the
+    comparison 02_inference writes)."""
     from xdist.scheduler import LoadScopeScheduling
 
-    class FilesAndNotebooks(LoadScopeScheduling):
+    class SharedEngines(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "notebooks" if path.endswith(".ipynb") else path
+            return _test_scope(nodeid.split("::", 1)[0])
 
-    return FilesAndNotebooks(config, log)
+    config.option.loadscopereorder = False  # the order `pytest_collection_modifyitems` gives
+    return SharedEngines(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """On `make test`'s workers: the scopes that start vLLM (a ``vllm`` mark, the
+    notebooks) first, the many quick tests last to fill the gaps, so that no worker
+    starts an engine-heavy file while the other has finished (order kept otherwise)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    heavy = {_test_scope(it.nodeid.split("::", 1)[0]) for it in items
+             if it.get_closest_marker("vllm") or ".ipynb::" in it.nodeid}
+    items.sort(key=lambda it: _test_scope(it.nodeid.split("::", 1)[0]) not in heavy)
 
 
 def pytest_terminal_summary(terminalreporter):

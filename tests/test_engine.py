@@ -167,11 +167,14 @@ def test_run_command_end_to_end_and_never_overwrites(tmp_path):
     args = ["run", movies, "--rows", "16", "--method", "sorted", "--query-type", "filter",
             "--max-tokens", "2", "--enforce-eager", "--max-model-len", "4096",
             "--engine-arg", "max_num_seqs=8", "--out-dir", out, "--run-id", "cli",
-            "--repeats", "2", "--no-progress", "--json"]
+            "--repeats", "2", "--no-progress", "--json", "--verbose"]
     proc = ggr_kv(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, proc.stdout[-2000:]  # vLLM's logs go to stderr
+    # --verbose: vLLM's own log lines on the terminal (quiet runs: test_environment)
+    assert "INFO" in proc.stderr and "Initializing a V1 LLM engine" in proc.stderr
+    assert "incorrect regex pattern" not in proc.stderr  # tokenizer.json is no old Mistral one
     summary = json.loads(lines[0])
     assert summary["run_id"] == "cli" and summary["rows"] == 16
     assert summary["method"] == "sorted" and summary["query_type"] == "filter"

@@ -43,23 +43,48 @@ def movies():
     return ds, reorder(ds.table(), "ggr", fds=ds.fds), ds.query("filter")
 
 
+@pytest.fixture(scope="module")
+def ray_runs(ray_cluster, movies, tmp_path_factory):
+    """ONE `run_ray` call (the replicas' engines start once): jobs ``groups`` and
+    ``round_robin``, then ``fault``, during whose shard replica 0's process is killed
+    (Ray restarts it). Returns ``({run_id: ShardedRun}, seconds from ready to the kill)``."""
+    from ggr_kv.run.rayexec import RayOptions, run_ray
+    from ggr_kv.run.replicas import ShardJob
+
+    ray = ray_cluster
+    ds, plan, query = movies
+    killed: list[float] = []
+
+    def kill_replica_0_mid_shard(actors, folders):
+        def watch():
+            target = folders[-1] / "fault-replica-0-r1"  # reserved once its shard runs
+            t0 = time.monotonic()
+            while not target.exists() and time.monotonic() - t0 < WAIT_S:
+                time.sleep(0.05)
+            ray.kill(actors[0], no_restart=False)  # the process dies; Ray restarts it
+            killed.append(time.monotonic() - t0)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    # (not from a Ray Dataset: Ray Data < 2.50's from_pandas fails on pandas 3, which this
+    # environment has: pandas.errors.SettingWithCopyWarning is gone)
+    jobs = [ShardJob(ds, plan, query, how, run_id=run_id, sampling=SAMPLING)
+            for how, run_id in (("groups", "groups"), ("round_robin", "round_robin"),
+                                ("groups", "fault"))]
+    runs = run_ray(jobs, n_replicas=2, engine=ENGINE, out_dir=tmp_path_factory.mktemp("ray"),
+                   options=RayOptions(timeout_s=WAIT_S), on_ready=kill_replica_0_mid_shard)
+    return {run.path.name: run for run in runs}, killed
+
+
 def _replica_runs(run) -> list[dict]:
     return [json.loads((Path(r.run_dir) / "run.json").read_text()) for r in run.replicas]
 
 
-def test_ray_shards_match_one_engine_and_the_simulator(ray_cluster, movies, tmp_path):
-    from ggr_kv.run.rayexec import RayOptions, run_ray
-    from ggr_kv.run.replicas import ShardJob
+def test_ray_shards_match_one_engine_and_the_simulator(ray_runs, movies, tmp_path):
     from ggr_kv.run.runner import run_table
 
     ds, plan, query = movies
-    # (not from a Ray Dataset: Ray Data < 2.50's from_pandas fails on pandas 3, which this
-    # environment has: pandas.errors.SettingWithCopyWarning is gone)
-    jobs = [ShardJob(ds, plan, query, how, run_id=how, sampling=SAMPLING)
-            for how in ("groups", "round_robin")]
-    groups, rr = run_ray(jobs, n_replicas=2, engine=ENGINE, out_dir=tmp_path,
-                         options=RayOptions(timeout_s=WAIT_S))
-
+    groups, rr = ray_runs[0]["groups"], ray_runs[0]["round_robin"]
     # one run folder per job: every original row once, outputs in original row order
     for run in (groups, rr):
         assert run.outputs["row"].tolist() == list(range(ROWS))
@@ -92,29 +117,9 @@ def test_ray_shards_match_one_engine_and_the_simulator(ray_cluster, movies, tmp_
     assert hits["groups"] <= one.summary["prefix_cache_hits"]
 
 
-def test_a_replica_killed_mid_shard_is_retried_and_nothing_is_lost(ray_cluster, movies,
-                                                                  tmp_path):
-    from ggr_kv.run.rayexec import RayOptions, run_ray
-    from ggr_kv.run.replicas import ShardJob
-
-    ray = ray_cluster
-    ds, plan, query = movies
-    killed: list[float] = []
-
-    def kill_replica_0_mid_shard(actors, folders):
-        def watch():
-            target = folders[0] / "fault-replica-0-r1"  # reserved once its shard runs
-            t0 = time.monotonic()
-            while not target.exists() and time.monotonic() - t0 < 600:
-                time.sleep(0.05)
-            ray.kill(actors[0], no_restart=False)  # the process dies; Ray restarts it
-            killed.append(time.monotonic() - t0)
-
-        threading.Thread(target=watch, daemon=True).start()
-
-    (run,) = run_ray([ShardJob(ds, plan, query, "groups", run_id="fault", sampling=SAMPLING)],
-                     n_replicas=2, engine=ENGINE, out_dir=tmp_path,
-                     options=RayOptions(timeout_s=WAIT_S), on_ready=kill_replica_0_mid_shard)
+def test_a_replica_killed_mid_shard_is_retried_and_nothing_is_lost(ray_runs):
+    runs, killed = ray_runs
+    run = runs["fault"]
     assert killed, "the replica was not killed"
     meta = json.loads((run.path / "sharded.json").read_text())
     # the run folder says which shard ran twice, and where each attempt wrote

@@ -223,6 +223,44 @@ def _grouped_sort(scorer: BlockScorer, every: tuple, rows, cols, nidx) -> tuple:
     return order, lcp, lengths, served_tokens(lcp, lengths, scorer.block_size)
 
 
+def _resort_nodes(scorer: BlockScorer, every: tuple, rows, cols_all, nidx, start: int) -> tuple:
+    """`BlockScorer.sorted_hits` of all rows under ``cols_all`` (``(n, m)``), from
+    ``every`` (the exact one before ``rows`` changed their orders past ``start``).
+
+    ``rows``: ascending row ids of whole nodes (``nidx``: their node) whose rows share
+    their first fields and values up to column ``start``. Those pieces decide where a
+    node's rows sit among the others (pieces at one position are prefix-free), so each
+    node keeps its run of positions in token order; only its rows are sorted again
+    (ties in row order, as `np.lexsort` keeps them), and the prefixes at the runs'
+    edges compared again.
+    """
+    gorder, glcp, glen, _ = every
+    n = len(gorder)
+    if not len(rows):
+        return every
+    if 2 * len(rows) >= n:  # most rows changed: one sort of all of them
+        return scorer.sorted_hits(None, cols_all)
+    order, lcp, lengths, _ = scorer.sorted_hits(rows, cols_all[rows], nidx, start)
+    where = np.empty(n, dtype=np.int64)
+    where[gorder] = np.arange(n)
+    at = where[rows]  # positions of the nodes' rows, sorted by node then position
+    slots = at[np.lexsort((at, nidx))]
+    gorder, glcp, glen = gorder.copy(), glcp.copy(), glen.copy()
+    gorder[slots] = rows[order]
+    glen[slots] = lengths
+    glcp[slots] = lcp
+    sn = nidx[order]
+    edge = np.r_[True, sn[1:] != sn[:-1]]  # first row of each node's run
+    after = slots[np.r_[edge[1:], True]] + 1  # the position after each run
+    fix = np.union1d(slots[edge], after[after < n])
+    fix = fix[fix > 0]
+    a, b = gorder[fix - 1], gorder[fix]
+    glcp[fix] = scorer.pair_lcp(a, cols_all[a], b, cols_all[b])
+    if len(slots) and slots.min() == 0:
+        glcp[0] = 0
+    return gorder, glcp, glen, served_tokens(glcp, glen, scorer.block_size)
+
+
 #: units scored exactly per decision: the best by `token_scores` (the rest are skipped)
 SHORTLIST = 8
 
@@ -257,8 +295,13 @@ def token_scores(
     base = np.r_[0, np.cumsum(span)[:-1]]
     key = g[:, None] * nd[None, :] + units.codes[rows][:, cand] + base[None, :]
     # equal (group, value) keys have equal tokens: every repeat after the first adds
-    # them, i.e. all rows' tokens minus one row's per distinct key (hashed, no sort)
-    kid, uniq = pd.factorize(key.ravel())
+    # them, i.e. all rows' tokens minus one row's per distinct key
+    if int(span.sum()) <= 4 * key.size:  # few keys possible: one slot each, no hashing
+        once = np.zeros(int(span.sum()), dtype=np.int64)
+        once[key.ravel()] = tl.ravel()  # equal keys write equal tokens
+        out[:] = tl.sum(axis=0) - np.add.reduceat(once, base)
+        return out
+    kid, uniq = pd.factorize(key.ravel())  # hashed, no sort
     once = np.zeros(len(uniq), dtype=np.int64)
     once[kid] = tl.ravel()
     owner = np.searchsorted(base, uniq, side="right") - 1  # candidate of each key
@@ -459,7 +502,8 @@ def refine(
                 newc[sel] = move_cols(lv.cols[sel], at[sel], src[sel], lv.width[k])
                 taken[f"{k}:{variant}"] = int((choice == ci).sum())
             perm[rows], cols[rows] = new, newc
-            sort_after = scorer.sorted_hits(None, cols)
+            ch = moved[lv.nidx]  # only the changed nodes' rows move in token order
+            sort_after = _resort_nodes(scorer, every, rows[ch], cols, lv.nidx[ch], lv.start)
             after = int(sort_after[3].sum())
             if after < total:  # cannot happen up to the last-token cap of a node's
                 perm[rows], cols[rows] = lv.cur, lv.cols  # first prompt; keep the

@@ -128,6 +128,17 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
         np.minimum.at(lo, sg[sel], how[sel])
         np.maximum.at(hi, sg[sel], how[sel])
         mixed[sel] = lo[sg[sel]] != hi[sg[sel]]
+        # a node whose rows mostly came from different places costs a sort of those
+        # rows here and a second one by block: left to the one sort of its rows
+        ns = nidx[sel]
+        heavy = 2 * np.bincount(ns, weights=mixed[sel], minlength=N) >= np.bincount(ns, minlength=N)
+        if heavy[ns].any():
+            done &= ~heavy
+            drop = sel[heavy[ns]]
+            sg[drop], mixed[drop] = -1, False
+            sel = np.flatnonzero(done[nidx])
+            if not len(sel):
+                return done, None
     within = mb.bpos.copy()  # rank inside the subgroup
     inner = np.zeros(r, dtype=np.int64)  # exact-enough prefix with the previous row there
     if mixed.any():

@@ -97,9 +97,11 @@ def _score_rows(
     cols: np.ndarray,
     group: np.ndarray | None = None,
     start: int = 0,
+    hint: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Block hits of ``rows`` with column orders ``cols``, in token order within ``group``."""
-    order, _, _, hits = scorer.sorted_hits(rows, cols, group, start, exact_lcp=False)
+    """Block hits of ``rows`` with column orders ``cols``, in token order within ``group``
+    (``hint``: a guess of that order, see `BlockScorer.sorted_hits`)."""
+    order, _, _, hits = scorer.sorted_hits(rows, cols, group, start, exact_lcp=False, hint=hint)
     out = np.empty(len(rows), dtype=np.int64)
     out[order] = hits
     return out
@@ -179,7 +181,7 @@ class _NodeScores:
         ms = np.flatnonzero(mask[sub])
         mv = sub[ms]
         trial[ms] = move_cols(trial[ms], at[mv], src[mv], w)
-        h = _score_rows(scorer, rows[sub], trial, nidx[sub], self.start)
+        h = _score_rows(scorer, rows[sub], trial, nidx[sub], self.start, self.moves.hint(sub))
         ns = nidx[sub]
         inside = touched[ns]
         tot = np.where(
@@ -238,8 +240,8 @@ def _resort_nodes(scorer: BlockScorer, every: tuple, rows, cols_all, nidx, start
     n = len(gorder)
     if not len(rows):
         return every
-    if 2 * len(rows) >= n:  # most rows changed: one sort of all of them
-        return scorer.sorted_hits(None, cols_all)
+    if 2 * len(rows) >= n:  # most rows changed: one sort of all of them, from the old
+        return scorer.sorted_hits(None, cols_all, hint=gorder)
     order, lcp, lengths, _ = scorer.sorted_hits(rows, cols_all[rows], nidx, start)
     where = np.empty(n, dtype=np.int64)
     where[gorder] = np.arange(n)
@@ -403,7 +405,10 @@ def greedy_fixed_order(
         cur = tuple(chosen + rest)
         if cur not in sorts and 2 * len(sub) >= n:
             c1 = expand_perm(units, np.asarray([cur], dtype=np.int32))
-            sorts[cur] = scorer.sorted_hits(None, np.broadcast_to(c1, (n, c1.shape[1])))
+            prev = next(reversed(sorts.values()), None)  # the order before the last pick
+            sorts[cur] = scorer.sorted_hits(
+                None, np.broadcast_to(c1, (n, c1.shape[1])), hint=None if prev is None else prev[0]
+            )
         light = _FixedMoves.of(scorer, units, list(cur), len(chosen), sub, group, sorts.get(cur))
         for k in tries:
             h = None if light is None else light.total(scorer, k, uv)
@@ -552,10 +557,15 @@ class _Level:
         if nidx is None:
             nidx = pd.factorize(nd)[0].astype(np.int64)
         width = np.array([len(mm) for mm in units.members], dtype=np.int64)
-        wc = width[cur]
+        one = cur.ndim == 2 and cur.strides[0] == 0  # one order broadcast to every row
+        c = cur[:1] if one else cur
+        wc = width[c]
         cstart = np.cumsum(wc, axis=1) - wc
         start = int(cstart[:, j].min()) if j else 0
-        pos = np.argsort(cur, axis=1)  # pos[r, k] = position of unit k in row r
+        pos = np.argsort(c, axis=1)  # pos[r, k] = position of unit k in row r
+        if one:
+            cstart = np.broadcast_to(cstart, (len(cur), cstart.shape[1]))
+            pos = np.broadcast_to(pos, (len(cur), pos.shape[1]))
         n_nodes = int(nidx.max()) + 1
         return cls(j, rows, nidx, n_nodes, cur, cols, pos, cstart, width, start)
 

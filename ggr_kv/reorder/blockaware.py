@@ -287,10 +287,14 @@ def token_scores(
     klen = scorer.k_len[0]
     vl = scorer.v_len[0][rows]
     # (r, c) tokens of each candidate unit's key + value pieces, and (group, value) keys
-    tl = np.stack(
-        [vl[:, list(units.members[k])].sum(axis=1) + int(klen[list(units.members[k])].sum())
-         for k in cand], axis=1,
-    ).astype(np.int64)  # fmt: skip
+    if all(len(units.members[k]) == 1 for k in cand):  # one gather
+        c = [units.members[k][0] for k in cand]
+        tl = vl[:, c].astype(np.int64) + klen[c].astype(np.int64)
+    else:
+        tl = np.stack(
+            [vl[:, list(units.members[k])].sum(axis=1) + int(klen[list(units.members[k])].sum())
+             for k in cand], axis=1,
+        ).astype(np.int64)  # fmt: skip
     g = np.asarray(group, dtype=np.int64)
     nd = units.n_distinct[cand].astype(np.int64) + 1
     span = (int(g.max()) + 1) * nd  # keys of candidate i lie in [base[i], base[i] + span[i])

@@ -161,5 +161,7 @@ def test_row_sort_from_a_hint_equals_lexsort(rows, key_range, rnd):
     keys = np.array(rows, dtype=np.int64)
     want = _lexsort_rows(keys, key_range)
     assert want.tolist() == np.lexsort(keys.T[::-1]).tolist()
-    for hint in (list(range(len(rows))), want.tolist()[::-1], rnd.sample(range(len(rows)), len(rows))):
-        assert _lexsort_rows(keys, key_range, np.array(hint, dtype=np.int64)).tolist() == want.tolist()
+    n = len(rows)
+    for hint in (list(range(n)), want.tolist()[::-1], rnd.sample(range(n), n)):
+        got = _lexsort_rows(keys, key_range, np.array(hint, dtype=np.int64))
+        assert got.tolist() == want.tolist()

@@ -345,10 +345,10 @@ def _tokenize_values(uniq: list[str], tok: Any, tail: str, progress: bool) -> Pi
     close = tok.encode_batch(['"' + tail], add_special_tokens=False)[0].astype(np.int32)
     idx_s, idx_f = np.flatnonzero(stem_ok), np.flatnonzero(~stem_ok)
     # the texts, built by C-level maps (no Python frame per text)
+    stem_texts = map(_ALL_BUT_LAST, map(enc.__getitem__, idx_s.tolist()))
     stems = _encode_many(
-        list(map(operator.add, repeat(" "), map(_ALL_BUT_LAST, map(enc.__getitem__, idx_s.tolist())))),
-        tok, progress, "tokenize cells",
-    )  # fmt: skip
+        list(map(operator.add, repeat(" "), stem_texts)), tok, progress, "tokenize cells"
+    )
     full = list(map(operator.add, repeat(" "), map(enc.__getitem__, idx_f.tolist())))
     full_mid = _encode_many(list(map(operator.add, full, repeat(","))), tok, False, "")
     full_last = _encode_many(list(map(operator.add, full, repeat(tail))), tok, False, "")

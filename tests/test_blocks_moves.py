@@ -96,3 +96,41 @@ def test_moves_on_generated_tables(name, llama3):
     cols = list(ds.table().columns)
     groups = [[cols.index(c) for c in g] for g in ds.fds]
     assert _check_levels(ds.table(), groups, llama3, 16, "Is this row relevant?") > 20
+
+
+@pytest.mark.parametrize("name", ["movies_sampled_labelled.csv", "products_sampled_labelled.csv"])
+def test_resorting_changed_nodes_equals_sorting_all_rows(name, llama3):
+    """`_resort_nodes` (the check after a refinement level: only the changed nodes' rows
+    sorted again, in their runs of the token order) equals the sort of all rows."""
+    ds = load_dataset(shared_path(name))
+    table = ds.table()
+    cols = list(table.columns)
+    units = build_units(table, [[cols.index(c) for c in g] for g in ds.fds])
+    scorer = BlockScorer(PromptPieces.build(table, llama3, "Q?"), 16)
+    n, u = units.codes.shape
+    uv = ba._unit_value_ids(units)
+    perm = np.ascontiguousarray(ggr_unit_order(units, ggr_config())[0], dtype=np.int32)
+    rng = np.random.default_rng(0)
+    node = np.zeros(n, dtype=np.int64)
+    checked = 0
+    for j in range(u - 1):
+        if j:
+            node = pd.factorize(node * (int(uv.max()) + 1) + uv[np.arange(n), perm[:, j - 1]])
+            node = node[0].astype(np.int64)
+        rows = np.flatnonzero(np.bincount(node)[node] >= 2)
+        if not len(rows):
+            break
+        cp = expand_perm(units, perm)
+        lv = ba._Level.of(units, rows, node[rows], perm[rows], cp[rows], j)
+        every = scorer.sorted_hits(None, cp)
+        for frac in (0.05, 0.3, 1.0):  # changed nodes; all of them: one sort of all rows
+            ch = (rng.random(lv.n_nodes) < frac)[lv.nidx]
+            new = perm.copy()
+            tail = new[rows[ch], j:]
+            new[rows[ch], j:] = tail[:, rng.permutation(tail.shape[1])]
+            ncp = expand_perm(units, new)
+            got = ba._resort_nodes(scorer, every, rows[ch], ncp, lv.nidx[ch], lv.start)
+            want = scorer.sorted_hits(None, ncp)
+            assert [x.tolist() for x in got] == [x.tolist() for x in want], (j, frac)
+            checked += 1
+    assert checked >= 6

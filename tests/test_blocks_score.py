@@ -21,7 +21,7 @@ from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.core.prompts import encode_prompts
 from ggr_kv.core.table import Table
 from ggr_kv.core.tokenizer import load_tokenizer
-from ggr_kv.reorder.blockscore import BlockScorer, lex_order
+from ggr_kv.reorder.blockscore import BlockScorer, _lexsort_rows, lex_order
 from ggr_kv.reorder.fragments import PieceSet, PromptPieces
 from ggr_kv.reorder.metrics import block_hit_rate, plan_hits, token_prefix_hits
 
@@ -145,3 +145,23 @@ def test_fast_metrics_equal_whole_prompt_metrics_on_bundled_tables(name, llama3)
             assert block_hit_rate(table, plan, llama3, bs, query) == pytest.approx(want, abs=0)
         got = plan_hits(table, plan, llama3, 16, query)
         assert got.token_hits.tolist() == token_prefix_hits(tokens, offsets).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 6).flatmap(
+        lambda m: st.lists(st.lists(st.integers(0, 3), min_size=m, max_size=m), min_size=1,
+                           max_size=40)
+    ),
+    st.sampled_from([4, 1000, 2**40]),
+    st.randoms(use_true_random=False),
+)
+def test_row_sort_from_a_hint_equals_lexsort(rows, key_range, rnd):
+    """Sorting rows from a guessed order gives `np.lexsort`'s order, ties in row order."""
+    keys = np.array(rows, dtype=np.int64)
+    want = _lexsort_rows(keys, key_range)
+    assert want.tolist() == np.lexsort(keys.T[::-1]).tolist()
+    n = len(rows)
+    for hint in (list(range(n)), want.tolist()[::-1], rnd.sample(range(n), n)):
+        got = _lexsort_rows(keys, key_range, np.array(hint, dtype=np.int64))
+        assert got.tolist() == want.tolist()

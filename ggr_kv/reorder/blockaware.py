@@ -97,9 +97,11 @@ def _score_rows(
     cols: np.ndarray,
     group: np.ndarray | None = None,
     start: int = 0,
+    hint: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Block hits of ``rows`` with column orders ``cols``, in token order within ``group``."""
-    order, _, _, hits = scorer.sorted_hits(rows, cols, group, start, exact_lcp=False)
+    """Block hits of ``rows`` with column orders ``cols``, in token order within ``group``
+    (``hint``: a guess of that order, see `BlockScorer.sorted_hits`)."""
+    order, _, _, hits = scorer.sorted_hits(rows, cols, group, start, exact_lcp=False, hint=hint)
     out = np.empty(len(rows), dtype=np.int64)
     out[order] = hits
     return out
@@ -179,7 +181,7 @@ class _NodeScores:
         ms = np.flatnonzero(mask[sub])
         mv = sub[ms]
         trial[ms] = move_cols(trial[ms], at[mv], src[mv], w)
-        h = _score_rows(scorer, rows[sub], trial, nidx[sub], self.start)
+        h = _score_rows(scorer, rows[sub], trial, nidx[sub], self.start, self.moves.hint(sub))
         ns = nidx[sub]
         inside = touched[ns]
         tot = np.where(
@@ -223,6 +225,44 @@ def _grouped_sort(scorer: BlockScorer, every: tuple, rows, cols, nidx) -> tuple:
     return order, lcp, lengths, served_tokens(lcp, lengths, scorer.block_size)
 
 
+def _resort_nodes(scorer: BlockScorer, every: tuple, rows, cols_all, nidx, start: int) -> tuple:
+    """`BlockScorer.sorted_hits` of all rows under ``cols_all`` (``(n, m)``), from
+    ``every`` (the exact one before ``rows`` changed their orders past ``start``).
+
+    ``rows``: ascending row ids of whole nodes (``nidx``: their node) whose rows share
+    their first fields and values up to column ``start``. Those pieces decide where a
+    node's rows sit among the others (pieces at one position are prefix-free), so each
+    node keeps its run of positions in token order; only its rows are sorted again
+    (ties in row order, as `np.lexsort` keeps them), and the prefixes at the runs'
+    edges compared again.
+    """
+    gorder, glcp, glen, _ = every
+    n = len(gorder)
+    if not len(rows):
+        return every
+    if 2 * len(rows) >= n:  # most rows changed: one sort of all of them, from the old
+        return scorer.sorted_hits(None, cols_all, hint=gorder)
+    order, lcp, lengths, _ = scorer.sorted_hits(rows, cols_all[rows], nidx, start)
+    where = np.empty(n, dtype=np.int64)
+    where[gorder] = np.arange(n)
+    at = where[rows]  # positions of the nodes' rows, sorted by node then position
+    slots = at[np.lexsort((at, nidx))]
+    gorder, glcp, glen = gorder.copy(), glcp.copy(), glen.copy()
+    gorder[slots] = rows[order]
+    glen[slots] = lengths
+    glcp[slots] = lcp
+    sn = nidx[order]
+    edge = np.r_[True, sn[1:] != sn[:-1]]  # first row of each node's run
+    after = slots[np.r_[edge[1:], True]] + 1  # the position after each run
+    fix = np.union1d(slots[edge], after[after < n])
+    fix = fix[fix > 0]
+    a, b = gorder[fix - 1], gorder[fix]
+    glcp[fix] = scorer.pair_lcp(a, cols_all[a], b, cols_all[b])
+    if len(slots) and slots.min() == 0:
+        glcp[0] = 0
+    return gorder, glcp, glen, served_tokens(glcp, glen, scorer.block_size)
+
+
 #: units scored exactly per decision: the best by `token_scores` (the rest are skipped)
 SHORTLIST = 8
 
@@ -247,18 +287,27 @@ def token_scores(
     klen = scorer.k_len[0]
     vl = scorer.v_len[0][rows]
     # (r, c) tokens of each candidate unit's key + value pieces, and (group, value) keys
-    tl = np.stack(
-        [vl[:, list(units.members[k])].sum(axis=1) + int(klen[list(units.members[k])].sum())
-         for k in cand], axis=1,
-    ).astype(np.int64)  # fmt: skip
+    if all(len(units.members[k]) == 1 for k in cand):  # one gather
+        c = [units.members[k][0] for k in cand]
+        tl = vl[:, c].astype(np.int64) + klen[c].astype(np.int64)
+    else:
+        tl = np.stack(
+            [vl[:, list(units.members[k])].sum(axis=1) + int(klen[list(units.members[k])].sum())
+             for k in cand], axis=1,
+        ).astype(np.int64)  # fmt: skip
     g = np.asarray(group, dtype=np.int64)
     nd = units.n_distinct[cand].astype(np.int64) + 1
     span = (int(g.max()) + 1) * nd  # keys of candidate i lie in [base[i], base[i] + span[i])
     base = np.r_[0, np.cumsum(span)[:-1]]
     key = g[:, None] * nd[None, :] + units.codes[rows][:, cand] + base[None, :]
     # equal (group, value) keys have equal tokens: every repeat after the first adds
-    # them, i.e. all rows' tokens minus one row's per distinct key (hashed, no sort)
-    kid, uniq = pd.factorize(key.ravel())
+    # them, i.e. all rows' tokens minus one row's per distinct key
+    if int(span.sum()) <= 4 * key.size:  # few keys possible: one slot each, no hashing
+        once = np.zeros(int(span.sum()), dtype=np.int64)
+        once[key.ravel()] = tl.ravel()  # equal keys write equal tokens
+        out[:] = tl.sum(axis=0) - np.add.reduceat(once, base)
+        return out
+    kid, uniq = pd.factorize(key.ravel())  # hashed, no sort
     once = np.zeros(len(uniq), dtype=np.int64)
     once[kid] = tl.ravel()
     owner = np.searchsorted(base, uniq, side="right") - 1  # candidate of each key
@@ -360,7 +409,10 @@ def greedy_fixed_order(
         cur = tuple(chosen + rest)
         if cur not in sorts and 2 * len(sub) >= n:
             c1 = expand_perm(units, np.asarray([cur], dtype=np.int32))
-            sorts[cur] = scorer.sorted_hits(None, np.broadcast_to(c1, (n, c1.shape[1])))
+            prev = next(reversed(sorts.values()), None)  # the order before the last pick
+            sorts[cur] = scorer.sorted_hits(
+                None, np.broadcast_to(c1, (n, c1.shape[1])), hint=None if prev is None else prev[0]
+            )
         light = _FixedMoves.of(scorer, units, list(cur), len(chosen), sub, group, sorts.get(cur))
         for k in tries:
             h = None if light is None else light.total(scorer, k, uv)
@@ -459,7 +511,8 @@ def refine(
                 newc[sel] = move_cols(lv.cols[sel], at[sel], src[sel], lv.width[k])
                 taken[f"{k}:{variant}"] = int((choice == ci).sum())
             perm[rows], cols[rows] = new, newc
-            sort_after = scorer.sorted_hits(None, cols)
+            ch = moved[lv.nidx]  # only the changed nodes' rows move in token order
+            sort_after = _resort_nodes(scorer, every, rows[ch], cols, lv.nidx[ch], lv.start)
             after = int(sort_after[3].sum())
             if after < total:  # cannot happen up to the last-token cap of a node's
                 perm[rows], cols[rows] = lv.cur, lv.cols  # first prompt; keep the
@@ -508,10 +561,15 @@ class _Level:
         if nidx is None:
             nidx = pd.factorize(nd)[0].astype(np.int64)
         width = np.array([len(mm) for mm in units.members], dtype=np.int64)
-        wc = width[cur]
+        one = cur.ndim == 2 and cur.strides[0] == 0  # one order broadcast to every row
+        c = cur[:1] if one else cur
+        wc = width[c]
         cstart = np.cumsum(wc, axis=1) - wc
         start = int(cstart[:, j].min()) if j else 0
-        pos = np.argsort(cur, axis=1)  # pos[r, k] = position of unit k in row r
+        pos = np.argsort(c, axis=1)  # pos[r, k] = position of unit k in row r
+        if one:
+            cstart = np.broadcast_to(cstart, (len(cur), cstart.shape[1]))
+            pos = np.broadcast_to(pos, (len(cur), pos.shape[1]))
         n_nodes = int(nidx.max()) + 1
         return cls(j, rows, nidx, n_nodes, cur, cols, pos, cstart, width, start)
 

@@ -141,10 +141,13 @@ def _rate(scorer: BlockScorer, plan: ReorderPlan, sort=None) -> tuple[float, int
     return ph.block_hit_rate, int(ph.block_hits.sum()), int(ph.lengths.sum())
 
 
-def _sort_all(scorer: BlockScorer, units: Units, unit_perm: np.ndarray) -> tuple[np.ndarray, tuple]:
-    """Column orders of ``unit_perm`` and `BlockScorer.sorted_hits` of all rows under them."""
+def _sort_all(
+    scorer: BlockScorer, units: Units, unit_perm: np.ndarray, hint: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple]:
+    """Column orders of ``unit_perm`` and `BlockScorer.sorted_hits` of all rows under them
+    (``hint``: a guess of the rows' token order, e.g. the plan's value-code order)."""
     colperm = expand_perm(units, np.ascontiguousarray(unit_perm))
-    return colperm, scorer.sorted_hits(None, colperm)  # exact: refine starts from it
+    return colperm, scorer.sorted_hits(None, colperm, hint=hint)  # exact: refine starts from it
 
 
 def _token_order_plan(columns: tuple[str, ...], colperm: np.ndarray, sort: tuple) -> ReorderPlan:
@@ -257,7 +260,7 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
         if same is not None:  # the greedy fixed order sorted all rows under it already
             sorts[k] = (expand_perm(units, np.ascontiguousarray(v)), same)
         else:
-            sorts[k] = _sort_all(scorer, units, v)
+            sorts[k] = _sort_all(scorer, units, v, plans[k].row_order)
     ident = np.broadcast_to(np.arange(u, dtype=np.int32), (n, u))
     sorts["trie"] = _sort_all(scorer, units, ident)
     plans["trie"] = _token_order_plan(t.columns, *sorts["trie"])

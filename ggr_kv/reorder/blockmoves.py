@@ -88,6 +88,17 @@ class MoveBase:
         node_lcp[sn[brk]] = lcp[brk]
         return cls(bpos, RangeMin(lcp), ln, scorer.field_starts(rows, cols), node_lcp)
 
+    def hint(self, sub: np.ndarray) -> np.ndarray:
+        """Positions into ``sub`` (ascending level rows) in the level's token order: a
+        guess of their order after a move (`BlockScorer.sorted_hits`'s ``hint``)."""
+        r = len(self.bpos)
+        at = np.full(r, -1, dtype=np.int64)
+        at[sub] = np.arange(len(sub))
+        inv = np.empty(r, dtype=np.int64)
+        inv[self.bpos] = np.arange(r)
+        got = at[inv]
+        return got[got >= 0]
+
 
 def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndarray):
     """Node totals of moving unit ``k`` to slot ``lv.j`` in the rows of ``mask``.
@@ -128,15 +139,26 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
         np.minimum.at(lo, sg[sel], how[sel])
         np.maximum.at(hi, sg[sel], how[sel])
         mixed[sel] = lo[sg[sel]] != hi[sg[sel]]
+        # a node whose rows mostly came from different places costs a sort of those
+        # rows here and a second one by block: left to the one sort of its rows
+        ns = nidx[sel]
+        heavy = 2 * np.bincount(ns, weights=mixed[sel], minlength=N) >= np.bincount(ns, minlength=N)
+        if heavy[ns].any():
+            done &= ~heavy
+            drop = sel[heavy[ns]]
+            sg[drop], mixed[drop] = -1, False
+            sel = np.flatnonzero(done[nidx])
+            if not len(sel):
+                return done, None
     within = mb.bpos.copy()  # rank inside the subgroup
     inner = np.zeros(r, dtype=np.int64)  # exact-enough prefix with the previous row there
     if mixed.any():
-        _sort_mixed(scorer, lv, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
+        _sort_mixed(scorer, lv, mb, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
     s = sel[_new_order(scorer, lv, sel, src, w, within)]
     if j:
         mixed = _reordered(mb, s, sg, src, p)
         if mixed.any():
-            _sort_mixed(scorer, lv, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
+            _sort_mixed(scorer, lv, mb, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
             s = sel[_new_order(scorer, lv, sel, src, w, within)]
     lcp = np.empty(len(s), dtype=np.int64)
     ns = nidx[s]
@@ -199,7 +221,7 @@ def _first_field(scorer: BlockScorer, lv, mask, src) -> tuple[np.ndarray, np.nda
     return dlen, src * m + c0
 
 
-def _sort_mixed(scorer, lv, rows_m, mask, sg, src, w, within, inner) -> None:
+def _sort_mixed(scorer, lv, mb, rows_m, mask, sg, src, w, within, inner) -> None:
     """Rows of subgroups whose blocks came from different places: sort them after the
     move (grouped by subgroup); write their rank and prefix into ``within``/``inner``."""
     trial = lv.cols[rows_m]
@@ -207,7 +229,7 @@ def _sort_mixed(scorer, lv, rows_m, mask, sg, src, w, within, inner) -> None:
     at = lv.cstart[rows_m, lv.j]
     trial[mv] = move_cols(trial[mv], at[mv], src[rows_m][mv], w[rows_m][mv])
     order, lcp, _, _ = scorer.sorted_hits(
-        lv.rows[rows_m], trial, sg[rows_m], lv.start, exact_lcp=False
+        lv.rows[rows_m], trial, sg[rows_m], lv.start, exact_lcp=False, hint=mb.hint(rows_m)
     )
     within[rows_m[order]] = np.arange(len(order))
     inner[rows_m[order]] = lcp

@@ -142,18 +142,19 @@ def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray
     return order, adj
 
 
-def _pair_lcp(ps: PieceSet, a: np.ndarray, b: np.ndarray, window: int = 8) -> np.ndarray:
+def _pair_lcp(ps: PieceSet, a: np.ndarray, b: np.ndarray, window: int = 2) -> np.ndarray:
     """Tokens shared at the start of pieces ``a[i]`` and ``b[i]`` (vectorized compare,
-    ``window`` tokens per pass)."""
+    ``window`` tokens in the first pass, twice as many in each next one up to 16: most
+    pairs differ within their first few tokens)."""
     lens = ps.lengths
     lim = np.minimum(lens[a], lens[b]).astype(np.int64)
     out = np.zeros(len(a), dtype=np.int64)
     act = np.flatnonzero(lim > 0)
     oa = ps.offsets[a].astype(np.int64)
     ob = ps.offsets[b].astype(np.int64)
-    ar = np.arange(window, dtype=np.int64)
     t = 0
     while len(act):
+        ar = np.arange(window, dtype=np.int64)
         ta = np.take(ps.tokens, oa[act, None] + (t + ar), mode="clip")
         tb = np.take(ps.tokens, ob[act, None] + (t + ar), mode="clip")
         ne = ta != tb
@@ -161,6 +162,7 @@ def _pair_lcp(ps: PieceSet, a: np.ndarray, b: np.ndarray, window: int = 8) -> np
         out[act] = t + np.minimum(first, lim[act] - t)  # tokens past ``lim`` never count
         act = act[(first == window) & (lim[act] > t + window)]
         t += window
+        window = min(2 * window, 16)
     return out
 
 
@@ -302,6 +304,7 @@ class BlockScorer:
         group: np.ndarray | None = None,
         start: int = 0,
         exact_lcp: bool = True,
+        hint: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Sort prompts in token order and count their hits.
 
@@ -317,6 +320,8 @@ class BlockScorer:
             is exact; two value pieces are compared token by token only when their
             common prefix could reach another block), which is all ``hits`` and the
             block hits of `plan_hits` need (minima of such prefixes keep the property).
+        hint : optional guess of ``order`` (a permutation of positions into ``rows``,
+            e.g. the order before a few fields moved): same result, sorted from it.
 
         Returns
         -------
@@ -332,10 +337,10 @@ class BlockScorer:
         comb, clen, flat = self._row_arrays(rows, cp)
         rng = self.width * len(pp.keys)
         if group is None:
-            order = _lexsort_rows(comb, rng)
+            order = _lexsort_rows(comb, rng, hint)
         else:
             keys = np.concatenate([np.asarray(group, dtype=np.int64)[:, None], comb[:, start:]], 1)
-            order = _lexsort_rows(keys, max(rng, int(keys[:, 0].max()) + 1 if r else 1))
+            order = _lexsort_rows(keys, max(rng, int(keys[:, 0].max()) + 1 if r else 1), hint)
         p = len(pp.prefix)
         cum = np.zeros((r, m + 1), dtype=np.int32)  # tokens before each field, after the head
         np.cumsum(clen, axis=1, out=cum[:, 1:])
@@ -444,11 +449,19 @@ class BlockScorer:
         return PlanHits(run_len, token_hits, served_tokens(token_hits, run_len, B), B)
 
 
-def _lexsort_rows(keys: np.ndarray, key_range: int) -> np.ndarray:
-    """Row order sorting ``keys`` (``(r, m)`` non-negative ints < key_range) lexicographically."""
+def _lexsort_rows(keys: np.ndarray, key_range: int, hint: np.ndarray | None = None) -> np.ndarray:
+    """Row order sorting ``keys`` (``(r, m)`` non-negative ints < key_range) lexicographically
+    (equal rows in row order, as `np.lexsort`).
+
+    ``hint``: a guess of that order (a permutation of ``range(r)``, e.g. the order before
+    a few fields moved); the rows are then sorted from it, most significant keys first
+    (`_msd_rows`), which costs little where the guess is right.
+    """
     r, m = keys.shape
     if r <= 1:
         return np.arange(r, dtype=np.int64)
+    if hint is not None:
+        return _msd_rows(keys, key_range, np.asarray(hint, dtype=np.int64))
     bits = max(1, int(key_range - 1).bit_length())
     per = max(1, 63 // bits)
     # ``per`` keys per int64 (shift-or of the chunk, zero-padded at the end: same order),
@@ -465,3 +478,40 @@ def _lexsort_rows(keys: np.ndarray, key_range: int) -> np.ndarray:
             a <<= bits * (per - (hi - c * per))
         packed[nch - 1 - c] = a
     return np.lexsort(packed).astype(np.int64)
+
+
+def _msd_rows(keys: np.ndarray, key_range: int, start: np.ndarray) -> np.ndarray:
+    """`_lexsort_rows` from the row order ``start``: each pass stably sorts the rows still
+    tied with a neighbour by their tie group and the next keys packed into one int64
+    (timsort: runs the start order already has cost one scan); rows equal in every key
+    end in row order."""
+    r, m = keys.shape
+    bits = max(1, int(key_range - 1).bit_length())
+    order = start.copy()
+    pos = np.arange(r, dtype=np.int64)  # positions still tied with a neighbour
+    seg = np.zeros(r, dtype=np.int64)  # their tie group (contiguous, increasing)
+    c = 0
+    while len(pos) and c < m:
+        items = order[pos]
+        per = min(m - c, (63 - int(seg[-1]).bit_length()) // bits)
+        if per < 1:  # pragma: no cover - over 2**(63 - bits) tie groups
+            key = keys[items, c].astype(np.int64)
+            o = np.lexsort((key, seg))
+            per = 1
+        else:
+            key = keys[items, c].astype(np.int64)
+            for p in range(c + 1, c + per):
+                key <<= bits
+                key |= keys[items, p]
+            o = np.argsort(key | (seg << (per * bits)), kind="stable")
+        items, key, s = items[o], key[o], seg[o]
+        order[pos] = items
+        new = np.r_[True, (s[1:] != s[:-1]) | (key[1:] != key[:-1])]
+        nseg = np.cumsum(new) - 1
+        keep = np.bincount(nseg)[nseg] >= 2
+        pos, seg = pos[keep], nseg[keep]
+        c += per
+    if len(pos):  # equal in every key: row order
+        items = order[pos]
+        order[pos] = items[np.lexsort((items, seg))]
+    return order

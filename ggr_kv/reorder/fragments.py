@@ -41,6 +41,7 @@ import json
 import operator
 import os
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -99,6 +100,7 @@ class PieceSet:
 #: ``str.isalnum`` of it is True: ``isalpha`` = categories L*, and the numeric
 #: characters (``isdecimal``/``isdigit``/``isnumeric``) are the N* ones.
 _LAST_CHAR = operator.itemgetter(slice(-1, None))
+_ALL_BUT_LAST = operator.itemgetter(slice(None, -1))  # ``s[:-1]``
 
 
 def _layout(instruction: str, query: str) -> tuple[str, str] | None:
@@ -342,9 +344,15 @@ def _tokenize_values(uniq: list[str], tok: Any, tail: str, progress: bool) -> Pi
     comma = tok.encode_batch(['",'], add_special_tokens=False)[0].astype(np.int32)
     close = tok.encode_batch(['"' + tail], add_special_tokens=False)[0].astype(np.int32)
     idx_s, idx_f = np.flatnonzero(stem_ok), np.flatnonzero(~stem_ok)
-    stems = _encode_many([" " + enc[i][:-1] for i in idx_s], tok, progress, "tokenize cells")
-    full_mid = _encode_many([" " + enc[i] + "," for i in idx_f], tok, False, "")
-    full_last = _encode_many([" " + enc[i] + tail for i in idx_f], tok, False, "")
+    # the texts, built by C-level maps (no Python frame per text)
+    stem_texts = map(_ALL_BUT_LAST, map(enc.__getitem__, idx_s.tolist()))
+    stems = _encode_many(
+        list(map(operator.add, repeat(" "), stem_texts)), tok, progress, "tokenize cells"
+    )
+    full = list(map(operator.add, repeat(" "), map(enc.__getitem__, idx_f.tolist())))
+    full_mid = _encode_many(list(map(operator.add, full, repeat(","))), tok, False, "")
+    full_last = _encode_many(list(map(operator.add, full, repeat(tail))), tok, False, "")
+    del full
     del enc
     stem_len = np.diff(stems[1])
     lens = np.empty(2 * V, dtype=np.int64)

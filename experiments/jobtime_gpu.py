@@ -161,7 +161,8 @@ def prepare(items, model_dir: str, config: dict) -> dict:
         sim = simulate_plan(ds.table(), plan, q.stages[0].text, None, tok,
                             q.stages[0].max_tokens, progress=False, **config)
         out[(name, qtype, m)] = {"ds": ds, "query": q, "res": res, "reorder_s": reorder_s,
-                                 "summary": dict(sim.summary), "config": dict(config)}
+                                 "summary": dict(sim.summary), "config": dict(config),
+                                 "work": sim.work[["scheduled_tokens", "num_scheduled"]].copy()}
     return out
 
 
@@ -196,10 +197,15 @@ def predict(prep: dict, keys, costs, tp, prefix: str, path: Path, extra=None) ->
 
     two = costs.meta.get("two_clock")
     two = FeedCosts.from_dict(two) if isinstance(two, dict) and "engine" in two else None
+    from ggr_kv.simulate.stepcost import work_features
+
     rows = []
     for key in keys:
         p = prep[key]
         name, qtype, m = key
+        # the replay's totals and the work features of its steps (eager_requests)
+        p["summary"].update(work_features(p["work"], costs.graph_tokens))
+        p["summary"]["graph_tokens"] = costs.graph_tokens
         pr = costs.predict(p["summary"])
         pr2 = two.predict(p["summary"]) if two is not None else None
         old = predict_job_time(_totals(p["summary"]), tp).job_s if tp is not None else None

@@ -545,14 +545,18 @@ def trial_table(data: dict) -> str:
     if not rows:
         return "(no trial)"
     by_w = defaultdict(list)
+    by_arm: dict = defaultdict(lambda: defaultdict(list))
     for p in rows:
         r = data["runs"].get(p["run_id"])
         if r is None:
             continue
         arm = (p["arm"]["max_num_batched_tokens"], p["arm"]["max_num_seqs"])
-        by_w[(p["dataset"], p["query_type"], p["method"])].append(
-            (arm, statistics.median(r["job_s"]), p["predicted_job_s"], len(r["job_s"]),
-             r["clocks"]))
+        by_arm[(p["dataset"], p["query_type"], p["method"])][arm].append((p, r))
+    for w, arms in by_arm.items():  # runs of one arm (trial passes) pooled
+        for arm, prs in arms.items():
+            ts = [t for _, r in prs for t in r["job_s"]]
+            by_w[w].append((arm, statistics.median(ts), statistics.median(
+                p["predicted_job_s"] for p, _ in prs), len(ts), prs[0][1]["clocks"]))
     lines = ["| workload | max_num_batched_tokens : max_num_seqs | job s | vs default | "
              "predicted s | best measured | best predicted | feed s (last prompt in) | waited "
              "for |", "|---|---|---:|---:|---:|---|---|---:|---|"]
@@ -561,7 +565,7 @@ def trial_table(data: dict) -> str:
         best_m = min(xs, key=lambda x: x[1])[0]
         best_p = min(xs, key=lambda x: x[2])[0]
         for arm, t, pr, n, c in sorted(xs, key=lambda x: x[0], reverse=True):
-            feed = f"{c.feed_s:.2f} | {c.bound}" if c is not None else " | "
+            feed = f"{c.feed_s:.2f} | {c.bound}" if c is not None and n == 1 else " | "
             lines.append(f"| {w[0]}, {w[1]}, {w[2]} | {arm[0]} : {arm[1]} | {t:.2f} (n={n}) | "
                          f"{default[1] / t:.2f}× | {pr:.2f} | "
                          f"{'yes' if arm == best_m else ''} | {'yes' if arm == best_p else ''} | "

@@ -161,7 +161,8 @@ def prepare(items, model_dir: str, config: dict) -> dict:
         sim = simulate_plan(ds.table(), plan, q.stages[0].text, None, tok,
                             q.stages[0].max_tokens, progress=False, **config)
         out[(name, qtype, m)] = {"ds": ds, "query": q, "res": res, "reorder_s": reorder_s,
-                                 "summary": dict(sim.summary), "config": dict(config)}
+                                 "summary": dict(sim.summary), "config": dict(config),
+                                 "work": sim.work[["scheduled_tokens", "num_scheduled"]].copy()}
     return out
 
 
@@ -196,10 +197,15 @@ def predict(prep: dict, keys, costs, tp, prefix: str, path: Path, extra=None) ->
 
     two = costs.meta.get("two_clock")
     two = FeedCosts.from_dict(two) if isinstance(two, dict) and "engine" in two else None
+    from ggr_kv.simulate.stepcost import work_features
+
     rows = []
     for key in keys:
         p = prep[key]
         name, qtype, m = key
+        # the replay's totals and the work features of its steps (eager_requests)
+        p["summary"].update(work_features(p["work"], costs.graph_tokens))
+        p["summary"]["graph_tokens"] = costs.graph_tokens
         pr = costs.predict(p["summary"])
         pr2 = two.predict(p["summary"]) if two is not None else None
         old = predict_job_time(_totals(p["summary"]), tp).job_s if tp is not None else None
@@ -382,7 +388,9 @@ def do_trial(llm, arm_preps, costs, out: Path, prefix: str, args, model_dir: str
     """Each arm: set the scheduler's limits live, predict, run every trial workload."""
     base = live_config(llm)
     rows = []
-    for (tokens, seqs), p in arm_preps.items():
+    passes = [(k, arm, p) for k in range(1, max(1, args.trial_repeats) + 1)
+              for arm, p in arm_preps.items()]
+    for k, (tokens, seqs), p in passes:
         if tokens > base["max_num_batched_tokens"] or seqs > base["max_num_seqs"]:
             log(f"arm {tokens}/{seqs} skipped: above the engine's own limits")
             continue
@@ -390,15 +398,15 @@ def do_trial(llm, arm_preps, costs, out: Path, prefix: str, args, model_dir: str
             log("trial: budget spent")
             break
         cfg = dict(base, max_num_batched_tokens=tokens, max_num_seqs=seqs)
-        p = refit(p, cfg, model_dir)
+        p = arm_preps[(tokens, seqs)] = refit(p, cfg, model_dir)
         got = llm.collective_rpc(_rpc_set_limits, args=(tokens, seqs))[0]
-        arm = f"{prefix}t{tokens}x{seqs}-"
+        arm = f"{prefix}t{tokens}x{seqs}-" + ("" if k == 1 else f"r{k}-")
         pred = predict(p, list(p), costs, None, arm, out / f"predictions-{arm.rstrip('-')}.json",
                        {"arm": {"max_num_batched_tokens": tokens, "max_num_seqs": seqs}})
         outc = run_specs(llm, specs_for(p, list(p), arm, args), out,
                          left(args) - args.reserve_s - 30)
         for r, o in zip(pred, outc):
-            rows.append({"arm": [tokens, seqs], "set": got, "run_id": r["run_id"],
+            rows.append({"arm": [tokens, seqs], "pass": k, "set": got, "run_id": r["run_id"],
                          "predicted_job_s": r["predicted_job_s"], "status": o.status})
     llm.collective_rpc(_rpc_set_limits, args=(base["max_num_batched_tokens"],
                                               base["max_num_seqs"]))
@@ -484,7 +492,18 @@ def main() -> None:
     ap.add_argument("--reserve-s", type=float, default=20)
     ap.add_argument("--max-model-len", type=int, default=4096)
     ap.add_argument("--calib-repeats", type=int, default=2)
-    ap.add_argument("--only", default=None, help="comma list of dataset@rows to run")
+    ap.add_argument("--only", default=None,
+                    help="comma list of dataset@rows (every query type of it) or "
+                         "dataset@rows:query_type to run")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="comma list of the orderings to run")
+    ap.add_argument("--trial", default=None,
+                    help="trial workloads instead of TRIAL: dataset@rows:query_type:method,...")
+    ap.add_argument("--arms", default=None,
+                    help="trial arms instead of ARMS: tokens:seqs,... (the first is the "
+                         "engine's own setting; arms go downward only)")
+    ap.add_argument("--trial-repeats", type=int, default=1,
+                    help="passes over every arm, each pass in the same arm order")
     ap.add_argument("--repeats", type=int, default=3,
                     help="repeats of every campaign job (fewer when the budget says so)")
     ap.add_argument("--warmup", type=int, default=4, help="warm-up jobs before calibrating")
@@ -503,6 +522,10 @@ def main() -> None:
                                           SMOKE["arms"])
         MODEL = "tiny-llama"
         args.max_model_len = None
+    if args.trial:
+        TRIAL = [tuple(x.split(":")) for x in args.trial.split(",")]
+    if args.arms:
+        ARMS = [tuple(int(v) for v in x.split(":")) for x in args.arms.split(",")]
     steps = args.steps.split(",")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -514,8 +537,10 @@ def main() -> None:
 
     ecfg = EngineConfig(model=MODEL, max_model_len=args.max_model_len, seed=0)
     model_dir = str(ecfg.resolve_model()[0])
+    only = None if args.only is None else args.only.split(",")
     camp = [(n, q, m) for n, q in CAMPAIGN for m in METHODS
-            if args.only is None or n in args.only.split(",")]
+            if m in args.methods.split(",")
+            and (only is None or n in only or f"{n}:{q}" in only)]
     items = list(camp)
     if "profile" in steps:
         items.append(PROFILE)

@@ -46,7 +46,12 @@ import pandas as pd  # noqa: E402
 
 from ggr_kv.analysis.jobfeed import job_clocks  # noqa: E402
 from ggr_kv.simulate.feedtime import P_GRID, fit_feed_costs  # noqa: E402
-from ggr_kv.simulate.stepcost import StepCosts, fit_step_costs  # noqa: E402
+from ggr_kv.simulate.stepcost import (  # noqa: E402
+    DEFAULT_FIT,
+    LEGACY_FIT,
+    StepCosts,
+    fit_step_costs,
+)
 
 WITHIN = 0.10
 
@@ -83,7 +88,28 @@ def load(folder: Path) -> dict:
                      # run.json files from before token-id submission sent text
                      "submit": rj.get("submit") or "text",
                      "tokenize_s": [r.get("tokenize_s") for r in rj.get("repeat_runs") or []]}
-    return {"cals": cals, "preds": preds, "runs": runs}
+    replays = None
+    if (folder / "replays.json").is_file():
+        replays = json.loads((folder / "replays.json").read_text())
+    return {"cals": cals, "preds": preds, "runs": runs, "replays": replays}
+
+
+def repredict(data: dict) -> dict:
+    """Re-predictions made after the runs, from calibration data only: per call, the
+    step-cost model of `DEFAULT_FIT` fitted to that call's calibration jobs (their
+    replays' features from ``replays.json``, their measured medians from the calibration
+    file), pricing each run's replay. ``{call: {"costs": StepCosts, "runs": {key: s}}}``."""
+    rep = data.get("replays")
+    if not rep:
+        return {}
+    out = {}
+    for call, jobs in rep["calibration_jobs"].items():
+        cal = data["cals"][call].meta["jobs"]
+        costs = fit_step_costs([(jobs[n], cal[n]["median_s"]) for n in jobs],
+                               features=DEFAULT_FIT, graph_tokens=rep["graph_tokens"])
+        runs = {tuple(k.split("|")): costs.predict(f).job_s for k, f in rep["runs"].items()}
+        out[call] = {"costs": costs, "runs": runs}
+    return out
 
 
 def campaign_rows(data: dict) -> list[dict]:
@@ -125,7 +151,7 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
             if (k[0], k[1]) != t:
                 train.append((v[0]["summary"], med[k]))
         if len(train) >= 7:
-            fit = fit_step_costs(train)
+            fit = fit_step_costs(train, features=LEGACY_FIT)
             for k, v in by_key.items():
                 if (k[0], k[1]) == t:
                     loto[k] = fit.predict(v[0]["summary"]).job_s
@@ -133,6 +159,7 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
     # from the step-cost model's data (calibration jobs, other tables' runs) and the feed
     # time of each of those runs (its step records say when the last prompt was in)
     two = {call: _two_clock_of(c) for call, c in data["cals"].items()}
+    rep = repredict(data)
     loto2 = loto_two_clock(by_key, med, cal_samples, host=True)
     out = []
     for k in sorted(by_key, key=lambda k: (k[0], k[1], _order(k[2]))):
@@ -141,6 +168,8 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
         other = [c.predict(v[0]["summary"]).job_s / med[k] for r in v
                  for call, c in data["cals"].items() if call != r["call"]]
         old = [r["predicted_job_s_3term"] / med[k] for r in v if r.get("predicted_job_s_3term")]
+        rep_own = [rep[r["call"]]["runs"][k] / med[k] for r in v if r["call"] in rep]
+        rep_other = [rep[c]["runs"][k] / med[k] for r in v for c in rep if c != r["call"]]
         pre2 = [(r.get("predicted_job_s_two_clock") or
                  two[r["call"]].predict(v[0]["summary"]).job_s) / med[k] for r in v
                 if r.get("predicted_job_s_two_clock") or r["call"] in two]
@@ -152,9 +181,10 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
                     "hit": statistics.median([r["hit"] for r in v if r["hit"] is not None] or
                                              [math.nan]),
                     "pred_hit": v[0]["predicted_hit_rate"],
-                    "pre": pre, "other": other, "loto": loto.get(k, math.nan) / med[k],
+                    "pre": pre, "other": other, "rep": rep_own, "rep_other": rep_other, "loto": loto.get(k, math.nan) / med[k],
                     "old": old, "bound": v[0]["bound"], "device": v[0]["device"]})
-    return out, med, {"two_clock": {c: f.to_dict() for c, f in two.items()}}
+    return out, med, {"two_clock": {c: f.to_dict() for c, f in two.items()},
+                      "repredict": {c: x["costs"] for c, x in rep.items()}}
 
 
 def _two_clock_of(cal: StepCosts):
@@ -274,6 +304,37 @@ def accuracy_table(acc: list[dict], med: dict) -> str:
         f"{k} {w} of {n} ({w / n:.0%}; {mae2[k]:.1%})" for k, (w, n) in tot2.items() if n))
     devs = sorted({str(a["device"]) for a in acc})
     lines.append(f"Cards: {', '.join(devs)}.")
+    return "\n".join(lines)
+
+
+def repredict_table(acc: list[dict], fits: dict) -> str:
+    """Pre-run predictions beside the re-predictions made after the runs from each call's
+    calibration jobs only (`repredict`), per job; then each call's refitted costs."""
+    lines = ["| table, query | ordering | job s, median (n) | pre-run, predicted / measured | "
+             "re-predicted after the runs (calibration only): own call | other call |",
+             "|---|---|---:|---|---|---|"]
+    for a in acc:
+        d, q, m = a["key"]
+        lines.append(f"| {d}, {q} | {m} | {a['median']:.2f} ({len(a['measured'])}) | "
+                     f"{_fmt_ratios(a['pre'])} | {_fmt_ratios(a['rep'])} | "
+                     f"{_fmt_ratios(a['rep_other'])} |")
+    lines.append("")
+    parts = []
+    for name, f in (("pre-run", "pre"), ("re-predicted, own call's calibration", "rep"),
+                    ("re-predicted, other call's calibration", "rep_other")):
+        xs = [x for a in acc for x in a[f]]
+        w, n = _within(xs)
+        if n:
+            parts.append(f"{name} {w} of {n} ({w / n:.0%}; {_mae(xs):.1%})")
+    lines.append("Runs within 10% of their job's measured median (median abs. error): "
+                 + "; ".join(parts) + ".")
+    lines.append("")
+    cols = list(DEFAULT_FIT)
+    lines.append("| call | " + " | ".join(cols) + " | max fit residual (calibration jobs) |")
+    lines.append("|---|" + "---:|" * (len(cols) + 1))
+    for call, c in fits["repredict"].items():
+        lines.append(f"| {call} | " + " | ".join(_fmt_coef(k, c.get(k)) for k in cols) +
+                     f" | {c.meta['fit']['max_abs_relative_residual']:.1%} |")
     return "\n".join(lines)
 
 
@@ -484,14 +545,18 @@ def trial_table(data: dict) -> str:
     if not rows:
         return "(no trial)"
     by_w = defaultdict(list)
+    by_arm: dict = defaultdict(lambda: defaultdict(list))
     for p in rows:
         r = data["runs"].get(p["run_id"])
         if r is None:
             continue
         arm = (p["arm"]["max_num_batched_tokens"], p["arm"]["max_num_seqs"])
-        by_w[(p["dataset"], p["query_type"], p["method"])].append(
-            (arm, statistics.median(r["job_s"]), p["predicted_job_s"], len(r["job_s"]),
-             r["clocks"]))
+        by_arm[(p["dataset"], p["query_type"], p["method"])][arm].append((p, r))
+    for w, arms in by_arm.items():  # runs of one arm (trial passes) pooled
+        for arm, prs in arms.items():
+            ts = [t for _, r in prs for t in r["job_s"]]
+            by_w[w].append((arm, statistics.median(ts), statistics.median(
+                p["predicted_job_s"] for p, _ in prs), len(ts), prs[0][1]["clocks"]))
     lines = ["| workload | max_num_batched_tokens : max_num_seqs | job s | vs default | "
              "predicted s | best measured | best predicted | feed s (last prompt in) | waited "
              "for |", "|---|---|---:|---:|---:|---|---|---:|---|"]
@@ -500,7 +565,7 @@ def trial_table(data: dict) -> str:
         best_m = min(xs, key=lambda x: x[1])[0]
         best_p = min(xs, key=lambda x: x[2])[0]
         for arm, t, pr, n, c in sorted(xs, key=lambda x: x[0], reverse=True):
-            feed = f"{c.feed_s:.2f} | {c.bound}" if c is not None else " | "
+            feed = f"{c.feed_s:.2f} | {c.bound}" if c is not None and n == 1 else " | "
             lines.append(f"| {w[0]}, {w[1]}, {w[2]} | {arm[0]} : {arm[1]} | {t:.2f} (n={n}) | "
                          f"{default[1] / t:.2f}× | {pr:.2f} | "
                          f"{'yes' if arm == best_m else ''} | {'yes' if arm == best_p else ''} | "
@@ -520,14 +585,15 @@ def calibration_table(data: dict) -> str:
 
 
 def _units() -> list[str]:
-    from ggr_kv.simulate.stepcost import FEATURES
-
-    return list(FEATURES)
+    """The first model's features (the costs every calibration file holds)."""
+    return list(LEGACY_FIT)
 
 
 def _fmt_coef(k: str, v: float) -> str:
     if k in ("prefill_attn", "decode_ctx", "prompt_tokens"):
         return f"{v * 1e9:.3g} ns"
+    if k == "jobs":
+        return f"{v * 1e3:.3g} ms"
     return f"{v * 1e6:.3g} µs"
 
 
@@ -542,7 +608,8 @@ def render(folder: Path) -> dict[str, str]:
             "jobtime-loto-variants": variants_table(data),
             "jobtime-spread": spread_table(acc),
             "jobtime-profile": profile_table(folder),
-            "jobtime-trial": trial_table(data)}
+            "jobtime-trial": trial_table(data),
+            **({"jobtime-repredict": repredict_table(acc, fits)} if fits["repredict"] else {})}
 
 
 def write(readme: Path, tables: dict[str, str]) -> None:

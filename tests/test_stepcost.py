@@ -12,7 +12,9 @@ import pytest
 from ggr_kv.core.blocks import to_csr
 from ggr_kv.simulate import simulate
 from ggr_kv.simulate.stepcost import (
+    DEFAULT_FIT,
     FEATURES,
+    LEGACY_FIT,
     StepCosts,
     features_of,
     fit_step_costs,
@@ -74,11 +76,60 @@ def test_fit_recovers_the_costs_that_made_the_times():
     sims = [_job(*s, seed=i) for i, s in enumerate(shapes)]
     truth = StepCosts(TRUE)
     samples = [(s, truth.predict(s).job_s) for s in sims]
-    fit = fit_step_costs(samples, meta={"engine": "synthetic"})
+    fit = fit_step_costs(samples, features=LEGACY_FIT, meta={"engine": "synthetic"})
     for k, v in TRUE.items():
         assert fit.get(k) == pytest.approx(v, rel=1e-5), k
     assert fit.meta["fit"]["max_abs_relative_residual"] < 1e-8
     assert fit.meta["engine"] == "synthetic"
+
+
+#: costs with a per-job cost and a host cost per request of steps run without a CUDA graph
+TRUE_EAGER = {"num_steps": 4e-3, "prefill_tokens": 2e-5, "prefill_attn": 3e-9,
+              "decode_tokens": 1e-5, "decode_ctx": 2e-8, "eager_requests": 4e-5,
+              "prompt_tokens": 5e-7, "jobs": 0.2}
+
+
+def test_steps_larger_than_the_largest_cuda_graph_pay_per_request():
+    # 64 decoding requests: steps of 64 tokens; graphs up to 32 tokens make them eager
+    res = _job(64, 0, 8, 6, 0)
+    dec = res.work[res.work["prefill_tokens"] == 0]
+    assert len(dec) and (dec["num_scheduled"] == 64).all()
+    big = res.work["scheduled_tokens"] > 32
+    assert features_of(res, graph_tokens=32)["eager_requests"] == res.work.loc[
+        big, "num_scheduled"].sum() >= 64 * len(dec)
+    assert features_of(res, graph_tokens=4096)["eager_requests"] == 0
+    eager = StepCosts(TRUE_EAGER, graph_tokens=32).predict(res)
+    graphed = StepCosts(TRUE_EAGER, graph_tokens=4096).predict(res)
+    assert eager.job_s - graphed.job_s == pytest.approx(
+        TRUE_EAGER["eager_requests"] * features_of(res, graph_tokens=32)["eager_requests"])
+    # per step: the same sum, the per-job and per-prompt-token costs on top
+    f = features_of(res)
+    assert eager.job_s == pytest.approx(eager.step_s.sum() + TRUE_EAGER["jobs"]
+                                        + TRUE_EAGER["prompt_tokens"] * f["prompt_tokens"])
+    # totals alone cannot say which steps ran without a graph
+    with pytest.raises(ValueError, match="per-step work"):
+        StepCosts(TRUE_EAGER).predict(res.summary)
+    assert StepCosts(TRUE).predict(res.summary).job_s == pytest.approx(
+        StepCosts(TRUE).predict(res).job_s)
+    back = StepCosts.from_dict(json.loads(json.dumps(StepCosts(TRUE_EAGER, graph_tokens=32)
+                                                     .to_dict())))
+    assert back.graph_tokens == 32 and back.coef == TRUE_EAGER
+
+
+def test_default_fit_recovers_per_job_and_eager_costs():
+    shapes = [(32, 0, 300, 1), (128, 0, 40, 1), (64, 200, 16, 1), (32, 600, 16, 1),
+              (64, 0, 8, 32), (8, 0, 8, 32), (2, 0, 8, 32), (32, 500, 8, 16), (16, 1000, 16, 1),
+              (48, 0, 8, 24), (4, 300, 200, 1)]
+    sims = [_job(*s, seed=i) for i, s in enumerate(shapes)]
+    truth = StepCosts(TRUE_EAGER, graph_tokens=32)
+    samples = [(s, truth.predict(s).job_s) for s in sims]
+    fit = fit_step_costs(samples, graph_tokens=32)
+    assert set(fit.coef) == set(DEFAULT_FIT) and fit.graph_tokens == 32
+    assert fit.meta["fit"]["max_abs_relative_residual"] < 1e-6
+    for k, v in TRUE_EAGER.items():
+        assert fit.get(k) == pytest.approx(v, rel=1e-4), k
+    with pytest.raises(ValueError, match="per-step work"):
+        fit_step_costs([(s.summary, t) for s, t in samples])
 
 
 def test_fit_and_costs_refuse_what_cannot_be_priced():

@@ -5,7 +5,9 @@ built to move one feature of the model, with the prefix cache reset before each 
 prompts of random numbers whose only shared tokens are the ones a job shares on
 purpose:
 
-- ``prefill``: long unique prompts, 1 output token (uncached prefill, long chunks);
+- ``prefill``: long unique prompts, 1 output token (uncached prefill, long chunks;
+  eight full steps, twice ``prefill_short``'s four: the two lengths separate the cost
+  per token from the cost per job);
 - ``prefill_short``: many short unique prompts, 1 output token (per-request cost);
 - ``cached_<C>``: one context of C tokens shared by every prompt, a few unique tokens
   after it, 1 output token: prefill of new tokens behind a cached context (C = a
@@ -13,7 +15,8 @@ purpose:
 - ``cached_many``: many short prompts behind a short shared context (a highly cached
   table job);
 - ``decode_<B>``: B short unique prompts, many output tokens: decode at batch B
-  (full batch, an eighth, and a few) at short context;
+  (full batch, an eighth, and a few) at short context; the full batch runs without a
+  CUDA graph (more than the engine's largest graph), the others in one;
 - ``decode_long``: a few prompts behind a long shared context, many output tokens:
   decode over long contexts, long enough that the engine, not the submission of the
   long prompts, sets the job's time.
@@ -43,7 +46,7 @@ from ggr_kv.engine.submit import DEFAULT_SUBMIT, submit_inputs
 from ggr_kv.engine.throughput import _number_prompts, _replay, _time_job, scheduler_config
 from ggr_kv.simulate import SchedulerConfig
 from ggr_kv.simulate.feedtime import fit_feed_costs
-from ggr_kv.simulate.stepcost import StepCosts, features_of, fit_step_costs
+from ggr_kv.simulate.stepcost import GRAPH_TOKENS, StepCosts, features_of, fit_step_costs
 
 __all__ = ["CalibJob", "calibrate", "calibration_jobs"]
 
@@ -75,14 +78,14 @@ def calibration_jobs(config: SchedulerConfig, max_model_len: int, *, scale: floa
 
     full = min(seqs, max(8, n(1024)))
     jobs = [
-        CalibJob("prefill", n(32), 0, min(2048, max_model_len - 8), 1),
+        CalibJob("prefill", n(64), 0, min(2048, max_model_len - 8), 1),
         CalibJob("prefill_short", n(512), 0, 128, 1),
         CalibJob("cached_many", n(2048), min(240, ctx), 32, 1),
     ]
     for frac in (4, 2, 1):
         c = max(B, ctx // frac)
         jobs.append(CalibJob(f"cached_{c}", n(256 * 1024 / max(c, 1024)), c, u, 1))
-    dec = max(8, min(64, max_model_len // 8, n(64)))
+    dec = max(8, min(48, max_model_len // 8, n(48)))
     for b in sorted({full, max(2, full // 8), max(1, min(8, full))}, reverse=True):
         jobs.append(CalibJob(f"decode_{b}", b, 0, max(2, min(B - 1, 15)), dec))
     # few prompts, twice the decode length: engine-bound (256 prompts of ~3k tokens took
@@ -154,7 +157,7 @@ def calibrate(
     _time_job(llm, texts[jobs[-1].name][:2], 2)  # untimed warm-up
     times: dict[str, list[float]] = {j.name: [] for j in jobs}
     feeds: dict[str, list[float]] = {j.name: [] for j in jobs}
-    replays: dict[str, dict[str, Any]] = {}
+    replays: dict[str, Any] = {}
     t0 = time.perf_counter()
     for _ in range(repeats):
         for j in jobs:
@@ -163,10 +166,13 @@ def calibrate(
             if feed is not None:
                 feeds[j.name].append(feed)
             if j.name not in replays:
-                replays[j.name] = dict(_replay(outs, config).summary)
+                replays[j.name] = _replay(outs, config)
             if on_job is not None:
                 on_job(j.name, secs)
-    samples = [(replays[j.name], statistics.median(times[j.name])) for j in jobs]
+    graph = facts.get("cudagraph_max_tokens")
+    graph = GRAPH_TOKENS if graph is None else int(graph)
+    feats = {j.name: features_of(replays[j.name], graph_tokens=graph) for j in jobs}
+    samples = [(feats[j.name], statistics.median(times[j.name])) for j in jobs]
     meta = {
         "method": "ggr_kv.engine.calibrate.calibrate",
         "engine": facts,
@@ -178,7 +184,7 @@ def calibrate(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "jobs": {
             j.name: {"prompts": j.n, "shared": j.shared, "unique": j.unique, "out": j.out,
-                     "features": features_of(replays[j.name]), "seconds": times[j.name],
+                     "features": feats[j.name], "seconds": times[j.name],
                      "median_s": statistics.median(times[j.name]),
                      "feed_s": feeds[j.name],
                      "feed_median_s": statistics.median(feeds[j.name]) if feeds[j.name] else None}
@@ -191,4 +197,4 @@ def calibrate(
         meta["two_clock"] = fit_feed_costs(samples, feed_samples=feed_samples).to_dict()
     except ValueError as e:  # e.g. too few engine-bound jobs: the step costs still hold
         meta["two_clock"] = {"error": str(e)}
-    return fit_step_costs(samples, meta=meta)
+    return fit_step_costs(samples, meta=meta, graph_tokens=graph)

@@ -434,7 +434,8 @@ def engine_facts(llm: Any) -> dict[str, Any]:
     ``pipeline_parallel_size``, ``data_parallel_size``, ``max_num_seqs``,
     ``max_num_batched_tokens``, ``long_prefill_token_threshold`` (tokens, 0 = off),
     ``enable_chunked_prefill``, ``enforce_eager``, ``load_format``, ``seed``,
-    ``distributed_executor_backend`` and ``device`` (name).
+    ``distributed_executor_backend``, ``device`` (name) and ``cudagraph_max_tokens``
+    (the largest step run in a CUDA graph, tokens; 0 when eager; None when unknown).
     """
     vllm = import_vllm()
     cfg = llm.llm_engine.vllm_config
@@ -465,7 +466,23 @@ def engine_facts(llm: Any) -> dict[str, Any]:
         "distributed_executor_backend": backend if isinstance(backend, (str, type(None)))
         else getattr(backend, "__name__", str(backend)),
         "device": device_name(int(par.tensor_parallel_size) * int(par.pipeline_parallel_size)),
+        "cudagraph_max_tokens": _graph_tokens(cfg),
     }
+
+
+def _graph_tokens(cfg: Any) -> int | None:
+    """The largest batch (tokens) the engine captured a CUDA graph for; 0 when eager."""
+    if bool(getattr(cfg.model_config, "enforce_eager", False)):
+        return 0
+    comp = getattr(cfg, "compilation_config", None)
+    top = getattr(comp, "max_cudagraph_capture_size", None)
+    if isinstance(top, int):
+        return top
+    sizes = getattr(comp, "cudagraph_capture_sizes", None)
+    try:
+        return int(max(sizes)) if sizes else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _get(url: str, timeout: float = 10.0) -> bytes:

@@ -28,6 +28,21 @@ def llama3():
     return load_tokenizer("llama3")
 
 
+def _levels(units, uv, perm):
+    """``(j, node, rows)`` of each refinement level of the unit orders ``perm``: the node
+    of every row (rows equal in their first ``j`` units) and the rows in nodes of 2+."""
+    n, u = units.codes.shape
+    node = np.zeros(n, dtype=np.int64)
+    for j in range(u - 1):
+        if j:
+            node = pd.factorize(node * (int(uv.max()) + 1) + uv[np.arange(n), perm[:, j - 1]])
+            node = node[0].astype(np.int64)
+        rows = np.flatnonzero(np.bincount(node)[node] >= 2)
+        if not len(rows):
+            return
+        yield j, node, rows
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(0, 50), min_size=1, max_size=60), st.data())
 def test_range_min_matches_python_min(a, data):
@@ -51,14 +66,7 @@ def _check_levels(table: Table, groups, tok, block_size: int, query: str) -> int
     for seed in seeds:
         perm = np.ascontiguousarray(seed, dtype=np.int32)
         cols = expand_perm(units, perm)
-        node = np.zeros(n, dtype=np.int64)
-        for j in range(u - 1):
-            if j:
-                node = pd.factorize(node * (int(uv.max()) + 1) + uv[np.arange(n), perm[:, j - 1]])
-                node = node[0].astype(np.int64)
-            rows = np.flatnonzero(np.bincount(node)[node] >= 2)
-            if not len(rows):
-                break
+        for j, node, rows in _levels(units, uv, perm):
             lv = ba._Level.of(units, rows, node[rows], perm[rows], cols[rows], j)
             base = ba._NodeScores.of(scorer, rows, lv.cols, lv.nidx, lv.n_nodes, lv.start)
             # the level's sort, taken from the sort of all rows, is the level's own sort
@@ -107,19 +115,11 @@ def test_resorting_changed_nodes_equals_sorting_all_rows(name, llama3):
     cols = list(table.columns)
     units = build_units(table, [[cols.index(c) for c in g] for g in ds.fds])
     scorer = BlockScorer(PromptPieces.build(table, llama3, "Q?"), 16)
-    n, u = units.codes.shape
     uv = ba._unit_value_ids(units)
     perm = np.ascontiguousarray(ggr_unit_order(units, ggr_config())[0], dtype=np.int32)
     rng = np.random.default_rng(0)
-    node = np.zeros(n, dtype=np.int64)
     checked = 0
-    for j in range(u - 1):
-        if j:
-            node = pd.factorize(node * (int(uv.max()) + 1) + uv[np.arange(n), perm[:, j - 1]])
-            node = node[0].astype(np.int64)
-        rows = np.flatnonzero(np.bincount(node)[node] >= 2)
-        if not len(rows):
-            break
+    for j, node, rows in _levels(units, uv, perm):
         cp = expand_perm(units, perm)
         lv = ba._Level.of(units, rows, node[rows], perm[rows], cp[rows], j)
         every = scorer.sorted_hits(None, cp)

@@ -349,14 +349,30 @@ def test_3_leftover_engines_are_found_and_named(tmp_path):
     out = subprocess.run(["bash", "-c", "(exec -a VLLM::EngineCore sleep 120) >/dev/null 2>&1 & "
                           "echo $!"], capture_output=True, text=True, check=True)
     pid = int(out.stdout.strip())
+    # an engine that exited and that its parent (not Python: `sleep`) never reaps: a
+    # zombie holds nothing and is no leftover (a pytest-xdist worker, whose title says
+    # no "python", left one of these behind its multiprocess engine test)
+    rename = "import ctypes; ctypes.CDLL(None).prctl(15, b'VLLM::EngineCore', 0, 0, 0)"
+    reaper = subprocess.Popen(["bash", "-c", f'"{sys.executable}" -c "{rename}" & exec sleep 60'])
     try:
         deadline = time.monotonic() + 10
         while pid not in {e.pid for e in leftover_engines()} and time.monotonic() < deadline:
             time.sleep(0.1)
+        zombies = []
+        while not zombies and time.monotonic() < deadline:
+            zombies = [k.pid for k in psutil.Process(reaper.pid).children()
+                       if k.status() == psutil.STATUS_ZOMBIE and k.name().startswith("VLLM::")]
+            time.sleep(0.1)
+        assert zombies, "the renamed child did not exit"
+        found = {e.pid for e in leftover_engines()}
+        assert pid in found and not found & set(zombies), (pid, zombies, found)
         line = leftovers_line()
-        assert line is not None and f"{pid} VLLM::EngineCore" in line and f"kill {pid}" in line
+        assert line is not None and f"{pid} VLLM::EngineCore" in line
+        assert str(pid) in line.split("stop them with: kill ", 1)[1].split()
     finally:
         os.kill(pid, signal.SIGKILL)
+        reaper.kill()
+        reaper.wait()
 
 
 # ------------------------------------------------- 4. Ctrl-C

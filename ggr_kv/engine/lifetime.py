@@ -154,15 +154,19 @@ def _is_engine(title: str) -> bool:
 
 def leftover_engines() -> list[LeftoverEngine]:
     """vLLM engine processes of this user whose parent is gone (reparented to init or a
-    subreaper that is not a Python/vLLM process)."""
+    subreaper that is not a Python/vLLM process). Exited engines not yet reaped by their
+    parent (zombies) hold nothing and are not counted."""
     import psutil
 
     me = os.getuid()
     found = []
-    for p in psutil.process_iter(["pid", "name", "cmdline", "ppid", "uids", "memory_info"]):
+    for p in psutil.process_iter(["pid", "name", "cmdline", "ppid", "uids", "memory_info",
+                                  "status"]):
         info = p.info
         title = " ".join(info.get("cmdline") or []) or (info.get("name") or "")
         if not _is_engine(title) or (info.get("uids") and info["uids"].real != me):
+            continue
+        if info.get("status") == psutil.STATUS_ZOMBIE:
             continue
         try:
             parent = psutil.Process(info["ppid"]) if info["ppid"] > 1 else None

@@ -181,7 +181,8 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
                     "hit": statistics.median([r["hit"] for r in v if r["hit"] is not None] or
                                              [math.nan]),
                     "pred_hit": v[0]["predicted_hit_rate"],
-                    "pre": pre, "other": other, "rep": rep_own, "rep_other": rep_other, "loto": loto.get(k, math.nan) / med[k],
+                    "pre": pre, "other": other, "rep": rep_own, "rep_other": rep_other,
+                    "loto": loto.get(k, math.nan) / med[k],
                     "old": old, "bound": v[0]["bound"], "device": v[0]["device"]})
     return out, med, {"two_clock": {c: f.to_dict() for c, f in two.items()},
                       "repredict": {c: x["costs"] for c, x in rep.items()}}

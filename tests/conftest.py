@@ -244,10 +244,15 @@ def pytest_ignore_collect(collection_path, config):
 _SHARED_ENGINES = re.compile(r"\b(tiny_comparison|tiny_server)")
 
 
+def _test_scope(nodeid: str) -> str:
+    """The unit `make test`'s scheduler gives a test (by its node id) to one worker:
+    ``notebooks`` (all, in order), the name of a shared engine fixture its file uses, or
+    its file."""
+    return _file_scope(nodeid.split("::", 1)[0])
+
+
 @functools.cache
-def _test_scope(path: str) -> str:
-    """The unit `make test`'s scheduler gives to one worker: ``notebooks`` (all, in order),
-    the name of a shared engine fixture the file uses, or the file itself."""
+def _file_scope(path: str) -> str:
     if path.endswith(".ipynb"):
         return "notebooks"
     try:
@@ -267,7 +272,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class SharedEngines(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return _test_scope(nodeid.split("::", 1)[0])
+            return _test_scope(nodeid)
 
     config.option.loadscopereorder = False  # the order `pytest_collection_modifyitems` gives
     return SharedEngines(config, log)
@@ -279,9 +284,9 @@ def pytest_collection_modifyitems(config, items):
     starts an engine-heavy file while the other has finished (order kept otherwise)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    heavy = {_test_scope(it.nodeid.split("::", 1)[0]) for it in items
+    heavy = {_test_scope(it.nodeid) for it in items
              if it.get_closest_marker("vllm") or ".ipynb::" in it.nodeid}
-    items.sort(key=lambda it: _test_scope(it.nodeid.split("::", 1)[0]) not in heavy)
+    items.sort(key=lambda it: _test_scope(it.nodeid) not in heavy)
 
 
 def pytest_terminal_summary(terminalreporter):

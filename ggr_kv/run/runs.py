@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import glob
 import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,8 +383,7 @@ def load_runs(
     if not dirs:
         raise FileNotFoundError(f"{paths_or_glob}: no run folders (folders with run.json) found")
     loaded = [load_run(d) for d in dirs]
-    ids = [r.run_id for r in loaded]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
+    dup = _repeated_ids(r.run_id for r in loaded)
     if dup:
         raise ValueError(f"run ids {dup} appear in more than one folder: {paths_or_glob}")
     runs = runs_table(loaded)
@@ -420,16 +420,16 @@ def latest_comparison(out_dir: str | Path = "results") -> Path | None:
     found = [
         (max(rj.stat().st_mtime for rj in c.glob("*/run.json")), c)
         for c in candidates
-        if any(c.glob("*/run.json")) and _unique_run_ids(c)
+        if any(c.glob("*/run.json"))
+        and not _repeated_ids(json.loads(rj.read_text()).get("run_id", rj.parent.name)
+                              for rj in c.rglob("run.json"))
     ]
     return max(found)[1] if found else None
 
 
-def _unique_run_ids(folder: Path) -> bool:
-    """Whether no run id repeats among the run folders under ``folder`` (`load_runs`'s check)."""
-    ids = [json.loads(rj.read_text()).get("run_id", rj.parent.name)
-           for rj in folder.rglob("run.json")]
-    return len(ids) == len(set(ids))
+def _repeated_ids(ids: Iterable[str]) -> list[str]:
+    """The run ids that occur more than once, sorted (`load_runs` refuses them)."""
+    return sorted(i for i, k in Counter(ids).items() if k > 1)
 
 
 def run_dataset(run: Run | str | Path) -> Any:

@@ -165,8 +165,9 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
     for k in sorted(by_key, key=lambda k: (k[0], k[1], _order(k[2]))):
         v = by_key[k]
         pre = [r["predicted_job_s"] / med[k] for r in v]
-        other = [c.predict(v[0]["summary"]).job_s / med[k] for r in v
-                 for call, c in data["cals"].items() if call != r["call"]]
+        other_by = [(call, c.predict(v[0]["summary"]).job_s / med[k]) for r in v
+                    for call, c in data["cals"].items() if call != r["call"]]
+        other = [x for _, x in other_by]
         old = [r["predicted_job_s_3term"] / med[k] for r in v if r.get("predicted_job_s_3term")]
         rep_own = [rep[r["call"]]["runs"][k] / med[k] for r in v if r["call"] in rep]
         rep_other = [rep[c]["runs"][k] / med[k] for r in v for c in rep if c != r["call"]]
@@ -181,7 +182,8 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
                     "hit": statistics.median([r["hit"] for r in v if r["hit"] is not None] or
                                              [math.nan]),
                     "pred_hit": v[0]["predicted_hit_rate"],
-                    "pre": pre, "other": other, "rep": rep_own, "rep_other": rep_other,
+                    "pre": pre, "other": other, "other_by": other_by,
+                    "pre_by": [(r["call"], x) for r, x in zip(v, pre)], "rep": rep_own, "rep_other": rep_other,
                     "loto": loto.get(k, math.nan) / med[k],
                     "old": old, "bound": v[0]["bound"], "device": v[0]["device"]})
     return out, med, {"two_clock": {c: f.to_dict() for c, f in two.items()},
@@ -301,6 +303,17 @@ def accuracy_table(acc: list[dict], med: dict) -> str:
     lines.append("Within 10% of the measured median (median abs. error), step-cost model: "
                  + "; ".join(f"{k} {w} of {n} ({w / n:.0%}; {mae[k]:.1%})"
                              for k, (w, n) in tot.items() if n))
+    by = defaultdict(lambda: {"pre": [], "other": []})
+    for a in acc:
+        for f in ("pre", "other"):
+            for call, x in a[f + "_by"]:
+                by[call][f].append(x)
+    if len(by) > 1:
+        lines.append("Step-cost model by calibration, pre-run (its own call's runs) / other "
+                     "call (the other calls' runs): " + "; ".join(
+                         f"{call} " + " / ".join("%d of %d" % _within(by[call][f]) if by[call][f]
+                                                 else "-" for f in ("pre", "other"))
+                         for call in sorted(by)))
     lines.append("Two-clock model: " + "; ".join(
         f"{k} {w} of {n} ({w / n:.0%}; {mae2[k]:.1%})" for k, (w, n) in tot2.items() if n))
     devs = sorted({str(a["device"]) for a in acc})

@@ -183,7 +183,8 @@ def accuracy(data: dict) -> tuple[list[dict], dict]:
                                              [math.nan]),
                     "pred_hit": v[0]["predicted_hit_rate"],
                     "pre": pre, "other": other, "other_by": other_by,
-                    "pre_by": [(r["call"], x) for r, x in zip(v, pre)], "rep": rep_own, "rep_other": rep_other,
+                    "pre_by": [(r["call"], x) for r, x in zip(v, pre)],
+                    "rep": rep_own, "rep_other": rep_other,
                     "loto": loto.get(k, math.nan) / med[k],
                     "old": old, "bound": v[0]["bound"], "device": v[0]["device"]})
     return out, med, {"two_clock": {c: f.to_dict() for c, f in two.items()},

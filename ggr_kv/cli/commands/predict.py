@@ -142,9 +142,9 @@ def main(args: argparse.Namespace) -> int:
               f"{r['hit_rate']:>9.1%} {r['predicted_job_s']:>9.2f} {vs:>12}  {r['bound']}")
     if len(arms) > 1:
         for m, r in best.items():
-            keep = ((r["max_num_batched_tokens"], r["max_num_seqs"]) == arms[0]
-                    and " (the engine's own: no other setting predicted more than "
-                    f"{args.margin:.0%} faster)" or "")
+            own = (r["max_num_batched_tokens"], r["max_num_seqs"]) == arms[0]
+            keep = (f" (the engine's own: no other setting predicted more than "
+                    f"{args.margin:.0%} faster)") if own else ""
             print(f"recommended for {m}: max_num_batched_tokens={r['max_num_batched_tokens']} "
                   f"max_num_seqs={r['max_num_seqs']} ({r['predicted_job_s']:.2f} s){keep}")
     return 0

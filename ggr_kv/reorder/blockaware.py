@@ -478,7 +478,7 @@ def refine(
     t0 = time.perf_counter()
     n, u = units.codes.shape
     perm = np.ascontiguousarray(seed, dtype=np.int32).copy()
-    cols = np.ascontiguousarray(expand_perm(units, perm))  # the same orders, in columns
+    cols = np.ascontiguousarray(expand_perm(units, seed))  # the same orders, in columns
     uv = _unit_value_ids(units)
     n_uv = int(uv.max()) + 1 if n else 1
     rows_all = np.arange(n, dtype=np.int64)

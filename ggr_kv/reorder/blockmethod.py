@@ -119,7 +119,7 @@ def _plan(columns: tuple[str, ...], rows: np.ndarray, colperm: np.ndarray) -> Re
 
 def _code_order_plan(t: Table, units: Units, unit_perm: np.ndarray) -> ReorderPlan:
     """The plan ``sorted`` / ``ggr`` output for these unit orders (rows by value codes)."""
-    colperm = expand_perm(units, np.ascontiguousarray(unit_perm))
+    colperm = expand_perm(units, unit_perm)
     rows = sort_rows(t.codes, colperm)
     return _plan(t.columns, rows, colperm[rows])
 
@@ -146,7 +146,7 @@ def _sort_all(
 ) -> tuple[np.ndarray, tuple]:
     """Column orders of ``unit_perm`` and `BlockScorer.sorted_hits` of all rows under them
     (``hint``: a guess of the rows' token order, e.g. the plan's value-code order)."""
-    colperm = expand_perm(units, np.ascontiguousarray(unit_perm))
+    colperm = expand_perm(units, unit_perm)
     return colperm, scorer.sorted_hits(None, colperm, hint=hint)  # exact: refine starts from it
 
 
@@ -258,7 +258,7 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
         plans[k] = _code_order_plan(t, units, v)
         same = fixed_sorts.get(tuple(int(x) for x in v[0])) if n and (v == v[:1]).all() else None
         if same is not None:  # the greedy fixed order sorted all rows under it already
-            sorts[k] = (expand_perm(units, np.ascontiguousarray(v)), same)
+            sorts[k] = (expand_perm(units, v), same)
         else:
             sorts[k] = _sort_all(scorer, units, v, plans[k].row_order)
     ident = np.broadcast_to(np.arange(u, dtype=np.int32), (n, u))

@@ -449,68 +449,86 @@ class BlockScorer:
         return PlanHits(run_len, token_hits, served_tokens(token_hits, run_len, B), B)
 
 
+def _col_bits(keys: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Per column of ``keys``: its minimum (int64) and the bits its range needs (0: constant,
+    no effect on the order)."""
+    lo = keys.min(axis=0).astype(np.int64)
+    hi = keys.max(axis=0).astype(np.int64)
+    return lo, [int(x).bit_length() for x in (hi - lo)]
+
+
 def _lexsort_rows(keys: np.ndarray, key_range: int, hint: np.ndarray | None = None) -> np.ndarray:
     """Row order sorting ``keys`` (``(r, m)`` non-negative ints < key_range) lexicographically
     (equal rows in row order, as `np.lexsort`).
 
-    ``hint``: a guess of that order (a permutation of ``range(r)``, e.g. the order before
-    a few fields moved); the rows are then sorted from it, most significant keys first
-    (`_msd_rows`), which costs little where the guess is right.
+    Each column is packed less its minimum, in the bits its range needs, as many columns
+    per int64 as fit (one stable argsort when all fit). ``hint``: a guess of that order (a
+    permutation of ``range(r)``, e.g. the order before a few fields moved); the rows are
+    then sorted from it, most significant keys first (`_msd_rows`), which costs little
+    where the guess is right.
     """
     r, m = keys.shape
     if r <= 1:
         return np.arange(r, dtype=np.int64)
+    lo, bits = _col_bits(keys)
     if hint is not None:
-        return _msd_rows(keys, key_range, np.asarray(hint, dtype=np.int64))
-    bits = max(1, int(key_range - 1).bit_length())
-    per = max(1, 63 // bits)
-    # ``per`` keys per int64 (shift-or of the chunk, zero-padded at the end: same order),
-    # most significant chunk last for `np.lexsort`
-    nch = -(-m // per)
-    packed = np.empty((nch, r), dtype=np.int64)
-    for c in range(nch):
-        a = keys[:, c * per].astype(np.int64)
-        hi = min(m, c * per + per)
-        for p in range(c * per + 1, hi):
-            a <<= bits
-            a |= keys[:, p]
-        if hi - c * per < per:
-            a <<= bits * (per - (hi - c * per))
-        packed[nch - 1 - c] = a
-    return np.lexsort(packed).astype(np.int64)
+        return _msd_rows(keys, lo, bits, np.asarray(hint, dtype=np.int64))
+    chunks: list[list[int]] = []
+    used = 63
+    for c in range(m):
+        if not bits[c]:
+            continue
+        if used + bits[c] > 63:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(c)
+        used += bits[c]
+    if not chunks:  # every row equal
+        return np.arange(r, dtype=np.int64)
+    packed = []
+    for ch in chunks:
+        a = keys[:, ch[0]].astype(np.int64) - lo[ch[0]]
+        for c in ch[1:]:
+            a <<= bits[c]
+            a |= keys[:, c] - lo[c]
+        packed.append(a)
+    if len(packed) == 1:
+        return np.argsort(packed[0], kind="stable").astype(np.int64)
+    return np.lexsort(packed[::-1]).astype(np.int64)
 
 
-def _msd_rows(keys: np.ndarray, key_range: int, start: np.ndarray) -> np.ndarray:
-    """`_lexsort_rows` from the row order ``start``: each pass stably sorts the rows still
-    tied with a neighbour by their tie group and the next keys packed into one int64
-    (timsort: runs the start order already has cost one scan); rows equal in every key
-    end in row order."""
+def _msd_rows(keys: np.ndarray, lo: np.ndarray, bits: list[int], start: np.ndarray) -> np.ndarray:
+    """`_lexsort_rows` from the row order ``start`` (``lo``, ``bits``: `_col_bits`): each
+    pass stably sorts the rows still tied with a neighbour by their tie group and the next
+    keys packed into one int64 (timsort: runs the start order already has cost one
+    scan); rows equal in every key end in row order."""
     r, m = keys.shape
-    bits = max(1, int(key_range - 1).bit_length())
     order = start.copy()
     pos = np.arange(r, dtype=np.int64)  # positions still tied with a neighbour
     seg = np.zeros(r, dtype=np.int64)  # their tie group (contiguous, increasing)
     c = 0
     while len(pos) and c < m:
         items = order[pos]
-        per = min(m - c, (63 - int(seg[-1]).bit_length()) // bits)
-        if per < 1:  # pragma: no cover - over 2**(63 - bits) tie groups
-            key = keys[items, c].astype(np.int64)
+        room = 63 - int(seg[-1]).bit_length()
+        e, used = c, 0  # columns c..e-1 this pass: at least one, as many as fit
+        while e < m and (e == c or used + bits[e] <= room):
+            used += bits[e]
+            e += 1
+        key = keys[items, c].astype(np.int64) - lo[c]
+        for p in range(c + 1, e):
+            key <<= bits[p]
+            key |= keys[items, p] - lo[p]
+        if used > room:  # pragma: no cover - one column and the tie groups overflow
             o = np.lexsort((key, seg))
-            per = 1
         else:
-            key = keys[items, c].astype(np.int64)
-            for p in range(c + 1, c + per):
-                key <<= bits
-                key |= keys[items, p]
-            o = np.argsort(key | (seg << (per * bits)), kind="stable")
+            o = np.argsort(key | (seg << used), kind="stable")
         items, key, s = items[o], key[o], seg[o]
         order[pos] = items
         new = np.r_[True, (s[1:] != s[:-1]) | (key[1:] != key[:-1])]
         nseg = np.cumsum(new) - 1
         keep = np.bincount(nseg)[nseg] >= 2
         pos, seg = pos[keep], nseg[keep]
-        c += per
+        c = e
     if len(pos):  # equal in every key: row order
         items = order[pos]
         order[pos] = items[np.lexsort((items, seg))]

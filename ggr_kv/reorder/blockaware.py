@@ -268,7 +268,12 @@ SHORTLIST = 8
 
 
 def token_scores(
-    scorer: BlockScorer, units: Units, rows: np.ndarray, group: np.ndarray, cand: list[int]
+    scorer: BlockScorer,
+    units: Units,
+    rows: np.ndarray,
+    group: np.ndarray,
+    cand: list[int],
+    hash_all: int = 1 << 20,
 ) -> np.ndarray:
     """Tokens each unit would share if placed next in every group: GGR's value score in
     tokens, ``sum over shared values of (count - 1) * tokens(key + value)``.
@@ -276,12 +281,22 @@ def token_scores(
     Parameters
     ----------
     rows : original row ids; group : ``(len(rows),)`` dense group ids; cand : units.
+    hash_all : up to this many (row, candidate) keys, one hash pass over all of them;
+        above, one per candidate (smaller tables) or slots where few keys are possible.
 
     Returns
     -------
     ``(len(cand),)`` int64 tokens (0 for a unit with no value shared in any group).
     """
     out = np.zeros(len(cand), dtype=np.int64)
+    g = np.asarray(group, dtype=np.int64)
+    if len(g):  # a row alone in its group shares nothing: its keys are unique
+        many = np.bincount(g)[g] >= 2
+        if not many.all():
+            rows, g = rows[many], g[many]
+            dense = np.zeros(int(g.max()) + 1 if len(g) else 1, dtype=np.int64)
+            dense[g] = 1
+            g = np.cumsum(dense)[g] - 1
     if not len(cand) or not len(rows):
         return out
     klen = scorer.k_len[0]
@@ -295,7 +310,6 @@ def token_scores(
             [vl[:, list(units.members[k])].sum(axis=1) + int(klen[list(units.members[k])].sum())
              for k in cand], axis=1,
         ).astype(np.int64)  # fmt: skip
-    g = np.asarray(group, dtype=np.int64)
     nd = units.n_distinct[cand].astype(np.int64) + 1
     span = (int(g.max()) + 1) * nd  # keys of candidate i lie in [base[i], base[i] + span[i])
     base = np.r_[0, np.cumsum(span)[:-1]]
@@ -307,11 +321,24 @@ def token_scores(
         once[key.ravel()] = tl.ravel()  # equal keys write equal tokens
         out[:] = tl.sum(axis=0) - np.add.reduceat(once, base)
         return out
-    kid, uniq = pd.factorize(key.ravel())  # hashed, no sort
-    once = np.zeros(len(uniq), dtype=np.int64)
-    once[kid] = tl.ravel()
-    owner = np.searchsorted(base, uniq, side="right") - 1  # candidate of each key
-    out[:] = tl.sum(axis=0) - np.bincount(owner, weights=once, minlength=len(cand)).astype(np.int64)
+    if key.size <= hash_all:  # small: one hash pass over every candidate's keys
+        kid, uniq = pd.factorize(key.ravel())  # hashed, no sort
+        once = np.zeros(len(uniq), dtype=np.int64)
+        once[kid] = tl.ravel()
+        owner = np.searchsorted(base, uniq, side="right") - 1  # candidate of each key
+        drop = np.bincount(owner, weights=once, minlength=len(cand)).astype(np.int64)
+        out[:] = tl.sum(axis=0) - drop
+        return out
+    for i in range(len(cand)):  # large: per candidate, slots where few keys are possible
+        ki = key[:, i] - base[i]
+        if int(span[i]) <= 8 * len(ki):
+            once = np.zeros(int(span[i]), dtype=np.int64)
+            once[ki] = tl[:, i]
+        else:
+            kid, uniq = pd.factorize(ki)  # hashed: a table per candidate stays smaller
+            once = np.zeros(len(uniq), dtype=np.int64)
+            once[kid] = tl[:, i]
+        out[i] = int(tl[:, i].sum()) - int(once.sum())
     return out
 
 

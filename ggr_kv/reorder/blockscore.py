@@ -290,7 +290,7 @@ class BlockScorer:
 
     def field_starts(self, rows: np.ndarray | None, colperm: np.ndarray) -> np.ndarray:
         """``(r, m + 1)`` int32 tokens before each field of each prompt (after the head)."""
-        cp = np.asarray(colperm, dtype=np.intp)
+        cp = np.ascontiguousarray(colperm, dtype=np.intp)  # C order: row gathers
         _, clen, _ = self._row_arrays(rows, cp)
         cum = np.zeros((cp.shape[0], cp.shape[1] + 1), dtype=np.int32)
         np.cumsum(clen, axis=1, out=cum[:, 1:])
@@ -332,7 +332,7 @@ class BlockScorer:
             prompt from an unbounded cache when they run in this order.
         """
         pp = self.pieces
-        cp = np.asarray(colperm, dtype=np.intp)
+        cp = np.ascontiguousarray(colperm, dtype=np.intp)  # C order: row gathers
         r, m = cp.shape
         comb, clen, flat = self._row_arrays(rows, cp)
         rng = self.width * len(pp.keys)

@@ -121,7 +121,7 @@ def _code_order_plan(t: Table, units: Units, unit_perm: np.ndarray) -> ReorderPl
     """The plan ``sorted`` / ``ggr`` output for these unit orders (rows by value codes)."""
     colperm = expand_perm(units, unit_perm)
     rows = sort_rows(t.codes, colperm)
-    return _plan(t.columns, rows, colperm[rows])
+    return _plan(t.columns, rows, colperm.take(rows, axis=0))
 
 
 def _original_plan(t: Table, units: Units) -> ReorderPlan:
@@ -153,7 +153,7 @@ def _sort_all(
 def _token_order_plan(columns: tuple[str, ...], colperm: np.ndarray, sort: tuple) -> ReorderPlan:
     """The plan of ``colperm`` with rows in the token order of ``sort`` (its `sorted_hits`)."""
     order = sort[0]
-    return _plan(columns, order, colperm[order])
+    return _plan(columns, order, colperm.take(order, axis=0))
 
 
 def _fallback(t: Table, units: Units, pieces: PromptPieces, cfg: BlocksConfig, info: dict):

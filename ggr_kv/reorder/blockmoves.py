@@ -172,7 +172,7 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     if len(uni):
         a1, b1 = a[uni], b[uni]
         old = mb.rmq.query(mb.bpos[a1] + 1, mb.bpos[b1])
-        cb = mb.cum[b1]
+        cb = mb.cum.take(b1, axis=0)
         i1 = np.arange(len(b1))
         before = p + cb[i1, src[b1]]
         block = cb[i1, src[b1] + w[b1]] - cb[i1, src[b1]]
@@ -224,10 +224,10 @@ def _first_field(scorer: BlockScorer, lv, mask, src) -> tuple[np.ndarray, np.nda
 def _sort_mixed(scorer, lv, mb, rows_m, mask, sg, src, w, within, inner) -> None:
     """Rows of subgroups whose blocks came from different places: sort them after the
     move (grouped by subgroup); write their rank and prefix into ``within``/``inner``."""
-    trial = lv.cols[rows_m]
+    trial = lv.cols.take(rows_m, axis=0)
     mv = mask[rows_m]
     at = lv.cstart[rows_m, lv.j]
-    trial[mv] = move_cols(trial[mv], at[mv], src[rows_m][mv], w[rows_m][mv])
+    trial[mv] = move_cols(np.compress(mv, trial, axis=0), at[mv], src[rows_m][mv], w[rows_m][mv])
     order, lcp, _, _ = scorer.sorted_hits(
         lv.rows[rows_m], trial, sg[rows_m], lv.start, exact_lcp=False, hint=mb.hint(rows_m)
     )

@@ -279,8 +279,8 @@ class BlockScorer:
             np.arange(r, dtype=np.intp) if rows is None else np.asarray(rows, dtype=np.intp)
         ) * m
         flat = cp + base[:, None]  # index of each (row, field) cell in the (n, m) arrays
-        comb = self._c_mid[flat]
-        clen = self._l_mid[flat]
+        comb = self._c_mid.take(flat)  # take: faster than fancy indexing, same result
+        clen = self._l_mid.take(flat)
         last = flat[:, m - 1]
         comb[:, m - 1] = self._c_last[last]
         clen[:, m - 1] = self._l_last[last]
@@ -354,12 +354,13 @@ class BlockScorer:
         """``(r - 1,)`` tokens shared by each sorted prompt and the one before it."""
         pp, m = self.pieces, cp.shape[1]
         p = len(pp.prefix)
-        cs = comb[order]
+        cs = comb.take(order, axis=0)
         eq = cs[1:] == cs[:-1]
-        same = eq.all(axis=1)
+        row = cs.view(np.dtype((np.void, cs.itemsize * m))).ravel()  # whole rows
+        same = row[1:] == row[:-1]
         out = np.where(same, lengths[1:], 0)
         diff = np.flatnonzero(~same)
-        dd = np.argmin(eq[diff], axis=1)
+        dd = np.argmin(eq.take(diff, axis=0), axis=1)
         ob, oa = order[diff + 1], order[diff]  # rows of the pair, in ``rows`` positions
         fb, fa = ob * m + dd, oa * m + dd  # their differing cells in the (r, m) arrays
         cpf = cp.ravel()

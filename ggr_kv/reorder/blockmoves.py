@@ -24,7 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ggr_kv.reorder.blockscore import BlockScorer, _lexsort_rows, _pair_lcp, served_tokens
+from ggr_kv.reorder.blockscore import (
+    BlockScorer,
+    _col_bits,
+    _lexsort_rows,
+    _pair_lcp,
+    served_tokens,
+)
 
 __all__ = ["MoveBase", "RangeMin", "move_cols", "move_totals"]
 
@@ -267,8 +273,24 @@ def _new_order(scorer, lv, sel, src, w, within) -> np.ndarray:
         if lv.j == 0 and i == 0:  # the first field's key
             keys[ok, 1] += scorer._c_first_d[c]
     keys[:, -1] = within[sel]
-    rng = max(scorer.width * len(scorer.pieces.keys), lv.n_nodes, len(lv.rows))
-    return _lexsort_rows(keys, rng)
+    lo, bits = _col_bits(keys[:, :-1])
+    if sum(bits) > 63:
+        rng = max(scorer.width * len(scorer.pieces.keys), lv.n_nodes, len(lv.rows))
+        return _lexsort_rows(keys, rng)
+    # sort by ``within`` first, then stably by node and block (one int64): the
+    # lexicographic order of all three, ties in row order (as `np.lexsort`)
+    wk = keys[:, -1]
+    if len(wk) and np.bincount(wk).max() == 1:  # distinct ranks: invert them
+        inv = np.full(int(wk.max()) + 1, -1, dtype=np.int64)
+        inv[wk] = np.arange(len(wk))
+        start = inv[inv >= 0]
+    else:
+        start = np.argsort(wk, kind="stable")
+    packed = np.zeros(len(sel), dtype=np.int64)
+    for c in range(keys.shape[1] - 1):
+        packed <<= bits[c]
+        packed |= keys[:, c] - lo[c]
+    return start[np.argsort(packed.take(start), kind="stable")]
 
 
 def _block_lcp(scorer: BlockScorer, lv, a, b, src, w) -> np.ndarray:

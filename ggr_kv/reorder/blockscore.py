@@ -100,10 +100,12 @@ def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray
     # tokens by their rank among the ids present (same order, fewer bits: more tokens
     # per pass)
     toks = ps.tokens
-    if len(toks):
-        rank = (np.cumsum(np.bincount(toks) > 0) - 1).astype(np.int32)
-        toks = rank[toks]
-    top = int(toks.max()) + 2 if len(toks) else 2
+    end = len(toks)  # ``tok1[end]`` = 0: what a piece reads once it has ended
+    tok1 = np.zeros(end + 1, dtype=np.int32)  # token rank + 1
+    if end:
+        rank1 = np.cumsum(np.bincount(toks) > 0).astype(np.int32)
+        np.take(rank1, toks, out=tok1[:end])
+    top = int(tok1.max()) + 1
     bits = top.bit_length()
     pos = np.arange(k, dtype=np.int64)  # positions still tied with a neighbour
     seg = np.zeros(k, dtype=np.int64)  # their tie group (contiguous, increasing)
@@ -116,11 +118,12 @@ def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray
         items = order[pos]
         ln, st = lens[items], offs[items]
         key = np.zeros(len(items), dtype=np.int64)
+        idx = st + t
         for i in range(t, t + max(1, per)):
-            live = ln > i
-            tok = np.zeros(len(items), dtype=np.int64)
-            tok[live] = toks[st[live] + i].astype(np.int64) + 1
-            key = (key << bits) | tok
+            np.copyto(idx, end, where=ln <= i)  # ended: token 0
+            key <<= bits
+            key |= tok1.take(idx)
+            idx += 1
         if per >= 1:
             o = np.argsort(key | (seg << (per * bits)), kind="stable")
         else:  # pragma: no cover - over 2**45 tie groups

@@ -161,7 +161,12 @@ def _pair_lcp(ps: PieceSet, a: np.ndarray, b: np.ndarray, window: int = 2) -> np
         ta = np.take(ps.tokens, oa[act, None] + (t + ar), mode="clip")
         tb = np.take(ps.tokens, ob[act, None] + (t + ar), mode="clip")
         ne = ta != tb
-        first = np.where(ne.any(axis=1), ne.argmax(axis=1), window)
+        if window <= 4:  # first differing token: a few column passes beat argmax
+            first = np.full(len(act), window, dtype=np.int64)
+            for c in range(window - 1, -1, -1):
+                first[ne[:, c]] = c
+        else:
+            first = np.where(ne.any(axis=1), ne.argmax(axis=1), window)
         out[act] = t + np.minimum(first, lim[act] - t)  # tokens past ``lim`` never count
         act = act[(first == window) & (lim[act] > t + window)]
         t += window

@@ -134,3 +134,29 @@ def test_resorting_changed_nodes_equals_sorting_all_rows(name, llama3):
             assert [x.tolist() for x in got] == [x.tolist() for x in want], (j, frac)
             checked += 1
     assert checked >= 6
+
+
+@pytest.mark.parametrize("name", ["movies_sampled_labelled.csv", "products_sampled_labelled.csv"])
+def test_token_scores_equal_their_definition(name, llama3):
+    """`token_scores` (slots, one hash pass, or one per candidate; rows alone in their
+    group dropped) equals ``sum over (group, value) of (count - 1) * tokens``."""
+    ds = load_dataset(shared_path(name))
+    table = ds.table()
+    cols = list(table.columns)
+    units = build_units(table, [[cols.index(c) for c in g] for g in ds.fds])
+    scorer = BlockScorer(PromptPieces.build(table, llama3, "Q?"), 16)
+    n = table.n_rows
+    rng = np.random.default_rng(0)
+    cand = list(range(units.n_units))
+    for n_groups in (1, 5, n // 4, n):  # few groups to mostly singletons
+        rows = np.sort(rng.choice(n, size=3 * n // 4, replace=False))
+        group = np.unique(rng.integers(0, n_groups, len(rows)), return_inverse=True)[1].ravel()
+        want = []
+        for k in cand:
+            mm = list(units.members[k])
+            tl = scorer.v_len[0][rows][:, mm].sum(1) + int(scorer.k_len[0][mm].sum())
+            key = pd.Series(group * (int(units.n_distinct[k]) + 1) + units.codes[rows, k])
+            want.append(int(tl.sum()) - int(tl[~key.duplicated().to_numpy()].sum()))
+        for hash_all in (0, 1 << 20):
+            got = ba.token_scores(scorer, units, rows, group, cand, hash_all=hash_all)
+            assert got.tolist() == want, (n_groups, hash_all)

@@ -177,10 +177,10 @@ class _NodeScores:
         take[self.first[after]] = True
         take[self.last[before]] = True
         sub = np.flatnonzero(take)
-        trial = cols[sub]
+        trial = cols.take(sub, axis=0)
         ms = np.flatnonzero(mask[sub])
         mv = sub[ms]
-        trial[ms] = move_cols(trial[ms], at[mv], src[mv], w)
+        trial[ms] = move_cols(trial.take(ms, axis=0), at[mv], src[mv], w)
         h = _score_rows(scorer, rows[sub], trial, nidx[sub], self.start, self.moves.hint(sub))
         ns = nidx[sub]
         inside = touched[ns]
@@ -221,7 +221,7 @@ def _grouped_sort(scorer: BlockScorer, every: tuple, rows, cols, nidx) -> tuple:
         lcp[0] = 0
     if len(brk):
         a, b = order[brk - 1], order[brk]
-        lcp[brk] = scorer.pair_lcp(rows[a], cols[a], rows[b], cols[b])
+        lcp[brk] = scorer.pair_lcp(rows[a], cols.take(a, axis=0), rows[b], cols.take(b, axis=0))
     return order, lcp, lengths, served_tokens(lcp, lengths, scorer.block_size)
 
 
@@ -242,7 +242,7 @@ def _resort_nodes(scorer: BlockScorer, every: tuple, rows, cols_all, nidx, start
         return every
     if 2 * len(rows) >= n:  # most rows changed: one sort of all of them, from the old
         return scorer.sorted_hits(None, cols_all, hint=gorder)
-    order, lcp, lengths, _ = scorer.sorted_hits(rows, cols_all[rows], nidx, start)
+    order, lcp, lengths, _ = scorer.sorted_hits(rows, cols_all.take(rows, axis=0), nidx, start)
     where = np.empty(n, dtype=np.int64)
     where[gorder] = np.arange(n)
     at = where[rows]  # positions of the nodes' rows, sorted by node then position
@@ -257,7 +257,7 @@ def _resort_nodes(scorer: BlockScorer, every: tuple, rows, cols_all, nidx, start
     fix = np.union1d(slots[edge], after[after < n])
     fix = fix[fix > 0]
     a, b = gorder[fix - 1], gorder[fix]
-    glcp[fix] = scorer.pair_lcp(a, cols_all[a], b, cols_all[b])
+    glcp[fix] = scorer.pair_lcp(a, cols_all.take(a, axis=0), b, cols_all.take(b, axis=0))
     if len(slots) and slots.min() == 0:
         glcp[0] = 0
     return gorder, glcp, glen, served_tokens(glcp, glen, scorer.block_size)
@@ -268,7 +268,12 @@ SHORTLIST = 8
 
 
 def token_scores(
-    scorer: BlockScorer, units: Units, rows: np.ndarray, group: np.ndarray, cand: list[int]
+    scorer: BlockScorer,
+    units: Units,
+    rows: np.ndarray,
+    group: np.ndarray,
+    cand: list[int],
+    hash_all: int = 1 << 20,
 ) -> np.ndarray:
     """Tokens each unit would share if placed next in every group: GGR's value score in
     tokens, ``sum over shared values of (count - 1) * tokens(key + value)``.
@@ -276,16 +281,26 @@ def token_scores(
     Parameters
     ----------
     rows : original row ids; group : ``(len(rows),)`` dense group ids; cand : units.
+    hash_all : up to this many (row, candidate) keys, one hash pass over all of them;
+        above, one per candidate (smaller tables) or slots where few keys are possible.
 
     Returns
     -------
     ``(len(cand),)`` int64 tokens (0 for a unit with no value shared in any group).
     """
     out = np.zeros(len(cand), dtype=np.int64)
+    g = np.asarray(group, dtype=np.int64)
+    if len(g):  # a row alone in its group shares nothing: its keys are unique
+        many = np.bincount(g)[g] >= 2
+        if not many.all():
+            rows, g = rows[many], g[many]
+            dense = np.zeros(int(g.max()) + 1 if len(g) else 1, dtype=np.int64)
+            dense[g] = 1
+            g = np.cumsum(dense)[g] - 1
     if not len(cand) or not len(rows):
         return out
     klen = scorer.k_len[0]
-    vl = scorer.v_len[0][rows]
+    vl = scorer.v_len[0].take(rows, axis=0)
     # (r, c) tokens of each candidate unit's key + value pieces, and (group, value) keys
     if all(len(units.members[k]) == 1 for k in cand):  # one gather
         c = [units.members[k][0] for k in cand]
@@ -295,11 +310,10 @@ def token_scores(
             [vl[:, list(units.members[k])].sum(axis=1) + int(klen[list(units.members[k])].sum())
              for k in cand], axis=1,
         ).astype(np.int64)  # fmt: skip
-    g = np.asarray(group, dtype=np.int64)
     nd = units.n_distinct[cand].astype(np.int64) + 1
     span = (int(g.max()) + 1) * nd  # keys of candidate i lie in [base[i], base[i] + span[i])
     base = np.r_[0, np.cumsum(span)[:-1]]
-    key = g[:, None] * nd[None, :] + units.codes[rows][:, cand] + base[None, :]
+    key = g[:, None] * nd[None, :] + units.codes.take(rows, axis=0)[:, cand] + base[None, :]
     # equal (group, value) keys have equal tokens: every repeat after the first adds
     # them, i.e. all rows' tokens minus one row's per distinct key
     if int(span.sum()) <= 4 * key.size:  # few keys possible: one slot each, no hashing
@@ -307,11 +321,24 @@ def token_scores(
         once[key.ravel()] = tl.ravel()  # equal keys write equal tokens
         out[:] = tl.sum(axis=0) - np.add.reduceat(once, base)
         return out
-    kid, uniq = pd.factorize(key.ravel())  # hashed, no sort
-    once = np.zeros(len(uniq), dtype=np.int64)
-    once[kid] = tl.ravel()
-    owner = np.searchsorted(base, uniq, side="right") - 1  # candidate of each key
-    out[:] = tl.sum(axis=0) - np.bincount(owner, weights=once, minlength=len(cand)).astype(np.int64)
+    if key.size <= hash_all:  # small: one hash pass over every candidate's keys
+        kid, uniq = pd.factorize(key.ravel())  # hashed, no sort
+        once = np.zeros(len(uniq), dtype=np.int64)
+        once[kid] = tl.ravel()
+        owner = np.searchsorted(base, uniq, side="right") - 1  # candidate of each key
+        drop = np.bincount(owner, weights=once, minlength=len(cand)).astype(np.int64)
+        out[:] = tl.sum(axis=0) - drop
+        return out
+    for i in range(len(cand)):  # large: per candidate, slots where few keys are possible
+        ki = key[:, i] - base[i]
+        if int(span[i]) <= 8 * len(ki):
+            once = np.zeros(int(span[i]), dtype=np.int64)
+            once[ki] = tl[:, i]
+        else:
+            kid, uniq = pd.factorize(ki)  # hashed: a table per candidate stays smaller
+            once = np.zeros(len(uniq), dtype=np.int64)
+            once[kid] = tl[:, i]
+        out[i] = int(tl[:, i].sum()) - int(once.sum())
     return out
 
 
@@ -478,7 +505,7 @@ def refine(
     t0 = time.perf_counter()
     n, u = units.codes.shape
     perm = np.ascontiguousarray(seed, dtype=np.int32).copy()
-    cols = np.ascontiguousarray(expand_perm(units, perm))  # the same orders, in columns
+    cols = np.ascontiguousarray(expand_perm(units, seed))  # the same orders, in columns
     uv = _unit_value_ids(units)
     n_uv = int(uv.max()) + 1 if n else 1
     rows_all = np.arange(n, dtype=np.int64)
@@ -495,7 +522,7 @@ def refine(
         rows = np.flatnonzero(size[node] >= 2)
         if len(rows) == 0:
             break
-        lv = _Level.of(units, rows, node[rows], perm[rows], cols[rows], j)
+        lv = _Level.of(units, rows, node[rows], perm.take(rows, axis=0), cols.take(rows, axis=0), j)
         sort = _grouped_sort(scorer, every, rows, lv.cols, lv.nidx)
         base = _NodeScores.of(scorer, rows, lv.cols, lv.nidx, lv.n_nodes, lv.start, sort)
         choice, cands = _level_moves(scorer, units, lv, base, shortlist, uv)
@@ -506,9 +533,10 @@ def refine(
             for ci in np.unique(choice[moved]):
                 k, variant, mask = cands[ci]
                 sel = (choice[lv.nidx] == ci) & mask
-                new[sel] = _move_to(lv.cur[sel], k, j)
+                new[sel] = _move_to(np.compress(sel, lv.cur, axis=0), k, j)
                 at, src = lv.col_starts(k)
-                newc[sel] = move_cols(lv.cols[sel], at[sel], src[sel], lv.width[k])
+                moved_cols = np.compress(sel, lv.cols, axis=0)
+                newc[sel] = move_cols(moved_cols, at[sel], src[sel], lv.width[k])
                 taken[f"{k}:{variant}"] = int((choice == ci).sum())
             perm[rows], cols[rows] = new, newc
             ch = moved[lv.nidx]  # only the changed nodes' rows move in token order

@@ -119,9 +119,9 @@ def _plan(columns: tuple[str, ...], rows: np.ndarray, colperm: np.ndarray) -> Re
 
 def _code_order_plan(t: Table, units: Units, unit_perm: np.ndarray) -> ReorderPlan:
     """The plan ``sorted`` / ``ggr`` output for these unit orders (rows by value codes)."""
-    colperm = expand_perm(units, np.ascontiguousarray(unit_perm))
+    colperm = expand_perm(units, unit_perm)
     rows = sort_rows(t.codes, colperm)
-    return _plan(t.columns, rows, colperm[rows])
+    return _plan(t.columns, rows, colperm.take(rows, axis=0))
 
 
 def _original_plan(t: Table, units: Units) -> ReorderPlan:
@@ -146,14 +146,14 @@ def _sort_all(
 ) -> tuple[np.ndarray, tuple]:
     """Column orders of ``unit_perm`` and `BlockScorer.sorted_hits` of all rows under them
     (``hint``: a guess of the rows' token order, e.g. the plan's value-code order)."""
-    colperm = expand_perm(units, np.ascontiguousarray(unit_perm))
+    colperm = expand_perm(units, unit_perm)
     return colperm, scorer.sorted_hits(None, colperm, hint=hint)  # exact: refine starts from it
 
 
 def _token_order_plan(columns: tuple[str, ...], colperm: np.ndarray, sort: tuple) -> ReorderPlan:
     """The plan of ``colperm`` with rows in the token order of ``sort`` (its `sorted_hits`)."""
     order = sort[0]
-    return _plan(columns, order, colperm[order])
+    return _plan(columns, order, colperm.take(order, axis=0))
 
 
 def _fallback(t: Table, units: Units, pieces: PromptPieces, cfg: BlocksConfig, info: dict):
@@ -258,7 +258,7 @@ def blocks_plan(t: Table, units: Units, cfg: BlocksConfig) -> tuple[ReorderPlan,
         plans[k] = _code_order_plan(t, units, v)
         same = fixed_sorts.get(tuple(int(x) for x in v[0])) if n and (v == v[:1]).all() else None
         if same is not None:  # the greedy fixed order sorted all rows under it already
-            sorts[k] = (expand_perm(units, np.ascontiguousarray(v)), same)
+            sorts[k] = (expand_perm(units, v), same)
         else:
             sorts[k] = _sort_all(scorer, units, v, plans[k].row_order)
     ident = np.broadcast_to(np.arange(u, dtype=np.int32), (n, u))

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ggr_kv.reorder.blockscore import BlockScorer, _lexsort_rows, _pair_lcp, served_tokens
+from ggr_kv.reorder.blockscore import (
+    BlockScorer,
+    _col_bits,
+    _lexsort_rows,
+    _pair_lcp,
+    served_tokens,
+)
 
 __all__ = ["MoveBase", "RangeMin", "move_cols", "move_totals"]
 
@@ -172,7 +178,7 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     if len(uni):
         a1, b1 = a[uni], b[uni]
         old = mb.rmq.query(mb.bpos[a1] + 1, mb.bpos[b1])
-        cb = mb.cum[b1]
+        cb = mb.cum.take(b1, axis=0)
         i1 = np.arange(len(b1))
         before = p + cb[i1, src[b1]]
         block = cb[i1, src[b1] + w[b1]] - cb[i1, src[b1]]
@@ -224,10 +230,10 @@ def _first_field(scorer: BlockScorer, lv, mask, src) -> tuple[np.ndarray, np.nda
 def _sort_mixed(scorer, lv, mb, rows_m, mask, sg, src, w, within, inner) -> None:
     """Rows of subgroups whose blocks came from different places: sort them after the
     move (grouped by subgroup); write their rank and prefix into ``within``/``inner``."""
-    trial = lv.cols[rows_m]
+    trial = lv.cols.take(rows_m, axis=0)
     mv = mask[rows_m]
     at = lv.cstart[rows_m, lv.j]
-    trial[mv] = move_cols(trial[mv], at[mv], src[rows_m][mv], w[rows_m][mv])
+    trial[mv] = move_cols(np.compress(mv, trial, axis=0), at[mv], src[rows_m][mv], w[rows_m][mv])
     order, lcp, _, _ = scorer.sorted_hits(
         lv.rows[rows_m], trial, sg[rows_m], lv.start, exact_lcp=False, hint=mb.hint(rows_m)
     )
@@ -267,8 +273,24 @@ def _new_order(scorer, lv, sel, src, w, within) -> np.ndarray:
         if lv.j == 0 and i == 0:  # the first field's key
             keys[ok, 1] += scorer._c_first_d[c]
     keys[:, -1] = within[sel]
-    rng = max(scorer.width * len(scorer.pieces.keys), lv.n_nodes, len(lv.rows))
-    return _lexsort_rows(keys, rng)
+    lo, bits = _col_bits(keys[:, :-1])
+    if sum(bits) > 63:
+        rng = max(scorer.width * len(scorer.pieces.keys), lv.n_nodes, len(lv.rows))
+        return _lexsort_rows(keys, rng)
+    # sort by ``within`` first, then stably by node and block (one int64): the
+    # lexicographic order of all three, ties in row order (as `np.lexsort`)
+    wk = keys[:, -1]
+    if len(wk) and np.bincount(wk).max() == 1:  # distinct ranks: invert them
+        inv = np.full(int(wk.max()) + 1, -1, dtype=np.int64)
+        inv[wk] = np.arange(len(wk))
+        start = inv[inv >= 0]
+    else:
+        start = np.argsort(wk, kind="stable")
+    packed = np.zeros(len(sel), dtype=np.int64)
+    for c in range(keys.shape[1] - 1):
+        packed <<= bits[c]
+        packed |= keys[:, c] - lo[c]
+    return start[np.argsort(packed.take(start), kind="stable")]
 
 
 def _block_lcp(scorer: BlockScorer, lv, a, b, src, w) -> np.ndarray:

@@ -100,10 +100,12 @@ def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray
     # tokens by their rank among the ids present (same order, fewer bits: more tokens
     # per pass)
     toks = ps.tokens
-    if len(toks):
-        rank = (np.cumsum(np.bincount(toks) > 0) - 1).astype(np.int32)
-        toks = rank[toks]
-    top = int(toks.max()) + 2 if len(toks) else 2
+    end = len(toks)  # ``tok1[end]`` = 0: what a piece reads once it has ended
+    tok1 = np.zeros(end + 1, dtype=np.int32)  # token rank + 1
+    if end:
+        rank1 = np.cumsum(np.bincount(toks) > 0).astype(np.int32)
+        np.take(rank1, toks, out=tok1[:end])
+    top = int(tok1.max()) + 1
     bits = top.bit_length()
     pos = np.arange(k, dtype=np.int64)  # positions still tied with a neighbour
     seg = np.zeros(k, dtype=np.int64)  # their tie group (contiguous, increasing)
@@ -116,11 +118,12 @@ def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray
         items = order[pos]
         ln, st = lens[items], offs[items]
         key = np.zeros(len(items), dtype=np.int64)
+        idx = st + t
         for i in range(t, t + max(1, per)):
-            live = ln > i
-            tok = np.zeros(len(items), dtype=np.int64)
-            tok[live] = toks[st[live] + i].astype(np.int64) + 1
-            key = (key << bits) | tok
+            np.copyto(idx, end, where=ln <= i)  # ended: token 0
+            key <<= bits
+            key |= tok1.take(idx)
+            idx += 1
         if per >= 1:
             o = np.argsort(key | (seg << (per * bits)), kind="stable")
         else:  # pragma: no cover - over 2**45 tie groups
@@ -158,7 +161,12 @@ def _pair_lcp(ps: PieceSet, a: np.ndarray, b: np.ndarray, window: int = 2) -> np
         ta = np.take(ps.tokens, oa[act, None] + (t + ar), mode="clip")
         tb = np.take(ps.tokens, ob[act, None] + (t + ar), mode="clip")
         ne = ta != tb
-        first = np.where(ne.any(axis=1), ne.argmax(axis=1), window)
+        if window <= 4:  # first differing token: a few column passes beat argmax
+            first = np.full(len(act), window, dtype=np.int64)
+            for c in range(window - 1, -1, -1):
+                first[ne[:, c]] = c
+        else:
+            first = np.where(ne.any(axis=1), ne.argmax(axis=1), window)
         out[act] = t + np.minimum(first, lim[act] - t)  # tokens past ``lim`` never count
         act = act[(first == window) & (lim[act] > t + window)]
         t += window
@@ -279,8 +287,8 @@ class BlockScorer:
             np.arange(r, dtype=np.intp) if rows is None else np.asarray(rows, dtype=np.intp)
         ) * m
         flat = cp + base[:, None]  # index of each (row, field) cell in the (n, m) arrays
-        comb = self._c_mid[flat]
-        clen = self._l_mid[flat]
+        comb = self._c_mid.take(flat)  # take: faster than fancy indexing, same result
+        clen = self._l_mid.take(flat)
         last = flat[:, m - 1]
         comb[:, m - 1] = self._c_last[last]
         clen[:, m - 1] = self._l_last[last]
@@ -290,7 +298,7 @@ class BlockScorer:
 
     def field_starts(self, rows: np.ndarray | None, colperm: np.ndarray) -> np.ndarray:
         """``(r, m + 1)`` int32 tokens before each field of each prompt (after the head)."""
-        cp = np.asarray(colperm, dtype=np.intp)
+        cp = np.ascontiguousarray(colperm, dtype=np.intp)  # C order: row gathers
         _, clen, _ = self._row_arrays(rows, cp)
         cum = np.zeros((cp.shape[0], cp.shape[1] + 1), dtype=np.int32)
         np.cumsum(clen, axis=1, out=cum[:, 1:])
@@ -332,7 +340,7 @@ class BlockScorer:
             prompt from an unbounded cache when they run in this order.
         """
         pp = self.pieces
-        cp = np.asarray(colperm, dtype=np.intp)
+        cp = np.ascontiguousarray(colperm, dtype=np.intp)  # C order: row gathers
         r, m = cp.shape
         comb, clen, flat = self._row_arrays(rows, cp)
         rng = self.width * len(pp.keys)
@@ -354,12 +362,13 @@ class BlockScorer:
         """``(r - 1,)`` tokens shared by each sorted prompt and the one before it."""
         pp, m = self.pieces, cp.shape[1]
         p = len(pp.prefix)
-        cs = comb[order]
+        cs = comb.take(order, axis=0)
         eq = cs[1:] == cs[:-1]
-        same = eq.all(axis=1)
+        row = cs.view(np.dtype((np.void, cs.itemsize * m))).ravel()  # whole rows
+        same = row[1:] == row[:-1]
         out = np.where(same, lengths[1:], 0)
         diff = np.flatnonzero(~same)
-        dd = np.argmin(eq[diff], axis=1)
+        dd = np.argmin(eq.take(diff, axis=0), axis=1)
         ob, oa = order[diff + 1], order[diff]  # rows of the pair, in ``rows`` positions
         fb, fa = ob * m + dd, oa * m + dd  # their differing cells in the (r, m) arrays
         cpf = cp.ravel()
@@ -449,68 +458,86 @@ class BlockScorer:
         return PlanHits(run_len, token_hits, served_tokens(token_hits, run_len, B), B)
 
 
+def _col_bits(keys: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Per column of ``keys``: its minimum (int64) and the bits its range needs (0: constant,
+    no effect on the order)."""
+    lo = keys.min(axis=0).astype(np.int64)
+    hi = keys.max(axis=0).astype(np.int64)
+    return lo, [int(x).bit_length() for x in (hi - lo)]
+
+
 def _lexsort_rows(keys: np.ndarray, key_range: int, hint: np.ndarray | None = None) -> np.ndarray:
     """Row order sorting ``keys`` (``(r, m)`` non-negative ints < key_range) lexicographically
     (equal rows in row order, as `np.lexsort`).
 
-    ``hint``: a guess of that order (a permutation of ``range(r)``, e.g. the order before
-    a few fields moved); the rows are then sorted from it, most significant keys first
-    (`_msd_rows`), which costs little where the guess is right.
+    Each column is packed less its minimum, in the bits its range needs, as many columns
+    per int64 as fit (one stable argsort when all fit). ``hint``: a guess of that order (a
+    permutation of ``range(r)``, e.g. the order before a few fields moved); the rows are
+    then sorted from it, most significant keys first (`_msd_rows`), which costs little
+    where the guess is right.
     """
     r, m = keys.shape
     if r <= 1:
         return np.arange(r, dtype=np.int64)
+    lo, bits = _col_bits(keys)
     if hint is not None:
-        return _msd_rows(keys, key_range, np.asarray(hint, dtype=np.int64))
-    bits = max(1, int(key_range - 1).bit_length())
-    per = max(1, 63 // bits)
-    # ``per`` keys per int64 (shift-or of the chunk, zero-padded at the end: same order),
-    # most significant chunk last for `np.lexsort`
-    nch = -(-m // per)
-    packed = np.empty((nch, r), dtype=np.int64)
-    for c in range(nch):
-        a = keys[:, c * per].astype(np.int64)
-        hi = min(m, c * per + per)
-        for p in range(c * per + 1, hi):
-            a <<= bits
-            a |= keys[:, p]
-        if hi - c * per < per:
-            a <<= bits * (per - (hi - c * per))
-        packed[nch - 1 - c] = a
-    return np.lexsort(packed).astype(np.int64)
+        return _msd_rows(keys, lo, bits, np.asarray(hint, dtype=np.int64))
+    chunks: list[list[int]] = []
+    used = 63
+    for c in range(m):
+        if not bits[c]:
+            continue
+        if used + bits[c] > 63:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(c)
+        used += bits[c]
+    if not chunks:  # every row equal
+        return np.arange(r, dtype=np.int64)
+    packed = []
+    for ch in chunks:
+        a = keys[:, ch[0]].astype(np.int64) - lo[ch[0]]
+        for c in ch[1:]:
+            a <<= bits[c]
+            a |= keys[:, c] - lo[c]
+        packed.append(a)
+    if len(packed) == 1:
+        return np.argsort(packed[0], kind="stable").astype(np.int64)
+    return np.lexsort(packed[::-1]).astype(np.int64)
 
 
-def _msd_rows(keys: np.ndarray, key_range: int, start: np.ndarray) -> np.ndarray:
-    """`_lexsort_rows` from the row order ``start``: each pass stably sorts the rows still
-    tied with a neighbour by their tie group and the next keys packed into one int64
-    (timsort: runs the start order already has cost one scan); rows equal in every key
-    end in row order."""
+def _msd_rows(keys: np.ndarray, lo: np.ndarray, bits: list[int], start: np.ndarray) -> np.ndarray:
+    """`_lexsort_rows` from the row order ``start`` (``lo``, ``bits``: `_col_bits`): each
+    pass stably sorts the rows still tied with a neighbour by their tie group and the next
+    keys packed into one int64 (timsort: runs the start order already has cost one
+    scan); rows equal in every key end in row order."""
     r, m = keys.shape
-    bits = max(1, int(key_range - 1).bit_length())
     order = start.copy()
     pos = np.arange(r, dtype=np.int64)  # positions still tied with a neighbour
     seg = np.zeros(r, dtype=np.int64)  # their tie group (contiguous, increasing)
     c = 0
     while len(pos) and c < m:
         items = order[pos]
-        per = min(m - c, (63 - int(seg[-1]).bit_length()) // bits)
-        if per < 1:  # pragma: no cover - over 2**(63 - bits) tie groups
-            key = keys[items, c].astype(np.int64)
+        room = 63 - int(seg[-1]).bit_length()
+        e, used = c, 0  # columns c..e-1 this pass: at least one, as many as fit
+        while e < m and (e == c or used + bits[e] <= room):
+            used += bits[e]
+            e += 1
+        key = keys[items, c].astype(np.int64) - lo[c]
+        for p in range(c + 1, e):
+            key <<= bits[p]
+            key |= keys[items, p] - lo[p]
+        if used > room:  # pragma: no cover - one column and the tie groups overflow
             o = np.lexsort((key, seg))
-            per = 1
         else:
-            key = keys[items, c].astype(np.int64)
-            for p in range(c + 1, c + per):
-                key <<= bits
-                key |= keys[items, p]
-            o = np.argsort(key | (seg << (per * bits)), kind="stable")
+            o = np.argsort(key | (seg << used), kind="stable")
         items, key, s = items[o], key[o], seg[o]
         order[pos] = items
         new = np.r_[True, (s[1:] != s[:-1]) | (key[1:] != key[:-1])]
         nseg = np.cumsum(new) - 1
         keep = np.bincount(nseg)[nseg] >= 2
         pos, seg = pos[keep], nseg[keep]
-        c += per
+        c = e
     if len(pos):  # equal in every key: row order
         items = order[pos]
         order[pos] = items[np.lexsort((items, seg))]

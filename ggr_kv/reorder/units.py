@@ -157,9 +157,17 @@ def fixed_order(scores: np.ndarray) -> np.ndarray:
 
 
 def expand_perm(units: Units, unit_perm: np.ndarray) -> np.ndarray:
-    """Turn ``(n, u)`` unit orders into ``(n, m)`` column orders (members expanded)."""
+    """Turn ``(n, u)`` unit orders into ``(n, m)`` int32 column orders (members expanded).
+
+    One order broadcast to every row (stride 0) is expanded once and copied.
+    """
+    unit_perm = np.asarray(unit_perm)
     n = unit_perm.shape[0]
     m = sum(len(mm) for mm in units.members)
+    if n > 1 and unit_perm.strides[0] == 0:
+        out = np.empty((n, m), dtype=np.int32)
+        out[:] = expand_perm(units, unit_perm[:1])
+        return out
     if all(len(mm) == 1 for mm in units.members):
         lut = np.array([mm[0] for mm in units.members], dtype=np.int32)
         return lut[unit_perm]

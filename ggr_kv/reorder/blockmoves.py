@@ -28,6 +28,7 @@ from ggr_kv.reorder.blockscore import (
     BlockScorer,
     _col_bits,
     _lexsort_rows,
+    _pack,
     _pair_lcp,
     served_tokens,
 )
@@ -275,8 +276,7 @@ def _new_order(scorer, lv, sel, src, w, within) -> np.ndarray:
     keys[:, -1] = within[sel]
     lo, bits = _col_bits(keys[:, :-1])
     if sum(bits) > 63:
-        rng = max(scorer.width * len(scorer.pieces.keys), lv.n_nodes, len(lv.rows))
-        return _lexsort_rows(keys, rng)
+        return _lexsort_rows(keys)
     # sort by ``within`` first, then stably by node and block (one int64): the
     # lexicographic order of all three, ties in row order (as `np.lexsort`)
     wk = keys[:, -1]
@@ -286,10 +286,7 @@ def _new_order(scorer, lv, sel, src, w, within) -> np.ndarray:
         start = inv[inv >= 0]
     else:
         start = np.argsort(wk, kind="stable")
-    packed = np.zeros(len(sel), dtype=np.int64)
-    for c in range(keys.shape[1] - 1):
-        packed <<= bits[c]
-        packed |= keys[:, c] - lo[c]
+    packed = _pack(keys, lo, bits, range(keys.shape[1] - 1))
     return start[np.argsort(packed.take(start), kind="stable")]
 
 

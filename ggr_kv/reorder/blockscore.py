@@ -343,12 +343,11 @@ class BlockScorer:
         cp = np.ascontiguousarray(colperm, dtype=np.intp)  # C order: row gathers
         r, m = cp.shape
         comb, clen, flat = self._row_arrays(rows, cp)
-        rng = self.width * len(pp.keys)
         if group is None:
-            order = _lexsort_rows(comb, rng, hint)
+            order = _lexsort_rows(comb, hint)
         else:
             keys = np.concatenate([np.asarray(group, dtype=np.int64)[:, None], comb[:, start:]], 1)
-            order = _lexsort_rows(keys, max(rng, int(keys[:, 0].max()) + 1 if r else 1), hint)
+            order = _lexsort_rows(keys, hint)
         p = len(pp.prefix)
         cum = np.zeros((r, m + 1), dtype=np.int32)  # tokens before each field, after the head
         np.cumsum(clen, axis=1, out=cum[:, 1:])
@@ -466,9 +465,22 @@ def _col_bits(keys: np.ndarray) -> tuple[np.ndarray, list[int]]:
     return lo, [int(x).bit_length() for x in (hi - lo)]
 
 
-def _lexsort_rows(keys: np.ndarray, key_range: int, hint: np.ndarray | None = None) -> np.ndarray:
-    """Row order sorting ``keys`` (``(r, m)`` non-negative ints < key_range) lexicographically
-    (equal rows in row order, as `np.lexsort`).
+def _pack(keys: np.ndarray, lo: np.ndarray, bits: list[int], cols, rows=None) -> np.ndarray:
+    """One int64 per row of ``keys`` (``rows`` of it, default all): columns ``cols``, each
+    less its minimum ``lo`` in its ``bits`` (`_col_bits`), the first most significant."""
+    def col(c: int) -> np.ndarray:
+        return keys[:, c] if rows is None else keys[rows, c]
+
+    a = col(cols[0]).astype(np.int64) - lo[cols[0]]
+    for c in cols[1:]:
+        a <<= bits[c]
+        a |= col(c) - lo[c]
+    return a
+
+
+def _lexsort_rows(keys: np.ndarray, hint: np.ndarray | None = None) -> np.ndarray:
+    """Row order sorting ``keys`` (``(r, m)`` ints) lexicographically (equal rows in row
+    order, as `np.lexsort`).
 
     Each column is packed less its minimum, in the bits its range needs, as many columns
     per int64 as fit (one stable argsort when all fit). ``hint``: a guess of that order (a
@@ -494,13 +506,7 @@ def _lexsort_rows(keys: np.ndarray, key_range: int, hint: np.ndarray | None = No
         used += bits[c]
     if not chunks:  # every row equal
         return np.arange(r, dtype=np.int64)
-    packed = []
-    for ch in chunks:
-        a = keys[:, ch[0]].astype(np.int64) - lo[ch[0]]
-        for c in ch[1:]:
-            a <<= bits[c]
-            a |= keys[:, c] - lo[c]
-        packed.append(a)
+    packed = [_pack(keys, lo, bits, ch) for ch in chunks]
     if len(packed) == 1:
         return np.argsort(packed[0], kind="stable").astype(np.int64)
     return np.lexsort(packed[::-1]).astype(np.int64)
@@ -523,10 +529,7 @@ def _msd_rows(keys: np.ndarray, lo: np.ndarray, bits: list[int], start: np.ndarr
         while e < m and (e == c or used + bits[e] <= room):
             used += bits[e]
             e += 1
-        key = keys[items, c].astype(np.int64) - lo[c]
-        for p in range(c + 1, e):
-            key <<= bits[p]
-            key |= keys[items, p] - lo[p]
+        key = _pack(keys, lo, bits, range(c, e), items)
         if used > room:  # pragma: no cover - one column and the tie groups overflow
             o = np.lexsort((key, seg))
         else:

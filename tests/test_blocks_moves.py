@@ -119,10 +119,10 @@ def test_resorting_changed_nodes_equals_sorting_all_rows(name, llama3):
     perm = np.ascontiguousarray(ggr_unit_order(units, ggr_config())[0], dtype=np.int32)
     rng = np.random.default_rng(0)
     checked = 0
+    cp = expand_perm(units, perm)
+    every = scorer.sorted_hits(None, cp)
     for j, node, rows in _levels(units, uv, perm):
-        cp = expand_perm(units, perm)
         lv = ba._Level.of(units, rows, node[rows], perm[rows], cp[rows], j)
-        every = scorer.sorted_hits(None, cp)
         for frac in (0.05, 0.3, 1.0):  # changed nodes; all of them: one sort of all rows
             ch = (rng.random(lv.n_nodes) < frac)[lv.nidx]
             new = perm.copy()

@@ -59,7 +59,7 @@ import pandas as pd
 
 from ggr_kv.reorder.blockmoves import MoveBase, move_cols, move_totals
 from ggr_kv.reorder.blockscore import BlockScorer, served_tokens
-from ggr_kv.reorder.units import Units, column_scores, expand_perm, fixed_order
+from ggr_kv.reorder.units import Units, column_scores, expand_perm, fixed_order, one_order
 
 __all__ = ["BlockSearch", "greedy_fixed_order", "refine"]
 
@@ -589,7 +589,7 @@ class _Level:
         if nidx is None:
             nidx = pd.factorize(nd)[0].astype(np.int64)
         width = np.array([len(mm) for mm in units.members], dtype=np.int64)
-        one = cur.ndim == 2 and cur.strides[0] == 0  # one order broadcast to every row
+        one = one_order(cur)
         c = cur[:1] if one else cur
         wc = width[c]
         cstart = np.cumsum(wc, axis=1) - wc

@@ -156,6 +156,11 @@ def fixed_order(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(scores, dtype=float), kind="stable")
 
 
+def one_order(perm: np.ndarray) -> bool:
+    """Whether ``(n, k)`` orders are one row broadcast to every row (stride 0, n > 1)."""
+    return perm.ndim == 2 and len(perm) > 1 and perm.strides[0] == 0
+
+
 def expand_perm(units: Units, unit_perm: np.ndarray) -> np.ndarray:
     """Turn ``(n, u)`` unit orders into ``(n, m)`` int32 column orders (members expanded).
 
@@ -164,7 +169,7 @@ def expand_perm(units: Units, unit_perm: np.ndarray) -> np.ndarray:
     unit_perm = np.asarray(unit_perm)
     n = unit_perm.shape[0]
     m = sum(len(mm) for mm in units.members)
-    if n > 1 and unit_perm.strides[0] == 0:
+    if one_order(unit_perm):
         out = np.empty((n, m), dtype=np.int32)
         out[:] = expand_perm(units, unit_perm[:1])
         return out

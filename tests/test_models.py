@@ -216,3 +216,29 @@ def test_a_tokenizer_file_is_loaded_once_and_again_when_it_changes(tiny_dir, tmp
     assert changed._encode_batch is not first._encode_batch
     assert changed.encode("<|ggr-kv-test|>", add_special_tokens=False) == [128256]
     assert first.encode("<|ggr-kv-test|>", add_special_tokens=False) != [128256]
+
+
+@pytest.mark.slow
+def test_our_folders_chat_template_is_the_one_vllm_would_pick(tiny_dir, tmp_path):
+    """`make_llm` passes a dummy folder's chat template to vLLM so that vLLM does not load
+    the tokenizer a second time looking for a processor's; that must not change which
+    template renders: these folders have no processor, so vLLM falls back to the
+    tokenizer's."""
+    pytest.importorskip("vllm")
+    from transformers import AutoTokenizer
+    from vllm.renderers.hf import _try_get_processor_chat_template
+
+    from ggr_kv.engine.models import folder_chat_template
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_dir), local_files_only=True)
+    assert folder_chat_template(tiny_dir) == tok.chat_template
+    assert _try_get_processor_chat_template(
+        tok, revision=None, code_revision=None, trust_remote_code=False) is None
+    # another folder (no `_ggr_kv_shape`: a user's model) is left to vLLM
+    theirs = tmp_path / "theirs"
+    shutil.copytree(tiny_dir, theirs)
+    config = json.loads((theirs / "config.json").read_text())
+    del config["_ggr_kv_shape"]
+    (theirs / "config.json").write_text(json.dumps(config))
+    assert folder_chat_template(theirs) is None
+    assert folder_chat_template(tmp_path / "missing") is None

@@ -382,12 +382,24 @@ def make_llm(config: EngineConfig | None = None) -> Any:
     tie_children_to_us()  # forked engine processes die with this process
     start_reaper()  # and spawned ones: a watcher kills them when this process is gone
     t0 = time.perf_counter()
-    llm = vllm.LLM(**kwargs)
+    llm = vllm.LLM(**kwargs, **_startup_kwargs(kwargs))
     llm.generate(["warm-up"], vllm.SamplingParams(max_tokens=1), use_tqdm=False)
     start_s = time.perf_counter() - t0
     _STARTS[0] += 1
     _STARTED[llm] = StartedEngine(config, kwargs, start_s, uuid.uuid4().hex[:12], _STARTS[0])
     return llm
+
+
+def _startup_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``vllm.LLM`` arguments that only make the start faster, never what it computes: the
+    chat template of a dummy-weight folder of ours (`folder_chat_template`), unless one
+    was given. Not part of the recorded engine arguments."""
+    if kwargs.get("load_format") != "dummy" or "chat_template" in kwargs:
+        return {}
+    from ggr_kv.engine.models import folder_chat_template
+
+    template = folder_chat_template(kwargs["model"])
+    return {"chat_template": template} if template else {}
 
 
 def started_engine(llm: Any) -> StartedEngine | None:

@@ -19,7 +19,14 @@ from pathlib import Path
 
 from ggr_kv.core.atomic import write_atomic
 
-__all__ = ["SHAPES", "build_tokenizer_json", "make_model_dir", "model_config", "resolve_model"]
+__all__ = [
+    "SHAPES",
+    "build_tokenizer_json",
+    "folder_chat_template",
+    "make_model_dir",
+    "model_config",
+    "resolve_model",
+]
 
 _LLAMA3_BASE = {
     "architectures": ["LlamaForCausalLM"],
@@ -155,6 +162,27 @@ def build_tokenizer_json(path: str | Path, encoding: str = "llama3") -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tok.save(str(out))
     return out
+
+
+def folder_chat_template(folder: str | Path) -> str | None:
+    """The chat template of a model folder `make_model_dir` wrote (its
+    ``tokenizer_config.json``'s); None for any other folder.
+
+    Passed to ``vllm.LLM(chat_template=...)`` it is the template vLLM would pick anyway
+    (these folders have no processor), but vLLM then skips looking for a processor's
+    template, which loads the 128k-token tokenizer a second time (~3-4 s of each engine
+    start on a CPU).
+    """
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        tok_config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if "_ggr_kv_shape" not in config:
+        return None
+    template = tok_config.get("chat_template")
+    return template if isinstance(template, str) else None
 
 
 def make_model_dir(shape: str, out_dir: str | Path, *, overwrite: bool = False) -> Path:

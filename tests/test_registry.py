@@ -9,6 +9,7 @@ import json
 import matplotlib.colors as mcolors
 import numpy as np
 import pytest
+from conftest import TINY_ENGINE
 
 from ggr_kv.core.plan import ReorderPlan
 from ggr_kv.reorder.registry import (
@@ -107,7 +108,8 @@ def test_a_registered_ordering_is_in_the_score_figure_and_table(dummy, csv):
 
 
 @pytest.mark.vllm
-def test_a_registered_ordering_runs_and_shows_in_the_figures_and_report(dummy, tmp_path):
+def test_a_registered_ordering_runs_and_shows_in_the_figures_and_report(dummy, tmp_path,
+                                                                         engine_pool):
     from ggr_kv.analysis.plots import plot_comparison
     from ggr_kv.analysis.report import report_text
     from ggr_kv.datasets import load_dataset
@@ -117,7 +119,7 @@ def test_a_registered_ordering_runs_and_shows_in_the_figures_and_report(dummy, t
 
     ds = load_dataset("movies", n=6, sample="head")
     run_orderings(ds, methods=("original", NAME), query=ds.query("filter"),
-                  engine=EngineConfig(max_num_seqs=4), sampling={"max_tokens": 2},
+                  llm=engine_pool.get(EngineConfig(**TINY_ENGINE)), sampling={"max_tokens": 2},
                   out_dir=tmp_path, progress=False)
     runs, steps = load_runs(tmp_path / "*")
     assert sorted(runs["ordering"]) == sorted(["original", NAME])

@@ -19,7 +19,7 @@ import pytest
 
 vllm = pytest.importorskip("vllm")
 
-from conftest import shared_path
+from conftest import TINY_ENGINE, shared_path
 
 from ggr_kv.core.blocks import block_hashes, unbounded_prefix_hits
 from ggr_kv.core.plan import ReorderPlan
@@ -27,13 +27,7 @@ from ggr_kv.core.prompts import build_prompts
 from ggr_kv.core.schema import REQUEST_COLUMNS, STEP_COLUMNS
 from ggr_kv.core.table import Table, load_table
 from ggr_kv.core.tokenizer import load_tokenizer
-from ggr_kv.engine.config import (
-    EngineConfig,
-    engine_starts,
-    make_llm,
-    shutdown_llm,
-    started_engine,
-)
+from ggr_kv.engine.config import EngineConfig, engine_starts, started_engine
 from ggr_kv.run import RunSpec, read_record, restrict_plan, run_batch, run_orderings, run_table
 from ggr_kv.run.rundir import (
     ERROR_FILE,
@@ -81,10 +75,8 @@ def plan(table) -> ReorderPlan:
 
 
 @pytest.fixture(scope="module")
-def llm(tiny_dir):
-    engine = make_llm(EngineConfig(model="tiny-llama", enforce_eager=True, max_model_len=4096))
-    yield engine
-    shutdown_llm(engine)
+def llm(engine_pool):
+    return engine_pool.get(EngineConfig(**TINY_ENGINE))
 
 
 @pytest.fixture(scope="module")

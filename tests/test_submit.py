@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_ENGINE
 
 from ggr_kv.engine.submit import DEFAULT_SUBMIT, check_submit, engine_inputs
 from ggr_kv.run.options import BatchOptions
@@ -60,13 +61,10 @@ def test_the_run_command_takes_submit_with_ids_by_default():
 
 
 @pytest.fixture(scope="module")
-def llm(tiny_dir):
-    pytest.importorskip("vllm")
-    from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm
+def llm(engine_pool):
+    from ggr_kv.engine.config import EngineConfig
 
-    engine = make_llm(EngineConfig(model="tiny-llama", enforce_eager=True, max_model_len=4096))
-    yield engine
-    shutdown_llm(engine)
+    return engine_pool.get(EngineConfig(**TINY_ENGINE))
 
 
 @pytest.fixture(scope="module")

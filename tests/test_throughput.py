@@ -24,7 +24,7 @@ import pytest
 pytest.importorskip("vllm")
 
 from ggr_kv.core.jsonutil import dumps
-from ggr_kv.engine.config import EngineConfig, make_llm, shutdown_llm
+from ggr_kv.engine.config import EngineConfig
 from ggr_kv.engine.throughput import CALIBRATION_JOBS, measure_throughputs, scheduler_config
 from ggr_kv.simulate.jobtime import Throughputs, predict_job_time, predict_speedup
 
@@ -37,10 +37,8 @@ TOLERANCE = 0.5
 
 
 @pytest.fixture(scope="module")
-def llm(tiny_dir):
-    engine = make_llm(EngineConfig(model="tiny-llama"))
-    yield engine
-    shutdown_llm(engine)
+def llm(engine_pool):
+    return engine_pool.get(EngineConfig(model="tiny-llama"))  # test_calibrate's engine too
 
 
 @pytest.fixture(scope="module")

@@ -165,7 +165,8 @@ def engine_pool(vllm_env) -> EnginePool:
 @pytest.fixture(scope="module", autouse=True)
 def _pool_only_for_its_users(request):
     """Shut the pooled engine down before a module that does not use `engine_pool`."""
-    if _POOL.llm is not None and "engine_pool" not in _file_text(request.module.__file__):
+    path = getattr(getattr(request, "module", None), "__file__", None)  # None: a notebook
+    if _POOL.llm is not None and (path is None or "engine_pool" not in _file_text(path)):
         _POOL.release()
 
 

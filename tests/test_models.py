@@ -242,3 +242,20 @@ def test_our_folders_chat_template_is_the_one_vllm_would_pick(tiny_dir, tmp_path
     (theirs / "config.json").write_text(json.dumps(config))
     assert folder_chat_template(theirs) is None
     assert folder_chat_template(tmp_path / "missing") is None
+
+
+@pytest.mark.slow  # one build of the Llama-3 tokenizer (~10 s)
+def test_model_folders_copy_one_built_tokenizer(tiny_dir, tmp_path, monkeypatch):
+    from ggr_kv.engine import models
+
+    monkeypatch.setattr(models, "cache_root", lambda: tmp_path / "cache")  # an empty cache
+    a = make_model_dir("tiny-llama", tmp_path / "a")
+    (cached,) = (tmp_path / "cache" / "tokenizers").iterdir()
+    built = cached.stat().st_mtime_ns
+    # the build is deterministic: a fresh one equals the file every other folder copied
+    assert cached.read_bytes() == (a / "tokenizer.json").read_bytes()
+    assert cached.read_bytes() == (tiny_dir / "tokenizer.json").read_bytes()
+    # another folder (another shape) copies it: no second build
+    b = make_model_dir("llama-3.1-8b", tmp_path / "b")
+    assert cached.stat().st_mtime_ns == built
+    assert (b / "tokenizer.json").read_bytes() == cached.read_bytes()

@@ -3,10 +3,11 @@ resolved against the project folder (so notebooks write where the CLI does)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
-__all__ = ["CHECKOUT_DIR", "PACKAGE_DIR", "project_path", "slug"]
+__all__ = ["CHECKOUT_DIR", "PACKAGE_DIR", "cache_root", "project_path", "slug"]
 
 #: characters a file name part may keep (others become the separator)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
@@ -15,6 +16,15 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 #: the folder holding the package: the project checkout for an editable install
 CHECKOUT_DIR = PACKAGE_DIR.parent
+
+
+def cache_root() -> Path:
+    """The folder of ggr-kv's caches (generated tables, built tokenizers): ``.cache`` in
+    the project checkout (gitignored), else ``$XDG_CACHE_HOME/ggr-kv``
+    (``~/.cache/ggr-kv``). Not created here."""
+    if (CHECKOUT_DIR / "pyproject.toml").is_file():
+        return CHECKOUT_DIR / ".cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ggr-kv"
 
 
 def project_path(path: str | Path, start: str | Path | None = None) -> Path:

@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ggr_kv.core.atomic import write_atomic
-from ggr_kv.core.paths import CHECKOUT_DIR, PACKAGE_DIR
+from ggr_kv.core.paths import PACKAGE_DIR, cache_root
 from ggr_kv.datasets.families import FAMILIES, Family
 
 __all__ = ["CACHE_ENV", "cache_dir", "csv_bytes", "generated_file", "generator_version"]
@@ -37,12 +37,7 @@ _SOURCES = ("gen/rng.py", "gen/grammar.py", "families.py", "cache.py")
 def cache_dir() -> Path:
     """The cache folder (see the module notes); not created here."""
     env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    if (CHECKOUT_DIR / "pyproject.toml").is_file():
-        return CHECKOUT_DIR / ".cache" / "datasets"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ggr-kv" / "datasets"
+    return Path(env).expanduser() if env else cache_root() / "datasets"
 
 
 def generator_version(family: str | Family) -> str:

@@ -12,16 +12,20 @@ Users with real weights pass a local path or a Hugging Face id to the runner ins
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import inspect
 import json
 import os
 from pathlib import Path
 
 from ggr_kv.core.atomic import write_atomic
+from ggr_kv.core.paths import cache_root
 
 __all__ = [
     "SHAPES",
     "build_tokenizer_json",
+    "cached_tokenizer_json",
     "folder_chat_template",
     "make_model_dir",
     "model_config",
@@ -164,6 +168,29 @@ def build_tokenizer_json(path: str | Path, encoding: str = "llama3") -> Path:
     return out
 
 
+def cached_tokenizer_json(encoding: str = "llama3") -> Path:
+    """`build_tokenizer_json`'s file, built once into ``tokenizers/`` of the cache
+    (`ggr_kv.core.paths.cache_root`) and reused: a build takes ~10 s, a copy well under one.
+
+    The file name hashes what decides its bytes (the versions of quicktok, tokenizers and
+    transformers, and the source of `build_tokenizer_json`), so an upgrade builds anew.
+    """
+    from ggr_kv.core.tokenizer import LLAMA3_PATTERN
+
+    parts = [encoding, LLAMA3_PATTERN, inspect.getsource(build_tokenizer_json)]
+    for dist in ("quicktok-v1", "tokenizers", "transformers"):
+        try:
+            parts.append(importlib.metadata.version(dist))
+        except importlib.metadata.PackageNotFoundError:
+            parts.append("-")
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+    path = cache_root() / "tokenizers" / f"{encoding}-{key}.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda tmp: build_tokenizer_json(tmp, encoding))
+    return path
+
+
 def folder_chat_template(folder: str | Path) -> str | None:
     """The chat template of a model folder `make_model_dir` wrote (its
     ``tokenizer_config.json``'s); None for any other folder.
@@ -189,8 +216,9 @@ def make_model_dir(shape: str, out_dir: str | Path, *, overwrite: bool = False) 
     """Write ``config.json``, ``tokenizer.json``, ``tokenizer_config.json`` and
     ``generation_config.json`` for a dummy-weight run of ``shape`` (see `SHAPES`).
 
-    An existing complete folder is reused (the tokenizer takes ~10 s to build; an
-    outdated ``config.json`` is rewritten); ``overwrite=True`` rebuilds it.
+    An existing complete folder is reused (an outdated ``config.json`` is rewritten);
+    ``overwrite=True`` writes it again. The tokenizer is copied from
+    `cached_tokenizer_json` (built there once, ~10 s).
     """
     out = Path(out_dir)
     config = model_config(shape)
@@ -206,7 +234,7 @@ def make_model_dir(shape: str, out_dir: str | Path, *, overwrite: bool = False) 
         return out
     _check_ours(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "tokenizer.json", build_tokenizer_json)
+    write_atomic(out / "tokenizer.json", cached_tokenizer_json().read_bytes())
     write_atomic(
         out / "tokenizer_config.json",
         json.dumps(

@@ -78,13 +78,19 @@ def _check_levels(table: Table, groups, tok, block_size: int, query: str) -> int
                 movable = lv.pos[:, k] > j
                 key = lv.nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
                 kid = pd.factorize(key)[0]
-                for mask in (movable, movable & (np.bincount(kid)[kid] >= 2)):
+                shared = np.bincount(kid)[kid] >= 2
+                tots = []
+                for mask in (movable, movable & shared):
                     if not mask.any():
                         continue
                     got = base.totals_with(scorer, lv, mask, k, uv)
                     want = base._sorted_totals(scorer, lv, mask, k)
                     assert got.tolist() == want.tolist(), (j, k)
+                    tots.append(got)
                     compared += 1
+                if len(tots) == 2:  # the bound on "shared" from "all" holds in every node
+                    bound = ba._shared_bound(scorer, base, movable & ~shared, tots[0])
+                    assert (bound >= tots[1]).all(), (j, k)
     return compared
 
 
@@ -160,3 +166,21 @@ def test_token_scores_equal_their_definition(name, llama3):
         for hash_all in (0, 1 << 20):
             got = ba.token_scores(scorer, units, rows, group, cand, hash_all=hash_all)
             assert got.tolist() == want, (n_groups, hash_all)
+
+
+@pytest.mark.parametrize("block_size", [16, 128])
+def test_bounded_refine_equals_unbounded(block_size, llama3):
+    """`refine` skipping the "shared" moves `_shared_bound` rules out returns the same
+    orders, hits and levels as scoring every move, on the real samples."""
+    for name in ("movies_sampled_labelled.csv", "products_sampled_labelled.csv",
+                 "contributions.csv"):  # fmt: skip
+        ds = load_dataset(shared_path(name))
+        table = ds.table()
+        cols = list(table.columns)
+        units = build_units(table, [[cols.index(c) for c in g] for g in ds.fds])
+        scorer = BlockScorer(PromptPieces.build(table, llama3, "Q?"), block_size)
+        seed = ggr_unit_order(units, ggr_config())[0]
+        a = ba.refine(scorer, units, seed, bound=True)
+        b = ba.refine(scorer, units, seed, bound=False)
+        assert a.hits == b.hits and a.levels == b.levels, name
+        assert np.array_equal(a.unit_perm, b.unit_perm), name

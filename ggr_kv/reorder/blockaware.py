@@ -481,6 +481,7 @@ def refine(
     desc: str = "blocks: refine",
     shortlist: int = SHORTLIST,
     seed_sort: tuple | None = None,
+    bound: bool = True,
 ) -> BlockSearch:
     """Improve per-row unit orders node by node, accepting only moves that add block hits.
 
@@ -497,6 +498,8 @@ def refine(
         columns when the caller has it (None: sorted here). Each level's nodes are
         scored from the sort of all rows (`_grouped_sort`), kept from the check after
         the level before.
+    bound : skip "shared" moves in nodes where they cannot win (`_shared_bound`); the
+        result is the same as without.
 
     Returns
     -------
@@ -525,7 +528,7 @@ def refine(
         lv = _Level.of(units, rows, node[rows], perm.take(rows, axis=0), cols.take(rows, axis=0), j)
         sort = _grouped_sort(scorer, every, rows, lv.cols, lv.nidx)
         base = _NodeScores.of(scorer, rows, lv.cols, lv.nidx, lv.n_nodes, lv.start, sort)
-        choice, cands = _level_moves(scorer, units, lv, base, shortlist, uv)
+        choice, cands = _level_moves(scorer, units, lv, base, shortlist, uv, bound)
         moved = choice >= 0
         taken: dict[str, int] = {}
         if moved.any():
@@ -607,9 +610,30 @@ class _Level:
         return self.cstart[:, self.j], self.cstart[ar, self.pos[:, k]]
 
 
-def _level_moves(scorer, units, lv: _Level, base: _NodeScores, shortlist: int, uv: np.ndarray):
+def _shared_bound(scorer: BlockScorer, base: _NodeScores, alone, tot_all) -> np.ndarray:
+    """``(N,)`` upper bound on each node's block hits after a "shared" move, from its
+    exact total ``tot_all`` after the "all" move of the same unit (tokens).
+
+    The two differ only in the rows ``alone`` (their value of the unit is theirs alone in
+    the node): "shared" leaves them where they were. In a node's token order, taking a
+    row out never raises the others' prefixes (its successor's becomes the smaller of
+    two) and drops its own hits; putting a row x back in adds its own hits, at most
+    ``B * ((len_x - 1) // B)``, and raises at most its successor's, to at most
+    ``B * (len_x // B)`` (a prefix shared with x is no longer than x). So "shared" scores
+    at most ``tot_all`` plus those two terms over the node's ``alone`` rows.
+    """
+    B = scorer.block_size
+    ln = base.moves.lengths[alone]
+    gain = B * (np.maximum(ln - 1, 0) // B) + B * (ln // B)
+    return tot_all + np.bincount(base.nidx[alone], weights=gain, minlength=len(tot_all))
+
+
+def _level_moves(
+    scorer, units, lv: _Level, base: _NodeScores, shortlist: int, uv: np.ndarray, bound: bool = True
+):
     """Score the level's moves (``base``: the level as it is); per node the best one that
-    adds hits (-1: none).
+    adds hits (-1: none). ``bound``: skip the nodes where `_shared_bound` shows a
+    "shared" move cannot beat the best so far (same choice; False scores them all).
 
     Returns
     -------
@@ -629,9 +653,13 @@ def _level_moves(scorer, units, lv: _Level, base: _NodeScores, shortlist: int, u
         shared = np.bincount(kid)[kid] >= 2
         # "shared" only differs from "all" in nodes with an unshared movable row;
         # elsewhere it scores what "all" scored, which it cannot beat (ties keep "all")
+        alone = movable & ~shared
         differs = np.zeros(N, dtype=bool)
-        differs[nidx[movable & ~shared]] = True
+        differs[nidx[alone]] = True
+        tot = None
         for variant, mask in (("all", movable), ("shared", movable & shared & differs[nidx])):
+            if variant == "shared" and tot is not None and bound:
+                mask = mask & (_shared_bound(scorer, base, alone, tot) > best)[nidx]
             if not mask.any():
                 continue
             tot = base.totals_with(scorer, lv, mask, k, uv)

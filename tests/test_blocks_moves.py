@@ -16,7 +16,7 @@ from ggr_kv.core.table import Table
 from ggr_kv.core.tokenizer import load_tokenizer
 from ggr_kv.datasets import load_dataset
 from ggr_kv.reorder import blockaware as ba
-from ggr_kv.reorder.blockmoves import RangeMin
+from ggr_kv.reorder.blockmoves import RangeMin, move_cols
 from ggr_kv.reorder.blockscore import BlockScorer
 from ggr_kv.reorder.fragments import PromptPieces
 from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
@@ -184,3 +184,25 @@ def test_bounded_refine_equals_unbounded(block_size, llama3):
         b = ba.refine(scorer, units, seed, bound=False)
         assert a.hits == b.hits and a.levels == b.levels, name
         assert np.array_equal(a.unit_perm, b.unit_perm), name
+
+
+@pytest.mark.parametrize("m", [1, 3, 8, 60])  # 60: past the shared maps (one per row)
+def test_move_cols_moves_each_rows_block(m):
+    """`move_cols` puts each row's ``w`` columns from ``src`` at ``at``, the columns
+    between shifted right in order, whatever ``w`` is (one, or one per row)."""
+    rng = np.random.default_rng(m)
+    r = 50
+    cols = np.argsort(rng.random((r, m)), axis=1).astype(np.int32)
+    w = rng.integers(1, m + 1, r)
+    src = rng.integers(0, m - w + 1)
+    at = rng.integers(0, src + 1)
+    for width in (w, 1):
+        s = src if np.ndim(width) else rng.integers(0, m, r)
+        a = at if np.ndim(width) else rng.integers(0, s + 1)
+        want = []
+        for row, ai, si, wi in zip(cols.tolist(), a, s, np.broadcast_to(width, (r,))):
+            block = row[si : si + wi]
+            rest = row[:si] + row[si + wi :]
+            want.append(rest[:ai] + block + rest[ai:])
+        assert move_cols(cols, a, s, width).tolist() == want
+    assert move_cols(cols[:0], at[:0], src[:0], 1).shape == (0, m)

@@ -247,12 +247,29 @@ def move_cols(cols: np.ndarray, at: np.ndarray, src: np.ndarray, w) -> np.ndarra
 
     ``at <= src`` per row (``w``: one width or one per row); the columns between keep
     their order (`ggr_kv.reorder.blockaware._move_to` on the unit order, in columns).
+    Rows share few ``(at, src, w)``: each distinct one's column map is built once.
     """
-    q = np.arange(cols.shape[1])[None, :]
-    a, p = at[:, None], src[:, None]
+    r, m = cols.shape
+    span = m * m * (m + 1)  # possible (at, src, w) keys
+    if span > 4 * r + 1024:  # wide tables: the map of every row
+        return np.take_along_axis(cols, _move_map(np.arange(m), at, src, w), 1)
+    wv = np.broadcast_to(np.asarray(w, dtype=np.int64), (r,))
+    key = (np.asarray(at, dtype=np.int64) * m + src) * (m + 1) + wv
+    seen = np.zeros(span, dtype=np.int64)
+    seen[key] = 1
+    a, rest = np.divmod(np.flatnonzero(seen), m * (m + 1))
+    p, ww = np.divmod(rest, m + 1)
+    maps = _move_map(np.arange(m), a, p, ww)
+    return np.take_along_axis(cols, maps.take((np.cumsum(seen) - 1).take(key), axis=0), 1)
+
+
+def _move_map(q: np.ndarray, at, src, w) -> np.ndarray:
+    """``(len(at), m)`` source column of each target column ``q`` when ``w`` columns move
+    from ``src`` to ``at`` (per row)."""
+    a, p = np.asarray(at)[:, None], np.asarray(src)[:, None]
     w = np.asarray(w)[:, None] if np.ndim(w) else w
-    idx = np.where(q < a, q, np.where(q < a + w, p + (q - a), np.where(q < p + w, q - w, q)))
-    return np.take_along_axis(cols, idx, 1)
+    q = q[None, :]
+    return np.where(q < a, q, np.where(q < a + w, p + (q - a), np.where(q < p + w, q - w, q)))
 
 
 def _dense(key: np.ndarray) -> np.ndarray:

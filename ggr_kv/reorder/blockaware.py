@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ggr_kv.reorder.blockmoves import MoveBase, move_cols, move_totals
+from ggr_kv.reorder.blockmoves import MoveBase, dense_keys, move_cols, move_totals
 from ggr_kv.reorder.blockscore import BlockScorer, served_tokens
 from ggr_kv.reorder.units import Units, column_scores, expand_perm, fixed_order, one_order
 
@@ -649,7 +649,7 @@ def _level_moves(
     for k in tries:
         movable = lv.pos[:, k] > j  # == j: already there, nothing to try
         key = nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
-        kid, _ = pd.factorize(key)
+        kid = dense_keys(key)
         shared = np.bincount(kid)[kid] >= 2
         # "shared" only differs from "all" in nodes with an unshared movable row;
         # elsewhere it scores what "all" scored, which it cannot beat (ties keep "all")

@@ -33,7 +33,7 @@ from ggr_kv.reorder.blockscore import (
     served_tokens,
 )
 
-__all__ = ["MoveBase", "RangeMin", "move_cols", "move_totals"]
+__all__ = ["MoveBase", "RangeMin", "dense_keys", "move_cols", "move_totals"]
 
 
 class RangeMin:
@@ -137,7 +137,7 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
         return done, None
     dlen, how = _first_field(scorer, lv, mask, src)
     sg = np.full(r, -1, dtype=np.int64)
-    sg[sel] = _dense(nidx[sel] * (int(uv.max()) + 1) + uv[lv.rows[sel], unit_j[sel]])
+    sg[sel] = dense_keys(nidx[sel] * (int(uv.max()) + 1) + uv[lv.rows[sel], unit_j[sel]])
     p = len(scorer.pieces.prefix)
     mixed = np.zeros(r, dtype=bool)  # rows of subgroups whose order may change: sorted
     if j == 0:  # keys change form: only rows from the same place keep their order
@@ -272,9 +272,25 @@ def _move_map(q: np.ndarray, at, src, w) -> np.ndarray:
     return np.where(q < a, q, np.where(q < a + w, p + (q - a), np.where(q < p + w, q - w, q)))
 
 
-def _dense(key: np.ndarray) -> np.ndarray:
-    """Dense ids of ``key`` (in order of first appearance)."""
+def dense_keys(key: np.ndarray) -> np.ndarray:
+    """Dense ids of ``key`` (equal keys, equal ids; callers use nothing else): by a table
+    over the keys' range where it is small, else hashed."""
+    if len(key) and int(key.max()) - int(key.min()) < 4 * len(key):
+        k = key - key.min()
+        seen = np.zeros(int(k.max()) + 1, dtype=np.int64)
+        seen[k] = 1
+        return (np.cumsum(seen) - 1).take(k)
     return pd.factorize(key)[0].astype(np.int64)
+
+
+def _cells(a: np.ndarray, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``a[rows, pos]`` of a 2-D array (one row broadcast to all: read from that row;
+    C-ordered: one flat `take`)."""
+    if a.strides[0] == 0:
+        return a[0].take(pos)
+    if a.flags.c_contiguous:
+        return a.ravel().take(rows * a.shape[1] + pos)
+    return a[rows, pos]
 
 
 def _new_order(scorer, lv, sel, src, w, within) -> np.ndarray:
@@ -284,12 +300,13 @@ def _new_order(scorer, lv, sel, src, w, within) -> np.ndarray:
     wmax = int(w[sel].max())
     keys = np.zeros((len(sel), wmax + 2), dtype=np.int64)
     keys[:, 0] = lv.nidx[sel]
+    ws, ss = w[sel], src[sel]
     for i in range(wmax):
-        ok = w[sel] > i
-        c = lv.cols[sel[ok], src[sel[ok]] + i]
-        keys[ok, 1 + i] = scorer._c_mid[rows[ok] * m + c]
+        ok = slice(None) if i == 0 else np.flatnonzero(ws > i)  # every width is >= 1
+        c = _cells(lv.cols, sel[ok], ss[ok] + i)
+        keys[ok, 1 + i] = scorer._c_mid.take(rows[ok] * m + c)
         if lv.j == 0 and i == 0:  # the first field's key
-            keys[ok, 1] += scorer._c_first_d[c]
+            keys[:, 1] += scorer._c_first_d[c]
     keys[:, -1] = within[sel]
     lo, bits = _col_bits(keys[:, :-1])
     if sum(bits) > 63:

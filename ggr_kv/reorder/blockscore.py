@@ -69,8 +69,12 @@ def served_tokens(lcp: np.ndarray, lengths: np.ndarray, block_size: int) -> np.n
     """Tokens vLLM's prefix cache serves a prompt of ``lengths`` tokens sharing its first
     ``lcp`` tokens with a cached one: ``B * min(lcp // B, (len - 1) // B)`` (whole blocks,
     and never the prompt's last token)."""
-    B = block_size
-    return B * np.minimum(lcp // B, np.maximum(lengths - 1, 0) // B)
+    B = int(block_size)
+    top = np.minimum(lcp, np.maximum(lengths - 1, 0))  # floor is monotone: one division
+    if B & (B - 1) == 0:  # a power of two: shifts
+        sh = B.bit_length() - 1
+        return (top >> sh) << sh
+    return B * (top // B)
 
 
 def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray, np.ndarray]:

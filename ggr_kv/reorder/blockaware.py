@@ -330,15 +330,19 @@ def token_scores(
         out[:] = tl.sum(axis=0) - drop
         return out
     for i in range(len(cand)):  # large: per candidate, slots where few keys are possible
-        ki = key[:, i] - base[i]
+        ki, ti = key[:, i] - base[i], tl[:, i]
+        if int(span[i]) > 8 * len(ki):  # a value held by one row of the table shares
+            code = units.codes[:, cand[i]]  # nothing (its tokens minus its own): dropped
+            rep = np.bincount(code)[code.take(rows)] >= 2
+            ki, ti = ki[rep], ti[rep]
         if int(span[i]) <= 8 * len(ki):
             once = np.zeros(int(span[i]), dtype=np.int64)
-            once[ki] = tl[:, i]
+            once[ki] = ti
         else:
             kid, uniq = pd.factorize(ki)  # hashed: a table per candidate stays smaller
             once = np.zeros(len(uniq), dtype=np.int64)
-            once[kid] = tl[:, i]
-        out[i] = int(tl[:, i].sum()) - int(once.sum())
+            once[kid] = ti
+        out[i] = int(ti.sum()) - int(once.sum())
     return out
 
 

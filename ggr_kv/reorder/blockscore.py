@@ -490,6 +490,12 @@ def _col_bits(keys: np.ndarray) -> tuple[np.ndarray, list[int]]:
 def _pack(keys: np.ndarray, lo: np.ndarray, bits: list[int], cols, rows=None) -> np.ndarray:
     """One int64 per row of ``keys`` (``rows`` of it, default all): columns ``cols``, each
     less its minimum ``lo`` in its ``bits`` (`_col_bits`), the first most significant."""
+    if rows is not None and isinstance(cols, range) and cols.step == 1 and len(cols) > 1:
+        # the rows' cells of those columns in one gather (C order: a row's are adjacent)
+        keys, rows = keys[:, cols[0] : cols[-1] + 1].take(rows, axis=0), None
+        lo, bits = lo[cols[0] :], bits[cols[0] :]
+        cols = range(len(cols))
+
     def col(c: int) -> np.ndarray:
         return keys[:, c] if rows is None else keys[rows, c]
 

@@ -161,12 +161,14 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     inner = np.zeros(r, dtype=np.int64)  # exact-enough prefix with the previous row there
     if mixed.any():
         _sort_mixed(scorer, lv, mb, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
-    s = sel[_new_order(scorer, lv, sel, src, w, within)]
+    o, keys = _new_order(scorer, lv, sel, src, w, within)
+    s = sel[o]
     if j:
         mixed = _reordered(mb, s, sg, src, p)
         if mixed.any():
             _sort_mixed(scorer, lv, mb, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
-            s = sel[_new_order(scorer, lv, sel, src, w, within)]
+            o, keys = _new_order(scorer, lv, sel, src, w, within)
+            s = sel[o]
     lcp = np.empty(len(s), dtype=np.int64)
     ns = nidx[s]
     first = np.r_[True, ns[1:] != ns[:-1]]
@@ -187,7 +189,8 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     if len(other):
         a2, b2 = a[other], b[other]
         head = p + mb.cum[b2, at[b2]]
-        lcp[other + 1] = head + _block_lcp(scorer, lv, a2, b2, src, w)
+        blocks = keys[:, 1:-1].take(o[np.r_[other, other + 1]], axis=0)  # pairs' sort keys
+        lcp[other + 1] = head + _block_lcp(scorer, blocks[: len(other)], blocks[len(other) :])
     hits = served_tokens(lcp, mb.lengths[s] + dlen[s], scorer.block_size)
     return done, np.bincount(ns, weights=hits, minlength=N)
 
@@ -293,8 +296,10 @@ def _cells(a: np.ndarray, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return a[rows, pos]
 
 
-def _new_order(scorer, lv, sel, src, w, within) -> np.ndarray:
-    """Order of rows ``sel`` after the move: node, slot-``j`` block, rank inside."""
+def _new_order(scorer, lv, sel, src, w, within) -> tuple[np.ndarray, np.ndarray]:
+    """Order of rows ``sel`` after the move: node, slot-``j`` block, rank inside; and
+    the sort keys (per row of ``sel``: node, the block's cell keys (0 past its width),
+    rank)."""
     m = lv.cols.shape[1]
     rows = lv.rows[sel]
     wmax = int(w[sel].max())
@@ -310,7 +315,7 @@ def _new_order(scorer, lv, sel, src, w, within) -> np.ndarray:
     keys[:, -1] = within[sel]
     lo, bits = _col_bits(keys[:, :-1])
     if sum(bits) > 63:
-        return _lexsort_rows(keys)
+        return _lexsort_rows(keys), keys
     # sort by ``within`` first, then stably by node and block (one int64): the
     # lexicographic order of all three, ties in row order (as `np.lexsort`)
     wk = keys[:, -1]
@@ -321,30 +326,29 @@ def _new_order(scorer, lv, sel, src, w, within) -> np.ndarray:
     else:
         start = np.argsort(wk, kind="stable")
     packed = _pack(keys, lo, bits, range(keys.shape[1] - 1))
-    return start[np.argsort(packed.take(start), kind="stable")]
+    return start[np.argsort(packed.take(start), kind="stable")], keys
 
 
-def _block_lcp(scorer: BlockScorer, lv, a, b, src, w) -> np.ndarray:
-    """Tokens rows ``a`` and ``b`` (different subgroups) share inside the slot-j block."""
-    m = lv.cols.shape[1]
-    out = np.zeros(len(a), dtype=np.int64)
-    acc = np.zeros(len(a), dtype=np.int64)
-    act = np.arange(len(a))
-    for i in range(int(max(w[a].max(), w[b].max()))):
-        first = lv.j == 0 and i == 0  # the prompt's first key (its own pieces)
-        klen, koff = (scorer.k_len[1], 0) if first else (scorer.k_len[0], m)
-        aa, bb = a[act], b[act]
-        ca = lv.cols[aa, src[aa] + i].astype(np.int64)
-        cb = lv.cols[bb, src[bb] + i].astype(np.int64)
-        fa, fb = lv.rows[aa] * m + ca, lv.rows[bb] * m + cb
-        ga, gb = scorer._gid_flat[fa], scorer._gid_flat[fb]
-        kd = ca != cb
-        vd = ~kd & (ga != gb)
-        out[act[kd]] = acc[act[kd]] + scorer.klcp[ca[kd] + koff, cb[kd] + koff]
+def _block_lcp(scorer: BlockScorer, ka: np.ndarray, kb: np.ndarray) -> np.ndarray:
+    """Tokens two rows of different subgroups share inside the slot-``j`` block, from
+    the block's cell sort keys of each (``ka[i]``, ``kb[i]``: key rank * width + value
+    rank, the first field's key form included): blocks of different units differ in
+    their first key; blocks of one unit have one width and differ in some value."""
+    keys, byr, w = scorer.pieces.keys, scorer._v_by_rank, scorer.width
+    out = np.zeros(len(ka), dtype=np.int64)
+    acc = np.zeros(len(ka), dtype=np.int64)
+    act = np.arange(len(ka))
+    for i in range(ka.shape[1]):
+        ra, va = np.divmod(ka[act, i], w)
+        rb, vb = np.divmod(kb[act, i], w)
+        pa, pb = scorer._k_by_rank[ra], scorer._k_by_rank[rb]  # key piece ids
+        kd = pa != pb
+        vd = ~kd & (va != vb)
+        out[act[kd]] = acc[act[kd]] + scorer.klcp[pa[kd], pb[kd]]
         iv = act[vd]
-        out[iv] = acc[iv] + klen[ca[vd]] + _pair_lcp(scorer.pieces.values, ga[vd], gb[vd])
+        out[iv] = acc[iv] + keys.lengths[pb[vd]] + _pair_lcp(byr, va[vd], vb[vd])
         rest = ~(kd | vd)
-        acc[act[rest]] += scorer._l_mid[fa[rest]] + (scorer._l_first_d[ca[rest]] if first else 0)
+        acc[act[rest]] += keys.lengths[pa[rest]] + byr.lengths[va[rest]]
         act = act[rest]
         if not len(act):
             break

@@ -177,10 +177,8 @@ class _NodeScores:
         take[self.first[after]] = True
         take[self.last[before]] = True
         sub = np.flatnonzero(take)
-        trial = cols.take(sub, axis=0)
-        ms = np.flatnonzero(mask[sub])
-        mv = sub[ms]
-        trial[ms] = move_cols(trial.take(ms, axis=0), at[mv], src[mv], w)
+        a = at[sub]  # rows that keep their order move their block onto itself
+        trial = move_cols(cols.take(sub, axis=0), a, np.where(mask[sub], src[sub], a), w)
         h = _score_rows(scorer, rows[sub], trial, nidx[sub], self.start, self.moves.hint(sub))
         ns = nidx[sub]
         inside = touched[ns]

@@ -234,10 +234,9 @@ def _first_field(scorer: BlockScorer, lv, mask, src) -> tuple[np.ndarray, np.nda
 def _sort_mixed(scorer, lv, mb, rows_m, mask, sg, src, w, within, inner) -> None:
     """Rows of subgroups whose blocks came from different places: sort them after the
     move (grouped by subgroup); write their rank and prefix into ``within``/``inner``."""
-    trial = lv.cols.take(rows_m, axis=0)
-    mv = mask[rows_m]
-    at = lv.cstart[rows_m, lv.j]
-    trial[mv] = move_cols(np.compress(mv, trial, axis=0), at[mv], src[rows_m][mv], w[rows_m][mv])
+    at = lv.cstart[rows_m, lv.j]  # rows that keep their order: their block onto itself
+    moved = np.where(mask[rows_m], src[rows_m], at)
+    trial = move_cols(lv.cols.take(rows_m, axis=0), at, moved, w[rows_m])
     order, lcp, _, _ = scorer.sorted_hits(
         lv.rows[rows_m], trial, sg[rows_m], lv.start, exact_lcp=False, hint=mb.hint(rows_m)
     )

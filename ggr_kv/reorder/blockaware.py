@@ -137,8 +137,8 @@ class _NodeScores:
         hits = np.empty(len(rows), dtype=np.int64)
         hits[order] = h
         sn = nidx[order]
-        brk = np.flatnonzero(np.r_[True, sn[1:] != sn[:-1]])
-        ends = np.r_[brk[1:] - 1, len(sn) - 1]
+        brk = np.flatnonzero(np.concatenate(([True], sn[1:] != sn[:-1])))
+        ends = np.append(brk[1:] - 1, len(sn) - 1)
         first = np.zeros(N, dtype=np.int64)
         last = np.zeros(N, dtype=np.int64)
         first[sn[brk]] = order[brk]

@@ -135,7 +135,7 @@ def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray
         per = max(1, per)
         items, key, s = items[o], key[o], seg[o]
         order[pos] = items
-        start = np.r_[True, (s[1:] != s[:-1]) | (key[1:] != key[:-1])]
+        start = np.concatenate(([True], (s[1:] != s[:-1]) | (key[1:] != key[:-1])))
         nseg = np.cumsum(start) - 1
         size = np.bincount(nseg)
         keep = (size[nseg] >= 2) & (lens[items] > t + per)  # ended together = equal
@@ -564,7 +564,7 @@ def _msd_rows(keys: np.ndarray, lo: np.ndarray, bits: list[int], start: np.ndarr
             o = np.argsort(key | (seg << used), kind="stable")
         items, key, s = items[o], key[o], seg[o]
         order[pos] = items
-        new = np.r_[True, (s[1:] != s[:-1]) | (key[1:] != key[:-1])]
+        new = np.concatenate(([True], (s[1:] != s[:-1]) | (key[1:] != key[:-1])))
         nseg = np.cumsum(new) - 1
         keep = np.bincount(nseg)[nseg] >= 2
         pos, seg = pos[keep], nseg[keep]

@@ -298,7 +298,6 @@ class BlockScorer:
         self._l_mid = (self.k_len[0][None, :] + self.v_len[0]).astype(np.int32).ravel()
         self._l_last = (self.k_len[0][None, :] + self.v_len[1]).astype(np.int32).ravel()
         self._l_first_d = (self.k_len[1] - self.k_len[0]).astype(np.int32)
-        self._gid_flat = self.gid.ravel()
 
     def _row_arrays(
         self, rows: np.ndarray | None, cp: np.ndarray

@@ -16,7 +16,7 @@ from ggr_kv.core.table import Table
 from ggr_kv.core.tokenizer import load_tokenizer
 from ggr_kv.datasets import load_dataset
 from ggr_kv.reorder import blockaware as ba
-from ggr_kv.reorder.blockmoves import RangeMin
+from ggr_kv.reorder.blockmoves import RangeMin, move_cols
 from ggr_kv.reorder.blockscore import BlockScorer
 from ggr_kv.reorder.fragments import PromptPieces
 from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
@@ -78,13 +78,19 @@ def _check_levels(table: Table, groups, tok, block_size: int, query: str) -> int
                 movable = lv.pos[:, k] > j
                 key = lv.nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
                 kid = pd.factorize(key)[0]
-                for mask in (movable, movable & (np.bincount(kid)[kid] >= 2)):
+                shared = np.bincount(kid)[kid] >= 2
+                tots = []
+                for mask in (movable, movable & shared):
                     if not mask.any():
                         continue
                     got = base.totals_with(scorer, lv, mask, k, uv)
                     want = base._sorted_totals(scorer, lv, mask, k)
                     assert got.tolist() == want.tolist(), (j, k)
+                    tots.append(got)
                     compared += 1
+                if len(tots) == 2:  # the bound on "shared" from "all" holds in every node
+                    bound = ba._shared_bound(scorer, base, movable & ~shared, tots[0])
+                    assert (bound >= tots[1]).all(), (j, k)
     return compared
 
 
@@ -160,3 +166,43 @@ def test_token_scores_equal_their_definition(name, llama3):
         for hash_all in (0, 1 << 20):
             got = ba.token_scores(scorer, units, rows, group, cand, hash_all=hash_all)
             assert got.tolist() == want, (n_groups, hash_all)
+
+
+@pytest.mark.parametrize("block_size", [16, 128])
+def test_bounded_refine_equals_unbounded(block_size, llama3):
+    """`refine` skipping the "shared" moves `_shared_bound` rules out returns the same
+    orders, hits and levels as scoring every move, on the real samples."""
+    for name in ("movies_sampled_labelled.csv", "products_sampled_labelled.csv",
+                 "contributions.csv"):  # fmt: skip
+        ds = load_dataset(shared_path(name))
+        table = ds.table()
+        cols = list(table.columns)
+        units = build_units(table, [[cols.index(c) for c in g] for g in ds.fds])
+        scorer = BlockScorer(PromptPieces.build(table, llama3, "Q?"), block_size)
+        seed = ggr_unit_order(units, ggr_config())[0]
+        a = ba.refine(scorer, units, seed, bound=True)
+        b = ba.refine(scorer, units, seed, bound=False)
+        assert a.hits == b.hits and a.levels == b.levels, name
+        assert np.array_equal(a.unit_perm, b.unit_perm), name
+
+
+@pytest.mark.parametrize("m", [1, 3, 8, 60])  # 60: past the shared maps (one per row)
+def test_move_cols_moves_each_rows_block(m):
+    """`move_cols` puts each row's ``w`` columns from ``src`` at ``at``, the columns
+    between shifted right in order, whatever ``w`` is (one, or one per row)."""
+    rng = np.random.default_rng(m)
+    r = 50
+    cols = np.argsort(rng.random((r, m)), axis=1).astype(np.int32)
+    w = rng.integers(1, m + 1, r)
+    src = rng.integers(0, m - w + 1)
+    at = rng.integers(0, src + 1)
+    for width in (w, 1):
+        s = src if np.ndim(width) else rng.integers(0, m, r)
+        a = at if np.ndim(width) else rng.integers(0, s + 1)
+        want = []
+        for row, ai, si, wi in zip(cols.tolist(), a, s, np.broadcast_to(width, (r,))):
+            block = row[si : si + wi]
+            rest = row[:si] + row[si + wi :]
+            want.append(rest[:ai] + block + rest[ai:])
+        assert move_cols(cols, a, s, width).tolist() == want
+    assert move_cols(cols[:0], at[:0], src[:0], 1).shape == (0, m)

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ggr_kv.reorder.blockmoves import MoveBase, move_cols, move_totals
+from ggr_kv.reorder.blockmoves import MoveBase, dense_keys, move_cols, move_totals
 from ggr_kv.reorder.blockscore import BlockScorer, served_tokens
 from ggr_kv.reorder.units import Units, column_scores, expand_perm, fixed_order, one_order
 
@@ -137,8 +137,8 @@ class _NodeScores:
         hits = np.empty(len(rows), dtype=np.int64)
         hits[order] = h
         sn = nidx[order]
-        brk = np.flatnonzero(np.r_[True, sn[1:] != sn[:-1]])
-        ends = np.r_[brk[1:] - 1, len(sn) - 1]
+        brk = np.flatnonzero(np.concatenate(([True], sn[1:] != sn[:-1])))
+        ends = np.append(brk[1:] - 1, len(sn) - 1)
         first = np.zeros(N, dtype=np.int64)
         last = np.zeros(N, dtype=np.int64)
         first[sn[brk]] = order[brk]
@@ -177,10 +177,8 @@ class _NodeScores:
         take[self.first[after]] = True
         take[self.last[before]] = True
         sub = np.flatnonzero(take)
-        trial = cols.take(sub, axis=0)
-        ms = np.flatnonzero(mask[sub])
-        mv = sub[ms]
-        trial[ms] = move_cols(trial.take(ms, axis=0), at[mv], src[mv], w)
+        a = at[sub]  # rows that keep their order move their block onto itself
+        trial = move_cols(cols.take(sub, axis=0), a, np.where(mask[sub], src[sub], a), w)
         h = _score_rows(scorer, rows[sub], trial, nidx[sub], self.start, self.moves.hint(sub))
         ns = nidx[sub]
         inside = touched[ns]
@@ -330,15 +328,19 @@ def token_scores(
         out[:] = tl.sum(axis=0) - drop
         return out
     for i in range(len(cand)):  # large: per candidate, slots where few keys are possible
-        ki = key[:, i] - base[i]
+        ki, ti = key[:, i] - base[i], tl[:, i]
+        if int(span[i]) > 8 * len(ki):  # a value held by one row of the table shares
+            code = units.codes[:, cand[i]]  # nothing (its tokens minus its own): dropped
+            rep = np.bincount(code)[code.take(rows)] >= 2
+            ki, ti = ki[rep], ti[rep]
         if int(span[i]) <= 8 * len(ki):
             once = np.zeros(int(span[i]), dtype=np.int64)
-            once[ki] = tl[:, i]
+            once[ki] = ti
         else:
             kid, uniq = pd.factorize(ki)  # hashed: a table per candidate stays smaller
             once = np.zeros(len(uniq), dtype=np.int64)
-            once[kid] = tl[:, i]
-        out[i] = int(tl[:, i].sum()) - int(once.sum())
+            once[kid] = ti
+        out[i] = int(ti.sum()) - int(once.sum())
     return out
 
 
@@ -481,6 +483,7 @@ def refine(
     desc: str = "blocks: refine",
     shortlist: int = SHORTLIST,
     seed_sort: tuple | None = None,
+    bound: bool = True,
 ) -> BlockSearch:
     """Improve per-row unit orders node by node, accepting only moves that add block hits.
 
@@ -497,6 +500,8 @@ def refine(
         columns when the caller has it (None: sorted here). Each level's nodes are
         scored from the sort of all rows (`_grouped_sort`), kept from the check after
         the level before.
+    bound : skip "shared" moves in nodes where they cannot win (`_shared_bound`); the
+        result is the same as without.
 
     Returns
     -------
@@ -525,7 +530,7 @@ def refine(
         lv = _Level.of(units, rows, node[rows], perm.take(rows, axis=0), cols.take(rows, axis=0), j)
         sort = _grouped_sort(scorer, every, rows, lv.cols, lv.nidx)
         base = _NodeScores.of(scorer, rows, lv.cols, lv.nidx, lv.n_nodes, lv.start, sort)
-        choice, cands = _level_moves(scorer, units, lv, base, shortlist, uv)
+        choice, cands = _level_moves(scorer, units, lv, base, shortlist, uv, bound)
         moved = choice >= 0
         taken: dict[str, int] = {}
         if moved.any():
@@ -607,9 +612,30 @@ class _Level:
         return self.cstart[:, self.j], self.cstart[ar, self.pos[:, k]]
 
 
-def _level_moves(scorer, units, lv: _Level, base: _NodeScores, shortlist: int, uv: np.ndarray):
+def _shared_bound(scorer: BlockScorer, base: _NodeScores, alone, tot_all) -> np.ndarray:
+    """``(N,)`` upper bound on each node's block hits after a "shared" move, from its
+    exact total ``tot_all`` after the "all" move of the same unit (tokens).
+
+    The two differ only in the rows ``alone`` (their value of the unit is theirs alone in
+    the node): "shared" leaves them where they were. In a node's token order, taking a
+    row out never raises the others' prefixes (its successor's becomes the smaller of
+    two) and drops its own hits; putting a row x back in adds its own hits, at most
+    ``B * ((len_x - 1) // B)``, and raises at most its successor's, to at most
+    ``B * (len_x // B)`` (a prefix shared with x is no longer than x). So "shared" scores
+    at most ``tot_all`` plus those two terms over the node's ``alone`` rows.
+    """
+    B = scorer.block_size
+    ln = base.moves.lengths[alone]
+    gain = B * (np.maximum(ln - 1, 0) // B) + B * (ln // B)
+    return tot_all + np.bincount(base.nidx[alone], weights=gain, minlength=len(tot_all))
+
+
+def _level_moves(
+    scorer, units, lv: _Level, base: _NodeScores, shortlist: int, uv: np.ndarray, bound: bool = True
+):
     """Score the level's moves (``base``: the level as it is); per node the best one that
-    adds hits (-1: none).
+    adds hits (-1: none). ``bound``: skip the nodes where `_shared_bound` shows a
+    "shared" move cannot beat the best so far (same choice; False scores them all).
 
     Returns
     -------
@@ -625,13 +651,17 @@ def _level_moves(scorer, units, lv: _Level, base: _NodeScores, shortlist: int, u
     for k in tries:
         movable = lv.pos[:, k] > j  # == j: already there, nothing to try
         key = nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
-        kid, _ = pd.factorize(key)
+        kid = dense_keys(key)
         shared = np.bincount(kid)[kid] >= 2
         # "shared" only differs from "all" in nodes with an unshared movable row;
         # elsewhere it scores what "all" scored, which it cannot beat (ties keep "all")
+        alone = movable & ~shared
         differs = np.zeros(N, dtype=bool)
-        differs[nidx[movable & ~shared]] = True
+        differs[nidx[alone]] = True
+        tot = None
         for variant, mask in (("all", movable), ("shared", movable & shared & differs[nidx])):
+            if variant == "shared" and tot is not None and bound:
+                mask = mask & (_shared_bound(scorer, base, alone, tot) > best)[nidx]
             if not mask.any():
                 continue
             tot = base.totals_with(scorer, lv, mask, k, uv)

@@ -33,7 +33,7 @@ from ggr_kv.reorder.blockscore import (
     served_tokens,
 )
 
-__all__ = ["MoveBase", "RangeMin", "move_cols", "move_totals"]
+__all__ = ["MoveBase", "RangeMin", "dense_keys", "move_cols", "move_totals"]
 
 
 class RangeMin:
@@ -90,7 +90,7 @@ class MoveBase:
         ln = np.empty(r, dtype=np.int64)
         ln[order] = lengths
         sn = nidx[order]
-        brk = np.flatnonzero(np.r_[True, sn[1:] != sn[:-1]])
+        brk = np.flatnonzero(np.concatenate(([True], sn[1:] != sn[:-1])))
         node_lcp = np.zeros(n_nodes, dtype=np.int64)
         node_lcp[sn[brk]] = lcp[brk]
         return cls(bpos, RangeMin(lcp), ln, scorer.field_starts(rows, cols), node_lcp)
@@ -137,7 +137,7 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
         return done, None
     dlen, how = _first_field(scorer, lv, mask, src)
     sg = np.full(r, -1, dtype=np.int64)
-    sg[sel] = _dense(nidx[sel] * (int(uv.max()) + 1) + uv[lv.rows[sel], unit_j[sel]])
+    sg[sel] = dense_keys(nidx[sel] * (int(uv.max()) + 1) + uv[lv.rows[sel], unit_j[sel]])
     p = len(scorer.pieces.prefix)
     mixed = np.zeros(r, dtype=bool)  # rows of subgroups whose order may change: sorted
     if j == 0:  # keys change form: only rows from the same place keep their order
@@ -161,15 +161,17 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     inner = np.zeros(r, dtype=np.int64)  # exact-enough prefix with the previous row there
     if mixed.any():
         _sort_mixed(scorer, lv, mb, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
-    s = sel[_new_order(scorer, lv, sel, src, w, within)]
+    o, keys = _new_order(scorer, lv, sel, src, w, within)
+    s = sel[o]
     if j:
         mixed = _reordered(mb, s, sg, src, p)
         if mixed.any():
             _sort_mixed(scorer, lv, mb, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
-            s = sel[_new_order(scorer, lv, sel, src, w, within)]
+            o, keys = _new_order(scorer, lv, sel, src, w, within)
+            s = sel[o]
     lcp = np.empty(len(s), dtype=np.int64)
     ns = nidx[s]
-    first = np.r_[True, ns[1:] != ns[:-1]]
+    first = np.concatenate(([True], ns[1:] != ns[:-1]))  # np.r_ costs ~0.1 ms a call
     lcp[first] = mb.node_lcp[ns[first]]
     a, b = s[:-1], s[1:]
     same = ~first[1:] & (sg[a] == sg[b])
@@ -187,7 +189,8 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     if len(other):
         a2, b2 = a[other], b[other]
         head = p + mb.cum[b2, at[b2]]
-        lcp[other + 1] = head + _block_lcp(scorer, lv, a2, b2, src, w)
+        blocks = keys[:, 1:-1].take(o[np.concatenate((other, other + 1))], axis=0)  # pairs' sort keys
+        lcp[other + 1] = head + _block_lcp(scorer, blocks[: len(other)], blocks[len(other) :])
     hits = served_tokens(lcp, mb.lengths[s] + dlen[s], scorer.block_size)
     return done, np.bincount(ns, weights=hits, minlength=N)
 
@@ -231,10 +234,9 @@ def _first_field(scorer: BlockScorer, lv, mask, src) -> tuple[np.ndarray, np.nda
 def _sort_mixed(scorer, lv, mb, rows_m, mask, sg, src, w, within, inner) -> None:
     """Rows of subgroups whose blocks came from different places: sort them after the
     move (grouped by subgroup); write their rank and prefix into ``within``/``inner``."""
-    trial = lv.cols.take(rows_m, axis=0)
-    mv = mask[rows_m]
-    at = lv.cstart[rows_m, lv.j]
-    trial[mv] = move_cols(np.compress(mv, trial, axis=0), at[mv], src[rows_m][mv], w[rows_m][mv])
+    at = lv.cstart[rows_m, lv.j]  # rows that keep their order: their block onto itself
+    moved = np.where(mask[rows_m], src[rows_m], at)
+    trial = move_cols(lv.cols.take(rows_m, axis=0), at, moved, w[rows_m])
     order, lcp, _, _ = scorer.sorted_hits(
         lv.rows[rows_m], trial, sg[rows_m], lv.start, exact_lcp=False, hint=mb.hint(rows_m)
     )
@@ -247,36 +249,74 @@ def move_cols(cols: np.ndarray, at: np.ndarray, src: np.ndarray, w) -> np.ndarra
 
     ``at <= src`` per row (``w``: one width or one per row); the columns between keep
     their order (`ggr_kv.reorder.blockaware._move_to` on the unit order, in columns).
+    Rows share few ``(at, src, w)``: each distinct one's column map is built once.
     """
-    q = np.arange(cols.shape[1])[None, :]
-    a, p = at[:, None], src[:, None]
+    r, m = cols.shape
+    span = m * m * (m + 1)  # possible (at, src, w) keys
+    if span > 4 * r + 1024:  # wide tables: the map of every row
+        return np.take_along_axis(cols, _move_map(np.arange(m), at, src, w), 1)
+    wv = np.broadcast_to(np.asarray(w, dtype=np.int64), (r,))
+    key = (np.asarray(at, dtype=np.int64) * m + src) * (m + 1) + wv
+    seen = np.zeros(span, dtype=np.int64)
+    seen[key] = 1
+    a, rest = np.divmod(np.flatnonzero(seen), m * (m + 1))
+    p, ww = np.divmod(rest, m + 1)
+    maps = _move_map(np.arange(m), a, p, ww)
+    return np.take_along_axis(cols, maps.take((np.cumsum(seen) - 1).take(key), axis=0), 1)
+
+
+def _move_map(q: np.ndarray, at, src, w) -> np.ndarray:
+    """``(len(at), m)`` source column of each target column ``q`` when ``w`` columns move
+    from ``src`` to ``at`` (per row)."""
+    a, p = np.asarray(at)[:, None], np.asarray(src)[:, None]
     w = np.asarray(w)[:, None] if np.ndim(w) else w
-    idx = np.where(q < a, q, np.where(q < a + w, p + (q - a), np.where(q < p + w, q - w, q)))
-    return np.take_along_axis(cols, idx, 1)
+    q = q[None, :]
+    return np.where(q < a, q, np.where(q < a + w, p + (q - a), np.where(q < p + w, q - w, q)))
 
 
-def _dense(key: np.ndarray) -> np.ndarray:
-    """Dense ids of ``key`` (in order of first appearance)."""
+def dense_keys(key: np.ndarray) -> np.ndarray:
+    """Dense ids of ``key`` (equal keys, equal ids; callers use nothing else): sorted when
+    few, by a table over the keys' range where it is small, else hashed."""
+    if len(key) < 2048:  # small: a sort costs less than a hash table's setup
+        return np.unique(key, return_inverse=True)[1].ravel().astype(np.int64)
+    if int(key.max()) - int(key.min()) < 4 * len(key):
+        k = key - key.min()
+        seen = np.zeros(int(k.max()) + 1, dtype=np.int64)
+        seen[k] = 1
+        return (np.cumsum(seen) - 1).take(k)
     return pd.factorize(key)[0].astype(np.int64)
 
 
-def _new_order(scorer, lv, sel, src, w, within) -> np.ndarray:
-    """Order of rows ``sel`` after the move: node, slot-``j`` block, rank inside."""
+def _cells(a: np.ndarray, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``a[rows, pos]`` of a 2-D array (one row broadcast to all: read from that row;
+    C-ordered: one flat `take`)."""
+    if a.strides[0] == 0:
+        return a[0].take(pos)
+    if a.flags.c_contiguous:
+        return a.ravel().take(rows * a.shape[1] + pos)
+    return a[rows, pos]
+
+
+def _new_order(scorer, lv, sel, src, w, within) -> tuple[np.ndarray, np.ndarray]:
+    """Order of rows ``sel`` after the move: node, slot-``j`` block, rank inside; and
+    the sort keys (per row of ``sel``: node, the block's cell keys (0 past its width),
+    rank)."""
     m = lv.cols.shape[1]
     rows = lv.rows[sel]
     wmax = int(w[sel].max())
     keys = np.zeros((len(sel), wmax + 2), dtype=np.int64)
     keys[:, 0] = lv.nidx[sel]
+    ws, ss = w[sel], src[sel]
     for i in range(wmax):
-        ok = w[sel] > i
-        c = lv.cols[sel[ok], src[sel[ok]] + i]
-        keys[ok, 1 + i] = scorer._c_mid[rows[ok] * m + c]
+        ok = slice(None) if i == 0 else np.flatnonzero(ws > i)  # every width is >= 1
+        c = _cells(lv.cols, sel[ok], ss[ok] + i)
+        keys[ok, 1 + i] = scorer._c_mid.take(rows[ok] * m + c)
         if lv.j == 0 and i == 0:  # the first field's key
-            keys[ok, 1] += scorer._c_first_d[c]
+            keys[:, 1] += scorer._c_first_d[c]
     keys[:, -1] = within[sel]
     lo, bits = _col_bits(keys[:, :-1])
     if sum(bits) > 63:
-        return _lexsort_rows(keys)
+        return _lexsort_rows(keys), keys
     # sort by ``within`` first, then stably by node and block (one int64): the
     # lexicographic order of all three, ties in row order (as `np.lexsort`)
     wk = keys[:, -1]
@@ -287,30 +327,29 @@ def _new_order(scorer, lv, sel, src, w, within) -> np.ndarray:
     else:
         start = np.argsort(wk, kind="stable")
     packed = _pack(keys, lo, bits, range(keys.shape[1] - 1))
-    return start[np.argsort(packed.take(start), kind="stable")]
+    return start[np.argsort(packed.take(start), kind="stable")], keys
 
 
-def _block_lcp(scorer: BlockScorer, lv, a, b, src, w) -> np.ndarray:
-    """Tokens rows ``a`` and ``b`` (different subgroups) share inside the slot-j block."""
-    m = lv.cols.shape[1]
-    out = np.zeros(len(a), dtype=np.int64)
-    acc = np.zeros(len(a), dtype=np.int64)
-    act = np.arange(len(a))
-    for i in range(int(max(w[a].max(), w[b].max()))):
-        first = lv.j == 0 and i == 0  # the prompt's first key (its own pieces)
-        klen, koff = (scorer.k_len[1], 0) if first else (scorer.k_len[0], m)
-        aa, bb = a[act], b[act]
-        ca = lv.cols[aa, src[aa] + i].astype(np.int64)
-        cb = lv.cols[bb, src[bb] + i].astype(np.int64)
-        fa, fb = lv.rows[aa] * m + ca, lv.rows[bb] * m + cb
-        ga, gb = scorer._gid_flat[fa], scorer._gid_flat[fb]
-        kd = ca != cb
-        vd = ~kd & (ga != gb)
-        out[act[kd]] = acc[act[kd]] + scorer.klcp[ca[kd] + koff, cb[kd] + koff]
+def _block_lcp(scorer: BlockScorer, ka: np.ndarray, kb: np.ndarray) -> np.ndarray:
+    """Tokens two rows of different subgroups share inside the slot-``j`` block, from
+    the block's cell sort keys of each (``ka[i]``, ``kb[i]``: key rank * width + value
+    rank, the first field's key form included): blocks of different units differ in
+    their first key; blocks of one unit have one width and differ in some value."""
+    keys, byr, w = scorer.pieces.keys, scorer._v_by_rank, scorer.width
+    out = np.zeros(len(ka), dtype=np.int64)
+    acc = np.zeros(len(ka), dtype=np.int64)
+    act = np.arange(len(ka))
+    for i in range(ka.shape[1]):
+        ra, va = np.divmod(ka[act, i], w)
+        rb, vb = np.divmod(kb[act, i], w)
+        pa, pb = scorer._k_by_rank[ra], scorer._k_by_rank[rb]  # key piece ids
+        kd = pa != pb
+        vd = ~kd & (va != vb)
+        out[act[kd]] = acc[act[kd]] + scorer.klcp[pa[kd], pb[kd]]
         iv = act[vd]
-        out[iv] = acc[iv] + klen[ca[vd]] + _pair_lcp(scorer.pieces.values, ga[vd], gb[vd])
+        out[iv] = acc[iv] + keys.lengths[pb[vd]] + _pair_lcp(byr, va[vd], vb[vd])
         rest = ~(kd | vd)
-        acc[act[rest]] += scorer._l_mid[fa[rest]] + (scorer._l_first_d[ca[rest]] if first else 0)
+        acc[act[rest]] += keys.lengths[pa[rest]] + byr.lengths[va[rest]]
         act = act[rest]
         if not len(act):
             break

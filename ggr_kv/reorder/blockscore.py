@@ -69,8 +69,12 @@ def served_tokens(lcp: np.ndarray, lengths: np.ndarray, block_size: int) -> np.n
     """Tokens vLLM's prefix cache serves a prompt of ``lengths`` tokens sharing its first
     ``lcp`` tokens with a cached one: ``B * min(lcp // B, (len - 1) // B)`` (whole blocks,
     and never the prompt's last token)."""
-    B = block_size
-    return B * np.minimum(lcp // B, np.maximum(lengths - 1, 0) // B)
+    B = int(block_size)
+    top = np.minimum(lcp, np.maximum(lengths - 1, 0))  # floor is monotone: one division
+    if B & (B - 1) == 0:  # a power of two: shifts
+        sh = B.bit_length() - 1
+        return (top >> sh) << sh
+    return B * (top // B)
 
 
 def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +135,7 @@ def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray
         per = max(1, per)
         items, key, s = items[o], key[o], seg[o]
         order[pos] = items
-        start = np.r_[True, (s[1:] != s[:-1]) | (key[1:] != key[:-1])]
+        start = np.concatenate(([True], (s[1:] != s[:-1]) | (key[1:] != key[:-1])))
         nseg = np.cumsum(start) - 1
         size = np.bincount(nseg)
         keep = (size[nseg] >= 2) & (lens[items] > t + per)  # ended together = equal
@@ -145,16 +149,21 @@ def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray
     return order, adj
 
 
-def _pair_lcp(ps: PieceSet, a: np.ndarray, b: np.ndarray, window: int = 2) -> np.ndarray:
+def _pair_lcp(
+    ps: PieceSet | _ByRank, a: np.ndarray, b: np.ndarray, window: int = 2, lim=None
+) -> np.ndarray:
     """Tokens shared at the start of pieces ``a[i]`` and ``b[i]`` (vectorized compare,
     ``window`` tokens in the first pass, twice as many in each next one up to 16: most
-    pairs differ within their first few tokens)."""
-    lens = ps.lengths
-    lim = np.minimum(lens[a], lens[b]).astype(np.int64)
+    pairs differ within their first few tokens). ``lim``: the shorter piece's tokens of
+    each pair, when the caller has them."""
+    if lim is None:
+        lens = ps.lengths
+        lim = np.minimum(lens[a], lens[b])
+    lim = lim.astype(np.int64, copy=False)
     out = np.zeros(len(a), dtype=np.int64)
     act = np.flatnonzero(lim > 0)
-    oa = ps.offsets[a].astype(np.int64)
-    ob = ps.offsets[b].astype(np.int64)
+    oa = ps.offsets.take(a).astype(np.int64, copy=False)
+    ob = ps.offsets.take(b).astype(np.int64, copy=False)
     t = 0
     while len(act):
         ar = np.arange(window, dtype=np.int64)
@@ -172,6 +181,16 @@ def _pair_lcp(ps: PieceSet, a: np.ndarray, b: np.ndarray, window: int = 2) -> np
         t += window
         window = min(2 * window, 16)
     return out
+
+
+@dataclass(frozen=True)
+class _ByRank:
+    """Value pieces indexed by their token-order rank (what a sort key holds): start
+    ``offsets`` into ``tokens`` and ``lengths`` (tokens), for `_pair_lcp`."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -238,6 +257,7 @@ class BlockScorer:
         self.k_len = (klen[m:], klen[:m])
         ka, kb = np.divmod(np.arange(4 * m * m), 2 * m)
         self.klcp = _pair_lcp(pieces.keys, ka, kb).reshape(2 * m, 2 * m)
+        self._k_by_rank = korder  # key piece id of each key rank
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -256,6 +276,8 @@ class BlockScorer:
         self.v_rank = (vrank[g].astype(np.int32), vrank[g + V].astype(np.int32))  # (mid, last)
         self.v_len = (vlen[g].astype(np.int32), vlen[g + V].astype(np.int32))
         self.width = max(1, len(vorder))
+        vals = pieces.values
+        self._v_by_rank = _ByRank(vals.tokens, vals.offsets[:-1][vorder], vlen[vorder])
         self.n_values = V
         self._cells(m)
 
@@ -276,7 +298,6 @@ class BlockScorer:
         self._l_mid = (self.k_len[0][None, :] + self.v_len[0]).astype(np.int32).ravel()
         self._l_last = (self.k_len[0][None, :] + self.v_len[1]).astype(np.int32).ravel()
         self._l_first_d = (self.k_len[1] - self.k_len[0]).astype(np.int32)
-        self._gid_flat = self.gid.ravel()
 
     def _row_arrays(
         self, rows: np.ndarray | None, cp: np.ndarray
@@ -342,7 +363,7 @@ class BlockScorer:
         pp = self.pieces
         cp = np.ascontiguousarray(colperm, dtype=np.intp)  # C order: row gathers
         r, m = cp.shape
-        comb, clen, flat = self._row_arrays(rows, cp)
+        comb, clen, _ = self._row_arrays(rows, cp)
         if group is None:
             order = _lexsort_rows(comb, hint)
         else:
@@ -354,12 +375,17 @@ class BlockScorer:
         lengths = (p + cum[:, -1].astype(np.int64))[order]
         lcp = np.zeros(r, dtype=np.int64)
         if r > 1:
-            lcp[1:] = self._adjacent_lcp(comb, cum, cp, flat, order, lengths, exact_lcp)
+            lcp[1:] = self._adjacent_lcp(comb, cum, order, lengths, exact_lcp)
         return order, lcp, lengths, served_tokens(lcp, lengths, self.block_size)
 
-    def _adjacent_lcp(self, comb, cum, cp, flat, order, lengths, exact: bool) -> np.ndarray:
-        """``(r - 1,)`` tokens shared by each sorted prompt and the one before it."""
-        pp, m = self.pieces, cp.shape[1]
+    def _adjacent_lcp(self, comb, cum, order, lengths, exact: bool) -> np.ndarray:
+        """``(r - 1,)`` tokens shared by each sorted prompt and the one before it.
+
+        The first field where two neighbours differ, and the pieces there, are read from
+        their sort keys (``comb``: key rank * width + value rank), so only the field's
+        start (``cum``) and the pieces' tokens are looked up by row.
+        """
+        pp, m = self.pieces, comb.shape[1]
         p = len(pp.prefix)
         cs = comb.take(order, axis=0)
         eq = cs[1:] == cs[:-1]
@@ -368,35 +394,30 @@ class BlockScorer:
         out = np.where(same, lengths[1:], 0)
         diff = np.flatnonzero(~same)
         dd = np.argmin(eq.take(diff, axis=0), axis=1)
-        ob, oa = order[diff + 1], order[diff]  # rows of the pair, in ``rows`` positions
-        fb, fa = ob * m + dd, oa * m + dd  # their differing cells in the (r, m) arrays
-        cpf = cp.ravel()
-        ca, cb = cpf[fa], cpf[fb]
+        ob = order[diff + 1]  # the later row of each pair, in ``rows`` positions
         at = p + cum.ravel()[ob * (m + 1) + dd].astype(np.int64)  # where the field starts
-        kdiff = ca != cb  # different fields there: the key pieces differ
+        flat = diff * m + dd  # the differing cell of the earlier row in ``cs``
+        w = self.width
+        ka, va = np.divmod(cs.ravel().take(flat).astype(np.int64), w)
+        kb, vb = np.divmod(cs.ravel().take(flat + m).astype(np.int64), w)
+        ka, kb = self._k_by_rank[ka], self._k_by_rank[kb]  # key piece ids (form included)
+        kdiff = ka != kb  # different fields there: the key pieces differ
         ik, iv = np.flatnonzero(kdiff), np.flatnonzero(~kdiff)
-        # key piece ids in ``pieces.keys``: column + m, or column for the first field
-        off = np.where(dd[ik] == 0, 0, m)
-        out[diff[ik]] = at[ik] + self.klcp[ca[ik] + off, cb[ik] + off]
-        dv, cv = dd[iv], cb[iv]
-        klen = np.where(dv == 0, self.k_len[1][cv], self.k_len[0][cv])
-        vat = at[iv] + klen  # where the value piece starts
-        lastv = np.where(dv == m - 1, self.n_values, 0)
-        ff = flat.ravel()
-        va = self._gid_flat[ff[fa[iv]]] + lastv
-        vb = self._gid_flat[ff[fb[iv]]] + lastv
+        out[diff[ik]] = at[ik] + self.klcp[ka[ik], kb[ik]]
+        vat = at[iv] + pp.keys.lengths[kb[iv]]  # where the value piece starts
+        va, vb = va[iv], vb[iv]  # value ranks (form included)
+        byr = self._v_by_rank
+        lim = np.minimum(byr.lengths[va], byr.lengths[vb])
         if exact:
-            out[diff[iv]] = vat + _pair_lcp(pp.values, va, vb)
+            out[diff[iv]] = vat + _pair_lcp(byr, va, vb, lim=lim)
             return out
         # the pieces differ (prefix-free), so they share fewer tokens than the shorter
         # one has: compare them only if that could reach the next block boundary
         B = self.block_size
-        vl = pp.values.lengths
-        lim = np.minimum(vl[va], vl[vb])
         need = (vat + lim - 1) // B > vat // B
         res = vat.copy()
         sel = np.flatnonzero(need)
-        res[sel] += _pair_lcp(pp.values, va[sel], vb[sel])
+        res[sel] += _pair_lcp(byr, va[sel], vb[sel], lim=lim[sel])
         out[diff[iv]] = res
         return out
 
@@ -412,12 +433,12 @@ class BlockScorer:
         rows[0::2], rows[1::2] = rows_a, rows_b
         cp = np.empty((2 * q, m), dtype=np.intp)
         cp[0::2], cp[1::2] = cp_a, cp_b
-        comb, clen, flat = self._row_arrays(rows, cp)
+        comb, clen, _ = self._row_arrays(rows, cp)
         cum = np.zeros((2 * q, m + 1), dtype=np.int32)
         np.cumsum(clen, axis=1, out=cum[:, 1:])
         lengths = len(self.pieces.prefix) + cum[:, -1].astype(np.int64)
         order = np.arange(2 * q, dtype=np.int64)  # pairs (0, 1), (2, 3), ...
-        return self._adjacent_lcp(comb, cum, cp, flat, order, lengths, True)[0::2]
+        return self._adjacent_lcp(comb, cum, order, lengths, True)[0::2]
 
     def total_hits(self, rows: np.ndarray | None, colperm: np.ndarray) -> int:
         """Block hits (tokens) of ``rows`` (None = all) run in token order."""
@@ -468,6 +489,12 @@ def _col_bits(keys: np.ndarray) -> tuple[np.ndarray, list[int]]:
 def _pack(keys: np.ndarray, lo: np.ndarray, bits: list[int], cols, rows=None) -> np.ndarray:
     """One int64 per row of ``keys`` (``rows`` of it, default all): columns ``cols``, each
     less its minimum ``lo`` in its ``bits`` (`_col_bits`), the first most significant."""
+    if rows is not None and isinstance(cols, range) and cols.step == 1 and len(cols) > 1:
+        # the rows' cells of those columns in one gather (C order: a row's are adjacent)
+        keys, rows = keys[:, cols[0] : cols[-1] + 1].take(rows, axis=0), None
+        lo, bits = lo[cols[0] :], bits[cols[0] :]
+        cols = range(len(cols))
+
     def col(c: int) -> np.ndarray:
         return keys[:, c] if rows is None else keys[rows, c]
 
@@ -536,7 +563,7 @@ def _msd_rows(keys: np.ndarray, lo: np.ndarray, bits: list[int], start: np.ndarr
             o = np.argsort(key | (seg << used), kind="stable")
         items, key, s = items[o], key[o], seg[o]
         order[pos] = items
-        new = np.r_[True, (s[1:] != s[:-1]) | (key[1:] != key[:-1])]
+        new = np.concatenate(([True], (s[1:] != s[:-1]) | (key[1:] != key[:-1])))
         nseg = np.cumsum(new) - 1
         keep = np.bincount(nseg)[nseg] >= 2
         pos, seg = pos[keep], nseg[keep]

@@ -41,6 +41,7 @@ import json
 import operator
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import repeat
 from typing import Any
 
@@ -84,10 +85,12 @@ class PieceSet:
     tokens: np.ndarray
     offsets: np.ndarray
 
-    @property
+    @cached_property
     def lengths(self) -> np.ndarray:
-        """``(k,)`` int64 tokens per piece."""
-        return np.diff(self.offsets)
+        """``(k,)`` int64 tokens per piece (computed once; read-only)."""
+        out = np.diff(self.offsets)
+        out.flags.writeable = False
+        return out
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

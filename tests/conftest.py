@@ -130,7 +130,6 @@ class EnginePool:
     def __init__(self) -> None:
         self.llm = None
         self.kwargs: dict | None = None
-        self.starts = 0
 
     def get(self, config: EngineConfig):
         """The pool's engine for ``config`` (started when it holds another or none)."""
@@ -140,7 +139,6 @@ class EnginePool:
         if self.llm is None or kwargs != self.kwargs:
             self.release()
             self.llm, self.kwargs = make_llm(config), kwargs
-            self.starts += 1
         return self.llm
 
     def release(self) -> None:

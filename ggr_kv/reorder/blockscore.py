@@ -272,7 +272,6 @@ class BlockScorer:
         g = np.empty(table.codes.shape, dtype=np.int64)
         for c in range(m):
             g[:, c] = pieces.value_id[c][table.codes[:, c]]
-        self.gid = g  # (n, m) global value id of each cell (its "followed by a field" piece)
         self.v_rank = (vrank[g].astype(np.int32), vrank[g + V].astype(np.int32))  # (mid, last)
         self.v_len = (vlen[g].astype(np.int32), vlen[g + V].astype(np.int32))
         self.width = max(1, len(vorder))
@@ -301,8 +300,8 @@ class BlockScorer:
 
     def _row_arrays(
         self, rows: np.ndarray | None, cp: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sort keys ``(r, m)``, cell tokens ``(r, m)`` and flat cell indices ``(r, m)``."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Sort keys ``(r, m)`` and cell tokens ``(r, m)`` of the rows' cells."""
         r, m = cp.shape
         base = (
             np.arange(r, dtype=np.intp) if rows is None else np.asarray(rows, dtype=np.intp)
@@ -315,12 +314,12 @@ class BlockScorer:
         clen[:, m - 1] = self._l_last[last]
         comb[:, 0] += self._c_first_d[cp[:, 0]]
         clen[:, 0] += self._l_first_d[cp[:, 0]]
-        return comb, clen, flat
+        return comb, clen
 
     def field_starts(self, rows: np.ndarray | None, colperm: np.ndarray) -> np.ndarray:
         """``(r, m + 1)`` int32 tokens before each field of each prompt (after the head)."""
         cp = np.ascontiguousarray(colperm, dtype=np.intp)  # C order: row gathers
-        _, clen, _ = self._row_arrays(rows, cp)
+        _, clen = self._row_arrays(rows, cp)
         cum = np.zeros((cp.shape[0], cp.shape[1] + 1), dtype=np.int32)
         np.cumsum(clen, axis=1, out=cum[:, 1:])
         return cum
@@ -363,7 +362,7 @@ class BlockScorer:
         pp = self.pieces
         cp = np.ascontiguousarray(colperm, dtype=np.intp)  # C order: row gathers
         r, m = cp.shape
-        comb, clen, _ = self._row_arrays(rows, cp)
+        comb, clen = self._row_arrays(rows, cp)
         if group is None:
             order = _lexsort_rows(comb, hint)
         else:
@@ -433,7 +432,7 @@ class BlockScorer:
         rows[0::2], rows[1::2] = rows_a, rows_b
         cp = np.empty((2 * q, m), dtype=np.intp)
         cp[0::2], cp[1::2] = cp_a, cp_b
-        comb, clen, _ = self._row_arrays(rows, cp)
+        comb, clen = self._row_arrays(rows, cp)
         cum = np.zeros((2 * q, m + 1), dtype=np.int32)
         np.cumsum(clen, axis=1, out=cum[:, 1:])
         lengths = len(self.pieces.prefix) + cum[:, -1].astype(np.int64)

@@ -235,3 +235,16 @@ def test_pieces_do_not_change_the_callers_table():
     pd.testing.assert_frame_equal(df, before)
     assert np.array_equal(table.codes, codes)
     assert json.dumps(build_prompts(table, ReorderPlan.identity(table), "Q"))  # still builds
+
+
+def test_opened_texts_equal_json_quoting():
+    """The texts tokenized for the value pieces are ``' ' + json.dumps(v)[:-1]``, also where
+    only a few texts of a chunk need escaping, across chunk ends, and for every code
+    point (the no-escape fast path writes ``' "' + v``)."""
+    from ggr_kv.reorder import fragments
+
+    every = [chr(c) for c in range(0x110000)]
+    mixed = ["plain", 'a "q"', "back\\slash", "tab\there", "é\u2028", "", "x\x7f", "\ud800"]
+    texts = every + mixed * (2 * fragments._OPEN_CHUNK // len(mixed) + 3)
+    want = [" " + json.dumps(v, ensure_ascii=False)[:-1] for v in texts]
+    assert fragments._opened(texts) == want

@@ -52,6 +52,22 @@ def test_range_min_matches_python_min(a, data):
     assert got.tolist() == [min(a[lo : hi + 1])]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(-(2**40), 2**40) | st.integers(-40_000, 40_000), min_size=1, max_size=80),
+    st.data(),
+)
+def test_range_min_batches_and_wide_values(a, data):
+    """Several batches of ranges on one table (levels built as later batches need them),
+    values beyond 16 and 32 bits."""
+    rm = RangeMin(np.array(a, dtype=np.int64))
+    for _ in range(3):
+        lo = np.array(data.draw(st.lists(st.integers(0, len(a) - 1), min_size=0, max_size=6)))
+        hi = np.array([data.draw(st.integers(x, len(a) - 1)) for x in lo.tolist()])
+        got = rm.query(lo.astype(np.int64), hi.astype(np.int64))
+        assert got.tolist() == [min(a[x : y + 1]) for x, y in zip(lo.tolist(), hi.tolist())]
+
+
 def _check_levels(table: Table, groups, tok, block_size: int, query: str) -> int:
     """Compare both scorings of every move of every level; returns moves compared."""
     scorer = BlockScorer(PromptPieces.build(table, tok, query), block_size)

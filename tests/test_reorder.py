@@ -428,3 +428,26 @@ def test_ophr_refuses_large_tables_with_size_and_limit():
     with pytest.raises(ValueError, match="max_rows=5"):
         reorder(df.head(6), "ophr", max_rows=5)
     assert reorder(df.head(6), "ophr").info["optimal_phc"] == 5 * 3  # 3 one-char cells
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.lists(st.integers(1, 3000), min_size=1, max_size=6),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_sort_rows_is_the_lexicographic_order_of_its_cells(n, card, one, seed):
+    """`sort_rows` orders rows by their (column, code) sequence, ties in row order, with one
+    field order for every row or one per row."""
+    from ggr_kv.reorder.units import sort_rows
+
+    rng = np.random.default_rng(seed)
+    m = len(card)
+    codes = np.stack([rng.integers(0, c, n) for c in card], axis=1).astype(np.int32)
+    if one:
+        perm = np.broadcast_to(rng.permutation(m).astype(np.int32), (n, m))
+    else:
+        perm = np.argsort(rng.random((n, m)), axis=1).astype(np.int32)
+    cells = [tuple((int(c), int(codes[r, c])) for c in perm[r]) for r in range(n)]
+    assert sort_rows(codes, perm).tolist() == sorted(range(n), key=lambda r: (cells[r], r))

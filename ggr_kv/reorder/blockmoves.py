@@ -37,25 +37,39 @@ __all__ = ["MoveBase", "RangeMin", "dense_keys", "move_cols", "move_totals"]
 
 
 class RangeMin:
-    """Minimum of ``a[lo..hi]`` (inclusive) for many ranges at once (sparse table)."""
+    """Minimum of ``a[lo..hi]`` (inclusive) for many ranges at once (sparse table).
+
+    Level ``l`` holds the minima of the ``2**l`` values from each position; a level is
+    built when a query first needs it (ranges inside small nodes never build the top
+    levels), in the narrowest integer type that holds ``a``."""
 
     def __init__(self, a: np.ndarray) -> None:
         a = np.asarray(a)
         n = len(a)
         levels = max(1, int(n).bit_length())
-        dt = np.int32 if n == 0 or int(a.max()) < 2**31 else np.int64
-        t = np.empty((levels, n), dtype=dt)
-        t[0] = a
-        k = 1
-        for lev in range(1, levels):
-            t[lev, : n - k] = np.minimum(t[lev - 1, : n - k], t[lev - 1, k:])
+        dt = np.int64
+        if n == 0 or (int(a.min()) >= -(2**15) and int(a.max()) < 2**15):
+            dt = np.int16
+        elif int(a.min()) >= -(2**31) and int(a.max()) < 2**31:
+            dt = np.int32
+        self.table = np.empty((levels, n), dtype=dt)  # rows filled on demand
+        self.table[0] = a
+        self._built = 1
+
+    def _build(self, top: int) -> None:
+        """Fill levels up to ``top``."""
+        t, n = self.table, self.table.shape[1]
+        for lev in range(self._built, top + 1):
+            k = 1 << (lev - 1)
+            np.minimum(t[lev - 1, : n - k], t[lev - 1, k:], out=t[lev, : n - k])
             t[lev, n - k :] = t[lev - 1, n - k :]
-            k *= 2
-        self.table = t
+        self._built = max(self._built, top + 1)
 
     def query(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """``(q,)`` minima over ``[lo, hi]`` (``lo <= hi``)."""
         lev = np.frexp((hi - lo + 1).astype(np.float64))[1].astype(np.int64) - 1
+        if len(lev):
+            self._build(int(lev.max()))
         got = np.minimum(self.table[lev, lo], self.table[lev, hi - (1 << lev) + 1])
         return got.astype(np.int64)
 

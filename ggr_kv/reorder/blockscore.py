@@ -103,12 +103,8 @@ def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray
     offs = ps.offsets[:-1]
     # tokens by their rank among the ids present (same order, fewer bits: more tokens
     # per pass)
-    toks = ps.tokens
-    end = len(toks)  # ``tok1[end]`` = 0: what a piece reads once it has ended
-    tok1 = np.zeros(end + 1, dtype=np.int32)  # token rank + 1
-    if end:
-        rank1 = np.cumsum(np.bincount(toks) > 0).astype(np.int32)
-        np.take(rank1, toks, out=tok1[:end])
+    end = len(ps.tokens)  # ``tok1[end]`` = 0: what a piece reads once it has ended
+    tok1 = _token_ranks1(ps.tokens)
     top = int(tok1.max()) + 1
     bits = top.bit_length()
     pos = np.arange(k, dtype=np.int64)  # positions still tied with a neighbour
@@ -147,6 +143,32 @@ def lex_order(ps: PieceSet, bar=None, adjacent: bool = True) -> tuple[np.ndarray
     if adjacent:
         adj[1:] = _pair_lcp(ps, order[:-1], order[1:])
     return order, adj
+
+
+#: tokens per chunk of `_token_ranks1` (its int32 -> intp index copies stay in cache)
+_RANK_CHUNK = 1 << 20
+
+
+def _token_ranks1(toks: np.ndarray) -> np.ndarray:
+    """``(len(toks) + 1,)`` int32: each token's rank among the distinct ids present, + 1,
+    and a 0 at the end (what a piece reads once it has ended).
+
+    In chunks: `np.bincount` and `np.take` of a whole int32 array first copy it into an
+    intp array (8 bytes a token, ~100M tokens at 1M rows); per chunk that copy stays in
+    cache (~10x faster, same result).
+    """
+    end = len(toks)
+    tok1 = np.zeros(end + 1, dtype=np.int32)
+    if not end:
+        return tok1
+    count = np.zeros(int(toks.max()) + 1, dtype=np.int64)
+    for a in range(0, end, _RANK_CHUNK):
+        count += np.bincount(toks[a : a + _RANK_CHUNK], minlength=len(count))
+    rank1 = np.cumsum(count > 0).astype(np.int32)
+    for a in range(0, end, _RANK_CHUNK):
+        b = min(end, a + _RANK_CHUNK)
+        np.take(rank1, toks[a:b], out=tok1[a:b])
+    return tok1
 
 
 def _pair_lcp(

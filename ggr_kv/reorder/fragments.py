@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import repeat
@@ -103,7 +104,6 @@ class PieceSet:
 #: ``str.isalnum`` of it is True: ``isalpha`` = categories L*, and the numeric
 #: characters (``isdecimal``/``isdigit``/``isnumeric``) are the N* ones.
 _LAST_CHAR = operator.itemgetter(slice(-1, None))
-_ALL_BUT_LAST = operator.itemgetter(slice(None, -1))  # ``s[:-1]``
 
 
 def _layout(instruction: str, query: str) -> tuple[str, str] | None:
@@ -326,6 +326,33 @@ def _bar(progress: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="row")
 
 
+#: the characters ``json.dumps(str, ensure_ascii=False)`` escapes; a text without any is
+#: written as ``'"' + text + '"'`` (checked over every code point in the tests). In UTF-8
+#: these are single bytes that no other character's bytes contain.
+_JSON_ESCAPED = re.compile(r'[\x00-\x1f"\\]')
+_JSON_ESCAPED_BYTES = bytes(range(0x20)) + b'"\\'
+_OPEN_CHUNK = 1 << 16  # texts joined per scan
+
+
+def _opened(uniq: list[str]) -> list[str]:
+    """``' ' + json.dumps(v, ensure_ascii=False)[:-1]`` of every text (its JSON string without
+    the closing quote, after a space): ``' "' + v`` where nothing needs escaping, the JSON
+    encoder for the others. Each chunk of texts is joined and scanned once in C
+    (`bytes.translate`); only a chunk holding an escaped character is searched for it."""
+    out = list(map(operator.add, repeat(' "'), uniq))
+    for a in range(0, len(uniq), _OPEN_CHUNK):
+        part = uniq[a : a + _OPEN_CHUNK]
+        joined = "".join(part)
+        raw = joined.encode("utf-8", "surrogatepass")
+        if len(raw.translate(None, _JSON_ESCAPED_BYTES)) == len(raw):
+            continue
+        hits = [mt.start() for mt in _JSON_ESCAPED.finditer(joined)]
+        ends = np.cumsum(np.fromiter(map(len, part), dtype=np.int64, count=len(part)))
+        for i in np.unique(np.searchsorted(ends, hits, side="right")).tolist():
+            out[a + i] = " " + _json_str(part[i])[:-1]
+    return out
+
+
 def _scatter(dst: np.ndarray, starts: np.ndarray, src: tuple[np.ndarray, np.ndarray]) -> None:
     """Write CSR pieces ``src`` into ``dst`` at ``starts`` (bounded temporaries)."""
     toks, offs = src
@@ -340,23 +367,21 @@ def _scatter(dst: np.ndarray, starts: np.ndarray, src: tuple[np.ndarray, np.ndar
 def _tokenize_values(uniq: list[str], tok: Any, tail: str, progress: bool) -> PieceSet:
     """Value pieces: ``g`` = ``' "v",'``, ``V + g`` = ``' "v"' + tail``, for every text."""
     V = len(uniq)
-    # what json.dumps(v, ensure_ascii=False) returns for a str, as the serializer does
-    enc = list(map(_json_str, uniq))
     # does each text end in a letter or number: mapped in C, no Python frame per text
     stem_ok = np.fromiter(map(str.isalnum, map(_LAST_CHAR, uniq)), dtype=bool, count=V)
+    # ' ' + what json.dumps(v, ensure_ascii=False) returns, without its closing quote
+    opened = _opened(uniq)
     comma = tok.encode_batch(['",'], add_special_tokens=False)[0].astype(np.int32)
     close = tok.encode_batch(['"' + tail], add_special_tokens=False)[0].astype(np.int32)
     idx_s, idx_f = np.flatnonzero(stem_ok), np.flatnonzero(~stem_ok)
     # the texts, built by C-level maps (no Python frame per text)
-    stem_texts = map(_ALL_BUT_LAST, map(enc.__getitem__, idx_s.tolist()))
-    stems = _encode_many(
-        list(map(operator.add, repeat(" "), stem_texts)), tok, progress, "tokenize cells"
-    )
-    full = list(map(operator.add, repeat(" "), map(enc.__getitem__, idx_f.tolist())))
-    full_mid = _encode_many(list(map(operator.add, full, repeat(","))), tok, False, "")
-    full_last = _encode_many(list(map(operator.add, full, repeat(tail))), tok, False, "")
+    stems = _encode_many(list(map(opened.__getitem__, idx_s.tolist())), tok, progress,
+                         "tokenize cells")  # fmt: skip
+    full = list(map(opened.__getitem__, idx_f.tolist()))
+    del opened
+    full_mid = _encode_many(list(map(operator.add, full, repeat('",'))), tok, False, "")
+    full_last = _encode_many(list(map(operator.add, full, repeat('"' + tail))), tok, False, "")
     del full
-    del enc
     stem_len = np.diff(stems[1])
     lens = np.empty(2 * V, dtype=np.int64)
     lens[idx_s] = stem_len + len(comma)

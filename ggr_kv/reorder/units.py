@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ggr_kv.core.table import Table
+from ggr_kv.reorder.blockscore import _lexsort_rows
 
 __all__ = ["Units", "build_units", "column_scores", "expand_perm", "fixed_order", "sort_rows"]
 
@@ -203,13 +204,6 @@ def sort_rows(codes: np.ndarray, perm: np.ndarray) -> np.ndarray:
     perm = perm.astype(np.intp)
     seq = np.take_along_axis(codes, perm, 1).astype(np.int64)
     width = int(codes.max()) + 1
-    keys = perm.astype(np.int64) * width + seq  # (column, code) as one int
-    bits = max(1, int(m * width - 1).bit_length())
-    per_key = max(1, 63 // bits)
-    packed = []
-    for start in range(0, m, per_key):  # several positions per int64: fewer lexsort keys
-        k = np.zeros(n, dtype=np.int64)
-        for p in range(start, min(m, start + per_key)):
-            k = (k << bits) | keys[:, p]
-        packed.append(k)
-    return np.lexsort(packed[::-1]).astype(np.int64)
+    # (column, code) as one int per position; `_lexsort_rows` packs each position in the
+    # bits its range needs (one column's codes where every row has the same order)
+    return _lexsort_rows(perm.astype(np.int64) * width + seq)

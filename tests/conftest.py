@@ -39,9 +39,13 @@ from ggr_kv.datasets.benchtables import SHARED_ENV, shared_datasets_dir
 from ggr_kv.engine.config import EngineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+#: KV cache of the tests' CPU engines: a quarter GiB (131,072 tokens of the tiny model), a
+#: fraction only ggr-kv's engine starts take (vLLM reads its variable as whole GiB); each
+#: start zeroes it, ~2 s per GiB here
+TEST_KV_GIB = 0.25
 #: what every vLLM-starting test needs (CPU engine; set once per session)
 VLLM_ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_KVCACHE_SPACE": f"{TEST_KV_GIB:g}",
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
     "HF_HUB_OFFLINE": "1",
@@ -80,6 +84,18 @@ def vllm_env():
             mp.setenv(key, value)
     yield
     mp.undo()
+
+
+def plain_llm(**kwargs):
+    """A ``vllm.LLM`` started as vLLM's own users start it (not `make_llm`), with the
+    session's KV size (``kv_cache_memory_bytes``; `VLLM_ENV`'s fraction hidden from vLLM)."""
+    import vllm
+
+    from ggr_kv.engine.memory import vllm_sees_bytes
+
+    kwargs.setdefault("kv_cache_memory_bytes", int(TEST_KV_GIB * (1 << 30)))
+    with vllm_sees_bytes():
+        return vllm.LLM(**kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -209,12 +225,14 @@ def tiny_server_launch(tiny_dir, tmp_path_factory) -> VLLMServer:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE")}
     env["VLLM_SERVER_DEV_MODE"] = "1"
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(tiny_dir), "--load-format", "dummy", "--host", "127.0.0.1",
         "--port", str(port), "--max-model-len", str(TINY_ENGINE["max_model_len"]),
+        "--kv-cache-memory-bytes", str(int(TEST_KV_GIB * (1 << 30))),
         "--enforce-eager", "--enable-prompt-tokens-details",
         "--dtype", EngineConfig(**TINY_ENGINE).engine_dtype(),  # as the in-process engines
     ]  # fmt: skip

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: fraction only ggr-kv's engine starts take (vLLM reads its variable as whole GiB); each
 #: start zeroes it, ~2 s per GiB here
 TEST_KV_GIB = 0.25
+TEST_KV_BYTES = int(TEST_KV_GIB * (1 << 30))
 #: what every vLLM-starting test needs (CPU engine; set once per session)
 VLLM_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": f"{TEST_KV_GIB:g}",
@@ -93,7 +94,7 @@ def plain_llm(**kwargs):
 
     from ggr_kv.engine.memory import vllm_sees_bytes
 
-    kwargs.setdefault("kv_cache_memory_bytes", int(TEST_KV_GIB * (1 << 30)))
+    kwargs.setdefault("kv_cache_memory_bytes", TEST_KV_BYTES)
     with vllm_sees_bytes():
         return vllm.LLM(**kwargs)
 
@@ -232,7 +233,7 @@ def tiny_server_launch(tiny_dir, tmp_path_factory) -> VLLMServer:
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(tiny_dir), "--load-format", "dummy", "--host", "127.0.0.1",
         "--port", str(port), "--max-model-len", str(TINY_ENGINE["max_model_len"]),
-        "--kv-cache-memory-bytes", str(int(TEST_KV_GIB * (1 << 30))),
+        "--kv-cache-memory-bytes", str(TEST_KV_BYTES),
         "--enforce-eager", "--enable-prompt-tokens-details",
         "--dtype", EngineConfig(**TINY_ENGINE).engine_dtype(),  # as the in-process engines
     ]  # fmt: skip

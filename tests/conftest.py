@@ -259,13 +259,15 @@ def tiny_server(tiny_server_launch) -> VLLMServer:
     return tiny_server_launch
 
 
-def _module_marks(path: Path) -> set[str]:
-    """Names of the ``pytest.mark.NAME`` marks of a test file's module-level ``pytestmark``,
-    read from its source (without importing it)."""
+def _file_marks(path: Path) -> tuple[set[str], set[str]]:
+    """``(module, named)``: the ``pytest.mark.NAME`` marks of a test file's module-level
+    ``pytestmark`` (every test has them), and every mark named anywhere in its source
+    (a test can have no other), read without importing the file."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text)
     except (OSError, SyntaxError, UnicodeDecodeError):
-        return set()
+        return set(), set()
     marks: set[str] = set()
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
@@ -275,28 +277,27 @@ def _module_marks(path: Path) -> set[str]:
                 if (isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Attribute)
                         and sub.value.attr == "mark"):
                     marks.add(sub.attr)
-    return marks
+    return marks, marks | set(re.findall(r"\bmark\.(\w+)", text))
 
 
 def pytest_ignore_collect(collection_path, config):
-    """Skip importing a test file that ``-m`` deselects whole from its module-level marks
-    (e.g. ``make test-fast`` never imports vLLM for ``pytestmark = pytest.mark.vllm``
-    modules). A file is skipped only if no set of marks its tests might add could make
-    the expression true; otherwise pytest decides as usual."""
+    """Skip importing a test file that ``-m`` deselects whole, judged from its source
+    (`_file_marks`): e.g. ``make test-fast`` never imports vLLM for ``pytestmark =
+    pytest.mark.vllm`` modules, and ``-m timing`` imports only files that name that mark.
+    A file is skipped only if no set of marks its tests can have (its module marks plus
+    any others it names) makes the expression true; otherwise pytest decides as usual."""
     expr = config.getoption("markexpr", "")
     if not expr or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
         return None
-    marks = _module_marks(Path(collection_path))
-    if not marks:
-        return None
+    marks, named = _file_marks(Path(collection_path))
     from _pytest.mark.expression import Expression
 
     try:
         compiled = Expression.compile(expr)
     except Exception:  # a malformed -m: let pytest report it
         return None
-    # the expression depends only on the names in it: try every set of those on the tests
-    names = sorted(set(re.findall(r"\w+", expr)) - {"and", "or", "not"} - marks)
+    # the expression depends only on the names in it: try every set of those a test can have
+    names = sorted((set(re.findall(r"\w+", expr)) - {"and", "or", "not"}) & named - marks)
     if len(names) > 10:
         return None
     for k in range(1 << len(names)):

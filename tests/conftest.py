@@ -39,9 +39,14 @@ from ggr_kv.datasets.benchtables import SHARED_ENV, shared_datasets_dir
 from ggr_kv.engine.config import EngineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+#: KV cache of the tests' CPU engines: a quarter GiB (131,072 tokens of the tiny model), a
+#: fraction only ggr-kv's engine starts take (vLLM reads its variable as whole GiB); each
+#: start zeroes it, ~2 s per GiB here
+TEST_KV_GIB = 0.25
+TEST_KV_BYTES = int(TEST_KV_GIB * (1 << 30))
 #: what every vLLM-starting test needs (CPU engine; set once per session)
 VLLM_ENV = {
-    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_KVCACHE_SPACE": f"{TEST_KV_GIB:g}",
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
     "HF_HUB_OFFLINE": "1",
@@ -80,6 +85,18 @@ def vllm_env():
             mp.setenv(key, value)
     yield
     mp.undo()
+
+
+def plain_llm(**kwargs):
+    """A ``vllm.LLM`` started as vLLM's own users start it (not `make_llm`), with the
+    session's KV size (``kv_cache_memory_bytes``; `VLLM_ENV`'s fraction hidden from vLLM)."""
+    import vllm
+
+    from ggr_kv.engine.memory import vllm_sees_bytes
+
+    kwargs.setdefault("kv_cache_memory_bytes", TEST_KV_BYTES)
+    with vllm_sees_bytes():
+        return vllm.LLM(**kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -209,12 +226,14 @@ def tiny_server_launch(tiny_dir, tmp_path_factory) -> VLLMServer:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE")}
     env["VLLM_SERVER_DEV_MODE"] = "1"
     cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(tiny_dir), "--load-format", "dummy", "--host", "127.0.0.1",
         "--port", str(port), "--max-model-len", str(TINY_ENGINE["max_model_len"]),
+        "--kv-cache-memory-bytes", str(TEST_KV_BYTES),
         "--enforce-eager", "--enable-prompt-tokens-details",
         "--dtype", EngineConfig(**TINY_ENGINE).engine_dtype(),  # as the in-process engines
     ]  # fmt: skip
@@ -240,13 +259,15 @@ def tiny_server(tiny_server_launch) -> VLLMServer:
     return tiny_server_launch
 
 
-def _module_marks(path: Path) -> set[str]:
-    """Names of the ``pytest.mark.NAME`` marks of a test file's module-level ``pytestmark``,
-    read from its source (without importing it)."""
+def _file_marks(path: Path) -> tuple[set[str], set[str]]:
+    """``(module, named)``: the ``pytest.mark.NAME`` marks of a test file's module-level
+    ``pytestmark`` (every test has them), and every mark named anywhere in its source
+    (a test can have no other), read without importing the file."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text)
     except (OSError, SyntaxError, UnicodeDecodeError):
-        return set()
+        return set(), set()
     marks: set[str] = set()
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
@@ -256,28 +277,27 @@ def _module_marks(path: Path) -> set[str]:
                 if (isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Attribute)
                         and sub.value.attr == "mark"):
                     marks.add(sub.attr)
-    return marks
+    return marks, marks | set(re.findall(r"\bmark\.(\w+)", text))
 
 
 def pytest_ignore_collect(collection_path, config):
-    """Skip importing a test file that ``-m`` deselects whole from its module-level marks
-    (e.g. ``make test-fast`` never imports vLLM for ``pytestmark = pytest.mark.vllm``
-    modules). A file is skipped only if no set of marks its tests might add could make
-    the expression true; otherwise pytest decides as usual."""
+    """Skip importing a test file that ``-m`` deselects whole, judged from its source
+    (`_file_marks`): e.g. ``make test-fast`` never imports vLLM for ``pytestmark =
+    pytest.mark.vllm`` modules, and ``-m timing`` imports only files that name that mark.
+    A file is skipped only if no set of marks its tests can have (its module marks plus
+    any others it names) makes the expression true; otherwise pytest decides as usual."""
     expr = config.getoption("markexpr", "")
     if not expr or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
         return None
-    marks = _module_marks(Path(collection_path))
-    if not marks:
-        return None
+    marks, named = _file_marks(Path(collection_path))
     from _pytest.mark.expression import Expression
 
     try:
         compiled = Expression.compile(expr)
     except Exception:  # a malformed -m: let pytest report it
         return None
-    # the expression depends only on the names in it: try every set of those on the tests
-    names = sorted(set(re.findall(r"\w+", expr)) - {"and", "or", "not"} - marks)
+    # the expression depends only on the names in it: try every set of those a test can have
+    names = sorted((set(re.findall(r"\w+", expr)) - {"and", "or", "not"}) & named - marks)
     if len(names) > 10:
         return None
     for k in range(1 << len(names)):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import plain_llm
 
 from ggr_kv.collector import StatsDisabledError, VLLMMetricsCollector
 from ggr_kv.collector.frames import EXTRA_STEP_COLUMNS
@@ -90,9 +91,7 @@ def prompt_ids() -> list[list[int]]:
 
 
 def _engine(tiny_dir: Path, **kw):
-    import vllm
-
-    return vllm.LLM(
+    return plain_llm(
         model=str(tiny_dir),
         load_format="dummy",
         enforce_eager=True,

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import TEST_KV_BYTES
 
 from ggr_kv.collector import VLLMMetricsCollector, step_logger_factory
 
@@ -33,6 +34,8 @@ def engine(tiny_dir):
     from vllm.engine.arg_utils import EngineArgs
     from vllm.v1.engine.llm_engine import LLMEngine
 
+    from ggr_kv.engine.memory import vllm_sees_bytes
+
     args = EngineArgs(
         model=str(tiny_dir),
         load_format="dummy",
@@ -41,10 +44,12 @@ def engine(tiny_dir):
         seed=0,
         max_num_batched_tokens=CHUNK,
         max_num_seqs=32,
+        kv_cache_memory_bytes=TEST_KV_BYTES,
     )
-    eng = LLMEngine.from_engine_args(
-        args, stat_loggers=[step_logger_factory()], enable_multiprocessing=True
-    )
+    with vllm_sees_bytes():
+        eng = LLMEngine.from_engine_args(
+            args, stat_loggers=[step_logger_factory()], enable_multiprocessing=True
+        )
     yield eng
     eng.engine_core.shutdown()
     del eng

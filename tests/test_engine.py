@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import shared_path
+from conftest import TEST_KV_GIB, shared_path
 
 from ggr_kv.engine.config import EngineConfig, check_engine_args, make_llm, model_max_len
 from ggr_kv.engine.models import SHAPES
@@ -21,7 +21,7 @@ from ggr_kv.engine.models import SHAPES
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {
     **os.environ,
-    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_KVCACHE_SPACE": f"{TEST_KV_GIB:g}",  # a fraction: the spawned engine core too
     "VLLM_NO_USAGE_STATS": "1",
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",

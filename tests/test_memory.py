@@ -54,6 +54,23 @@ def test_what_the_user_asks_for_wins(no_env, monkeypatch):
         engine_memory(0, gpu=False)
 
 
+def test_the_engine_gets_the_size_in_bytes_fractions_included(no_env, monkeypatch):
+    # vLLM reads VLLM_CPU_KVCACHE_SPACE as whole GiB ("1.25" fails its config check): the
+    # engine gets bytes, and the variable is hidden from vLLM while it starts
+    from ggr_kv.engine.memory import vllm_sees_bytes
+
+    m = engine_memory(gpu=False, free_gib=4.3)  # lowered to 1.25 GiB
+    assert m.kv_space_gib == 1.25 and os.environ[ENV_VAR] == "1.25"
+    assert m.engine_kwargs == {"kv_cache_memory_bytes": 5 << 28}
+    with vllm_sees_bytes():
+        assert ENV_VAR not in os.environ
+    assert os.environ[ENV_VAR] == "1.25"
+    monkeypatch.delenv(ENV_VAR)
+    with vllm_sees_bytes():
+        pass
+    assert ENV_VAR not in os.environ
+
+
 def test_on_gpu_vllm_decides_unless_asked(no_env):
     m = engine_memory(gpu=True)
     assert m.kv_space_gib is None and m.engine_kwargs == {} and ENV_VAR not in os.environ

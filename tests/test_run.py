@@ -10,6 +10,7 @@ actually hits.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -100,6 +101,14 @@ def expected_hits(prompts: list[str], tok) -> tuple[np.ndarray, np.ndarray]:
     """(prompt tokens, cached tokens) per prompt in run order, from the block model."""
     toks, offs = tok.encode_batch(prompts)
     return np.diff(offs), unbounded_prefix_hits(block_hashes(toks, offs, BLOCK))
+
+
+def test_a_fractional_kv_space_starts_an_engine_of_that_size(llm):
+    # the session's VLLM_CPU_KVCACHE_SPACE (conftest: 0.25, which vLLM alone refuses)
+    from ggr_kv.engine.memory import ENV_VAR
+
+    gib = float(os.environ[ENV_VAR])
+    assert llm.llm_engine.vllm_config.cache_config.kv_cache_memory_bytes == int(gib * 2**30)
 
 
 def test_outputs_come_back_in_original_row_order(first, table, plan, tok):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_path
+from conftest import plain_llm, shared_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -431,10 +431,10 @@ def movie_prompts(tmp_path_factory):
 
 def _measure(model: Path, num_blocks: int, workloads: list[tuple], out_lens: np.ndarray) -> list:
     """Run each workload on one fresh CPU engine; counters, per-request hits, step trace."""
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(
+    llm = plain_llm(
         model=str(model), load_format="dummy", disable_log_stats=False, enforce_eager=True,
         seed=0, num_gpu_blocks_override=num_blocks, kv_cache_memory_bytes=64 << 20, **ENGINE,
     )

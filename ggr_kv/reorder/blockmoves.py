@@ -19,7 +19,7 @@ sort; the others are scored here with one narrow sort per move (`move_totals`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,10 @@ from ggr_kv.reorder.blockscore import (
     served_tokens,
 )
 
-__all__ = ["MoveBase", "RangeMin", "dense_keys", "move_cols", "move_totals"]
+__all__ = ["MoveBase", "RangeMin", "dense_keys", "move_cols", "move_totals", "move_totals_many"]
+
+#: `move_totals_many` stacks moves into one pass up to this many rows in all
+STACK_ROWS = 1 << 15
 
 
 class RangeMin:
@@ -129,6 +132,7 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     lv : the level (`ggr_kv.reorder.blockaware._Level`).
     mb : the level's `MoveBase`.
     mask : ``(r,)`` rows that move.
+    k : the unit, or ``(r,)`` one per row (`move_totals_many`'s stacked moves).
     uv : ``(n, u)`` global (unit, value) id of every cell of the table.
 
     Returns
@@ -142,7 +146,7 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     ar = np.arange(r)
     at = lv.cstart[:, j]
     unit_j = np.where(mask, k, lv.cur[:, j])
-    src = np.where(mask, lv.cstart[ar, lv.pos[:, k]], at)
+    src = np.where(mask, lv.cstart[ar, lv.pos[ar, k]], at)
     w = lv.width[unit_j]
     done[nidx[mask]] = True
     done[nidx[src + w >= m]] = False  # the last field moves: its value changes form
@@ -207,6 +211,44 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
         lcp[other + 1] = head + _block_lcp(scorer, blocks[: len(other)], blocks[len(other) :])
     hits = served_tokens(lcp, mb.lengths[s] + dlen[s], scorer.block_size)
     return done, np.bincount(ns, weights=hits, minlength=N)
+
+
+def move_totals_many(scorer: BlockScorer, lv, mb: MoveBase, masks, ks, uv) -> list[tuple]:
+    """`move_totals` of several moves (unit ``ks[i]`` in the rows of ``masks[i]``), one
+    ``(done, totals)`` per move, scored in one pass where their rows fit `STACK_ROWS`.
+
+    The pass scores a level of ``len(ks)`` copies of ``lv``'s rows, copy ``i`` making
+    move ``i``: copy ``i``'s nodes are ``i * N + node`` and its rows follow copy
+    ``i - 1``'s in token order, so nodes of different copies never meet (a node's
+    totals depend on its own rows and its first row's ``node_lcp`` only): the same
+    totals as one call per move, with the per-call cost paid once (small tables).
+    """
+    K, r, N = len(ks), len(lv.rows), lv.n_nodes
+    if K < 2 or K * r > STACK_ROWS:
+        return [move_totals(scorer, lv, mb, mk, k, uv) for mk, k in zip(masks, ks)]
+    cp = np.arange(K, dtype=np.int64)[:, None]
+    slv = replace(
+        lv, rows=np.tile(lv.rows, K), nidx=(cp * N + lv.nidx).ravel(), n_nodes=K * N,
+        cur=_tile(lv.cur, K), cols=_tile(lv.cols, K), pos=_tile(lv.pos, K),
+        cstart=_tile(lv.cstart, K),
+    )  # fmt: skip
+    smb = MoveBase(
+        (cp * r + mb.bpos).ravel(), RangeMin(np.tile(mb.rmq.table[0], K)),
+        np.tile(mb.lengths, K), np.tile(mb.cum, (K, 1)), np.tile(mb.node_lcp, K),
+    )  # fmt: skip
+    kr = np.repeat(np.asarray(ks, dtype=np.int64), r)
+    done, tot = move_totals(scorer, slv, smb, np.concatenate(masks), kr, uv)
+    done = done.reshape(K, N)
+    if tot is None:
+        return [(d, None) for d in done]
+    return [(d, t if d.any() else None) for d, t in zip(done, tot.reshape(K, N))]
+
+
+def _tile(a: np.ndarray, K: int) -> np.ndarray:
+    """``a`` (2-D) stacked ``K`` times by rows (one row broadcast to all stays so)."""
+    if a.strides[0] == 0:
+        return np.broadcast_to(a[:1], (K * a.shape[0], a.shape[1]))
+    return np.tile(a, (K, 1))
 
 
 def _reordered(mb: MoveBase, s, sg, src, p: int) -> np.ndarray:

@@ -62,7 +62,6 @@ from ggr_kv.reorder.blockmoves import (
     MoveBase,
     dense_keys,
     move_cols,
-    move_totals,
     move_totals_many,
 )
 from ggr_kv.reorder.blockscore import BlockScorer, served_tokens
@@ -394,15 +393,16 @@ class _FixedMoves:
         base = _NodeScores.of(scorer, sub, cols, nidx, lv.n_nodes, lv.start, sort)
         return cls(lv, base, int(base.hits.sum()))
 
-    def total(self, scorer, k: int, uv) -> int | None:
-        """Block hits with ``k`` at position ``j``; None where `move_totals` cannot."""
-        mask = self.lv.pos[:, k] > self.lv.j
-        if not mask.any():
-            return self.total0
-        done, tot = move_totals(scorer, self.lv, self.base.moves, mask, k, uv)
-        if tot is None or not done.all():
-            return None
-        return int(round(float(tot.sum())))
+    def totals(self, scorer, ks: list[int], uv) -> list[int | None]:
+        """Block hits with each ``k`` of ``ks`` at position ``j``; None where
+        `move_totals` cannot (the moves scored in one pass, `move_totals_many`)."""
+        masks = {k: self.lv.pos[:, k] > self.lv.j for k in ks}
+        go = [k for k in ks if masks[k].any()]
+        got = move_totals_many(scorer, self.lv, self.base.moves, [masks[k] for k in go], go, uv)
+        out = dict.fromkeys(ks, self.total0)
+        for k, (done, tot) in zip(go, got):
+            out[k] = None if tot is None or not done.all() else int(round(float(tot.sum())))
+        return [out[k] for k in ks]
 
 
 def greedy_fixed_order(
@@ -458,8 +458,8 @@ def greedy_fixed_order(
                 None, np.broadcast_to(c1, (n, c1.shape[1])), hint=None if prev is None else prev[0]
             )
         light = _FixedMoves.of(scorer, units, list(cur), len(chosen), sub, group, sorts.get(cur))
-        for k in tries:
-            h = None if light is None else light.total(scorer, k, uv)
+        hs = [None] * len(tries) if light is None else light.totals(scorer, tries, uv)
+        for k, h in zip(tries, hs):
             if h is None:  # k is the last field: sort again
                 order = chosen + [k] + [x for x in rest if x != k]
                 cols = expand_perm(units, np.asarray([order], dtype=np.int32))[0]

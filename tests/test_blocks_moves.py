@@ -16,7 +16,7 @@ from ggr_kv.core.table import Table
 from ggr_kv.core.tokenizer import load_tokenizer
 from ggr_kv.datasets import load_dataset
 from ggr_kv.reorder import blockaware as ba
-from ggr_kv.reorder.blockmoves import RangeMin, move_cols
+from ggr_kv.reorder.blockmoves import RangeMin, move_cols, move_totals, move_totals_many
 from ggr_kv.reorder.blockscore import BlockScorer
 from ggr_kv.reorder.fragments import PromptPieces
 from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
@@ -90,6 +90,7 @@ def _check_levels(table: Table, groups, tok, block_size: int, query: str) -> int
                                        lv.nidx)  # fmt: skip
             own = scorer.sorted_hits(rows, lv.cols, lv.nidx, lv.start)
             assert [x.tolist() for x in derived] == [x.tolist() for x in own], j
+            masks, ks, singles = [], [], []
             for k in range(u):
                 movable = lv.pos[:, k] > j
                 key = lv.nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
@@ -100,6 +101,9 @@ def _check_levels(table: Table, groups, tok, block_size: int, query: str) -> int
                     if not mask.any():
                         continue
                     got = base.totals_with(scorer, lv, mask, k, uv)
+                    masks.append(mask)
+                    ks.append(k)
+                    singles.append(got)
                     want = base._sorted_totals(scorer, lv, mask, k)
                     assert got.tolist() == want.tolist(), (j, k)
                     tots.append(got)
@@ -107,7 +111,22 @@ def _check_levels(table: Table, groups, tok, block_size: int, query: str) -> int
                 if len(tots) == 2:  # the bound on "shared" from "all" holds in every node
                     bound = ba._shared_bound(scorer, base, movable & ~shared, tots[0])
                     assert (bound >= tots[1]).all(), (j, k)
+            _check_stacked(scorer, lv, base, masks, ks, uv, singles)
     return compared
+
+
+def _check_stacked(scorer, lv, base, masks, ks, uv, singles) -> None:
+    """All of a level's moves scored in one stacked pass equal each scored alone."""
+    many = move_totals_many(scorer, lv, base.moves, masks, ks, uv)
+    assert len(many) == len(masks)
+    for (done, tot), mask, k in zip(many, masks, ks):
+        done1, tot1 = move_totals(scorer, lv, base.moves, mask, k, uv)
+        assert done.tolist() == done1.tolist(), (lv.j, k)
+        assert (tot is None) == (tot1 is None or not done1.any()), (lv.j, k)
+        if tot is not None:
+            assert tot[done].tolist() == tot1[done].tolist(), (lv.j, k)
+    got = base.totals_many(scorer, lv, masks, ks, uv)
+    assert [t.tolist() for t in got] == [t.tolist() for t in singles], lv.j
 
 
 @pytest.mark.parametrize("block_size", [4, 16, 128])

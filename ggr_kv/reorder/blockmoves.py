@@ -146,7 +146,8 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     ar = np.arange(r)
     at = lv.cstart[:, j]
     unit_j = np.where(mask, k, lv.cur[:, j])
-    src = np.where(mask, lv.cstart[ar, lv.pos[ar, k]], at)
+    pk = lv.pos[:, k] if np.ndim(k) == 0 else lv.pos[ar, k]
+    src = np.where(mask, lv.cstart[ar, pk], at)
     w = lv.width[unit_j]
     done[nidx[mask]] = True
     done[nidx[src + w >= m]] = False  # the last field moves: its value changes form
@@ -185,7 +186,7 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
         mixed = _reordered(mb, s, sg, src, p)
         if mixed.any():
             _sort_mixed(scorer, lv, mb, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
-            o, keys = _new_order(scorer, lv, sel, src, w, within)
+            o = _reorder_runs(o, s, sg, mixed, within)
             s = sel[o]
     lcp = np.empty(len(s), dtype=np.int64)
     ns = nidx[s]
@@ -249,6 +250,20 @@ def _tile(a: np.ndarray, K: int) -> np.ndarray:
     if a.strides[0] == 0:
         return np.broadcast_to(a[:1], (K * a.shape[0], a.shape[1]))
     return np.tile(a, (K, 1))
+
+
+def _reorder_runs(o: np.ndarray, s: np.ndarray, sg, mixed, within) -> np.ndarray:
+    """`_new_order`'s ``o`` once the rows of ``mixed`` subgroups have new ranks ``within``.
+
+    Rows sort by node, slot-``j`` block, rank; a subgroup (node and the block's unit and
+    value) is one run of equal (node, block) in ``o`` whatever the ranks, so only the
+    mixed subgroups' runs change: each is ordered by its rows' new ranks (distinct)."""
+    at = np.flatnonzero(mixed[s])  # positions in ``o`` of the mixed subgroups' rows
+    rs = s[at]
+    run = np.cumsum(np.concatenate(([True], sg[rs[1:]] != sg[rs[:-1]])))
+    out = o.copy()
+    out[at] = o[at[np.lexsort((within[rs], run))]]
+    return out
 
 
 def _reordered(mb: MoveBase, s, sg, src, p: int) -> np.ndarray:

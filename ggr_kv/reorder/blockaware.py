@@ -649,7 +649,8 @@ def _level_moves(
     scorer, units, lv: _Level, base: _NodeScores, shortlist: int, uv: np.ndarray, bound: bool = True
 ):
     """Score the level's moves (``base``: the level as it is); per node the best one that
-    adds hits (-1: none). ``bound``: skip the nodes where `_shared_bound` shows a
+    adds hits (-1: none). Small levels score all their moves in one pass; larger ones
+    one at a time, where ``bound`` skips the nodes in which `_shared_bound` shows a
     "shared" move cannot beat the best so far (same choice; False scores them all).
 
     Returns
@@ -676,25 +677,22 @@ def _level_moves(
         movable.append(mv)
         shared.append(mv & sh & differs[nidx])
         alone.append(mv & ~sh)
-    # the "all" moves in one pass (small levels: `move_totals_many`); the "shared"
-    # ones too on small levels, each dropping the nodes where its bound is <= the
-    # best before it among the seed and the "all" moves up to its unit's (<= the
-    # running best, so every node that can win is kept); else one at a time, against
-    # the running best
+    # small levels: every move in one pass (`move_totals_many`; the "shared" moves
+    # unbounded: dropping nodes saves little there, and any node they add cannot win
+    # over the bounded choice: same choice); else one at a time, "shared" moves
+    # bounded against the running best
     ia = [i for i in range(len(tries)) if movable[i].any()]
-    tot_all = dict(zip(ia, base.totals_many(scorer, lv, [movable[i] for i in ia],
-                                            [tries[i] for i in ia], uv)))  # fmt: skip
-    stack = len(rows) * len(tries) <= STACK_ROWS
+    stack = 2 * len(rows) * len(ia) <= STACK_ROWS
+    tot_all: dict[int, np.ndarray] = {}
     tot_sh: dict[int, np.ndarray] = {}
     if stack:
-        pre = base.totals.copy()
-        for i in ia:
-            pre = np.maximum(pre, tot_all[i])
-            if bound:
-                shared[i] &= (_shared_bound(scorer, base, alone[i], tot_all[i]) > pre)[nidx]
         ish = [i for i in ia if shared[i].any()]
-        tot_sh = dict(zip(ish, base.totals_many(scorer, lv, [shared[i] for i in ish],
-                                                [tries[i] for i in ish], uv)))  # fmt: skip
+        got = base.totals_many(scorer, lv, [movable[i] for i in ia] + [shared[i] for i in ish],
+                               [tries[i] for i in ia + ish], uv)  # fmt: skip
+        tot_all, tot_sh = dict(zip(ia, got)), dict(zip(ish, got[len(ia) :]))
+    else:
+        tot_all = dict(zip(ia, base.totals_many(scorer, lv, [movable[i] for i in ia],
+                                                [tries[i] for i in ia], uv)))  # fmt: skip
     for i in ia:
         k = tries[i]
         for variant in ("all", "shared"):

@@ -304,12 +304,14 @@ def _first_field(scorer: BlockScorer, lv, mask, src) -> tuple[np.ndarray, np.nda
 
 def _sort_mixed(scorer, lv, mb, rows_m, mask, sg, src, w, within, inner) -> None:
     """Rows of subgroups whose blocks came from different places: sort them after the
-    move (grouped by subgroup); write their rank and prefix into ``within``/``inner``."""
+    move (grouped by subgroup); write their rank and prefix into ``within``/``inner``.
+    A subgroup's rows are equal up to the end of the block: the sort starts there."""
     at = lv.cstart[rows_m, lv.j]  # rows that keep their order: their block onto itself
     moved = np.where(mask[rows_m], src[rows_m], at)
     trial = move_cols(lv.cols.take(rows_m, axis=0), at, moved, w[rows_m])
+    start = int((at + w[rows_m]).min())
     order, lcp, _, _ = scorer.sorted_hits(
-        lv.rows[rows_m], trial, sg[rows_m], lv.start, exact_lcp=False, hint=mb.hint(rows_m)
+        lv.rows[rows_m], trial, sg[rows_m], start, exact_lcp=False, hint=mb.hint(rows_m)
     )
     within[rows_m[order]] = np.arange(len(order))
     inner[rows_m[order]] = lcp

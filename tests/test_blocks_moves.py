@@ -16,7 +16,13 @@ from ggr_kv.core.table import Table
 from ggr_kv.core.tokenizer import load_tokenizer
 from ggr_kv.datasets import load_dataset
 from ggr_kv.reorder import blockaware as ba
-from ggr_kv.reorder.blockmoves import RangeMin, move_cols, move_totals, move_totals_many
+from ggr_kv.reorder.blockmoves import (
+    RangeMin,
+    _reorder_runs,
+    move_cols,
+    move_totals,
+    move_totals_many,
+)
 from ggr_kv.reorder.blockscore import BlockScorer
 from ggr_kv.reorder.fragments import PromptPieces
 from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
@@ -241,3 +247,23 @@ def test_move_cols_moves_each_rows_block(m):
             want.append(rest[:ai] + block + rest[ai:])
         assert move_cols(cols, a, s, width).tolist() == want
     assert move_cols(cols[:0], at[:0], src[:0], 1).shape == (0, m)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reorder_runs_equals_sorting_again(seed):
+    """`_reorder_runs` (new ranks for some subgroups' rows) gives the order that sorting
+    every row again by (node, block, rank) gives."""
+    rng = np.random.default_rng(seed)
+    r = 200
+    node = rng.integers(0, 6, r)
+    block = rng.integers(0, 4, r)
+    sg = pd.factorize(node * 4 + block)[0].astype(np.int64)
+    within = rng.permutation(r).astype(np.int64)
+    o = np.lexsort((within, block, node))
+    mixed = rng.random(sg.max() + 1)[sg] < 0.5
+    new = within.copy()  # mixed rows: ranks grouped by subgroup, any order inside
+    rows_m = np.flatnonzero(mixed)
+    ranked = rows_m[np.lexsort((rng.random(len(rows_m)), sg[rows_m]))]
+    new[ranked] = np.arange(len(ranked))
+    got = _reorder_runs(o, o, sg, mixed, new)  # ``s`` = ``o`` (every row selected)
+    assert got.tolist() == np.lexsort((new, block, node)).tolist()

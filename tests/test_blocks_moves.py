@@ -16,7 +16,13 @@ from ggr_kv.core.table import Table
 from ggr_kv.core.tokenizer import load_tokenizer
 from ggr_kv.datasets import load_dataset
 from ggr_kv.reorder import blockaware as ba
-from ggr_kv.reorder.blockmoves import RangeMin, move_cols
+from ggr_kv.reorder.blockmoves import (
+    RangeMin,
+    _reorder_runs,
+    move_cols,
+    move_totals,
+    move_totals_many,
+)
 from ggr_kv.reorder.blockscore import BlockScorer
 from ggr_kv.reorder.fragments import PromptPieces
 from ggr_kv.reorder.ggr import ggr_config, ggr_unit_order
@@ -90,6 +96,7 @@ def _check_levels(table: Table, groups, tok, block_size: int, query: str) -> int
                                        lv.nidx)  # fmt: skip
             own = scorer.sorted_hits(rows, lv.cols, lv.nidx, lv.start)
             assert [x.tolist() for x in derived] == [x.tolist() for x in own], j
+            masks, ks, singles = [], [], []
             for k in range(u):
                 movable = lv.pos[:, k] > j
                 key = lv.nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
@@ -100,6 +107,9 @@ def _check_levels(table: Table, groups, tok, block_size: int, query: str) -> int
                     if not mask.any():
                         continue
                     got = base.totals_with(scorer, lv, mask, k, uv)
+                    masks.append(mask)
+                    ks.append(k)
+                    singles.append(got)
                     want = base._sorted_totals(scorer, lv, mask, k)
                     assert got.tolist() == want.tolist(), (j, k)
                     tots.append(got)
@@ -107,7 +117,22 @@ def _check_levels(table: Table, groups, tok, block_size: int, query: str) -> int
                 if len(tots) == 2:  # the bound on "shared" from "all" holds in every node
                     bound = ba._shared_bound(scorer, base, movable & ~shared, tots[0])
                     assert (bound >= tots[1]).all(), (j, k)
+            _check_stacked(scorer, lv, base, masks, ks, uv, singles)
     return compared
+
+
+def _check_stacked(scorer, lv, base, masks, ks, uv, singles) -> None:
+    """All of a level's moves scored in one stacked pass equal each scored alone."""
+    many = move_totals_many(scorer, lv, base.moves, masks, ks, uv)
+    assert len(many) == len(masks)
+    for (done, tot), mask, k in zip(many, masks, ks):
+        done1, tot1 = move_totals(scorer, lv, base.moves, mask, k, uv)
+        assert done.tolist() == done1.tolist(), (lv.j, k)
+        assert (tot is None) == (tot1 is None or not done1.any()), (lv.j, k)
+        if tot is not None:
+            assert tot[done].tolist() == tot1[done].tolist(), (lv.j, k)
+    got = base.totals_many(scorer, lv, masks, ks, uv)
+    assert [t.tolist() for t in got] == [t.tolist() for t in singles], lv.j
 
 
 @pytest.mark.parametrize("block_size", [4, 16, 128])
@@ -222,3 +247,23 @@ def test_move_cols_moves_each_rows_block(m):
             want.append(rest[:ai] + block + rest[ai:])
         assert move_cols(cols, a, s, width).tolist() == want
     assert move_cols(cols[:0], at[:0], src[:0], 1).shape == (0, m)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reorder_runs_equals_sorting_again(seed):
+    """`_reorder_runs` (new ranks for some subgroups' rows) gives the order that sorting
+    every row again by (node, block, rank) gives."""
+    rng = np.random.default_rng(seed)
+    r = 200
+    node = rng.integers(0, 6, r)
+    block = rng.integers(0, 4, r)
+    sg = pd.factorize(node * 4 + block)[0].astype(np.int64)
+    within = rng.permutation(r).astype(np.int64)
+    o = np.lexsort((within, block, node))
+    mixed = rng.random(sg.max() + 1)[sg] < 0.5
+    new = within.copy()  # mixed rows: ranks grouped by subgroup, any order inside
+    rows_m = np.flatnonzero(mixed)
+    ranked = rows_m[np.lexsort((rng.random(len(rows_m)), sg[rows_m]))]
+    new[ranked] = np.arange(len(ranked))
+    got = _reorder_runs(o, o, sg, mixed, new)  # ``s`` = ``o`` (every row selected)
+    assert got.tolist() == np.lexsort((new, block, node)).tolist()

@@ -57,7 +57,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ggr_kv.reorder.blockmoves import MoveBase, dense_keys, move_cols, move_totals
+from ggr_kv.reorder.blockmoves import (
+    STACK_ROWS,
+    MoveBase,
+    dense_keys,
+    move_cols,
+    move_totals_many,
+)
 from ggr_kv.reorder.blockscore import BlockScorer, served_tokens
 from ggr_kv.reorder.units import Units, column_scores, expand_perm, fixed_order, one_order
 
@@ -153,12 +159,20 @@ class _NodeScores:
         Nodes `ggr_kv.reorder.blockmoves.move_totals` can score without a sort are
         scored there; the others by sorting their rows again.
         """
-        done, light = move_totals(scorer, lv, self.moves, mask, k, uv)
-        rest = mask & ~done[self.nidx]
-        tot = self.totals.copy() if not rest.any() else self._sorted_totals(scorer, lv, rest, k)
-        if light is not None:
-            tot[done] = light[done]
-        return tot
+        return self.totals_many(scorer, lv, [mask], [k], uv)[0]
+
+    def totals_many(self, scorer, lv, masks, ks, uv) -> list[np.ndarray]:
+        """`totals_with` of several moves (unit ``ks[i]`` in the rows of ``masks[i]``);
+        the light ones scored in one pass (`move_totals_many`)."""
+        out = []
+        light = move_totals_many(scorer, lv, self.moves, masks, ks, uv)
+        for (done, lt), mask, k in zip(light, masks, ks):
+            rest = mask & ~done[self.nidx]
+            tot = self.totals.copy() if not rest.any() else self._sorted_totals(scorer, lv, rest, k)
+            if lt is not None:
+                tot[done] = lt[done]
+            out.append(tot)
+        return out
 
     def _sorted_totals(self, scorer, lv, mask, k) -> np.ndarray:
         """`totals_with` by sorting the rows of the nodes ``mask`` touches (and the
@@ -379,15 +393,16 @@ class _FixedMoves:
         base = _NodeScores.of(scorer, sub, cols, nidx, lv.n_nodes, lv.start, sort)
         return cls(lv, base, int(base.hits.sum()))
 
-    def total(self, scorer, k: int, uv) -> int | None:
-        """Block hits with ``k`` at position ``j``; None where `move_totals` cannot."""
-        mask = self.lv.pos[:, k] > self.lv.j
-        if not mask.any():
-            return self.total0
-        done, tot = move_totals(scorer, self.lv, self.base.moves, mask, k, uv)
-        if tot is None or not done.all():
-            return None
-        return int(round(float(tot.sum())))
+    def totals(self, scorer, ks: list[int], uv) -> list[int | None]:
+        """Block hits with each ``k`` of ``ks`` at position ``j``; None where
+        `move_totals` cannot (the moves scored in one pass, `move_totals_many`)."""
+        masks = {k: self.lv.pos[:, k] > self.lv.j for k in ks}
+        go = [k for k in ks if masks[k].any()]
+        got = move_totals_many(scorer, self.lv, self.base.moves, [masks[k] for k in go], go, uv)
+        out = dict.fromkeys(ks, self.total0)
+        for k, (done, tot) in zip(go, got):
+            out[k] = None if tot is None or not done.all() else int(round(float(tot.sum())))
+        return [out[k] for k in ks]
 
 
 def greedy_fixed_order(
@@ -443,8 +458,8 @@ def greedy_fixed_order(
                 None, np.broadcast_to(c1, (n, c1.shape[1])), hint=None if prev is None else prev[0]
             )
         light = _FixedMoves.of(scorer, units, list(cur), len(chosen), sub, group, sorts.get(cur))
-        for k in tries:
-            h = None if light is None else light.total(scorer, k, uv)
+        hs = [None] * len(tries) if light is None else light.totals(scorer, tries, uv)
+        for k, h in zip(tries, hs):
             if h is None:  # k is the last field: sort again
                 order = chosen + [k] + [x for x in rest if x != k]
                 cols = expand_perm(units, np.asarray([order], dtype=np.int32))[0]
@@ -634,7 +649,8 @@ def _level_moves(
     scorer, units, lv: _Level, base: _NodeScores, shortlist: int, uv: np.ndarray, bound: bool = True
 ):
     """Score the level's moves (``base``: the level as it is); per node the best one that
-    adds hits (-1: none). ``bound``: skip the nodes where `_shared_bound` shows a
+    adds hits (-1: none). Small levels score all their moves in one pass; larger ones
+    one at a time, where ``bound`` skips the nodes in which `_shared_bound` shows a
     "shared" move cannot beat the best so far (same choice; False scores them all).
 
     Returns
@@ -648,23 +664,51 @@ def _level_moves(
     cands: list[tuple[int, str, np.ndarray]] = []  # (unit, variant, rows that move)
     open_units = [k for k in range(units.n_units) if (lv.pos[:, k] > j).any()]
     tries = _shortlist(token_scores(scorer, units, rows, nidx, open_units), open_units, shortlist)
+    movable, shared, alone = [], [], []
     for k in tries:
-        movable = lv.pos[:, k] > j  # == j: already there, nothing to try
+        mv = lv.pos[:, k] > j  # == j: already there, nothing to try
         key = nidx * (int(units.n_distinct[k]) + 1) + units.codes[rows, k]
         kid = dense_keys(key)
-        shared = np.bincount(kid)[kid] >= 2
+        sh = np.bincount(kid)[kid] >= 2
         # "shared" only differs from "all" in nodes with an unshared movable row;
         # elsewhere it scores what "all" scored, which it cannot beat (ties keep "all")
-        alone = movable & ~shared
         differs = np.zeros(N, dtype=bool)
-        differs[nidx[alone]] = True
-        tot = None
-        for variant, mask in (("all", movable), ("shared", movable & shared & differs[nidx])):
-            if variant == "shared" and tot is not None and bound:
-                mask = mask & (_shared_bound(scorer, base, alone, tot) > best)[nidx]
-            if not mask.any():
-                continue
-            tot = base.totals_with(scorer, lv, mask, k, uv)
+        differs[nidx[mv & ~sh]] = True
+        movable.append(mv)
+        shared.append(mv & sh & differs[nidx])
+        alone.append(mv & ~sh)
+    # small levels: every move in one pass (`move_totals_many`; the "shared" moves
+    # unbounded: dropping nodes saves little there, and any node they add cannot win
+    # over the bounded choice: same choice); else one at a time, "shared" moves
+    # bounded against the running best
+    ia = [i for i in range(len(tries)) if movable[i].any()]
+    stack = 2 * len(rows) * len(ia) <= STACK_ROWS
+    tot_all: dict[int, np.ndarray] = {}
+    tot_sh: dict[int, np.ndarray] = {}
+    if stack:
+        ish = [i for i in ia if shared[i].any()]
+        got = base.totals_many(scorer, lv, [movable[i] for i in ia] + [shared[i] for i in ish],
+                               [tries[i] for i in ia + ish], uv)  # fmt: skip
+        tot_all, tot_sh = dict(zip(ia, got)), dict(zip(ish, got[len(ia) :]))
+    else:
+        tot_all = dict(zip(ia, base.totals_many(scorer, lv, [movable[i] for i in ia],
+                                                [tries[i] for i in ia], uv)))  # fmt: skip
+    for i in ia:
+        k = tries[i]
+        for variant in ("all", "shared"):
+            mask = movable[i] if variant == "all" else shared[i]
+            if variant == "all":
+                tot = tot_all[i]
+            elif stack:
+                if i not in tot_sh:
+                    continue
+                tot = tot_sh[i]
+            else:
+                if bound:
+                    mask = mask & (_shared_bound(scorer, base, alone[i], tot_all[i]) > best)[nidx]
+                if not mask.any():
+                    continue
+                tot = base.totals_with(scorer, lv, mask, k, uv)
             better = tot > best
             best = np.where(better, tot, best)
             choice = np.where(better, len(cands), choice)

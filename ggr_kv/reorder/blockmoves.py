@@ -19,7 +19,7 @@ sort; the others are scored here with one narrow sort per move (`move_totals`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,10 @@ from ggr_kv.reorder.blockscore import (
     served_tokens,
 )
 
-__all__ = ["MoveBase", "RangeMin", "dense_keys", "move_cols", "move_totals"]
+__all__ = ["MoveBase", "RangeMin", "dense_keys", "move_cols", "move_totals", "move_totals_many"]
+
+#: `move_totals_many` stacks moves into one pass up to this many rows in all
+STACK_ROWS = 1 << 15
 
 
 class RangeMin:
@@ -129,6 +132,7 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     lv : the level (`ggr_kv.reorder.blockaware._Level`).
     mb : the level's `MoveBase`.
     mask : ``(r,)`` rows that move.
+    k : the unit, or ``(r,)`` one per row (`move_totals_many`'s stacked moves).
     uv : ``(n, u)`` global (unit, value) id of every cell of the table.
 
     Returns
@@ -142,7 +146,8 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
     ar = np.arange(r)
     at = lv.cstart[:, j]
     unit_j = np.where(mask, k, lv.cur[:, j])
-    src = np.where(mask, lv.cstart[ar, lv.pos[:, k]], at)
+    pk = lv.pos[:, k] if np.ndim(k) == 0 else lv.pos[ar, k]
+    src = np.where(mask, lv.cstart[ar, pk], at)
     w = lv.width[unit_j]
     done[nidx[mask]] = True
     done[nidx[src + w >= m]] = False  # the last field moves: its value changes form
@@ -181,7 +186,7 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
         mixed = _reordered(mb, s, sg, src, p)
         if mixed.any():
             _sort_mixed(scorer, lv, mb, np.flatnonzero(mixed), mask, sg, src, w, within, inner)
-            o, keys = _new_order(scorer, lv, sel, src, w, within)
+            o = _reorder_runs(o, s, sg, mixed, within)
             s = sel[o]
     lcp = np.empty(len(s), dtype=np.int64)
     ns = nidx[s]
@@ -207,6 +212,58 @@ def move_totals(scorer: BlockScorer, lv, mb: MoveBase, mask, k: int, uv: np.ndar
         lcp[other + 1] = head + _block_lcp(scorer, blocks[: len(other)], blocks[len(other) :])
     hits = served_tokens(lcp, mb.lengths[s] + dlen[s], scorer.block_size)
     return done, np.bincount(ns, weights=hits, minlength=N)
+
+
+def move_totals_many(scorer: BlockScorer, lv, mb: MoveBase, masks, ks, uv) -> list[tuple]:
+    """`move_totals` of several moves (unit ``ks[i]`` in the rows of ``masks[i]``), one
+    ``(done, totals)`` per move, scored in one pass where their rows fit `STACK_ROWS`.
+
+    The pass scores a level of ``len(ks)`` copies of ``lv``'s rows, copy ``i`` making
+    move ``i``: copy ``i``'s nodes are ``i * N + node`` and its rows follow copy
+    ``i - 1``'s in token order, so nodes of different copies never meet (a node's
+    totals depend on its own rows and its first row's ``node_lcp`` only): the same
+    totals as one call per move, with the per-call cost paid once (small tables).
+    """
+    K, r, N = len(ks), len(lv.rows), lv.n_nodes
+    if K < 2 or K * r > STACK_ROWS:
+        return [move_totals(scorer, lv, mb, mk, k, uv) for mk, k in zip(masks, ks)]
+    cp = np.arange(K, dtype=np.int64)[:, None]
+    slv = replace(
+        lv, rows=np.tile(lv.rows, K), nidx=(cp * N + lv.nidx).ravel(), n_nodes=K * N,
+        cur=_tile(lv.cur, K), cols=_tile(lv.cols, K), pos=_tile(lv.pos, K),
+        cstart=_tile(lv.cstart, K),
+    )  # fmt: skip
+    smb = MoveBase(
+        (cp * r + mb.bpos).ravel(), RangeMin(np.tile(mb.rmq.table[0], K)),
+        np.tile(mb.lengths, K), np.tile(mb.cum, (K, 1)), np.tile(mb.node_lcp, K),
+    )  # fmt: skip
+    kr = np.repeat(np.asarray(ks, dtype=np.int64), r)
+    done, tot = move_totals(scorer, slv, smb, np.concatenate(masks), kr, uv)
+    done = done.reshape(K, N)
+    if tot is None:
+        return [(d, None) for d in done]
+    return [(d, t if d.any() else None) for d, t in zip(done, tot.reshape(K, N))]
+
+
+def _tile(a: np.ndarray, K: int) -> np.ndarray:
+    """``a`` (2-D) stacked ``K`` times by rows (one row broadcast to all stays so)."""
+    if a.strides[0] == 0:
+        return np.broadcast_to(a[:1], (K * a.shape[0], a.shape[1]))
+    return np.tile(a, (K, 1))
+
+
+def _reorder_runs(o: np.ndarray, s: np.ndarray, sg, mixed, within) -> np.ndarray:
+    """`_new_order`'s ``o`` once the rows of ``mixed`` subgroups have new ranks ``within``.
+
+    Rows sort by node, slot-``j`` block, rank; a subgroup (node and the block's unit and
+    value) is one run of equal (node, block) in ``o`` whatever the ranks, so only the
+    mixed subgroups' runs change: each is ordered by its rows' new ranks (distinct)."""
+    at = np.flatnonzero(mixed[s])  # positions in ``o`` of the mixed subgroups' rows
+    rs = s[at]
+    run = np.cumsum(np.concatenate(([True], sg[rs[1:]] != sg[rs[:-1]])))
+    out = o.copy()
+    out[at] = o[at[np.lexsort((within[rs], run))]]
+    return out
 
 
 def _reordered(mb: MoveBase, s, sg, src, p: int) -> np.ndarray:
@@ -247,12 +304,14 @@ def _first_field(scorer: BlockScorer, lv, mask, src) -> tuple[np.ndarray, np.nda
 
 def _sort_mixed(scorer, lv, mb, rows_m, mask, sg, src, w, within, inner) -> None:
     """Rows of subgroups whose blocks came from different places: sort them after the
-    move (grouped by subgroup); write their rank and prefix into ``within``/``inner``."""
+    move (grouped by subgroup); write their rank and prefix into ``within``/``inner``.
+    A subgroup's rows are equal up to the end of the block: the sort starts there."""
     at = lv.cstart[rows_m, lv.j]  # rows that keep their order: their block onto itself
     moved = np.where(mask[rows_m], src[rows_m], at)
     trial = move_cols(lv.cols.take(rows_m, axis=0), at, moved, w[rows_m])
+    start = int((at + w[rows_m]).min())
     order, lcp, _, _ = scorer.sorted_hits(
-        lv.rows[rows_m], trial, sg[rows_m], lv.start, exact_lcp=False, hint=mb.hint(rows_m)
+        lv.rows[rows_m], trial, sg[rows_m], start, exact_lcp=False, hint=mb.hint(rows_m)
     )
     within[rows_m[order]] = np.arange(len(order))
     inner[rows_m[order]] = lcp

@@ -264,9 +264,9 @@ def _file_marks(path: Path) -> tuple[set[str], set[str]]:
     ``pytestmark`` (every test has them), and every mark named anywhere in its source
     (a test can have no other), read without importing the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _file_text(path)  # "" when unreadable
         tree = ast.parse(text)
-    except (OSError, SyntaxError, UnicodeDecodeError):
+    except (SyntaxError, UnicodeDecodeError):
         return set(), set()
     marks: set[str] = set()
     for node in tree.body:
